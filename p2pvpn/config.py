@@ -1,0 +1,224 @@
+"""The node's configuration: one frozen object built from config.toml plus flags, validated once.
+
+Every key of ``config.toml`` is also a flag of ``p2pvpn up`` (``mtu`` ->
+``--mtu``, ``allow_peers`` -> ``--allow-peer``); flags win over the file.
+Validation happens here so the rest of the code can trust the values, and
+each problem is reported as one line naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+from libp2p.peer.id import ID
+
+from p2pvpn.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+DEFAULT_PORT = 4242
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_TUN_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one node (see the field docstrings for why each exists)."""
+
+    network: str = "default"
+    """Network name: nodes only form tunnels within the same network; it also seeds the overlay IPv6 /64."""
+    listen: tuple[str, ...] = (f"/ip4/0.0.0.0/tcp/{DEFAULT_PORT}",)
+    """libp2p multiaddrs to listen on (TCP; ``/udp/N/quic-v1`` adds QUIC)."""
+    peers: tuple[str, ...] = ()
+    """Static peers, each a multiaddr ending in /p2p/<peer-id>; the node keeps a tunnel to each."""
+    allow_peers: tuple[str, ...] = ()
+    """Extra peer IDs allowed to open a tunnel to us without being in ``peers``."""
+    allow_any_peer: bool = False
+    """Accept a tunnel from any peer of the same network (trust the network, not a list)."""
+    tun: str = "p2pvpn0"
+    """Name of the TUN interface to create."""
+    mtu: int = 1400
+    """MTU of the TUN interface; 1280 at least, so IPv6 works."""
+    queue_packets: int = 1024
+    """Packets queued per peer before new ones are dropped (and counted)."""
+    keepalive: float = 5.0
+    """Seconds between keepalives; a tunnel silent for four times this is closed."""
+    control_socket: str = ""
+    """Path of the local control socket; empty means <dir>/control.sock."""
+    log_level: str = "info"
+    """One of debug, info, warning, error."""
+
+    def peer_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
+        """Static peers as (peer ID, address without /p2p) pairs."""
+        return [split_peer_addr(a) for a in self.peers]
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def field_doc(name: str) -> str:
+    """The field's docstring, read from this module's source (it is the flag's help text)."""
+    return _FIELD_DOCS.get(name, "")
+
+
+def _read_field_docs() -> dict[str, str]:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Config))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:]):
+        if isinstance(prev, ast.AnnAssign) and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            docs[prev.target.id] = str(node.value.value)  # type: ignore[union-attr]
+    return docs
+
+
+_FIELD_DOCS = _read_field_docs()
+
+
+def split_peer_addr(text: str) -> tuple[ID, multiaddr.Multiaddr]:
+    """Parse '<multiaddr>/p2p/<peer-id>' into its parts, or raise a one-line ConfigError."""
+    try:
+        maddr = multiaddr.Multiaddr(text)
+    except Exception as exc:  # multiaddr raises several unrelated types for bad input
+        raise ConfigError(f"malformed multiaddr {text!r}: {exc}") from None
+    try:
+        peer = maddr.value_for_protocol("p2p")
+    except Exception:  # raised when the protocol is absent
+        peer = None
+    if not peer:
+        raise ConfigError(f"peer address {text!r} must end in /p2p/<peer-id>")
+    try:
+        peer_id = ID.from_base58(peer)
+    except Exception:  # base58 / multihash decoding errors
+        raise ConfigError(f"peer address {text!r} has an invalid peer ID") from None
+    base = maddr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
+    return peer_id, base
+
+
+def parse_peer_id(text: str) -> ID:
+    try:
+        return ID.from_base58(text)
+    except Exception:  # base58 / multihash decoding errors
+        raise ConfigError(f"invalid peer ID {text!r}") from None
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = FIELDS[name].default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    raise AssertionError(f"unhandled config type for {name}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value once; the node trusts a validated Config."""
+    if not _NAME_RE.match(cfg.network):
+        raise ConfigError(f"network: {cfg.network!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    if not _TUN_RE.match(cfg.tun):
+        raise ConfigError(f"tun: {cfg.tun!r} is not a valid interface name (1-15 characters, no '/' or spaces)")
+    if not 1280 <= cfg.mtu <= 65535:
+        raise ConfigError(f"mtu: {cfg.mtu} is out of range 1280..65535")
+    if not 16 <= cfg.queue_packets <= 65536:
+        raise ConfigError(f"queue_packets: {cfg.queue_packets} is out of range 16..65536")
+    if not 0.1 <= cfg.keepalive <= 300:
+        raise ConfigError(f"keepalive: {cfg.keepalive} is out of range 0.1..300 seconds")
+    if cfg.log_level not in _LOG_LEVELS:
+        raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    if not cfg.listen:
+        raise ConfigError("listen: at least one address is needed")
+    for addr in cfg.listen:
+        try:
+            maddr = multiaddr.Multiaddr(addr)
+        except Exception as exc:  # multiaddr raises several unrelated types for bad input
+            raise ConfigError(f"listen: malformed multiaddr {addr!r}: {exc}") from None
+        names = [p.name for p in maddr.protocols()]
+        if not names or names[0] not in ("ip4", "ip6") or not ("tcp" in names or "quic-v1" in names):
+            raise ConfigError(f"listen: {addr!r} must be /ip4|ip6/<addr>/tcp/<port> or /udp/<port>/quic-v1")
+    for addr in cfg.peers:
+        split_peer_addr(addr)
+    for pid in cfg.allow_peers:
+        parse_peer_id(pid)
+    return cfg
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse config.toml into raw values; a missing file means all defaults."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    for key in data:
+        if key not in FIELDS:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")
+    return data
+
+
+def build(file_values: dict[str, Any], overrides: dict[str, Any]) -> Config:
+    """Merge file values and flags (flags win; None means 'not given') into a validated Config."""
+    merged: dict[str, Any] = {}
+    for source in (file_values, {k: v for k, v in overrides.items() if v is not None}):
+        for key, value in source.items():
+            if key not in FIELDS:
+                raise ConfigError(f"unknown config key {key!r}")
+            merged[key] = _coerce(key, value)
+    return validate(Config(**merged))
+
+
+def load(directory: Path, **overrides: Any) -> Config:
+    return build(read_file(directory / CONFIG_FILE), overrides)
+
+
+def template(cfg: Config = Config()) -> str:
+    """A commented config.toml listing every key with its default."""
+    lines = ["# p2pvpn node configuration. Every key is also a flag of 'p2pvpn up'.", ""]
+    for name, f in FIELDS.items():
+        value = getattr(cfg, name)
+        lines.append(f"# {field_doc(name)}")
+        rendered = _toml_value(value)
+        commented = name not in ("network", "listen", "peers", "tun", "mtu")
+        lines.append(f"{'# ' if commented else ''}{name} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise AssertionError(type(value))

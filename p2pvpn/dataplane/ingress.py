@@ -1,0 +1,66 @@
+"""Inbound: frames from a peer's tunnel stream to our TUN.
+
+1. Read whatever bytes the stream has (up to 256 KiB at once).
+2. Feed them to the sans-IO decoder; it yields whole frames or raises
+   ProtocolError, which ends the tunnel.
+3. For each packet of a Data frame, the source check: the packet's source
+   address must be an overlay address routed to the peer that sent it
+   (anti-spoofing, WireGuard's cryptokey routing). Failures are dropped and
+   counted (``malformed``, ``spoofed_source``, ``too_big``).
+4. Write the packet to the TUN; a refusal is counted (``tun_write``).
+Control frames (Keepalive, Close, a stray Hello) go to the tunnel's handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from p2pvpn.dataplane import packet as ip
+from p2pvpn.routing import RouteTable
+from p2pvpn.session.peer import Peer
+from p2pvpn.stats import DropReason
+from p2pvpn.tun.device import TunDevice
+from p2pvpn.wire.codec import Data, Frame, FrameDecoder
+
+READ_SIZE = 256 * 1024
+
+
+async def receive_from_peer(
+    stream: INetStream,
+    decoder: FrameDecoder,
+    peer: Peer,
+    routes: RouteTable[ID],
+    tun: TunDevice,
+    on_control: Callable[[Frame], Awaitable[None]],
+) -> None:
+    """Steps 1-4 until the stream ends (returns) or fails (raises)."""
+    stats = peer.stats
+    drops = stats.drops
+    peer_id = peer.peer_id
+    mtu = tun.mtu
+    while True:
+        for frame in decoder.frames():
+            if type(frame) is not Data:
+                await on_control(frame)
+                continue
+            stats.frames_in += 1
+            for packet in frame.packets:
+                source = ip.source(packet)
+                if source is None:
+                    drops[DropReason.MALFORMED] += 1
+                elif not routes.source_allowed(peer_id, source):
+                    drops[DropReason.SPOOFED_SOURCE] += 1
+                elif len(packet) > mtu:
+                    drops[DropReason.TOO_BIG] += 1
+                elif not tun.write(packet):
+                    drops[DropReason.TUN_WRITE] += 1
+                else:
+                    stats.packets_in += 1
+                    stats.bytes_in += len(packet)
+        data = await stream.read(READ_SIZE)
+        if not data:
+            return
+        decoder.feed(data)

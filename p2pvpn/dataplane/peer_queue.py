@@ -1,0 +1,51 @@
+"""A bounded per-peer packet queue: the TUN reader never waits for a peer.
+
+A slow or dead peer fills only its own queue; further packets for it are
+dropped (the caller counts them) while other peers keep flowing. The sender
+takes everything waiting in one call so it can go out as one frame.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+
+class PacketQueue:
+    def __init__(self, max_packets: int) -> None:
+        self._packets: deque[bytes] = deque()
+        self._max = max_packets
+        self._nonempty = trio.Event()
+
+    def put(self, packet: bytes) -> bool:
+        """Queue ``packet``; False (and nothing queued) when the queue is full."""
+        if len(self._packets) >= self._max:
+            return False
+        self._packets.append(packet)
+        if not self._nonempty.is_set():
+            self._nonempty.set()
+        return True
+
+    async def get_batch(self, max_bytes: int) -> list[bytes]:
+        """Wait for at least one packet, then take packets up to ``max_bytes`` total (at least one)."""
+        while not self._packets:
+            self._nonempty = trio.Event()
+            await self._nonempty.wait()
+        packets = self._packets
+        batch = [packets.popleft()]
+        size = len(batch[0])
+        while packets and size + len(packets[0]) <= max_bytes:
+            packet = packets.popleft()
+            size += len(packet)
+            batch.append(packet)
+        return batch
+
+    def clear(self) -> int:
+        """Drop everything queued (peer removed); returns how many packets were dropped."""
+        n = len(self._packets)
+        self._packets.clear()
+        return n
+
+    def __len__(self) -> int:
+        return len(self._packets)

@@ -1,0 +1,158 @@
+"""A thin wrapper around the py-libp2p host, so the rest of p2pvpn does not depend on its internals.
+
+Security: only Noise is offered and accepted. py-libp2p's defaults also
+accept the plaintext and secio handshakes; plaintext would let anyone claim
+any peer ID, which would void every check built on "noise authenticated
+this peer", so we never offer them. The only muxer is yamux.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+
+from p2pvpn.errors import NetworkSetupError
+
+log = logging.getLogger(__name__)
+
+# Errors a stream or dial can raise when the other side goes away; callers treat them all as "gone".
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    BaseLibp2pError,
+    OSError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ValueError,  # py-libp2p's QUIC streams raise it for closed streams
+)
+DIAL_TIMEOUT = 10.0
+PEERSTORE_TTL = 3600
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+class Host:
+    """Our view of a libp2p host: listen, dial a peer for a protocol, accept streams."""
+
+    def __init__(self, key_pair: KeyPair, listen: Sequence[str]) -> None:
+        self.listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+        enable_quic = any("quic-v1" in a for a in listen)
+        noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+        self._host: IHost = new_host(
+            key_pair=key_pair,
+            sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+            muxer_preference="YAMUX",
+            listen_addrs=self.listen_addrs,
+            enable_quic=enable_quic,
+        )
+
+    @property
+    def peer_id(self) -> ID:
+        return self._host.get_id()
+
+    @property
+    def libp2p(self) -> IHost:
+        """The underlying py-libp2p host, for the few places (DHT, relay) that need it."""
+        return self._host
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Listen on the configured addresses for the duration of the block."""
+        for addr in self.listen_addrs:
+            check_port_free(addr)
+        try:
+            async with self._host.run(self.listen_addrs):
+                if not self._host.get_addrs():
+                    raise NetworkSetupError(f"could not listen on {', '.join(map(str, self.listen_addrs))}")
+                yield
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NetworkSetupError(f"listen address in use: {exc.strerror}") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise NetworkSetupError("listen address is not assigned to this host") from None
+            raise NetworkSetupError(f"cannot listen: {exc.strerror or exc}") from None
+
+    def addrs(self) -> list[str]:
+        """Our listen addresses with /p2p/<id>, to hand to other nodes."""
+        return [str(a) for a in self._host.get_addrs()]
+
+    def set_handler(self, protocol: str, handler: StreamHandler) -> None:
+        self._host.set_stream_handler(TProtocol(protocol), handler)
+
+    async def open_stream(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr], protocol: str) -> INetStream:
+        """Connect (reusing a live connection) and open a stream for ``protocol``."""
+        if addrs:
+            self._host.get_peerstore().add_addrs(peer_id, list(addrs), PEERSTORE_TTL)
+        with trio.fail_after(DIAL_TIMEOUT):
+            if peer_id not in self._host.get_connected_peers():
+                await self._host.connect(PeerInfo(peer_id, list(addrs)))
+            return await self._host.new_stream(peer_id, [TProtocol(protocol)])
+
+    def connected_peers(self) -> list[ID]:
+        return list(self._host.get_connected_peers())
+
+
+def check_port_free(addr: multiaddr.Multiaddr) -> None:
+    """Fail early if another process holds the port.
+
+    py-libp2p listens with SO_REUSEPORT (for hole punching), so a second node
+    on the same port would not fail: the kernel would silently share incoming
+    connections between the two. A plain bind without SO_REUSEPORT does fail
+    in that case, which is the check we want.
+    """
+    import socket
+
+    names = [p.name for p in addr.protocols()]
+    family = socket.AF_INET6 if names[0] == "ip6" else socket.AF_INET
+    if "tcp" in names:
+        kind, port = socket.SOCK_STREAM, int(addr.value_for_protocol("tcp"))
+    elif "udp" in names:
+        kind, port = socket.SOCK_DGRAM, int(addr.value_for_protocol("udp"))
+    else:
+        return
+    if port == 0:
+        return
+    host = addr.value_for_protocol(names[0])
+    with socket.socket(family, kind) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NetworkSetupError(f"listen address {addr} is already in use") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise NetworkSetupError(f"listen address {addr} is not assigned to this host") from None
+            raise NetworkSetupError(f"cannot listen on {addr}: {exc.strerror}") from None
+
+
+def remote_peer(stream: INetStream) -> ID:
+    return stream.muxed_conn.peer_id
+
+
+def describe_path(stream: INetStream) -> dict[str, Any]:
+    """Transport, path (direct/relayed) and remote address of the connection under ``stream``."""
+    conn = stream.muxed_conn
+    transport = "quic" if "quic" in type(conn).__name__.lower() else "tcp"
+    remote = None
+    try:
+        addr = stream.get_remote_address()
+        if addr:
+            remote = f"{addr[0]}:{addr[1]}"
+    except Exception:  # some connection types don't know their remote address
+        remote = None
+    relayed = "circuit" in type(conn).__name__.lower() or "p2p-circuit" in str(getattr(conn, "remote_multiaddr", ""))
+    return {"transport": transport, "path": "relayed" if relayed else "direct", "remote": remote}

@@ -1,0 +1,127 @@
+"""A running p2pvpn node: one nursery owns the control socket, TUN reader, host and tunnels.
+
+Start order is chosen so that a failure leaves nothing behind and touches
+nothing already running: first the control socket (refuses to start if
+another node answers on it), then the TUN (needs privileges), then the
+libp2p host (may find its port taken). Shutdown is cancellation; each
+resource is released by the context that created it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+
+from p2pvpn import addressing, identity
+from p2pvpn.config import Config, parse_peer_id
+from p2pvpn.control import server as control
+from p2pvpn.dataplane.egress import route_from_tun
+from p2pvpn.errors import ConfigError
+from p2pvpn.host import Host
+from p2pvpn.routing import RouteTable
+from p2pvpn.session.manager import SessionManager
+from p2pvpn.tun.device import LinuxTun, TunDevice
+from p2pvpn.wire.codec import PROTOCOL_ID
+
+log = logging.getLogger(__name__)
+
+TunFactory = Callable[[str, int, ipaddress.IPv4Interface, ipaddress.IPv6Interface], TunDevice]
+
+
+def control_path(config: Config, directory: Path) -> Path:
+    return Path(config.control_socket) if config.control_socket else directory / "control.sock"
+
+
+class Node:
+    def __init__(
+        self,
+        config: Config,
+        key_pair: KeyPair,
+        directory: Path,
+        tun_factory: TunFactory = LinuxTun,
+    ) -> None:
+        self.config = config
+        self.key_pair = key_pair
+        self.directory = directory
+        self.peer_id: ID = identity.peer_id(key_pair)
+        self.addresses = addressing.derive(self.peer_id.to_bytes(), config.network)
+        self._tun_factory = tun_factory
+        self.host: Host | None = None
+        self.manager: SessionManager | None = None
+        self.tun: TunDevice | None = None
+        self.started = time.time()
+        for pid, _ in config.peer_infos():
+            if pid == self.peer_id:
+                raise ConfigError("peers: the list contains this node's own peer ID")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        async with trio.open_nursery() as nursery:
+            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
+            v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
+            v6 = ipaddress.IPv6Interface((self.addresses.ipv6, addressing.OVERLAY_V6_PREFIXLEN))
+            tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)
+            self.tun = tun
+            try:
+                host = Host(self.key_pair, cfg.listen)
+                self.host = host
+                async with host.running():
+                    routes: RouteTable[ID] = RouteTable()
+                    manager = SessionManager(
+                        host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
+                        allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
+                        allow_any_peer=cfg.allow_any_peer,
+                    )
+                    self.manager = manager
+                    for pid, addr in cfg.peer_infos():
+                        manager.add_static_peer(pid, [addr])
+                    async with trio.open_nursery() as inner:
+                        await inner.start(manager.run)
+                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
+                        log.info("node %s up: %s %s/%s on %s", self.peer_id, cfg.network, v4, v6, cfg.tun)
+                        for addr in host.addrs():
+                            log.info("listening on %s", addr)
+                        task_status.started()
+                        await trio.sleep_forever()
+            finally:
+                tun.close()
+                nursery.cancel_scope.cancel()
+
+    # -- control -------------------------------------------------------------
+
+    def handle_control(self, cmd: str) -> dict[str, Any]:
+        if cmd == "status":
+            return self.status()
+        if cmd == "peers":
+            return {"peers": self.peers()}
+        return {"error": f"unknown command {cmd!r}"}
+
+    def peers(self) -> list[dict[str, Any]]:
+        if self.manager is None:
+            return []
+        return [p.describe() for p in sorted(self.manager.peers.values(), key=lambda p: str(p.peer_id))]
+
+    def status(self) -> dict[str, Any]:
+        manager = self.manager
+        return {
+            "peer_id": str(self.peer_id),
+            "network": self.config.network,
+            "ipv4": str(self.addresses.ipv4),
+            "ipv6": str(self.addresses.ipv6),
+            "tun": self.config.tun,
+            "mtu": self.config.mtu,
+            "protocol": PROTOCOL_ID,
+            "listen": self.host.addrs() if self.host else [],
+            "uptime": round(time.time() - self.started, 1),
+            "drops": dict(manager.drops) if manager else {},
+            "handshake_failures": dict(manager.handshake_failures) if manager else {},
+            "peers": self.peers(),
+        }

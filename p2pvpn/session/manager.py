@@ -1,0 +1,242 @@
+"""Keeps one working tunnel per peer: dials, accepts, resolves duplicates, redials.
+
+Theory of operation:
+* Each static peer has a dial task: while the peer has no tunnel it dials
+  with exponential backoff (0.5 s doubling to 4 s, ±20 % jitter), runs the
+  tunnel to its end, and starts over.
+* Inbound streams arrive through a bounded channel (the libp2p handler only
+  hands them over) and run as tasks of our nursery.
+* When both sides dial at once there are two tunnels; both sides keep the
+  one opened by the smaller peer ID (raw bytes), or the newer one if the
+  same side opened both, and close the other with Close(DUPLICATE). Both
+  sides compute the same answer without talking, so they converge.
+* A peer's queue and counters outlive its tunnels; only the send loop moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+import multiaddr
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from p2pvpn import addressing
+from p2pvpn.dataplane.peer_queue import PacketQueue
+from p2pvpn.errors import P2pvpnError
+from p2pvpn.host import STREAM_ERRORS, Host, remote_peer
+from p2pvpn.routing import RouteTable
+from p2pvpn.session.handshake import HandshakeError, make_hello
+from p2pvpn.session.peer import Peer, PeerState
+from p2pvpn.session.tunnel import Tunnel
+from p2pvpn.stats import DropReason
+from p2pvpn.tun.device import TunDevice
+from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 4.0
+STABLE_AFTER = 5.0       # a tunnel that lived this long resets the backoff
+MAX_PENDING_INBOUND = 64
+
+
+def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
+    """0.5, 1, 2, 4, 4, ... seconds, each with ±20 % jitter so peers don't redial in lockstep."""
+    rng = rng or random.Random()
+    delay = BACKOFF_MIN
+    while True:
+        yield delay * rng.uniform(0.8, 1.2)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+def preferred(a: Tunnel, b: Tunnel) -> Tunnel:
+    """The tunnel both ends keep when two exist (docs/protocol.md, duplicate tunnels)."""
+    if a.initiator != b.initiator:
+        return a if a.initiator.to_bytes() < b.initiator.to_bytes() else b
+    return a if a.created > b.created else b
+
+
+class SessionManager:
+    def __init__(
+        self,
+        host: Host,
+        tun: TunDevice,
+        routes: RouteTable[ID],
+        network: str,
+        local: addressing.OverlayAddresses,
+        mtu: int,
+        queue_packets: int,
+        keepalive: float,
+        allow_peers: Iterable[ID] = (),
+        allow_any_peer: bool = False,
+    ) -> None:
+        self.host = host
+        self.tun = tun
+        self.routes = routes
+        self.network = network
+        self.local = local
+        self.mtu = mtu
+        self.queue_packets = queue_packets
+        self.keepalive = keepalive
+        self.allow_peers = set(allow_peers)
+        self.allow_any_peer = allow_any_peer
+        self.peers: dict[ID, Peer] = {}
+        self.drops: Counter[str] = Counter()
+        self.handshake_failures: Counter[str] = Counter()
+        self._hello = make_hello(network, local, mtu)
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
+        self._nursery: trio.Nursery | None = None
+
+    # -- peers -------------------------------------------------------------
+
+    def add_static_peer(self, peer_id: ID, addrs: list[multiaddr.Multiaddr]) -> Peer:
+        """A peer we keep a tunnel to; its routes exist before it connects so packets queue."""
+        peer = self._ensure_peer(peer_id, learned_from="static")
+        peer.static = True
+        peer.dial_addrs = addrs
+        if self._nursery is not None:
+            self._nursery.start_soon(self._dial_loop, peer)
+        return peer
+
+    def _ensure_peer(self, peer_id: ID, learned_from: str, index: int = 0) -> Peer:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            addrs = addressing.derive(peer_id.to_bytes(), self.network, index)
+            peer = Peer(peer_id=peer_id, addresses=addrs, queue=PacketQueue(self.queue_packets),
+                        learned_from=learned_from, mtu=self.mtu, state=PeerState.DOWN)
+            self._set_routes(peer)
+            self.peers[peer_id] = peer
+        return peer
+
+    def _set_routes(self, peer: Peer) -> None:
+        if peer.addresses.ipv4 == self.local.ipv4:
+            raise HandshakeError(CloseCode.ADDRESS_MISMATCH, f"peer's overlay address {peer.addresses.ipv4} is our own")
+        try:
+            self.routes.set_peer(peer.peer_id, (peer.addresses.ipv4.packed, peer.addresses.ipv6.packed))
+        except ValueError:
+            raise HandshakeError(
+                CloseCode.ADDRESS_MISMATCH, f"overlay address {peer.addresses.ipv4} is already used by another peer"
+            ) from None
+
+    def _remove_peer(self, peer: Peer) -> None:
+        self.routes.remove_peer(peer.peer_id)
+        dropped = peer.queue.clear()
+        if dropped:
+            self.drops[DropReason.PEER_DOWN] += dropped
+        self.peers.pop(peer.peer_id, None)
+
+    def authorized(self, peer_id: ID) -> bool:
+        existing = self.peers.get(peer_id)
+        return self.allow_any_peer or peer_id in self.allow_peers or (existing is not None and existing.static)
+
+    # -- running -----------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept and dial until cancelled; owns every tunnel task."""
+        self.host.set_handler(PROTOCOL_ID, self._on_stream)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for peer in list(self.peers.values()):
+                if peer.static:
+                    nursery.start_soon(self._dial_loop, peer)
+            task_status.started()
+            async for stream in self._inbound_recv:
+                nursery.start_soon(self._run_tunnel, stream, remote_peer(stream))
+
+    async def _on_stream(self, stream: INetStream) -> None:
+        """libp2p's handler: hand the stream to our nursery, never run it in libp2p's."""
+        try:
+            self._inbound_send.send_nowait(stream)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.handshake_failures["overloaded"] += 1
+            await stream.reset()
+
+    async def _dial_loop(self, peer: Peer) -> None:
+        delays = iter(backoff_delays())
+        while peer.peer_id in self.peers:
+            if peer.tunnel is not None:
+                await peer.tunnel_changed.wait()
+                continue
+            try:
+                stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
+            except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+                peer.last_error = f"dial failed: {_one_line(exc)}"
+                log.debug("dial %s failed: %r", peer.peer_id, exc)
+                await trio.sleep(next(delays))
+                continue
+            started = time.monotonic()
+            await self._run_tunnel(stream, self.host.peer_id)
+            if time.monotonic() - started >= STABLE_AFTER:
+                delays = iter(backoff_delays())
+            if peer.tunnel is None:
+                await trio.sleep(next(delays))
+
+    async def _run_tunnel(self, stream: INetStream, initiator: ID) -> None:
+        """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
+        remote_id = remote_peer(stream)
+        tunnel = Tunnel(stream, remote_id, initiator)
+        try:
+            peer = await self._handshake(tunnel)
+        except HandshakeError as exc:
+            self.handshake_failures[exc.code.name.lower()] += 1
+            log.info("tunnel with %s refused: %s", remote_id, exc)
+            if (known := self.peers.get(remote_id)) is not None:
+                known.last_error = str(exc)
+            tunnel.close(exc.code, str(exc))
+            await tunnel.shutdown()
+            return
+        except (ProtocolError, trio.TooSlowError, *STREAM_ERRORS) as exc:
+            self.handshake_failures["failed"] += 1
+            log.debug("handshake with %s failed: %r", remote_id, exc)
+            tunnel.close(CloseCode.PROTOCOL_ERROR, _one_line(exc))
+            await tunnel.shutdown()
+            return
+        self._attach(peer, tunnel)
+        log.info("tunnel with %s up (%s, %s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"))
+        try:
+            await tunnel.run(peer, self.routes, self.tun, self.keepalive)
+        finally:
+            self._detach(peer, tunnel)
+
+    async def _handshake(self, tunnel: Tunnel) -> Peer:
+        remote_id = tunnel.remote_id
+        if not self.authorized(remote_id):
+            raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers")
+        params = await tunnel.handshake(self._hello, self.network)
+        peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
+        if params.ipv4 != peer.addresses.ipv4:  # the peer moved to another address candidate
+            peer.addresses = addressing.OverlayAddresses(params.ipv4, params.ipv6, params.address_index)
+            self._set_routes(peer)
+        peer.mtu = min(self.mtu, params.mtu)
+        return peer
+
+    def _attach(self, peer: Peer, tunnel: Tunnel) -> None:
+        current = peer.tunnel
+        if current is not None:
+            keep = preferred(current, tunnel)
+            lose = tunnel if keep is current else current
+            lose.close(CloseCode.DUPLICATE, "another tunnel to this peer is kept")
+            if keep is current:
+                return
+        peer.set_tunnel(tunnel)
+        tunnel.activate()
+
+    def _detach(self, peer: Peer, tunnel: Tunnel) -> None:
+        if peer.tunnel is tunnel:
+            if tunnel.close_reason:
+                peer.last_error = tunnel.close_reason
+            peer.set_tunnel(None)
+            log.info("tunnel with %s down: %s", peer.peer_id, tunnel.close_reason or "closed")
+            if not peer.static:
+                self._remove_peer(peer)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

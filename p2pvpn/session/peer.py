@@ -1,0 +1,78 @@
+"""What a node keeps per remote peer, across tunnels.
+
+The queue and the counters belong to the peer, not to a stream, so a tunnel
+can be replaced (reconnect, duplicate resolution) without losing queued
+packets or resetting statistics.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+from libp2p.peer.id import ID
+
+from p2pvpn.addressing import OverlayAddresses
+from p2pvpn.dataplane.peer_queue import PacketQueue
+from p2pvpn.stats import TrafficStats
+
+if TYPE_CHECKING:
+    from p2pvpn.session.tunnel import Tunnel
+
+
+class PeerState(enum.StrEnum):
+    CONNECTING = "connecting"  # we want a tunnel and are dialing
+    UP = "up"                  # a tunnel is established
+    DOWN = "down"              # no tunnel; waiting for the peer to dial us
+
+
+@dataclass
+class Peer:
+    peer_id: ID
+    addresses: OverlayAddresses
+    queue: PacketQueue
+    static: bool = False
+    dial_addrs: list[multiaddr.Multiaddr] = field(default_factory=list)
+    learned_from: str = "static"
+    stats: TrafficStats = field(default_factory=TrafficStats)
+    tunnel: Tunnel | None = None
+    state: PeerState = PeerState.CONNECTING
+    state_since: float = field(default_factory=time.time)
+    mtu: int = 1400
+    tunnel_changed: trio.Event = field(default_factory=trio.Event)
+    last_error: str = ""
+
+    def set_tunnel(self, tunnel: Tunnel | None) -> None:
+        """Swap the active tunnel and wake whoever waits on the change."""
+        self.tunnel = tunnel
+        new_state = PeerState.UP if tunnel else (PeerState.CONNECTING if self.static else PeerState.DOWN)
+        if new_state != self.state:
+            self.state = new_state
+            self.state_since = time.time()
+        self.tunnel_changed.set()
+        self.tunnel_changed = trio.Event()
+
+    def describe(self) -> dict[str, Any]:
+        tunnel = self.tunnel
+        path = tunnel.path if tunnel else {}
+        return {
+            "peer_id": str(self.peer_id),
+            "ipv4": str(self.addresses.ipv4),
+            "ipv6": str(self.addresses.ipv6),
+            "state": str(self.state),
+            "since": self.state_since,
+            "learned_from": self.learned_from,
+            "path": path.get("path"),
+            "transport": path.get("transport"),
+            "remote": path.get("remote"),
+            "initiator": (str(tunnel.initiator) if tunnel else None),
+            "rtt_ms": (round(tunnel.rtt * 1000, 3) if tunnel and tunnel.rtt is not None else None),
+            "mtu": self.mtu,
+            "queued": len(self.queue),
+            "last_error": self.last_error,
+            **self.stats.as_dict(),
+        }

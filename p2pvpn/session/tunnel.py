@@ -1,0 +1,180 @@
+"""One tunnel: a libp2p stream between two peers speaking /p2pvpn/tunnel/1.0.0.
+
+Theory of operation: after the Hello exchange (``handshake``) the tunnel
+runs three tasks in its own nursery: the receive loop (dataplane.ingress),
+the keepalive loop, and, once the session manager makes this tunnel the
+peer's active one, the send loop (dataplane.egress). Any of them ending
+ends the tunnel. ``close`` may be called from anywhere; it records why, and
+the tunnel sends a Close frame and shuts the stream on its way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from p2pvpn.dataplane.egress import send_to_peer
+from p2pvpn.dataplane.ingress import READ_SIZE, receive_from_peer
+from p2pvpn.host import STREAM_ERRORS, describe_path
+from p2pvpn.routing import RouteTable
+from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello
+from p2pvpn.session.peer import Peer
+from p2pvpn.tun.device import TunDevice
+from p2pvpn.wire.codec import Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+DEAD_AFTER_KEEPALIVES = 4
+MAX_PENDING_PINGS = 8
+
+
+class Tunnel:
+    def __init__(self, stream: INetStream, remote_id: ID, initiator: ID) -> None:
+        self.stream = stream
+        self.remote_id = remote_id
+        self.initiator = initiator
+        self.created = time.monotonic()
+        self.path: dict[str, Any] = describe_path(stream)
+        self.rtt: float | None = None
+        self.close_code: CloseCode | None = None
+        self.close_reason = ""
+        self.remote_close: Close | None = None
+        self._decoder = FrameDecoder()
+        self._write_lock = trio.Lock()
+        self._active = trio.Event()
+        self._scope: trio.CancelScope | None = None
+        self._last_rx = trio.current_time()
+        self._ping_seq = 0
+        self._pings: dict[int, float] = {}
+
+    async def write(self, data: bytes) -> None:
+        """Serialise writers: the send loop and keepalives share the stream."""
+        async with self._write_lock:
+            await self.stream.write(data)
+
+    async def handshake(self, hello: Hello, network: str) -> RemoteParams:
+        """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error."""
+        with trio.fail_after(HANDSHAKE_TIMEOUT):
+            await self.write(encode(hello))
+            while (frame := self._decoder.next_frame()) is None:
+                data = await self.stream.read(READ_SIZE)
+                if not data:
+                    raise ProtocolError("stream closed during handshake")
+                self._decoder.feed(data)
+        if isinstance(frame, Close):
+            raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"peer refused the tunnel: {_describe_close(frame)}")
+        return check_hello(frame, self.remote_id.to_bytes(), network)
+
+    def activate(self) -> None:
+        """Make this the peer's tunnel for outbound packets."""
+        self._active.set()
+
+    def close(self, code: CloseCode, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, peer: Peer, routes: RouteTable[ID], tun: TunDevice, keepalive: float) -> None:
+        """Carry traffic until the stream fails, the peer closes, or ``close`` is called."""
+        try:
+            with trio.CancelScope() as self._scope:
+                if self.close_code is not None:
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._receive, peer, routes, tun, nursery.cancel_scope)
+                    nursery.start_soon(self._keepalive, peer, keepalive)
+                    nursery.start_soon(self._send, peer)
+        finally:
+            await self.shutdown()
+
+    async def _receive(self, peer: Peer, routes: RouteTable[ID], tun: TunDevice, scope: trio.CancelScope) -> None:
+        async def on_control(frame: Frame) -> None:
+            await self._on_control(frame)
+
+        try:
+            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control)
+        except ProtocolError as exc:
+            self.close(CloseCode.PROTOCOL_ERROR, str(exc))
+        except STREAM_ERRORS as exc:
+            self._note_gone(f"stream ended: {type(exc).__name__}")
+        else:
+            self._note_gone("stream ended")
+        scope.cancel()
+
+    async def _on_control(self, frame: Frame) -> None:
+        self._last_rx = trio.current_time()
+        if isinstance(frame, Keepalive):
+            if frame.reply:
+                sent = self._pings.pop(frame.seq, None)
+                if sent is not None:
+                    self.rtt = trio.current_time() - sent
+            else:
+                await self.write(encode(Keepalive(seq=frame.seq, reply=True)))
+        elif isinstance(frame, Close):
+            self.remote_close = frame
+            self._note_gone(f"peer closed the tunnel: {_describe_close(frame)}")
+            if self._scope is not None:
+                self._scope.cancel()
+        else:
+            raise ProtocolError(f"unexpected {type(frame).__name__} after the handshake")
+
+    async def _keepalive(self, peer: Peer, interval: float) -> None:
+        frames_seen = peer.stats.frames_in
+        try:
+            while True:
+                await trio.sleep(interval)
+                now = trio.current_time()
+                if peer.stats.frames_in != frames_seen:  # data counts as a sign of life too
+                    frames_seen = peer.stats.frames_in
+                    self._last_rx = now
+                if now - self._last_rx > DEAD_AFTER_KEEPALIVES * interval:
+                    self.close(CloseCode.TIMEOUT, f"nothing received for {now - self._last_rx:.0f} s")
+                    return
+                self._ping_seq += 1
+                self._pings[self._ping_seq] = now
+                if len(self._pings) > MAX_PENDING_PINGS:
+                    self._pings.pop(min(self._pings))
+                await self.write(encode(Keepalive(seq=self._ping_seq)))
+        except STREAM_ERRORS as exc:
+            self._note_gone(f"keepalive failed: {type(exc).__name__}")
+            if self._scope is not None:
+                self._scope.cancel()
+
+    async def _send(self, peer: Peer) -> None:
+        await self._active.wait()
+        try:
+            await send_to_peer(peer, self.write)
+        except STREAM_ERRORS as exc:
+            self._note_gone(f"write failed: {type(exc).__name__}")
+            if self._scope is not None:
+                self._scope.cancel()
+
+    def _note_gone(self, reason: str) -> None:
+        if not self.close_reason:
+            self.close_reason = reason
+
+    async def shutdown(self) -> None:
+        """Tell the peer why (if we chose to close), then close the stream; bounded in time."""
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            try:
+                if self.close_code is not None and self.remote_close is None:
+                    await self.write(encode(Close(code=int(self.close_code), reason=self.close_reason[:200])))
+                await self.stream.close()
+            except STREAM_ERRORS:
+                pass  # the peer is gone already; nothing left to tell it
+
+
+def _describe_close(frame: Close) -> str:
+    try:
+        name = CloseCode(frame.code).name
+    except ValueError:
+        name = f"code {frame.code}"
+    return f"{name}: {frame.reason}" if frame.reason else name

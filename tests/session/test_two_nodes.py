@@ -1,0 +1,169 @@
+"""Two real libp2p hosts on loopback, joined by our tunnel, with in-memory TUNs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+
+from p2pvpn import identity
+from p2pvpn.config import Config, validate
+from p2pvpn.node import Node
+from p2pvpn.testing.memtun import MemoryTun
+from p2pvpn.testing.packets import udp4, udp6
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Lab:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.tuns: dict[str, MemoryTun] = {}
+
+    def node(self, name: str, port: int, peers: list[str] = (), **cfg: object) -> Node:
+        d = self.tmp / name
+        d.mkdir(exist_ok=True)
+        key = identity.create(d / "identity.key") if not (d / "identity.key").exists() else identity.load(d / "identity.key")
+        config = validate(Config(listen=(f"/ip4/127.0.0.1/tcp/{port}",), peers=tuple(peers), tun=name, keepalive=0.5, **cfg))
+
+        def tun_factory(tun_name, mtu, v4, v6):  # noqa: ANN001, ANN202
+            tun = MemoryTun(tun_name, mtu)
+            self.tuns[name] = tun
+            return tun
+
+        return Node(config, key, d, tun_factory=tun_factory)
+
+
+@asynccontextmanager
+async def running(*nodes: Node) -> AsyncIterator[trio.Nursery]:
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+            await nursery.start(node.run)
+        yield nursery
+        nursery.cancel_scope.cancel()
+
+
+async def wait_up(node: Node, peer: Node, timeout: float = 10) -> None:
+    with trio.fail_after(timeout):
+        while True:
+            p = node.manager.peers.get(peer.peer_id) if node.manager else None
+            if p is not None and p.tunnel is not None:
+                return
+            await trio.sleep(0.02)
+
+
+def addr(node: Node, port: int) -> str:
+    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{node.peer_id}"
+
+
+async def test_packets_cross_both_ways_v4_and_v6(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    b = lab.node("b", pb, peers=[addr(a, pa)])
+    async with running(a, b):
+        await wait_up(a, b)
+        await wait_up(b, a)
+        pkt = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"hello")
+        lab.tuns["a"].inject(pkt)
+        with trio.fail_after(5):
+            assert await lab.tuns["b"].delivered.receive() == pkt
+        pkt6 = udp6(str(b.addresses.ipv6), str(a.addresses.ipv6), b"back")
+        lab.tuns["b"].inject(pkt6)
+        with trio.fail_after(5):
+            assert await lab.tuns["a"].delivered.receive() == pkt6
+        stats = a.manager.peers[b.peer_id].stats
+        assert stats.packets_out == 1 and stats.packets_in == 1
+
+
+async def test_spoofed_source_dropped_and_counted(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    b = lab.node("b", pb, peers=[addr(a, pa)])
+    async with running(a, b):
+        await wait_up(a, b)
+        forged = udp4("100.64.0.99", str(b.addresses.ipv4), b"forged")
+        good = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"good")
+        lab.tuns["a"].inject(forged)
+        lab.tuns["a"].inject(good)
+        with trio.fail_after(5):
+            assert await lab.tuns["b"].delivered.receive() == good
+        assert b.manager.peers[a.peer_id].stats.drops["spoofed_source"] == 1
+
+
+async def test_burst_is_batched_into_few_frames(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    b = lab.node("b", pb, peers=[addr(a, pa)])
+    async with running(a, b):
+        await wait_up(a, b)
+        await wait_up(b, a)
+        packets = [udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), os.urandom(1300)) for _ in range(400)]
+        for p in packets:
+            lab.tuns["a"].inject(p)
+        got = []
+        with trio.fail_after(10):
+            while len(got) < len(packets):
+                got.append(await lab.tuns["b"].delivered.receive())
+        assert got == packets
+        stats = a.manager.peers[b.peer_id].stats
+        assert stats.packets_out == 400
+        assert stats.frames_out <= 400 // 10, stats.frames_out
+
+
+async def test_unknown_destination_counted_as_no_route(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    a = lab.node("a", _free_port())
+    async with running(a):
+        lab.tuns["a"].inject(udp4(str(a.addresses.ipv4), "100.64.0.77", b"x"))
+        with trio.fail_after(5):
+            while a.manager.drops["no_route"] < 1:
+                await trio.sleep(0.01)
+
+
+async def test_simultaneous_dial_converges_on_one_tunnel(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    b = lab.node("b", pb, peers=[addr(a, pa)])
+    async with running(a, b):
+        await wait_up(a, b)
+        await wait_up(b, a)
+        await trio.sleep(1.5)
+        ta = a.manager.peers[b.peer_id].tunnel
+        tb = b.manager.peers[a.peer_id].tunnel
+        assert ta is not None and tb is not None
+        assert ta.initiator == tb.initiator
+        lab.tuns["a"].inject(udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"one"))
+        with trio.fail_after(5):
+            await lab.tuns["b"].delivered.receive()
+
+
+async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)  # b lists nobody and does not allow strangers
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    async with running(a, b):
+        with trio.fail_after(10):
+            while b.manager.handshake_failures["not_authorized"] < 1:
+                await trio.sleep(0.05)
+        assert a.peer_id not in b.manager.peers
+        assert a.manager.peers[b.peer_id].tunnel is None
