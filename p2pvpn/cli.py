@@ -90,6 +90,16 @@ def up(
 
 
 async def _run_until_signal(node: Any) -> None:
+    from p2pvpn.node import raise_user_error
+
+    try:
+        await _run_node(node)
+    except BaseExceptionGroup as group:
+        raise_user_error(group)
+        raise
+
+
+async def _run_node(node: Any) -> None:
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             nursery.start_soon(node.run)

@@ -95,19 +95,22 @@ def split_peer_addr(text: str) -> tuple[ID, multiaddr.Multiaddr]:
         peer = None
     if not peer:
         raise ConfigError(f"peer address {text!r} must end in /p2p/<peer-id>")
-    try:
-        peer_id = ID.from_base58(peer)
-    except Exception:  # base58 / multihash decoding errors
-        raise ConfigError(f"peer address {text!r} has an invalid peer ID") from None
+    peer_id = parse_peer_id(peer)
     base = maddr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
     return peer_id, base
 
 
 def parse_peer_id(text: str) -> ID:
+    """A peer ID must be a base58 multihash: identity (inlined key) or sha2-256."""
     try:
-        return ID.from_base58(text)
-    except Exception:  # base58 / multihash decoding errors
+        peer_id = ID.from_base58(text)
+    except Exception:  # base58 decoding errors
         raise ConfigError(f"invalid peer ID {text!r}") from None
+    raw = peer_id.to_bytes()
+    valid = len(raw) >= 2 and raw[1] == len(raw) - 2 and (raw[0] == 0x12 and raw[1] == 32 or raw[0] == 0x00 and raw[1] <= 42)
+    if not valid:
+        raise ConfigError(f"invalid peer ID {text!r} (not a multihash)")
+    return peer_id
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -76,10 +76,16 @@ class Host:
         for addr in self.listen_addrs:
             check_port_free(addr)
         try:
-            async with self._host.run(self.listen_addrs):
-                if not self._host.get_addrs():
-                    raise NetworkSetupError(f"could not listen on {', '.join(map(str, self.listen_addrs))}")
-                yield
+            try:
+                async with self._host.run(self.listen_addrs):
+                    if not self._host.get_addrs():
+                        raise NetworkSetupError(f"could not listen on {', '.join(map(str, self.listen_addrs))}")
+                    yield
+            finally:
+                # py-libp2p runs listeners in trio system tasks that outlive host.run();
+                # closing the swarm releases the ports (matters when a node restarts in-process).
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    await self._host.get_network().close()
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise NetworkSetupError(f"listen address in use: {exc.strerror}") from None
@@ -129,6 +135,9 @@ def check_port_free(addr: multiaddr.Multiaddr) -> None:
         return
     host = addr.value_for_protocol(names[0])
     with socket.socket(family, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            # Tolerate TIME_WAIT leftovers of a previous run; Linux still refuses a port someone listens on.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

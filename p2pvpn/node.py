@@ -24,7 +24,7 @@ from p2pvpn import addressing, identity
 from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.dataplane.egress import route_from_tun
-from p2pvpn.errors import ConfigError
+from p2pvpn.errors import ConfigError, P2pvpnError
 from p2pvpn.host import Host
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
@@ -63,6 +63,14 @@ class Node:
                 raise ConfigError("peers: the list contains this node's own peer ID")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. A setup failure raises its P2pvpnError itself, not wrapped in a group."""
+        try:
+            await self._run(task_status)
+        except BaseExceptionGroup as group:
+            raise_user_error(group)
+            raise
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
@@ -125,3 +133,14 @@ class Node:
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "peers": self.peers(),
         }
+
+
+def raise_user_error(group: BaseExceptionGroup) -> None:
+    """If a nursery failed because of a P2pvpnError, raise that one error so the CLI prints one line."""
+    matched, _rest = group.split(P2pvpnError)
+    while matched is not None:
+        first = matched.exceptions[0]
+        if isinstance(first, BaseExceptionGroup):
+            matched = first
+            continue
+        raise first from None

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
@@ -18,10 +19,10 @@ from p2pvpn.testing.memtun import MemoryTun
 from p2pvpn.testing.packets import udp4, udp6
 
 
-def _free_port() -> int:
+def _free_port(udp: bool = False) -> int:
     import socket
 
-    with socket.socket() as s:
+    with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -31,11 +32,12 @@ class Lab:
         self.tmp = tmp
         self.tuns: dict[str, MemoryTun] = {}
 
-    def node(self, name: str, port: int, peers: list[str] = (), **cfg: object) -> Node:
+    def node(self, name: str, port: int, peers: list[str] = (), quic: bool = False, **cfg: object) -> Node:
         d = self.tmp / name
         d.mkdir(exist_ok=True)
         key = identity.create(d / "identity.key") if not (d / "identity.key").exists() else identity.load(d / "identity.key")
-        config = validate(Config(listen=(f"/ip4/127.0.0.1/tcp/{port}",), peers=tuple(peers), tun=name, keepalive=0.5, **cfg))
+        listen = f"/ip4/127.0.0.1/udp/{port}/quic-v1" if quic else f"/ip4/127.0.0.1/tcp/{port}"
+        config = validate(Config(listen=(listen,), peers=tuple(peers), tun=name, keepalive=0.5, **cfg))
 
         def tun_factory(tun_name, mtu, v4, v6):  # noqa: ANN001, ANN202
             tun = MemoryTun(tun_name, mtu)
@@ -63,19 +65,22 @@ async def wait_up(node: Node, peer: Node, timeout: float = 10) -> None:
             await trio.sleep(0.02)
 
 
-def addr(node: Node, port: int) -> str:
-    return f"/ip4/127.0.0.1/tcp/{port}/p2p/{node.peer_id}"
+def addr(node: Node, port: int, quic: bool = False) -> str:
+    transport = f"udp/{port}/quic-v1" if quic else f"tcp/{port}"
+    return f"/ip4/127.0.0.1/{transport}/p2p/{node.peer_id}"
 
 
-async def test_packets_cross_both_ways_v4_and_v6(tmp_path: Path) -> None:
+@pytest.mark.parametrize("quic", [False, True], ids=["tcp", "quic"])
+async def test_packets_cross_both_ways_v4_and_v6(tmp_path: Path, quic: bool) -> None:
     lab = Lab(tmp_path)
-    pa, pb = _free_port(), _free_port()
-    b = lab.node("b", pb)
-    a = lab.node("a", pa, peers=[addr(b, pb)])
-    b = lab.node("b", pb, peers=[addr(a, pa)])
+    pa, pb = _free_port(quic), _free_port(quic)
+    b = lab.node("b", pb, quic=quic)
+    a = lab.node("a", pa, peers=[addr(b, pb, quic)], quic=quic)
+    b = lab.node("b", pb, peers=[addr(a, pa, quic)], quic=quic)
     async with running(a, b):
-        await wait_up(a, b)
-        await wait_up(b, a)
+        await wait_up(a, b, 20)
+        await wait_up(b, a, 20)
+        assert a.peers()[0]["transport"] == ("quic" if quic else "tcp")
         pkt = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"hello")
         lab.tuns["a"].inject(pkt)
         with trio.fail_after(5):
@@ -167,3 +172,38 @@ async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
                 await trio.sleep(0.05)
         assert a.peer_id not in b.manager.peers
         assert a.manager.peers[b.peer_id].tunnel is None
+
+
+async def test_tunnel_returns_after_peer_restarts(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    b = lab.node("b", pb)
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    async with running(a):
+        b = lab.node("b", pb, peers=[addr(a, pa)])
+        async with running(b):
+            await wait_up(a, b)
+        with trio.fail_after(10):
+            while a.manager.peers[b.peer_id].tunnel is not None:
+                await trio.sleep(0.05)
+        b = lab.node("b", pb, peers=[addr(a, pa)])
+        async with running(b):
+            await wait_up(a, b, timeout=10)
+            pkt = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"again")
+            lab.tuns["a"].inject(pkt)
+            with trio.fail_after(5):
+                assert await lab.tuns["b"].delivered.receive() == pkt
+
+
+async def test_port_in_use_fails_cleanly_and_first_node_keeps_running(tmp_path: Path) -> None:
+    from p2pvpn.errors import NetworkSetupError
+
+    lab = Lab(tmp_path)
+    port = _free_port()
+    a = lab.node("a", port)
+    async with running(a):
+        other = lab.node("c", port, control_socket=str(tmp_path / "c.sock"))
+        with pytest.raises(NetworkSetupError, match="already in use"):
+            await other.run()
+        assert lab.tuns["c"].closed
+        assert a.status()["listen"]

@@ -1,0 +1,58 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from p2pvpn import config
+from p2pvpn.errors import ConfigError
+
+PEER = "/ip4/198.18.0.2/tcp/4242/p2p/12D3KooWK8JaMWM959PHZZv15CSbiaQH4bKoCNWd3JtnxwQUyyjL"
+
+
+def test_template_parses_back_to_defaults() -> None:
+    assert config.build(tomllib.loads(config.template()), {}) == config.Config()
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('mtu = 1300\nnetwork = "lab"\n')
+    cfg = config.load(tmp_path, mtu=1500, network=None, peers=[PEER])
+    assert cfg.mtu == 1500 and cfg.network == "lab" and cfg.peers == (PEER,)
+    pid, base = cfg.peer_infos()[0]
+    assert str(pid) == PEER.rsplit("/", 1)[1] and str(base) == "/ip4/198.18.0.2/tcp/4242"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("bogus = 1", "unknown key 'bogus'"),
+        ("mtu = 'big'", "mtu: expected an integer"),
+        ("mtu = 100", "mtu: 100 is out of range"),
+        ("peers = '/ip4/1.2.3.4/tcp/1'", "peers: expected a list"),
+        ("peers = ['/ip4/1.2.3.4/tcp/1']", "must end in /p2p/<peer-id>"),
+        ("peers = ['/ip4/1.2.3.4/tcp/1/p2p/notapeer']", "malformed multiaddr"),
+        ("listen = ['nonsense']", "listen: malformed multiaddr"),
+        ("listen = ['/ip4/1.2.3.4/udp/5']", "must be /ip4|ip6/<addr>/tcp/<port>"),
+        ("tun = 'a/b'", "not a valid interface name"),
+        ("network = ''", "network: ''"),
+        ("allow_peers = ['xyz']", "invalid peer ID"),
+        ("allow_any_peer = 1", "expected true or false"),
+        ("log_level = 'loud'", "log_level"),
+        ("mtu = ", "invalid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_error(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "config.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_missing_file_means_defaults(tmp_path: Path) -> None:
+    assert config.load(tmp_path) == config.Config()
+
+
+def test_unreadable_file_is_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").mkdir()  # unreadable as a file, even for root
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path)
