@@ -8,7 +8,8 @@
    packet for that peer only (``queue_full``): the TUN reader never waits
    for a peer.
 4. ``send_to_peer`` (one per active tunnel): take everything queued, up to
-   one frame's budget, encode it as one Data frame.
+   one frame's budget, encode it as one Data frame. A batch whose write
+   never happened goes back to the front of the queue for the next tunnel.
 5. One ``stream.write`` per frame: py-libp2p's per-write cost (~300 µs here)
    is what limits throughput, so batching is the whole game.
 """
@@ -25,7 +26,7 @@ from p2pvpn.routing import RouteTable
 from p2pvpn.session.peer import Peer
 from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
-from p2pvpn.wire.codec import encode_data
+from p2pvpn.wire.codec import MAX_PACKETS_PER_FRAME, encode_data
 
 TUN_BATCH = 128            # packets per TUN readiness wakeup
 FRAME_BUDGET = 64 * 1024   # bytes of packets per Data frame (one stream write)
@@ -57,7 +58,7 @@ async def send_to_peer(peer: Peer, write: Callable[[bytes], Awaitable[None]]) ->
     """Steps 4-5 for one tunnel, until the write fails or we are cancelled."""
     stats = peer.stats
     while True:
-        batch = await peer.queue.get_batch(FRAME_BUDGET)
+        batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
         mtu = peer.mtu
         if any(len(p) > mtu for p in batch):
             kept = [p for p in batch if len(p) <= mtu]
@@ -66,7 +67,13 @@ async def send_to_peer(peer: Peer, write: Callable[[bytes], Awaitable[None]]) ->
             if not batch:
                 continue
         frame = encode_data(batch)
-        await write(frame)
+        written = False
+        try:
+            await write(frame)
+            written = True
+        finally:
+            if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
+                peer.queue.requeue(batch)
         stats.frames_out += 1
         stats.packets_out += len(batch)
         stats.bytes_out += sum(map(len, batch))

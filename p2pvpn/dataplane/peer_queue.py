@@ -27,19 +27,25 @@ class PacketQueue:
             self._nonempty.set()
         return True
 
-    async def get_batch(self, max_bytes: int) -> list[bytes]:
-        """Wait for at least one packet, then take packets up to ``max_bytes`` total (at least one)."""
+    async def get_batch(self, max_bytes: int, max_packets: int = 1024) -> list[bytes]:
+        """Wait for at least one packet, then take up to ``max_bytes`` and ``max_packets`` (at least one)."""
         while not self._packets:
             self._nonempty = trio.Event()
             await self._nonempty.wait()
         packets = self._packets
         batch = [packets.popleft()]
         size = len(batch[0])
-        while packets and size + len(packets[0]) <= max_bytes:
+        while packets and size + len(packets[0]) <= max_bytes and len(batch) < max_packets:
             packet = packets.popleft()
             size += len(packet)
             batch.append(packet)
         return batch
+
+    def requeue(self, batch: list[bytes]) -> None:
+        """Put an unsent batch back at the front (its tunnel went away before the write)."""
+        self._packets.extendleft(reversed(batch))
+        if not self._nonempty.is_set():
+            self._nonempty.set()
 
     def clear(self) -> int:
         """Drop everything queued (peer removed); returns how many packets were dropped."""

@@ -221,7 +221,7 @@ class SessionManager:
         if current is not None:
             keep = preferred(current, tunnel)
             lose = tunnel if keep is current else current
-            lose.close(CloseCode.DUPLICATE, "another tunnel to this peer is kept")
+            lose.retire(CloseCode.DUPLICATE, "another tunnel to this peer is kept")
             if keep is current:
                 return
         peer.set_tunnel(tunnel)

@@ -25,13 +25,15 @@ from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello
 from p2pvpn.session.peer import Peer
 from p2pvpn.tun.device import TunDevice
-from p2pvpn.wire.codec import Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
+from p2pvpn.wire.codec import fit_reason, Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 DEAD_AFTER_KEEPALIVES = 4
 MAX_PENDING_PINGS = 8
+WRITE_TIMEOUT = 10.0
+RETIRE_GRACE = 3.0
 
 
 class Tunnel:
@@ -49,14 +51,24 @@ class Tunnel:
         self._write_lock = trio.Lock()
         self._active = trio.Event()
         self._scope: trio.CancelScope | None = None
+        self._send_scope: trio.CancelScope | None = None
+        self._retiring = trio.Event()
+        self._close_sent = False
         self._last_rx = trio.current_time()
         self._ping_seq = 0
         self._pings: dict[int, float] = {}
 
     async def write(self, data: bytes) -> None:
-        """Serialise writers: the send loop and keepalives share the stream."""
+        """Serialise writers (send loop, keepalives) and never cancel a write halfway.
+
+        A write cut short by cancellation would leave a partial noise/yamux
+        frame on the connection and corrupt every stream on it, so writes are
+        shielded and bounded by their own timeout instead.
+        """
         async with self._write_lock:
-            await self.stream.write(data)
+            with trio.CancelScope(shield=True):
+                with trio.fail_after(WRITE_TIMEOUT):
+                    await self.stream.write(data)
 
     async def handshake(self, hello: Hello, network: str) -> RemoteParams:
         """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error."""
@@ -76,24 +88,53 @@ class Tunnel:
         self._active.set()
 
     def close(self, code: CloseCode, reason: str = "") -> None:
-        if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
+        """End the tunnel now (errors, timeouts, shutdown)."""
+        self._record(code, reason)
         if self._scope is not None:
             self._scope.cancel()
 
+    def retire(self, code: CloseCode, reason: str = "") -> None:
+        """End the tunnel without losing frames in flight (duplicate resolution).
+
+        We stop sending, send Close, and keep delivering what the peer already
+        sent until it closes too, or RETIRE_GRACE seconds pass.
+        """
+        self._record(code, reason)
+        self._retiring.set()
+        if self._scope is None:
+            return
+        if self._send_scope is not None:
+            self._send_scope.cancel()
+
+    def _record(self, code: CloseCode, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
+
     async def run(self, peer: Peer, routes: RouteTable[ID], tun: TunDevice, keepalive: float) -> None:
-        """Carry traffic until the stream fails, the peer closes, or ``close`` is called."""
+        """Carry traffic until the stream fails, the peer closes, or ``close``/``retire`` is called."""
         try:
             with trio.CancelScope() as self._scope:
-                if self.close_code is not None:
+                if self.close_code is not None and not self._retiring.is_set():
                     return
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._receive, peer, routes, tun, nursery.cancel_scope)
                     nursery.start_soon(self._keepalive, peer, keepalive)
                     nursery.start_soon(self._send, peer)
+                    nursery.start_soon(self._retire_when_asked)
         finally:
             await self.shutdown()
+
+    async def _retire_when_asked(self) -> None:
+        await self._retiring.wait()
+        try:
+            await self._send_close()
+            await self.stream.close()  # half-close: the peer sees EOF after our Close
+        except (trio.TooSlowError, *STREAM_ERRORS):
+            pass  # the peer is gone; the receive loop will notice too
+        await trio.sleep(RETIRE_GRACE)
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _receive(self, peer: Peer, routes: RouteTable[ID], tun: TunDevice, scope: trio.CancelScope) -> None:
         async def on_control(frame: Frame) -> None:
@@ -143,32 +184,39 @@ class Tunnel:
                 if len(self._pings) > MAX_PENDING_PINGS:
                     self._pings.pop(min(self._pings))
                 await self.write(encode(Keepalive(seq=self._ping_seq)))
-        except STREAM_ERRORS as exc:
+        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             self._note_gone(f"keepalive failed: {type(exc).__name__}")
             if self._scope is not None:
                 self._scope.cancel()
 
     async def _send(self, peer: Peer) -> None:
-        await self._active.wait()
-        try:
-            await send_to_peer(peer, self.write)
-        except STREAM_ERRORS as exc:
-            self._note_gone(f"write failed: {type(exc).__name__}")
-            if self._scope is not None:
-                self._scope.cancel()
+        with trio.CancelScope() as self._send_scope:
+            if self._retiring.is_set():
+                return
+            await self._active.wait()
+            try:
+                await send_to_peer(peer, self.write)
+            except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+                self._note_gone(f"write failed: {type(exc).__name__}")
+                if self._scope is not None:
+                    self._scope.cancel()
 
     def _note_gone(self, reason: str) -> None:
         if not self.close_reason:
             self.close_reason = reason
 
+    async def _send_close(self) -> None:
+        if self.close_code is not None and self.remote_close is None and not self._close_sent:
+            self._close_sent = True
+            await self.write(encode(Close(code=int(self.close_code), reason=fit_reason(self.close_reason))))
+
     async def shutdown(self) -> None:
         """Tell the peer why (if we chose to close), then close the stream; bounded in time."""
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             try:
-                if self.close_code is not None and self.remote_close is None:
-                    await self.write(encode(Close(code=int(self.close_code), reason=self.close_reason[:200])))
+                await self._send_close()
                 await self.stream.close()
-            except STREAM_ERRORS:
+            except (trio.TooSlowError, *STREAM_ERRORS):
                 pass  # the peer is gone already; nothing left to tell it
 
 

@@ -45,3 +45,19 @@ def test_packet_addresses() -> None:
     assert packet.destination(p6)[-1] == 2
     for bad in (b"", b"\x45" * 10, b"\x60" * 30, b"\x10" * 60):
         assert packet.source(bad) is None and packet.destination(bad) is None
+
+
+async def test_batch_capped_by_packet_count() -> None:
+    q = PacketQueue(5000)
+    for _ in range(3000):
+        q.put(b"x" * 20)
+    assert len(await q.get_batch(1 << 20, 1024)) == 1024
+
+
+async def test_requeue_puts_batch_back_in_order() -> None:
+    q = PacketQueue(8)
+    for i in range(4):
+        q.put(bytes([i]))
+    batch = await q.get_batch(2)
+    q.requeue(batch)
+    assert [p[0] for p in await q.get_batch(100)] == [0, 1, 2, 3]
