@@ -22,7 +22,7 @@ from p2pvpn.errors import P2pvpnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A peer-to-peer VPN on libp2p.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, even when stderr is not a terminal
 
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="Node directory (identity.key, config.toml).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -64,11 +64,19 @@ def up(
     directory: DirOpt = Path("/etc/p2pvpn"),
     listen: Annotated[Optional[list[str]], typer.Option("--listen", help=_help("listen"))] = None,
     peer: Annotated[Optional[list[str]], typer.Option("--peer", help=_help("peers"))] = None,
+    bootstrap: Annotated[Optional[list[str]], typer.Option("--bootstrap", help=_help("bootstrap"))] = None,
+    dht: Annotated[Optional[str], typer.Option("--dht", help=_help("dht"))] = None,
+    mdns: Annotated[Optional[bool], typer.Option("--mdns/--no-mdns", help=_help("mdns"))] = None,
+    announce: Annotated[Optional[list[str]], typer.Option("--announce", help=_help("announce"))] = None,
+    record_ttl: Annotated[Optional[float], typer.Option("--record-ttl", help=_help("record_ttl"))] = None,
+    discovery_interval: Annotated[Optional[float], typer.Option("--discovery-interval", help=_help("discovery_interval"))] = None,
+    trust_members: Annotated[Optional[bool], typer.Option("--trust-members/--no-trust-members", help=_help("trust_members"))] = None,
     allow_peer: Annotated[Optional[list[str]], typer.Option("--allow-peer", help=_help("allow_peers"))] = None,
     allow_any_peer: Annotated[Optional[bool], typer.Option("--allow-any-peer/--no-allow-any-peer", help=_help("allow_any_peer"))] = None,
     network: Annotated[Optional[str], typer.Option("--network", help=_help("network"))] = None,
     tun: Annotated[Optional[str], typer.Option("--tun", help=_help("tun"))] = None,
     mtu: Annotated[Optional[int], typer.Option("--mtu", help=_help("mtu"))] = None,
+    offload: Annotated[Optional[bool], typer.Option("--offload/--no-offload", help=_help("offload"))] = None,
     queue_packets: Annotated[Optional[int], typer.Option("--queue-packets", help=_help("queue_packets"))] = None,
     keepalive: Annotated[Optional[float], typer.Option("--keepalive", help=_help("keepalive"))] = None,
     control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
@@ -78,7 +86,9 @@ def up(
     cfg = config.load(
         directory,
         listen=listen or None, peers=peer or None, allow_peers=allow_peer or None, allow_any_peer=allow_any_peer,
-        network=network, tun=tun, mtu=mtu, queue_packets=queue_packets, keepalive=keepalive,
+        bootstrap=bootstrap or None, dht=dht, mdns=mdns, announce=announce or None, record_ttl=record_ttl,
+        discovery_interval=discovery_interval, trust_members=trust_members,
+        network=network, tun=tun, mtu=mtu, offload=offload, queue_packets=queue_packets, keepalive=keepalive,
         control_socket=control_socket, log_level=log_level,
     )
     _setup_logging(cfg.log_level)
@@ -121,6 +131,13 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
         table.add_row(key, str(reply.get(key)))
     table.add_row("listen", "\n".join(reply.get("listen", [])))
     table.add_row("drops", _fmt_counts(reply.get("drops", {})))
+    disc = reply.get("discovery")
+    if disc:
+        table.add_row(
+            "discovery",
+            f"dht {disc['dht_mode']}, {disc['members']} members, routing table {disc['routing_table']}, "
+            f"{disc['rejected_records']} records rejected",
+        )
     out.print(table)
     out.print(_peers_table(reply.get("peers", [])))
 
@@ -174,8 +191,13 @@ def _peers_table(peers: list[dict[str, Any]]) -> Table:
         since = now - float(p.get("since") or now)
         path = " ".join(str(x) for x in (p.get("path"), p.get("transport"), p.get("remote")) if x) or "-"
         rtt = f"{p['rtt_ms']:.1f} ms" if p.get("rtt_ms") is not None else "-"
+        learned = str(p.get("learned_from", ""))
+        if p.get("roles"):
+            learned += " " + ",".join(p["roles"])
+        if p.get("record_age") is not None:
+            learned += f" rec {p['record_age']:.0f}s"
         table.add_row(
-            f"{p['peer_id'][:8]}…{p['peer_id'][-6:]}\n[dim]{p.get('learned_from', '')}[/dim]",
+            f"{p['peer_id'][:8]}…{p['peer_id'][-6:]}\n[dim]{learned}[/dim]",
             f"{p['ipv4']}\n{p['ipv6']}",
             f"{p['state']}\n[dim]{since:.0f} s[/dim]",
             path,
@@ -200,7 +222,7 @@ def _setup_logging(level: str) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        sys.exit(app(standalone_mode=False) or 0)  # without standalone mode click returns typer.Exit codes
     except P2pvpnError as exc:
         err.print(f"p2pvpn: error: {exc}", highlight=False, markup=False)
         sys.exit(exc.exit_code)

@@ -37,14 +37,30 @@ class Config:
     """libp2p multiaddrs to listen on (TCP; ``/udp/N/quic-v1`` adds QUIC)."""
     peers: tuple[str, ...] = ()
     """Static peers, each a multiaddr ending in /p2p/<peer-id>; the node keeps a tunnel to each."""
+    bootstrap: tuple[str, ...] = ()
+    """DHT bootstrap peers, each a multiaddr ending in /p2p/<peer-id>; any node can serve as one."""
+    dht: str = "server"
+    """DHT mode: server (answer queries; for reachable nodes), client (only ask), or off (static peers only)."""
+    mdns: bool = False
+    """Also find peers of the same network on the local link with mDNS."""
+    announce: tuple[str, ...] = ()
+    """Addresses to advertise instead of the listen addresses (e.g. a VPS's public IP behind 1:1 NAT)."""
+    record_ttl: float = 300.0
+    """Seconds a published node record stays valid; it is republished at half this time."""
+    discovery_interval: float = 10.0
+    """Seconds between DHT lookups of the network's members."""
     allow_peers: tuple[str, ...] = ()
     """Extra peer IDs allowed to open a tunnel to us without being in ``peers``."""
+    trust_members: bool = True
+    """Accept tunnels from any node with a valid signed record in this network's DHT (off: only peers/allow_peers)."""
     allow_any_peer: bool = False
     """Accept a tunnel from any peer of the same network (trust the network, not a list)."""
     tun: str = "p2pvpn0"
     """Name of the TUN interface to create."""
     mtu: int = 1400
     """MTU of the TUN interface; 1280 at least, so IPv6 works."""
+    offload: bool = True
+    """TUN segmentation offload: move TCP/UDP in 64 KiB super-packets when the kernel allows (falls back by itself)."""
     queue_packets: int = 1024
     """Packets queued per peer before new ones are dropped (and counted)."""
     keepalive: float = 5.0
@@ -57,6 +73,9 @@ class Config:
     def peer_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         """Static peers as (peer ID, address without /p2p) pairs."""
         return [split_peer_addr(a) for a in self.peers]
+
+    def bootstrap_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
+        return [split_peer_addr(a, key="bootstrap") for a in self.bootstrap]
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
@@ -83,18 +102,18 @@ def _read_field_docs() -> dict[str, str]:
 _FIELD_DOCS = _read_field_docs()
 
 
-def split_peer_addr(text: str) -> tuple[ID, multiaddr.Multiaddr]:
+def split_peer_addr(text: str, key: str = "peers") -> tuple[ID, multiaddr.Multiaddr]:
     """Parse '<multiaddr>/p2p/<peer-id>' into its parts, or raise a one-line ConfigError."""
     try:
         maddr = multiaddr.Multiaddr(text)
     except Exception as exc:  # multiaddr raises several unrelated types for bad input
-        raise ConfigError(f"malformed multiaddr {text!r}: {exc}") from None
+        raise ConfigError(f"{key}: malformed multiaddr {text!r}: {exc}") from None
     try:
         peer = maddr.value_for_protocol("p2p")
     except Exception:  # raised when the protocol is absent
         peer = None
     if not peer:
-        raise ConfigError(f"peer address {text!r} must end in /p2p/<peer-id>")
+        raise ConfigError(f"{key}: address {text!r} must end in /p2p/<peer-id>")
     peer_id = parse_peer_id(peer)
     base = maddr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
     return peer_id, base
@@ -150,6 +169,21 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"queue_packets: {cfg.queue_packets} is out of range 16..65536")
     if not 0.1 <= cfg.keepalive <= 300:
         raise ConfigError(f"keepalive: {cfg.keepalive} is out of range 0.1..300 seconds")
+    if cfg.dht not in ("server", "client", "off"):
+        raise ConfigError(f"dht: {cfg.dht!r} is not one of server, client, off")
+    if not 2 <= cfg.record_ttl <= 24 * 3600:
+        raise ConfigError(f"record_ttl: {cfg.record_ttl} is out of range 2..86400 seconds")
+    if not 0.2 <= cfg.discovery_interval <= 3600:
+        raise ConfigError(f"discovery_interval: {cfg.discovery_interval} is out of range 0.2..3600 seconds")
+    if cfg.bootstrap and cfg.dht == "off":
+        raise ConfigError("bootstrap: needs the DHT; remove dht = \"off\"")
+    for addr in cfg.bootstrap:
+        split_peer_addr(addr, key="bootstrap")
+    for addr in cfg.announce:
+        try:
+            multiaddr.Multiaddr(addr)
+        except Exception as exc:  # multiaddr raises several unrelated types for bad input
+            raise ConfigError(f"announce: malformed multiaddr {addr!r}: {exc}") from None
     if cfg.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not cfg.listen:
@@ -209,7 +243,7 @@ def template(cfg: Config = Config()) -> str:
         value = getattr(cfg, name)
         lines.append(f"# {field_doc(name)}")
         rendered = _toml_value(value)
-        commented = name not in ("network", "listen", "peers", "tun", "mtu")
+        commented = name not in ("network", "listen", "peers", "bootstrap", "tun", "mtu")
         lines.append(f"{'# ' if commented else ''}{name} = {rendered}")
         lines.append("")
     return "\n".join(lines)

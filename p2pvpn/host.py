@@ -49,8 +49,17 @@ StreamHandler = Callable[[INetStream], Awaitable[None]]
 class Host:
     """Our view of a libp2p host: listen, dial a peer for a protocol, accept streams."""
 
-    def __init__(self, key_pair: KeyPair, listen: Sequence[str]) -> None:
+    def __init__(
+        self,
+        key_pair: KeyPair,
+        listen: Sequence[str],
+        announce: Sequence[str] = (),
+        exclude_interfaces: Sequence[str] = (),
+        mdns: bool = False,
+    ) -> None:
         self.listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
+        self._announce = [multiaddr.Multiaddr(a) for a in announce]
+        self._exclude_interfaces = set(exclude_interfaces)
         enable_quic = any("quic-v1" in a for a in listen)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._host: IHost = new_host(
@@ -59,6 +68,8 @@ class Host:
             muxer_preference="YAMUX",
             listen_addrs=self.listen_addrs,
             enable_quic=enable_quic,
+            addrs_factory=self._advertised,
+            enable_mDNS=mdns,
         )
 
     @property
@@ -93,6 +104,30 @@ class Host:
                 raise NetworkSetupError("listen address is not assigned to this host") from None
             raise NetworkSetupError(f"cannot listen: {exc.strerror or exc}") from None
 
+    def _advertised(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        """What we tell others (identify, records): explicit announce addresses, or the
+        listen addresses with 0.0.0.0/:: expanded to this host's interface addresses.
+
+        Addresses on our own TUN are never advertised: reaching us through the
+        overlay to build the overlay would loop.
+        """
+        if self._announce:
+            return list(self._announce)
+        out: list[multiaddr.Multiaddr] = []
+        for addr in candidates:
+            out.extend(expand_unspecified(addr, self._exclude_interfaces))
+        seen: set[str] = set()
+        return [a for a in out if not (str(a) in seen or seen.add(str(a)))]  # type: ignore[func-returns-value]
+
+    def advertised(self) -> list[multiaddr.Multiaddr]:
+        """Our advertised addresses without /p2p/<id>, as they go into our node record."""
+        return self._advertised(list(self._host.get_transport_addrs()))
+
+    def known_peers_with_addrs(self) -> list[ID]:
+        """Peers the peerstore has addresses for (how mDNS hands us its findings)."""
+        store = self._host.get_peerstore()
+        return [p for p in store.peers_with_addrs() if p != self.peer_id]
+
     def addrs(self) -> list[str]:
         """Our listen addresses with /p2p/<id>, to hand to other nodes."""
         return [str(a) for a in self._host.get_addrs()]
@@ -106,11 +141,44 @@ class Host:
             self._host.get_peerstore().add_addrs(peer_id, list(addrs), PEERSTORE_TTL)
         with trio.fail_after(DIAL_TIMEOUT):
             if peer_id not in self._host.get_connected_peers():
+                self._host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]  # we back off ourselves; libp2p's 60 s negative dial cache would stall redials
                 await self._host.connect(PeerInfo(peer_id, list(addrs)))
             return await self._host.new_stream(peer_id, [TProtocol(protocol)])
 
     def connected_peers(self) -> list[ID]:
         return list(self._host.get_connected_peers())
+
+
+def expand_unspecified(addr: multiaddr.Multiaddr, exclude_interfaces: set[str]) -> list[multiaddr.Multiaddr]:
+    """Replace 0.0.0.0 / :: by each interface address of that family (loopback only if nothing else)."""
+    import ipaddress
+
+    names = [p.name for p in addr.protocols()]
+    if not names or names[0] not in ("ip4", "ip6"):
+        return [addr]
+    host = addr.value_for_protocol(names[0])
+    if host not in ("0.0.0.0", "::"):
+        return [addr]
+    rest = str(addr).split("/", 3)[3]  # everything after /ip4/<host>/
+    found: list[tuple[bool, str]] = []
+    for ifname, ip in interface_addresses():
+        if ifname in exclude_interfaces:
+            continue
+        parsed = ipaddress.ip_address(ip)
+        if (parsed.version == 4) != (names[0] == "ip4") or parsed.is_link_local or parsed.is_multicast:
+            continue
+        found.append((parsed.is_loopback, f"/{names[0]}/{ip}/{rest}"))
+    chosen = [a for loop, a in found if not loop] or [a for _, a in found]
+    return [multiaddr.Multiaddr(a) for a in chosen] or [addr]
+
+
+def interface_addresses() -> list[tuple[str, str]]:
+    """(interface name, address) for every address on this host's interfaces."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return [(names.get(a["index"], ""), a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()]
 
 
 def check_port_free(addr: multiaddr.Multiaddr) -> None:

@@ -9,10 +9,12 @@ resource is released by the context that created it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,15 @@ from p2pvpn import addressing, identity
 from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.dataplane.egress import route_from_tun
+from p2pvpn.discovery.dht import Dht
+from p2pvpn.discovery.record import NodeRecord
+from p2pvpn.discovery.service import Discovery
 from p2pvpn.errors import ConfigError, P2pvpnError
 from p2pvpn.host import Host
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
 from p2pvpn.tun.device import LinuxTun, TunDevice
+from p2pvpn.tun.readdress import replace_ipv4
 from p2pvpn.wire.codec import PROTOCOL_ID
 
 log = logging.getLogger(__name__)
@@ -53,11 +59,14 @@ class Node:
         self.directory = directory
         self.peer_id: ID = identity.peer_id(key_pair)
         self.addresses = addressing.derive(self.peer_id.to_bytes(), config.network)
-        self._tun_factory = tun_factory
+        # The real TUN takes the offload setting; test factories choose their own.
+        self._tun_factory = functools.partial(LinuxTun, offload=config.offload) if tun_factory is LinuxTun else tun_factory
         self.host: Host | None = None
         self.manager: SessionManager | None = None
         self.tun: TunDevice | None = None
         self.started = time.time()
+        self.discovery: Discovery | None = None
+        self._mdns_peers: set[ID] = set()
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
                 raise ConfigError("peers: the list contains this node's own peer ID")
@@ -79,7 +88,8 @@ class Node:
             tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)
             self.tun = tun
             try:
-                host = Host(self.key_pair, cfg.listen)
+                host = Host(self.key_pair, cfg.listen, announce=cfg.announce, exclude_interfaces=(cfg.tun,),
+                            mdns=cfg.mdns)
                 self.host = host
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
@@ -91,9 +101,13 @@ class Node:
                     self.manager = manager
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
-                    async with trio.open_nursery() as inner:
+                    async with trio.open_nursery() as inner, self._discovery(host, manager) as discovery:
                         await inner.start(manager.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
+                        if discovery is not None:
+                            await inner.start(discovery.run)
+                            if cfg.mdns:
+                                inner.start_soon(self._mdns_loop, host, discovery)
                         log.info("node %s up: %s %s/%s on %s", self.peer_id, cfg.network, v4, v6, cfg.tun)
                         for addr in host.addrs():
                             log.info("listening on %s", addr)
@@ -102,6 +116,75 @@ class Node:
             finally:
                 tun.close()
                 nursery.cancel_scope.cancel()
+
+    # -- discovery -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _discovery(self, host: Host, manager: SessionManager) -> AsyncIterator[Discovery | None]:
+        """The DHT and the discovery loops, unless the node runs with static peers only."""
+        cfg = self.config
+        if cfg.dht == "off":
+            yield None
+            return
+        dht = Dht(host, cfg.network, server=cfg.dht == "server")
+        async with dht.running():
+            discovery = Discovery(
+                dht, self.key_pair, self.peer_id, cfg.network,
+                local=lambda: self.addresses,
+                addrs=host.advertised,
+                bootstrap=cfg.bootstrap_infos(),
+                on_record=self._on_record,
+                on_expired=manager.forget,
+                ttl=cfg.record_ttl,
+                interval=cfg.discovery_interval,
+            )
+            self.discovery = discovery
+            if cfg.trust_members:
+                manager.member_lookup = discovery.lookup
+            manager.on_local_collision = self._on_collision
+            yield discovery
+
+    def _on_record(self, record: NodeRecord, source: str) -> None:
+        assert self.manager is not None
+        known = self.manager.peers.get(record.peer_id)
+        listed = record.peer_id in self.manager.allow_peers or (known is not None and known.learned_from == "static")
+        if not (self.config.trust_members or self.config.allow_any_peer or listed):
+            return  # members are not trusted here: only listed peers get tunnels
+        if record.peer_id in self._mdns_peers:
+            source = "mdns"
+        self.manager.learn(record, source)
+
+    def _on_collision(self, record: NodeRecord) -> None:
+        """A member whose peer ID sorts lower holds our IPv4: move to our next candidate."""
+        assert self.manager is not None and self.discovery is not None
+        taken = {p.record.ipv4 for p in self.manager.peers.values() if p.record is not None}
+        taken.add(record.ipv4)
+        index = self.addresses.index + 1
+        while True:
+            moved = addressing.derive(self.peer_id.to_bytes(), self.config.network, index)
+            if moved.ipv4 not in taken:
+                break
+            index = moved.index + 1
+        old = self.addresses
+        log.warning("overlay address %s collides with %s (lower peer ID); moving to %s",
+                    old.ipv4, record.peer_id, moved.ipv4)
+        if isinstance(self.tun, LinuxTun):
+            replace_ipv4(self.tun.name,
+                         ipaddress.IPv4Interface((old.ipv4, addressing.OVERLAY_V4_PREFIXLEN)),
+                         ipaddress.IPv4Interface((moved.ipv4, addressing.OVERLAY_V4_PREFIXLEN)))
+        self.addresses = moved
+        self.manager.move_local(moved)
+        self.discovery.republish_soon()
+
+    async def _mdns_loop(self, host: Host, discovery: Discovery) -> None:
+        """Peers mDNS put in the peerstore seed the DHT; their records then arrive as usual."""
+        while True:
+            for peer_id in host.known_peers_with_addrs():
+                if peer_id not in self._mdns_peers and peer_id not in host.connected_peers():
+                    self._mdns_peers.add(peer_id)
+                    addrs = host.libp2p.get_peerstore().addrs(peer_id)
+                    await discovery.dht.bootstrap([(peer_id, a) for a in addrs[:1]])
+            await trio.sleep(2)
 
     # -- control -------------------------------------------------------------
 
@@ -117,6 +200,20 @@ class Node:
             return []
         return [p.describe() for p in sorted(self.manager.peers.values(), key=lambda p: str(p.peer_id))]
 
+    def _discovery_status(self) -> dict[str, Any] | None:
+        d = self.discovery
+        if d is None:
+            return None
+        return {
+            "dht_mode": self.config.dht,
+            "routing_table": d.dht.routing_table_size(),
+            "members": len(d.known),
+            "rejected_records": d.rejected,
+            "rounds": d.rounds,
+            "last_published": d.last_published,
+            "address_index": self.addresses.index,
+        }
+
     def status(self) -> dict[str, Any]:
         manager = self.manager
         return {
@@ -126,11 +223,14 @@ class Node:
             "ipv6": str(self.addresses.ipv6),
             "tun": self.config.tun,
             "mtu": self.config.mtu,
+            "offload": bool(self.tun is not None and self.tun.offload),
             "protocol": PROTOCOL_ID,
             "listen": self.host.addrs() if self.host else [],
             "uptime": round(time.time() - self.started, 1),
             "drops": dict(manager.drops) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
+            "address_collisions": manager.collisions if manager else 0,
+            "discovery": self._discovery_status(),
             "peers": self.peers(),
         }
 

@@ -14,6 +14,7 @@ class DropReason:
     TOO_BIG = "too_big"              # larger than the MTU agreed with the peer
     SPOOFED_SOURCE = "spoofed_source"  # ingress: source is not the sending peer's overlay address
     TUN_WRITE = "tun_write"          # ingress: the kernel refused the packet
+    BAD_OFFLOAD = "bad_offload"      # a virtio-net header that breaks the offload rules (docs/protocol.md §5.3.1)
 
 
 @dataclass

@@ -1,35 +1,46 @@
 """Outbound: packets from our TUN to peers.
 
 1. ``route_from_tun``: read a batch of packets from the TUN (one readiness
-   wait, many reads).
+   wait, many reads). With TUN offload each one is a *record*: a virtio-net
+   header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
 2. Look up each destination in the route table; unknown destinations are
    dropped and counted (``no_route``).
 3. Put the packet on that peer's bounded queue; a full queue drops the
    packet for that peer only (``queue_full``): the TUN reader never waits
    for a peer.
 4. ``send_to_peer`` (one per active tunnel): take everything queued, up to
-   one frame's budget, encode it as one Data frame. A batch whose write
-   never happened goes back to the front of the queue for the next tunnel.
-5. One ``stream.write`` per frame: py-libp2p's per-write cost (~300 µs here)
-   is what limits throughput, so batching is the whole game.
+   one frame's budget, and shape it for this tunnel (``_for_peer``): records
+   go as they are to a peer that does offload too (``gso/1``), in wire form;
+   for any other peer they are cut into plain packets with complete
+   checksums. What exceeds the peer's MTU is dropped (``too_big``). A batch
+   whose write never happened goes back to the front of the queue for the
+   next tunnel.
+5. One ``stream.write`` per Data frame: py-libp2p's per-write cost (~300 µs
+   here) is what limits throughput, so batching is the whole game.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 
 from libp2p.peer.id import ID
 
+from p2pvpn.dataplane import offload
 from p2pvpn.dataplane import packet as ip
+from p2pvpn.dataplane.offload import VNET_HDR_LEN, ZERO_VNET_HDR
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.peer import Peer
 from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
-from p2pvpn.wire.codec import MAX_PACKETS_PER_FRAME, encode_data
+from p2pvpn.wire.codec import MAX_FRAME_LEN, MAX_PACKETS_PER_FRAME, encode_data, encode_offload_data
 
 TUN_BATCH = 128            # packets per TUN readiness wakeup
-FRAME_BUDGET = 64 * 1024   # bytes of packets per Data frame (one stream write)
+FRAME_BUDGET = 64 * 1024   # bytes of packets taken from the queue per frame (one stream write)
+# What one frame may hold: its items plus at most 4 bytes of tag and length
+# each, plus 8 for the Frame and Data headers, within MAX_FRAME_LEN.
+_ITEM_OVERHEAD = 4
+_FRAME_ROOM = MAX_FRAME_LEN - 8
 
 
 async def route_from_tun(
@@ -39,9 +50,10 @@ async def route_from_tun(
     drops: Counter[str],
 ) -> None:
     """Steps 1-3, forever."""
+    offset = VNET_HDR_LEN if tun.offload else 0
     while True:
         for packet in await tun.read_batch(TUN_BATCH):
-            destination = ip.destination(packet)
+            destination = ip.destination(packet, offset)
             if destination is None:
                 drops[DropReason.MALFORMED] += 1
                 continue
@@ -54,26 +66,101 @@ async def route_from_tun(
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
 
 
-async def send_to_peer(peer: Peer, write: Callable[[bytes], Awaitable[None]]) -> None:
-    """Steps 4-5 for one tunnel, until the write fails or we are cancelled."""
+async def send_to_peer(
+    peer: Peer,
+    write: Callable[[bytes], Awaitable[None]],
+    tun_offload: bool = False,
+    peer_offload: bool = False,
+) -> None:
+    """Steps 4-5 for one tunnel, until the write fails or we are cancelled.
+
+    ``tun_offload``: the queue holds records; ``peer_offload``: both sides
+    announced ``gso/1``, so records may travel as Data.offload_packets.
+    """
     stats = peer.stats
+    as_records = tun_offload and peer_offload
+    encode = encode_offload_data if as_records else encode_data
+    header_bytes = VNET_HDR_LEN if as_records else 0
     while True:
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
-        mtu = peer.mtu
-        if any(len(p) > mtu for p in batch):
-            kept = [p for p in batch if len(p) <= mtu]
-            stats.drops[DropReason.TOO_BIG] += len(batch) - len(kept)
-            batch = kept
-            if not batch:
-                continue
-        frame = encode_data(batch)
-        written = False
+        packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops)
+        if not packets:
+            continue
+        frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
+        written = 0
         try:
-            await write(frame)
-            written = True
+            for frame in frames:
+                await write(frame)
+                written += 1
         finally:
             if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
                 peer.queue.requeue(batch)
-        stats.frames_out += 1
-        stats.packets_out += len(batch)
-        stats.bytes_out += sum(map(len, batch))
+        stats.frames_out += written
+        stats.packets_out += len(packets)
+        stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
+
+
+def _for_peer(batch: list[bytes], mtu: int, tun_offload: bool, peer_offload: bool, drops: Counter[str]) -> list[bytes]:
+    """Step 4: the batch as this tunnel carries it; what exceeds the peer's MTU is dropped and counted."""
+    if not tun_offload:
+        return _fitting(batch, mtu, drops)            # plain packets, as read
+    if peer_offload:
+        return _wire_records(batch, mtu, drops)       # records, in wire form
+    packets: list[bytes] = []
+    for record in batch:                              # plain packets, cut and checksummed here
+        segments = offload.segment(record)
+        if segments is None:
+            drops[DropReason.BAD_OFFLOAD] += 1
+        else:
+            packets += segments
+    return _fitting(packets, mtu, drops)
+
+
+def _fitting(packets: list[bytes], mtu: int, drops: Counter[str]) -> list[bytes]:
+    if all(len(p) <= mtu for p in packets):
+        return packets
+    kept = [p for p in packets if len(p) <= mtu]
+    drops[DropReason.TOO_BIG] += len(packets) - len(kept)
+    return kept
+
+
+def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str]) -> list[bytes]:
+    """Records with the canonical header (docs/protocol.md §5.3.1), each segment within ``mtu``.
+
+    The kernel's header is canonical for locally generated traffic, so the
+    record usually goes out untouched; a record without a wire form (say,
+    forwarded traffic with unusual headers) is cut here instead.
+    """
+    records: list[bytes] = []
+    for record in batch:
+        header = offload.canonical_header(record)
+        if header is None:
+            segments = offload.segment(record)
+            if segments is None:
+                drops[DropReason.BAD_OFFLOAD] += 1
+                continue
+            records += (ZERO_VNET_HDR + s for s in _fitting(segments, mtu, drops))
+            continue
+        if not record.startswith(header):
+            record = header + record[VNET_HDR_LEN:]
+        if offload.segment_size(record) > mtu:
+            drops[DropReason.TOO_BIG] += 1
+            continue
+        records.append(record)
+    return records
+
+
+def _frames(items: list[bytes]) -> list[list[bytes]]:
+    """Split ``items`` into groups that each fit one Data frame (count and MAX_FRAME_LEN)."""
+    if len(items) <= MAX_PACKETS_PER_FRAME and sum(map(len, items)) + _ITEM_OVERHEAD * len(items) <= _FRAME_ROOM:
+        return [items]
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for item in items:
+        cost = len(item) + _ITEM_OVERHEAD
+        if groups[-1] and (size + cost > _FRAME_ROOM or len(groups[-1]) == MAX_PACKETS_PER_FRAME):
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += cost
+    return groups

@@ -8,6 +8,10 @@
    (anti-spoofing, WireGuard's cryptokey routing). Failures are dropped and
    counted (``malformed``, ``spoofed_source``, ``too_big``).
 4. Write the packet to the TUN; a refusal is counted (``tun_write``).
+Offload records (Data.offload_packets, only if both sides announced
+``gso/1``) take the same ladder plus one rung: the virtio-net header must
+be the packet's canonical one (``bad_offload``), and a super-packet must
+fit the MTU segment by segment; they go to the TUN whole, header included.
 Control frames (Keepalive, Close, a stray Hello) go to the tunnel's handler.
 """
 
@@ -19,11 +23,12 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from p2pvpn.dataplane import packet as ip
+from p2pvpn.dataplane.offload import VNET_HDR_LEN, canonical_header, segment_size
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.peer import Peer
 from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
-from p2pvpn.wire.codec import Data, Frame, FrameDecoder
+from p2pvpn.wire.codec import Data, Frame, FrameDecoder, ProtocolError
 
 READ_SIZE = 256 * 1024
 
@@ -35,8 +40,12 @@ async def receive_from_peer(
     routes: RouteTable[ID],
     tun: TunDevice,
     on_control: Callable[[Frame], Awaitable[None]],
+    offload: bool = False,
 ) -> None:
-    """Steps 1-4 until the stream ends (returns) or fails (raises)."""
+    """Steps 1-4 until the stream ends (returns) or fails (raises).
+
+    ``offload``: both sides announced ``gso/1`` (and so our TUN takes records).
+    """
     stats = peer.stats
     drops = stats.drops
     peer_id = peer.peer_id
@@ -60,6 +69,23 @@ async def receive_from_peer(
                 else:
                     stats.packets_in += 1
                     stats.bytes_in += len(packet)
+            if frame.offload_packets and not offload:
+                raise ProtocolError("Data frame with offload_packets, but gso/1 was not negotiated")
+            for record in frame.offload_packets:
+                source = ip.source(record, VNET_HDR_LEN)
+                if source is None:
+                    drops[DropReason.MALFORMED] += 1
+                elif not routes.source_allowed(peer_id, source):
+                    drops[DropReason.SPOOFED_SOURCE] += 1
+                elif canonical_header(record) != record[:VNET_HDR_LEN]:
+                    drops[DropReason.BAD_OFFLOAD] += 1
+                elif segment_size(record) > mtu:
+                    drops[DropReason.TOO_BIG] += 1
+                elif not tun.write_record(record):
+                    drops[DropReason.TUN_WRITE] += 1
+                else:
+                    stats.packets_in += 1
+                    stats.bytes_in += len(record) - VNET_HDR_LEN
         data = await stream.read(READ_SIZE)
         if not data:
             return

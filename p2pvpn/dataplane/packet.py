@@ -1,31 +1,33 @@
 """Just enough IP header parsing for routing and anti-spoofing.
 
 Addresses are returned as packed bytes (4 or 16 long) because the route table
-is keyed by them: no ``ipaddress`` objects on the hot path.
+is keyed by them: no ``ipaddress`` objects on the hot path. ``offset`` is
+where the IP packet starts: 0 for a plain packet, 10 for an offload record
+(virtio-net header first), so records are never sliced just to be routed.
 """
 
 from __future__ import annotations
 
 
-def destination(packet: bytes) -> bytes | None:
+def destination(packet: bytes, offset: int = 0) -> bytes | None:
     """Packed destination address, or None if this is not a plausible IP packet."""
-    if not packet:
+    if len(packet) <= offset:
         return None
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        return packet[16:20]
-    if version == 6 and len(packet) >= 40:
-        return packet[24:40]
+    version = packet[offset] >> 4
+    if version == 4 and len(packet) >= offset + 20:
+        return packet[offset + 16 : offset + 20]
+    if version == 6 and len(packet) >= offset + 40:
+        return packet[offset + 24 : offset + 40]
     return None
 
 
-def source(packet: bytes) -> bytes | None:
+def source(packet: bytes, offset: int = 0) -> bytes | None:
     """Packed source address, or None if this is not a plausible IP packet."""
-    if not packet:
+    if len(packet) <= offset:
         return None
-    version = packet[0] >> 4
-    if version == 4 and len(packet) >= 20:
-        return packet[12:16]
-    if version == 6 and len(packet) >= 40:
-        return packet[8:24]
+    version = packet[offset] >> 4
+    if version == 4 and len(packet) >= offset + 20:
+        return packet[offset + 12 : offset + 16]
+    if version == 6 and len(packet) >= offset + 40:
+        return packet[offset + 8 : offset + 24]
     return None

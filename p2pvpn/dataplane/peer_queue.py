@@ -3,6 +3,10 @@
 A slow or dead peer fills only its own queue; further packets for it are
 dropped (the caller counts them) while other peers keep flowing. The sender
 takes everything waiting in one call so it can go out as one frame.
+
+The bound is in packets and in bytes: with TUN offload one "packet" may be
+a 64 KiB super-packet, and a packet count alone would let a queue hold tens
+of megabytes (and as many milliseconds of delay).
 """
 
 from __future__ import annotations
@@ -11,18 +15,24 @@ from collections import deque
 
 import trio
 
+BYTES_PER_PACKET = 2048
+"""Default byte bound per packet of the count bound: 2 MiB for 1024 packets."""
+
 
 class PacketQueue:
-    def __init__(self, max_packets: int) -> None:
+    def __init__(self, max_packets: int, max_bytes: int | None = None) -> None:
         self._packets: deque[bytes] = deque()
         self._max = max_packets
+        self._max_bytes = max_packets * BYTES_PER_PACKET if max_bytes is None else max_bytes
+        self._bytes = 0
         self._nonempty = trio.Event()
 
     def put(self, packet: bytes) -> bool:
         """Queue ``packet``; False (and nothing queued) when the queue is full."""
-        if len(self._packets) >= self._max:
+        if len(self._packets) >= self._max or self._bytes + len(packet) > self._max_bytes:
             return False
         self._packets.append(packet)
+        self._bytes += len(packet)
         if not self._nonempty.is_set():
             self._nonempty.set()
         return True
@@ -39,11 +49,13 @@ class PacketQueue:
             packet = packets.popleft()
             size += len(packet)
             batch.append(packet)
+        self._bytes -= size
         return batch
 
     def requeue(self, batch: list[bytes]) -> None:
         """Put an unsent batch back at the front (its tunnel went away before the write)."""
         self._packets.extendleft(reversed(batch))
+        self._bytes += sum(map(len, batch))
         if not self._nonempty.is_set():
             self._nonempty.set()
 
@@ -51,7 +63,13 @@ class PacketQueue:
         """Drop everything queued (peer removed); returns how many packets were dropped."""
         n = len(self._packets)
         self._packets.clear()
+        self._bytes = 0
         return n
 
     def __len__(self) -> int:
         return len(self._packets)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued."""
+        return self._bytes

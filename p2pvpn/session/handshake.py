@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from p2pvpn import addressing
 from p2pvpn.errors import P2pvpnError
-from p2pvpn.wire.codec import PROTOCOL_VERSION, CloseCode, Hello
+from p2pvpn.wire.codec import OFFLOAD_CAPABILITY, PROTOCOL_VERSION, CloseCode, Hello
 
 MIN_MTU = 1280
 MAX_MTU = 65535
 CAPABILITIES: tuple[str, ...] = ("batch/1", "keepalive-rtt/1")
+"""Always announced; OFFLOAD_CAPABILITY ("gso/1") is added when our TUN does offload."""
 
 
 class HandshakeError(P2pvpnError):
@@ -40,16 +41,21 @@ class RemoteParams:
     address_index: int = 0
 
 
-def make_hello(network: str, addresses: addressing.OverlayAddresses, mtu: int) -> Hello:
+def make_hello(network: str, addresses: addressing.OverlayAddresses, mtu: int, offload: bool = False) -> Hello:
     return Hello(
         version=PROTOCOL_VERSION,
         network=network,
         ipv4=addresses.ipv4,
         ipv6=addresses.ipv6,
         mtu=mtu,
-        capabilities=CAPABILITIES,
+        capabilities=CAPABILITIES + ((OFFLOAD_CAPABILITY,) if offload else ()),
         address_index=addresses.index,
     )
+
+
+def offload_agreed(ours: Hello, theirs: RemoteParams) -> bool:
+    """Both Hellos announced gso/1: Data frames may carry offload_packets (both ways)."""
+    return OFFLOAD_CAPABILITY in ours.capabilities and OFFLOAD_CAPABILITY in theirs.capabilities
 
 
 def check_hello(hello: object, remote_peer_id: bytes, network: str) -> RemoteParams:

@@ -19,7 +19,8 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
@@ -37,6 +38,9 @@ from p2pvpn.session.tunnel import Tunnel
 from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
+
+if TYPE_CHECKING:
+    from p2pvpn.discovery.record import NodeRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +93,96 @@ class SessionManager:
         self.peers: dict[ID, Peer] = {}
         self.drops: Counter[str] = Counter()
         self.handshake_failures: Counter[str] = Counter()
-        self._hello = make_hello(network, local, mtu)
+        self._hello = make_hello(network, local, mtu, offload=tun.offload)
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
         self._nursery: trio.Nursery | None = None
+        self.collisions = 0
+        # Set by the node when discovery runs: look an unknown caller up in the DHT;
+        # told when a member with a lower peer ID claims our IPv4.
+        self.member_lookup: Callable[[ID], Awaitable[NodeRecord | None]] | None = None
+        self.on_local_collision: Callable[[NodeRecord], None] | None = None
 
     # -- peers -------------------------------------------------------------
 
     def add_static_peer(self, peer_id: ID, addrs: list[multiaddr.Multiaddr]) -> Peer:
         """A peer we keep a tunnel to; its routes exist before it connects so packets queue."""
         peer = self._ensure_peer(peer_id, learned_from="static")
-        peer.static = True
+        peer.learned_from = "static"
         peer.dial_addrs = addrs
+        self._want(peer)
+        return peer
+
+    def learn(self, record: NodeRecord, source: str) -> Peer | None:
+        """A verified record of a member: route to it and keep a tunnel to it.
+
+        Address collisions resolve the same way on every node: of two peers
+        claiming one IPv4, the one whose peer ID sorts lower keeps it, the
+        other must move to its next derivation candidate (docs/protocol.md).
+        """
+        peer_id = record.peer_id
+        if peer_id == self.host.peer_id:
+            return None
+        if record.ipv4 == self.local.ipv4:
+            if peer_id.to_bytes() < self.host.peer_id.to_bytes() and self.on_local_collision is not None:
+                self.on_local_collision(record)
+            self.collisions += 1
+            return None
+        owner = self.routes.lookup(record.ipv4.packed)
+        if owner is not None and owner != peer_id:
+            if peer_id.to_bytes() > owner.to_bytes():
+                self.collisions += 1
+                known = self.peers.get(peer_id)
+                if known is not None:
+                    known.last_error = f"overlay address {record.ipv4} collides with {owner}; waiting for it to move"
+                return None
+            loser = self.peers[owner]
+            loser.last_error = f"overlay address {record.ipv4} collides with {peer_id}; waiting for it to move"
+            self.routes.remove_peer(owner)
+            self.collisions += 1
+        peer = self.peers.get(peer_id)
+        addresses = addressing.OverlayAddresses(record.ipv4, record.ipv6, record.address_index)
+        if peer is None:
+            peer = Peer(peer_id=peer_id, addresses=addresses, queue=PacketQueue(self.queue_packets),
+                        learned_from=source, mtu=self.mtu, state=PeerState.DOWN)
+            self.peers[peer_id] = peer
+        elif peer.addresses != addresses and peer.tunnel is not None:
+            peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "peer moved to another overlay address")
+        peer.addresses = addresses
+        self._set_routes(peer)
+        if peer.learned_from == "inbound":
+            peer.learned_from = source
+        peer.record = record
+        peer.record_fetched = time.time()
+        peer.dial_addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        self._want(peer)
+        return peer
+
+    def forget(self, peer_id: ID) -> None:
+        """A discovered peer's record lapsed: drop its tunnel, routes and queue (static peers stay)."""
+        peer = self.peers.get(peer_id)
+        if peer is None or peer.learned_from == "static":
+            return
+        peer.wanted = False
+        if peer.tunnel is not None:
+            peer.tunnel.close(CloseCode.NORMAL, "record expired")
+        self._remove_peer(peer)
+
+    def move_local(self, local: addressing.OverlayAddresses) -> None:
+        """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
+        self.local = local
+        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload)
+        for peer in self.peers.values():
+            if peer.tunnel is not None:
+                peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
+
+    def _want(self, peer: Peer) -> None:
+        if peer.wanted:
+            return
+        peer.wanted = True
+        if peer.tunnel is None:
+            peer.set_tunnel(None)  # state: connecting
         if self._nursery is not None:
             self._nursery.start_soon(self._dial_loop, peer)
-        return peer
 
     def _ensure_peer(self, peer_id: ID, learned_from: str, index: int = 0) -> Peer:
         peer = self.peers.get(peer_id)
@@ -133,7 +213,11 @@ class SessionManager:
 
     def authorized(self, peer_id: ID) -> bool:
         existing = self.peers.get(peer_id)
-        return self.allow_any_peer or peer_id in self.allow_peers or (existing is not None and existing.static)
+        if existing is not None and existing.learned_from == "static":
+            return True
+        if existing is not None and existing.wanted and self.member_lookup is not None:
+            return True  # a member we discovered, and members are trusted
+        return self.allow_any_peer or peer_id in self.allow_peers
 
     # -- running -----------------------------------------------------------
 
@@ -143,7 +227,7 @@ class SessionManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for peer in list(self.peers.values()):
-                if peer.static:
+                if peer.wanted:
                     nursery.start_soon(self._dial_loop, peer)
             task_status.started()
             async for stream in self._inbound_recv:
@@ -159,7 +243,7 @@ class SessionManager:
 
     async def _dial_loop(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
-        while peer.peer_id in self.peers:
+        while self.peers.get(peer.peer_id) is peer and peer.wanted:
             if peer.tunnel is not None:
                 await peer.tunnel_changed.wait()
                 continue
@@ -207,7 +291,9 @@ class SessionManager:
     async def _handshake(self, tunnel: Tunnel) -> Peer:
         remote_id = tunnel.remote_id
         if not self.authorized(remote_id):
-            raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers")
+            record = await self.member_lookup(remote_id) if self.member_lookup is not None else None
+            if record is None or self.learn(record, "dht") is None:
+                raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers, nor a member")
         params = await tunnel.handshake(self._hello, self.network)
         peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
         if params.ipv4 != peer.addresses.ipv4:  # the peer moved to another address candidate
@@ -233,7 +319,7 @@ class SessionManager:
                 peer.last_error = tunnel.close_reason
             peer.set_tunnel(None)
             log.info("tunnel with %s down: %s", peer.peer_id, tunnel.close_reason or "closed")
-            if not peer.static:
+            if not peer.wanted:
                 self._remove_peer(peer)
 
 

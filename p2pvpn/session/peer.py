@@ -35,7 +35,7 @@ class Peer:
     peer_id: ID
     addresses: OverlayAddresses
     queue: PacketQueue
-    static: bool = False
+    wanted: bool = False            # we keep a tunnel to it (static or discovered), so we dial it
     dial_addrs: list[multiaddr.Multiaddr] = field(default_factory=list)
     learned_from: str = "static"
     stats: TrafficStats = field(default_factory=TrafficStats)
@@ -45,11 +45,13 @@ class Peer:
     mtu: int = 1400
     tunnel_changed: trio.Event = field(default_factory=trio.Event)
     last_error: str = ""
+    record: Any = None              # the peer's latest verified NodeRecord, when learned from discovery
+    record_fetched: float = 0.0
 
     def set_tunnel(self, tunnel: Tunnel | None) -> None:
         """Swap the active tunnel and wake whoever waits on the change."""
         self.tunnel = tunnel
-        new_state = PeerState.UP if tunnel else (PeerState.CONNECTING if self.static else PeerState.DOWN)
+        new_state = PeerState.UP if tunnel else (PeerState.CONNECTING if self.wanted else PeerState.DOWN)
         if new_state != self.state:
             self.state = new_state
             self.state_since = time.time()
@@ -72,7 +74,18 @@ class Peer:
             "initiator": (str(tunnel.initiator) if tunnel else None),
             "rtt_ms": (round(tunnel.rtt * 1000, 3) if tunnel and tunnel.rtt is not None else None),
             "mtu": self.mtu,
+            "offload": (tunnel.offload if tunnel else None),  # gso/1 agreed on the active tunnel
             "queued": len(self.queue),
             "last_error": self.last_error,
+            "roles": _roles(self.record),
+            "record_seq": getattr(self.record, "seq", None),
+            "record_age": (round(time.time() - self.record_fetched, 1) if self.record is not None else None),
+            "record_expires": getattr(self.record, "expires", None),
             **self.stats.as_dict(),
         }
+
+
+def _roles(record: Any) -> list[str]:
+    if record is None:
+        return []
+    return [role for role in ("relay", "exit") if getattr(record, role, None) is not None]

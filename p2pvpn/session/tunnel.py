@@ -22,7 +22,7 @@ from p2pvpn.dataplane.egress import send_to_peer
 from p2pvpn.dataplane.ingress import READ_SIZE, receive_from_peer
 from p2pvpn.host import STREAM_ERRORS, describe_path
 from p2pvpn.routing import RouteTable
-from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello
+from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello, offload_agreed
 from p2pvpn.session.peer import Peer
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import fit_reason, Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
@@ -47,6 +47,7 @@ class Tunnel:
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self.remote_close: Close | None = None
+        self.offload = False  # both Hellos carried gso/1: Data may use offload_packets
         self._decoder = FrameDecoder()
         self._write_lock = trio.Lock()
         self._active = trio.Event()
@@ -81,7 +82,9 @@ class Tunnel:
                 self._decoder.feed(data)
         if isinstance(frame, Close):
             raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"peer refused the tunnel: {_describe_close(frame)}")
-        return check_hello(frame, self.remote_id.to_bytes(), network)
+        params = check_hello(frame, self.remote_id.to_bytes(), network)
+        self.offload = offload_agreed(hello, params)
+        return params
 
     def activate(self) -> None:
         """Make this the peer's tunnel for outbound packets."""
@@ -120,7 +123,7 @@ class Tunnel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._receive, peer, routes, tun, nursery.cancel_scope)
                     nursery.start_soon(self._keepalive, peer, keepalive)
-                    nursery.start_soon(self._send, peer)
+                    nursery.start_soon(self._send, peer, tun)
                     nursery.start_soon(self._retire_when_asked)
         finally:
             await self.shutdown()
@@ -141,7 +144,7 @@ class Tunnel:
             await self._on_control(frame)
 
         try:
-            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control)
+            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload)
         except ProtocolError as exc:
             self.close(CloseCode.PROTOCOL_ERROR, str(exc))
         except STREAM_ERRORS as exc:
@@ -189,13 +192,13 @@ class Tunnel:
             if self._scope is not None:
                 self._scope.cancel()
 
-    async def _send(self, peer: Peer) -> None:
+    async def _send(self, peer: Peer, tun: TunDevice) -> None:
         with trio.CancelScope() as self._send_scope:
             if self._retiring.is_set():
                 return
             await self._active.wait()
             try:
-                await send_to_peer(peer, self.write)
+                await send_to_peer(peer, self.write, tun.offload, self.offload)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
                 self._note_gone(f"write failed: {type(exc).__name__}")
                 if self._scope is not None:

@@ -56,9 +56,12 @@ __all__ = [
     "MAX_CAPABILITY_LEN",
     "MAX_FRAME_LEN",
     "MAX_NETWORK_LEN",
+    "MAX_OFFLOAD_PACKET_LEN",
     "MAX_PACKETS_PER_FRAME",
     "MAX_PACKET_LEN",
     "MAX_REASON_LEN",
+    "OFFLOAD_CAPABILITY",
+    "OFFLOAD_HEADER_LEN",
     "PROTOCOL_ID",
     "PROTOCOL_VERSION",
     "Close",
@@ -71,6 +74,7 @@ __all__ = [
     "ProtocolError",
     "encode",
     "encode_data",
+    "encode_offload_data",
     "fit_reason",
 ]
 
@@ -82,6 +86,12 @@ MAX_FRAME_LEN = 256 * 1024
 MAX_PACKETS_PER_FRAME = 1024
 MAX_PACKET_LEN = 65535
 """Largest IP packet carried; also the largest TUN MTU a Hello may announce."""
+OFFLOAD_HEADER_LEN = 10
+"""Bytes of the virtio-net header that starts each ``Data.offload_packets`` entry."""
+MAX_OFFLOAD_PACKET_LEN = OFFLOAD_HEADER_LEN + MAX_PACKET_LEN
+"""Largest ``Data.offload_packets`` entry: header + an IP packet of up to 65535 bytes."""
+OFFLOAD_CAPABILITY = "gso/1"
+"""Hello capability: "send me offload_packets" (docs/protocol.md §5.3.1)."""
 MAX_NETWORK_LEN = 64
 """UTF-8 bytes of ``Hello.network``."""
 MAX_CAPABILITIES = 32
@@ -150,12 +160,17 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """A batch of 1..MAX_PACKETS_PER_FRAME whole IP packets.
+    """A batch of 1..MAX_PACKETS_PER_FRAME whole IP packets, in exactly one of the two fields.
 
-    Callers may pass a list to avoid a copy; the decoder always returns a tuple.
+    ``offload_packets`` entries are a 10-byte virtio-net header followed by
+    the packet; only peers that both announced OFFLOAD_CAPABILITY use them.
+    The codec checks their lengths; the header rules are the data path's
+    (p2pvpn.dataplane.offload). Callers may pass lists to avoid a copy; the
+    decoder always returns tuples.
     """
 
-    packets: tuple[bytes, ...] | list[bytes]
+    packets: tuple[bytes, ...] | list[bytes] = ()
+    offload_packets: tuple[bytes, ...] | list[bytes] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +242,18 @@ class _PacketHeaders(dict[int, bytes]):
         return header
 
 
+class _OffloadHeaders(dict[int, bytes]):
+    """The same cache for ``Data.offload_packets`` (field 2, tag ``0x12``)."""
+
+    def __missing__(self, length: int) -> bytes:
+        header = b"\x12" + _uvarint(length)
+        if length <= MAX_OFFLOAD_PACKET_LEN:
+            self[length] = header
+        return header
+
+
 _packet_header: Callable[[int], bytes] = _PacketHeaders().__getitem__
+_offload_header: Callable[[int], bytes] = _OffloadHeaders().__getitem__
 
 
 def encode_data(packets: Sequence[bytes]) -> bytes:
@@ -250,14 +276,29 @@ def encode_data(packets: Sequence[bytes]) -> bytes:
         return b"".join(
             (_uvarint(1 + len(data_len_bytes) + data_len), b"\x12", data_len_bytes, header, packet)
         )
-    lengths = list(map(len, packets))
-    headers = list(map(_packet_header, lengths))
+    return _encode_repeated(packets, _packet_header)
+
+
+def encode_offload_data(records: Sequence[bytes]) -> bytes:
+    """Encode ``Data(offload_packets=records)`` for the wire, fast, like :func:`encode_data`.
+
+    Same bytes as ``encode(Data(offload_packets=records))``; the caller must
+    pass 1..MAX_PACKETS_PER_FRAME entries of OFFLOAD_HEADER_LEN+1 ..
+    MAX_OFFLOAD_PACKET_LEN bytes, totalling at most MAX_FRAME_LEN encoded.
+    """
+    return _encode_repeated(records, _offload_header)
+
+
+def _encode_repeated(items: Sequence[bytes], item_header: Callable[[int], bytes]) -> bytes:
+    """Frame prefix, Frame.data tag and length, then each item with its tag+length."""
+    lengths = list(map(len, items))
+    headers = list(map(item_header, lengths))
     data_len = sum(lengths) + sum(map(len, headers))
     data_len_bytes = _uvarint(data_len)
     parts: list[bytes] = [b""] * (2 * len(lengths) + 1)
     parts[0] = _uvarint(1 + len(data_len_bytes) + data_len) + b"\x12" + data_len_bytes
     parts[1::2] = headers
-    parts[2::2] = packets
+    parts[2::2] = items
     return b"".join(parts)
 
 
@@ -332,15 +373,27 @@ def _hello_to_pb(hello: Hello) -> _pb.Frame:
 
 
 def _data_to_pb(data: Data) -> _pb.Frame:
-    packets = data.packets
-    if not 0 < len(packets) <= MAX_PACKETS_PER_FRAME:
-        raise ProtocolError(f"Data frame has {len(packets)} packets, must have 1..{MAX_PACKETS_PER_FRAME}")
-    for packet in packets:
-        if not 0 < len(packet) <= MAX_PACKET_LEN:
-            raise ProtocolError(f"Data packet is {len(packet)} bytes, must be 1..{MAX_PACKET_LEN}")
+    packets, records = data.packets, data.offload_packets
+    if packets and records:
+        raise ProtocolError("Data frame must carry packets or offload_packets, not both")
+    items = packets or records
+    if not 0 < len(items) <= MAX_PACKETS_PER_FRAME:
+        raise ProtocolError(f"Data frame has {len(items)} packets, must have 1..{MAX_PACKETS_PER_FRAME}")
+    if packets:
+        for packet in packets:
+            if not 0 < len(packet) <= MAX_PACKET_LEN:
+                raise ProtocolError(f"Data packet is {len(packet)} bytes, must be 1..{MAX_PACKET_LEN}")
+    else:
+        for record in records:
+            if not OFFLOAD_HEADER_LEN < len(record) <= MAX_OFFLOAD_PACKET_LEN:
+                raise ProtocolError(
+                    f"Data offload packet is {len(record)} bytes, must be "
+                    f"{OFFLOAD_HEADER_LEN + 1}..{MAX_OFFLOAD_PACKET_LEN}"
+                )
     message = _pb.Frame()
     # The protobuf runtime takes only bytes; accept any bytes-like from callers.
-    message.data.packets.extend([p if type(p) is bytes else bytes(p) for p in packets])
+    field = message.data.packets if packets else message.data.offload_packets
+    field.extend([p if type(p) is bytes else bytes(p) for p in items])
     return message
 
 
@@ -379,7 +432,12 @@ def _decode_body(body: bytes | bytearray) -> Frame:
         raise ProtocolError(f"{len(body)}-byte frame is not a valid protobuf Frame") from None
     kind = message.WhichOneof("body")
     if kind == "data":
-        packets = tuple(message.data.packets)
+        data = message.data
+        packets = tuple(data.packets)
+        if data.offload_packets:
+            if packets:
+                raise ProtocolError("Data frame carries both packets and offload_packets")
+            return _offload_data(tuple(data.offload_packets))
         count = len(packets)
         if not 0 < count <= MAX_PACKETS_PER_FRAME:
             raise ProtocolError(f"Data frame has {count} packets, must have 1..{MAX_PACKETS_PER_FRAME}")
@@ -404,6 +462,20 @@ def _decode_body(body: bytes | bytearray) -> Frame:
         return Close(_CLOSE_CODES.get(close.code, close.code), close.reason)
     # An empty body, or only fields this version does not know.
     raise ProtocolError("frame carries no known message (Hello, Data, Keepalive or Close)")
+
+
+def _offload_data(records: tuple[bytes, ...]) -> Data:
+    """Check the entry count and lengths of ``Data.offload_packets`` (not the headers' values)."""
+    if len(records) > MAX_PACKETS_PER_FRAME:
+        raise ProtocolError(f"Data frame has {len(records)} packets, must have 1..{MAX_PACKETS_PER_FRAME}")
+    lengths = list(map(len, records))
+    if min(lengths) <= OFFLOAD_HEADER_LEN:
+        raise ProtocolError(f"Data offload packet of {min(lengths)} bytes has no IP packet after its header")
+    if max(lengths) > MAX_OFFLOAD_PACKET_LEN:
+        raise ProtocolError(
+            f"Data offload packet is {max(lengths)} bytes, over the {MAX_OFFLOAD_PACKET_LEN}-byte limit"
+        )
+    return Data(offload_packets=records)
 
 
 def _hello_from_pb(hello: _pb.Hello) -> Hello:

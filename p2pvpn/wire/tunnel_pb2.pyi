@@ -25,10 +25,12 @@ class Hello(_message.Message):
     def __init__(self, version: _Optional[int] = ..., network: _Optional[str] = ..., ipv4: _Optional[bytes] = ..., ipv6: _Optional[bytes] = ..., mtu: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., address_index: _Optional[int] = ...) -> None: ...
 
 class Data(_message.Message):
-    __slots__ = ("packets",)
+    __slots__ = ("packets", "offload_packets")
     PACKETS_FIELD_NUMBER: _ClassVar[int]
+    OFFLOAD_PACKETS_FIELD_NUMBER: _ClassVar[int]
     packets: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, packets: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    offload_packets: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, packets: _Optional[_Iterable[bytes]] = ..., offload_packets: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Keepalive(_message.Message):
     __slots__ = ("seq", "reply")

@@ -3,66 +3,30 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
-from libp2p.crypto.ed25519 import create_new_key_pair
 
-from p2pvpn import identity
-from p2pvpn.config import Config, validate
 from p2pvpn.node import Node
-from p2pvpn.testing.memtun import MemoryTun
+from p2pvpn.testing.cluster import Cluster, free_port, running, wait_up
 from p2pvpn.testing.packets import udp4, udp6
 
 
 def _free_port(udp: bool = False) -> int:
-    import socket
-
-    with socket.socket(type=socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(udp)
 
 
 class Lab:
+    """Thin adapter over p2pvpn.testing.cluster for these tests' naming."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.tuns: dict[str, MemoryTun] = {}
+        self.cluster = Cluster(tmp)
+        self.tuns = self.cluster.tuns
 
     def node(self, name: str, port: int, peers: list[str] = (), quic: bool = False, **cfg: object) -> Node:
-        d = self.tmp / name
-        d.mkdir(exist_ok=True)
-        key = identity.create(d / "identity.key") if not (d / "identity.key").exists() else identity.load(d / "identity.key")
-        listen = f"/ip4/127.0.0.1/udp/{port}/quic-v1" if quic else f"/ip4/127.0.0.1/tcp/{port}"
-        config = validate(Config(listen=(listen,), peers=tuple(peers), tun=name, keepalive=0.5, **cfg))
-
-        def tun_factory(tun_name, mtu, v4, v6):  # noqa: ANN001, ANN202
-            tun = MemoryTun(tun_name, mtu)
-            self.tuns[name] = tun
-            return tun
-
-        return Node(config, key, d, tun_factory=tun_factory)
-
-
-@asynccontextmanager
-async def running(*nodes: Node) -> AsyncIterator[trio.Nursery]:
-    async with trio.open_nursery() as nursery:
-        for node in nodes:
-            await nursery.start(node.run)
-        yield nursery
-        nursery.cancel_scope.cancel()
-
-
-async def wait_up(node: Node, peer: Node, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while True:
-            p = node.manager.peers.get(peer.peer_id) if node.manager else None
-            if p is not None and p.tunnel is not None:
-                return
-            await trio.sleep(0.02)
+        self.cluster.ports[name] = port
+        return self.cluster.node(name, peers, quic=quic, **cfg)
 
 
 def addr(node: Node, port: int, quic: bool = False) -> str:
@@ -165,7 +129,7 @@ async def test_simultaneous_dial_converges_on_one_tunnel(tmp_path: Path) -> None
 async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     pa, pb = _free_port(), _free_port()
-    b = lab.node("b", pb)  # b lists nobody and does not allow strangers
+    b = lab.node("b", pb, trust_members=False)  # b lists nobody and does not trust DHT members
     a = lab.node("a", pa, peers=[addr(b, pb)])
     async with running(a, b):
         with trio.fail_after(10):

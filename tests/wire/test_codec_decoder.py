@@ -16,6 +16,7 @@ from p2pvpn.wire.codec import (
     MAX_CAPABILITY_LEN,
     MAX_FRAME_LEN,
     MAX_NETWORK_LEN,
+    MAX_OFFLOAD_PACKET_LEN,
     MAX_PACKET_LEN,
     MAX_PACKETS_PER_FRAME,
     MAX_REASON_LEN,
@@ -70,6 +71,14 @@ def pb_hello(**changes: object) -> bytes:
 
 def pb_data(packets: list[bytes]) -> bytes:
     message = tunnel_pb2.Frame()
+    message.data.packets.extend(packets)
+    message.data.SetInParent()
+    return framed(message.SerializeToString())
+
+
+def pb_offload_data(records: list[bytes], packets: list[bytes] = ()) -> bytes:  # type: ignore[assignment]
+    message = tunnel_pb2.Frame()
+    message.data.offload_packets.extend(records)
     message.data.packets.extend(packets)
     message.data.SetInParent()
     return framed(message.SerializeToString())
@@ -281,6 +290,11 @@ def test_hello_with_invalid_utf8_network() -> None:
         (pb_data([b""]), "empty packet"),
         (pb_data([b"x" * (MAX_PACKET_LEN + 1)]), "packet is 65536 bytes"),
         (pb_data([b"x", b"y" * (MAX_PACKET_LEN + 100)]), "packet is 65635 bytes"),
+        (pb_offload_data([b"r" * 11], [b"x"]), "both packets and offload_packets"),
+        (pb_offload_data([b"r" * 11] * (MAX_PACKETS_PER_FRAME + 1)), "1025 packets"),
+        (pb_offload_data([b"r" * 11, b"r" * 10]), "offload packet of 10 bytes has no IP packet"),
+        (pb_offload_data([b""]), "offload packet of 0 bytes"),
+        (pb_offload_data([b"r" * (MAX_OFFLOAD_PACKET_LEN + 1)]), "offload packet is 65546 bytes"),
     ],
 )
 def test_bad_data(wire: bytes, message: str) -> None:

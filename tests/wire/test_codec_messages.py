@@ -17,9 +17,12 @@ from p2pvpn.wire.codec import (
     MAX_CAPABILITY_LEN,
     MAX_FRAME_LEN,
     MAX_NETWORK_LEN,
+    MAX_OFFLOAD_PACKET_LEN,
     MAX_PACKET_LEN,
     MAX_PACKETS_PER_FRAME,
     MAX_REASON_LEN,
+    OFFLOAD_CAPABILITY,
+    OFFLOAD_HEADER_LEN,
     PROTOCOL_ID,
     PROTOCOL_VERSION,
     Close,
@@ -32,6 +35,7 @@ from p2pvpn.wire.codec import (
     ProtocolError,
     encode,
     encode_data,
+    encode_offload_data,
     fit_reason,
 )
 
@@ -42,6 +46,16 @@ PEER1_V6 = ipaddress.IPv6Address("fd1f:6ae6:c5b:0:be30:9543:b4d8:919e")
 ICMP4 = bytes.fromhex("4500001c0000400040010e0a646fbccd6441a7590800e5ca12340001")
 ICMP6 = bytes.fromhex(
     "6000000000083a40fd1f6ae60c5b0000be309543b4d8919efd1f6ae60c5b000068d2ce3563f3210080002ede12340001"
+)
+
+# A TCP super-packet peer 1 -> peer 2 as an offload TUN reads it: virtio-net
+# header (NEEDS_CSUM, GSO_TCPV4, hdr_len 40, gso_size 2, csum 20+16), then
+# IPv4 + TCP (seq 1, ACK|PSH, checksum field = pseudo-header sum) + "abcd".
+OFFLOAD_TCP4 = bytes.fromhex(
+    "01012800020014001000"
+    "4500002c0001400040060df4646fbccd6441a759"
+    "9c40145100000001000000015018ffff2cf60000"
+    "61626364"
 )
 
 HELLO = Hello(version=1, network="default", ipv4=PEER1_V4, ipv6=PEER1_V6, mtu=1420)
@@ -69,6 +83,7 @@ GOLDEN: list[tuple[Frame, str]] = [
     (Keepalive(seq=0), "021a00"),  # an all-default message still selects the oneof
     (Close(CloseCode.DUPLICATE, "duplicate tunnel"), "162214080512106475706c69636174652074756e6e656c"),
     (Close(CloseCode.NORMAL), "022200"),
+    (Data(offload_packets=(OFFLOAD_TCP4,)), "3a12381236" + OFFLOAD_TCP4.hex()),
 ]
 
 
@@ -86,6 +101,7 @@ def test_constants_are_the_documented_ones() -> None:
     assert MAX_FRAME_LEN == 262144
     assert (MAX_PACKETS_PER_FRAME, MAX_PACKET_LEN) == (1024, 65535)
     assert (MAX_NETWORK_LEN, MAX_CAPABILITIES, MAX_CAPABILITY_LEN, MAX_REASON_LEN) == (64, 32, 64, 256)
+    assert (OFFLOAD_CAPABILITY, OFFLOAD_HEADER_LEN, MAX_OFFLOAD_PACKET_LEN) == ("gso/1", 10, 65545)
     assert {code.name: int(code) for code in CloseCode} == {
         "NORMAL": 0,
         "PROTOCOL_ERROR": 1,
@@ -158,6 +174,19 @@ def test_data_at_its_limits_round_trips() -> None:
     assert decode_all(encode(many)) == [many]
     biggest = Data((b"\xaa" * MAX_PACKET_LEN, b"\xbb" * MAX_PACKET_LEN, b"\xcc" * MAX_PACKET_LEN))
     assert decode_all(encode(biggest)) == [biggest]
+
+
+def test_offload_data_round_trips_at_its_limits() -> None:
+    many = Data(offload_packets=tuple(bytes([i % 256]) * 11 for i in range(MAX_PACKETS_PER_FRAME)))
+    assert decode_all(encode(many)) == [many]
+    biggest = Data(offload_packets=(b"\xaa" * MAX_OFFLOAD_PACKET_LEN,) * 3)
+    [decoded] = decode_all(encode(biggest))
+    assert decoded == biggest and decoded.packets == ()
+    assert all(type(record) is bytes for record in decoded.offload_packets)
+
+
+def test_golden_offload_vector_from_the_fast_path() -> None:
+    assert encode_offload_data([OFFLOAD_TCP4]).hex() == GOLDEN[-1][1]
 
 
 def test_data_accepts_bytes_like_packets() -> None:
@@ -237,6 +266,11 @@ def hello(**changes: object) -> Hello:
         (Data((b"x", b"")), "packet is 0 bytes"),
         (Data((b"x" * (MAX_PACKET_LEN + 1),)), "packet is 65536 bytes"),
         (Data((b"x" * MAX_PACKET_LEN,) * 5), "over the 262144-byte limit"),
+        (Data((b"x",), (b"y" * 11,)), "not both"),
+        (Data(offload_packets=(b"y" * 11,) * (MAX_PACKETS_PER_FRAME + 1)), "1025 packets"),
+        (Data(offload_packets=(b"y" * 11, b"z" * 10)), "offload packet is 10 bytes, must be 11..65545"),
+        (Data(offload_packets=(b"y" * 65546,)), "offload packet is 65546 bytes"),
+        (Data(offload_packets=(b"y" * MAX_OFFLOAD_PACKET_LEN,) * 5), "over the 262144-byte limit"),
         (Keepalive(seq=-1), "Keepalive.seq"),
         (Keepalive(seq=2**64), "Keepalive.seq"),
         (Close(code=-1), "Close.code"),
@@ -286,6 +320,18 @@ def test_encode_data_matches_encode_at_varint_boundaries(sizes: list[int]) -> No
     fast = encode_data(packets)
     assert fast == encode(Data(packets))
     assert decode_all(fast) == [Data(tuple(packets))]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[11], [117], [118], [16383], [16384], [MAX_OFFLOAD_PACKET_LEN], [65545, 65545, 65545], [11] * 1024],
+    ids=lambda sizes: f"{len(sizes)}recs-{sum(sizes)}B",
+)
+def test_encode_offload_data_matches_encode_at_varint_boundaries(sizes: list[int]) -> None:
+    records = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+    fast = encode_offload_data(records)
+    assert fast == encode(Data(offload_packets=records))
+    assert decode_all(fast) == [Data(offload_packets=tuple(records))]
 
 
 def test_encode_data_of_nothing_is_what_the_decoder_rejects() -> None:

@@ -26,6 +26,7 @@ from p2pvpn.wire.codec import (
     ProtocolError,
     encode,
     encode_data,
+    encode_offload_data,
 )
 
 BOUND = MAX_FRAME_LEN + 10
@@ -44,9 +45,11 @@ hellos = st.builds(
 )
 small_packets = st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=20)
 datas = small_packets.map(lambda packets: Data(tuple(packets)))
+small_records = st.lists(st.binary(min_size=11, max_size=300), min_size=1, max_size=20)
+offload_datas = small_records.map(lambda records: Data(offload_packets=tuple(records)))
 keepalives = st.builds(Keepalive, seq=st.integers(0, 2**64 - 1), reply=st.booleans())
 closes = st.builds(Close, code=st.integers(0, 2**32 - 1), reason=st.text(max_size=64))
-frames = st.one_of(hellos, datas, keepalives, closes)
+frames = st.one_of(hellos, datas, offload_datas, keepalives, closes)
 
 
 def feed_in_chunks(wire: bytes, cuts: list[int]) -> list[Frame]:
@@ -83,6 +86,11 @@ def test_chunking_never_changes_the_frames(sent: list[Frame], data: st.DataObjec
 @given(small_packets)
 def test_encode_data_is_byte_identical_to_encode(packets: list[bytes]) -> None:
     assert encode_data(packets) == encode(Data(packets)) == encode(Data(tuple(packets)))
+
+
+@given(small_records)
+def test_encode_offload_data_is_byte_identical_to_encode(records: list[bytes]) -> None:
+    assert encode_offload_data(records) == encode(Data(offload_packets=records))
 
 
 @settings(max_examples=40)

@@ -1,0 +1,116 @@
+package main
+
+// Our private Kademlia DHT (docs/protocol.md §12.1): go-libp2p-kad-dht under
+// the /p2pvpn prefix, with the "p2pvpn" namespace as the only one and our
+// NodeRecord validator on it. The vpn mode also publishes its own record and
+// provides the "members" key (§12.9).
+
+import (
+	"context"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+const dhtPrefix = "/p2pvpn" // -> /p2pvpn/kad/1.0.0
+
+func newDHT(h host.Host, network string, server bool) (*dht.IpfsDHT, error) {
+	v := NodeRecordValidator{
+		Network: network,
+		Now:     func() int64 { return time.Now().Unix() },
+		OnVerdict: func(key string, err error) {
+			ev := map[string]any{"key": key, "ok": err == nil}
+			if err != nil {
+				ev["error"] = err.Error()
+			}
+			emit("record_validated", ev)
+		},
+	}
+	mode := dht.ModeServer
+	if !server {
+		mode = dht.ModeClient
+	}
+	return dht.New(h,
+		dht.ProtocolPrefix(dhtPrefix),
+		dht.Validator(record.NamespacedValidator{"p2pvpn": v}),
+		dht.Mode(mode),
+	)
+}
+
+// bootstrapDHT connects to the bootstrap peers and waits (bounded) until the routing table has one.
+func bootstrapDHT(ctx context.Context, h host.Host, d *dht.IpfsDHT, peers []peer.AddrInfo) {
+	for _, info := range peers {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := h.Connect(cctx, info); err != nil {
+			emit("bootstrap_failed", map[string]any{"peer": info.ID.String(), "error": err.Error()})
+		}
+		cancel()
+	}
+	if len(peers) == 0 {
+		return
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for d.RoutingTable().Size() == 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+	_ = d.Bootstrap(ctx)
+	emit("bootstrapped", map[string]any{"routing_table": d.RoutingTable().Size()})
+}
+
+func membersCID(network string) cid.Cid {
+	return cid.NewCidV1(cid.Raw, providerKey(network, "members"))
+}
+
+// ownRecord describes this vpn node (§12.4) with its dialable listen addresses.
+func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
+	now := time.Now()
+	r := &NodeRecord{
+		PeerID: []byte(h.ID()), Network: v.network,
+		Seq: uint64(now.UnixMilli()), ExpiresUnix: uint64(now.Add(ttl).Unix()),
+		IPv4: v.self.IPv4.AsSlice(), IPv6: v.self.IPv6.AsSlice(), AddressIndex: v.self.Index,
+	}
+	for _, a := range h.Addrs() {
+		if len(r.Addrs) < maxAddrs && checkRecordAddr(a.Bytes(), false) == nil {
+			r.Addrs = append(r.Addrs, a.Bytes())
+		}
+	}
+	return r
+}
+
+// publishLoop stores our record and provides "members" every ttl/2 (sooner after a failure).
+func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.PrivKey, v *VPN, ttl time.Duration) {
+	for ctx.Err() == nil {
+		sealed, err := sealRecord(ownRecord(h, v, ttl), key)
+		if err != nil {
+			fatal("sealing our record: %v", err)
+		}
+		ev := map[string]any{"key": recordKey(v.network, h.ID()), "bytes": len(sealed)}
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		// Provide first: PutValue's lookup of the record key fails against
+		// py-libp2p 0.8.1 DHT servers (they reset FIND_NODE for keys that are
+		// not peer IDs), and go-libp2p-kad-dht then drops them from its routing
+		// table for a while, which would make Provide fail too (interop/README.md).
+		errProvide := d.Provide(pctx, membersCID(v.network), true)
+		errPut := d.PutValue(pctx, recordKey(v.network, h.ID()), sealed)
+		cancel()
+		ok := errPut == nil && errProvide == nil
+		ev["ok"] = ok
+		if errPut != nil {
+			ev["put_error"] = errPut.Error()
+		}
+		if errProvide != nil {
+			ev["provide_error"] = errProvide.Error()
+		}
+		emit("published", ev)
+		wait := ttl / 2
+		if !ok {
+			wait = 2 * time.Second
+		}
+		sleepCtx(ctx, wait)
+	}
+}

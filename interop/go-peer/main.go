@@ -1,0 +1,170 @@
+// Command go-peer is a go-libp2p peer for p2pvpn interop tests.
+//
+//	go-peer dht   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]...
+//	go-peer relay [--listen MA]... [--seed HEX]
+//	go-peer vpn   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]... [--peer MA]...
+//	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
+//	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
+//	go-peer record seal|check|select ...   (see tools.go)
+//	go-peer frame decode                  (see tools.go)
+//
+// Every long-running mode prints {"event":"ready",...} with its peer ID and
+// multiaddrs on stdout when it is ready, then one JSON event per line; SIGUSR1
+// prints {"event":"stats"}; SIGINT/SIGTERM stop it. Written from
+// docs/protocol.md: see interop/README.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fatal("usage: go-peer dht|relay|vpn|probe|record|frame [flags]")
+	}
+	mode, args := os.Args[1], os.Args[2:]
+	switch mode {
+	case "record":
+		runRecordTool(args)
+		return
+	case "frame":
+		runFrameTool(args)
+		return
+	case "dht", "relay", "vpn", "probe":
+	default:
+		fatal("unknown mode %q", mode)
+	}
+
+	fs := flag.NewFlagSet(mode, flag.ExitOnError)
+	var listen, bootstrap, peers, allow, protocols listFlag
+	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable)")
+	fs.Var(&bootstrap, "bootstrap", "DHT bootstrap peer multiaddr with /p2p (repeatable)")
+	fs.Var(&peers, "peer", "vpn: peer to keep a tunnel to, multiaddr with /p2p (repeatable)")
+	fs.Var(&allow, "allow", "vpn: accept tunnels only from these peer IDs (default: any peer of the network)")
+	fs.Var(&protocols, "protocol", "probe: protocol to open a stream for (repeatable)")
+	seed := fs.String("seed", "", "Ed25519 seed, 64 hex digits (default: a fresh key)")
+	network := fs.String("network", "default", "p2pvpn network name")
+	mtu := fs.Uint("mtu", 1400, "vpn: MTU announced in Hello")
+	keepalive := fs.Duration("keepalive", 5*time.Second, "vpn: keepalive interval (timeout: 4x)")
+	udpPort := fs.Uint("udp-echo-port", 7, "vpn: UDP port answered with an echo")
+	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
+	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
+	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
+	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
+	_ = fs.Parse(args)
+	if len(listen) == 0 && mode != "probe" {
+		listen = listFlag{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	}
+
+	key, err := identity(*seed)
+	if err != nil {
+		fatal("%v", err)
+	}
+	h, err := newHost(key, listen)
+	if err != nil {
+		fatal("starting host: %v", err)
+	}
+	defer h.Close()
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	if mode == "probe" {
+		if !runProbe(ctx, h, *addr, protocols, *timeout) {
+			os.Exit(1)
+		}
+		return
+	}
+
+	bootInfos, err := parsePeerAddrs(bootstrap)
+	if err != nil {
+		fatal("--bootstrap: %v", err)
+	}
+	ready := map[string]any{"mode": mode, "peer_id": h.ID().String(), "addrs": fullAddrs(h)}
+	var statsFn func() map[string]any
+
+	switch mode {
+	case "relay":
+		if _, err := startRelay(h); err != nil {
+			fatal("relay: %v", err)
+		}
+	case "dht":
+		d, err := newDHT(h, *network, true)
+		if err != nil {
+			fatal("dht: %v", err)
+		}
+		defer d.Close()
+		bootstrapDHT(ctx, h, d, bootInfos)
+		ready["network"] = *network
+		statsFn = func() map[string]any { return map[string]any{"routing_table": d.RoutingTable().Size()} }
+	case "vpn":
+		if *mtu < minMTU || *mtu > maxMTU {
+			fatal("--mtu must be within %d..%d", minMTU, maxMTU)
+		}
+		if !networkRe.MatchString(*network) {
+			fatal("--network must be [A-Za-z0-9._-]{1,64}")
+		}
+		self, err := deriveOverlay([]byte(h.ID()), *network, 0)
+		if err != nil {
+			fatal("%v", err)
+		}
+		v := &VPN{
+			h: h, network: *network, self: self, mtu: uint32(*mtu), keepalive: *keepalive,
+			allowAny: len(allow) == 0, allow: map[peer.ID]bool{},
+			resp:  &Responder{self: self, udpPort: uint16(*udpPort)},
+			peers: map[peer.ID]*vpnPeer{}, counters: map[string]uint64{},
+		}
+		for _, a := range allow {
+			id, err := peer.Decode(a)
+			if err != nil {
+				fatal("--allow %q: %v", a, err)
+			}
+			v.allow[id] = true
+		}
+		h.SetStreamHandler(tunnelProtocol, v.handleStream)
+		peerInfos, err := parsePeerAddrs(peers)
+		if err != nil {
+			fatal("--peer: %v", err)
+		}
+		for _, info := range peerInfos {
+			go v.dialLoop(ctx, info)
+		}
+		ready["network"], ready["ipv4"], ready["ipv6"] = *network, self.IPv4.String(), self.IPv6.String()
+		statsFn = v.stats
+		if *dhtMode != "off" {
+			d, err := newDHT(h, *network, *dhtMode == "server")
+			if err != nil {
+				fatal("dht: %v", err)
+			}
+			defer d.Close()
+			bootstrapDHT(ctx, h, d, bootInfos)
+			go publishLoop(ctx, h, d, key, v, *ttl)
+		}
+	}
+
+	emit("ready", ready)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	for {
+		select {
+		case <-ctx.Done():
+			if statsFn != nil {
+				emit("stats", statsFn())
+			}
+			emit("stopped", nil)
+			return
+		case <-usr1:
+			st := map[string]any{}
+			if statsFn != nil {
+				st = statsFn()
+			}
+			emit("stats", st)
+		}
+	}
+}

@@ -1,0 +1,200 @@
+"""Finding the network: publish our signed record, find members, keep the peer list current.
+
+Theory of operation (docs/protocol.md, "Node records and the DHT"):
+* Bootstrap: connect to the configured bootstrap peers and fill the DHT
+  routing table; retried with backoff until one answers, then refreshed.
+* Announce: every TTL/2 we seal a NodeRecord with a fresh sequence number
+  (milliseconds since the epoch, so it grows across restarts without state),
+  store it under /p2pvpn/<network>/node/<peer-id> and re-provide the
+  membership key (and role keys when we are a relay or exit).
+* Find: every ``interval`` seconds we ask for the membership providers,
+  fetch each provider's record, verify it (signature, peer ID, network,
+  expiry, overlay addresses) and hand it to ``on_record``. A peer whose last
+  valid record has expired is handed to ``on_expired`` and forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import multiaddr
+import trio
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+
+from p2pvpn.addressing import OverlayAddresses
+from p2pvpn.discovery import record as rec
+from p2pvpn.discovery.dht import Dht
+from p2pvpn.host import STREAM_ERRORS
+
+log = logging.getLogger(__name__)
+
+MAX_MEMBERS = 1000           # records fetched per round, at most
+FETCH_CONCURRENCY = 16
+
+
+@dataclass
+class Known:
+    record: rec.NodeRecord
+    fetched: float
+
+
+class Discovery:
+    def __init__(
+        self,
+        dht: Dht,
+        key_pair: KeyPair,
+        peer_id: ID,
+        network: str,
+        local: Callable[[], OverlayAddresses],
+        addrs: Callable[[], Sequence[multiaddr.Multiaddr]],
+        bootstrap: Sequence[tuple[ID, multiaddr.Multiaddr]],
+        on_record: Callable[[rec.NodeRecord, str], None],
+        on_expired: Callable[[ID], None],
+        ttl: float = 300.0,
+        interval: float = 10.0,
+        roles: Callable[[], dict[str, object]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.dht = dht
+        self.key_pair = key_pair
+        self.peer_id = peer_id
+        self.network = network
+        self._local = local
+        self._addrs = addrs
+        self.bootstrap_peers = list(bootstrap)
+        self._on_record = on_record
+        self._on_expired = on_expired
+        self.ttl = ttl
+        self.interval = interval
+        self._roles = roles or (lambda: {})
+        self._clock = clock
+        self.known: dict[ID, Known] = {}
+        self.rejected = 0
+        self.rounds = 0
+        self.last_published = 0.0
+        self._republish = trio.Event()
+
+    # -- our record ------------------------------------------------------------
+
+    def own_record(self) -> rec.NodeRecord:
+        now = self._clock()
+        local = self._local()
+        roles = self._roles()
+        return rec.NodeRecord(
+            peer_id=self.peer_id,
+            network=self.network,
+            ipv4=local.ipv4,
+            ipv6=local.ipv6,
+            address_index=local.index,
+            addrs=rec.usable_addrs(self._addrs()),
+            relay_addrs=tuple(roles.get("relay_addrs", ()))[: rec.MAX_ADDRS],  # type: ignore[arg-type]
+            relay=roles.get("relay"),  # type: ignore[arg-type]
+            exit=roles.get("exit"),  # type: ignore[arg-type]
+            seq=int(now * 1000),
+            expires=int(now + self.ttl),
+        )
+
+    def republish_soon(self) -> None:
+        """Our record changed (address moved, role changed): publish without waiting."""
+        self._republish.set()
+
+    # -- loops -------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._bootstrap_loop)
+            nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._find_loop)
+            task_status.started()
+
+    async def _bootstrap_loop(self) -> None:
+        """Keep at least one bootstrap connection; retry with backoff, then check now and then."""
+        delay = 1.0
+        while True:
+            if self.bootstrap_peers and self.dht.routing_table_size() == 0:
+                answered = await self.dht.bootstrap(self.bootstrap_peers)
+                if answered:
+                    delay = 1.0
+                    self.republish_soon()
+                else:
+                    delay = min(delay * 2, 30.0)
+            else:
+                delay = 30.0
+            await trio.sleep(delay)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            record = self.own_record()
+            roles = ["members", *(r for r in ("relay", "exit") if getattr(record, r) is not None)]
+            try:
+                sealed = rec.seal(record, self.key_pair.private_key)
+                await self.dht.publish(self.peer_id, sealed, roles)
+                self.last_published = self._clock()
+            except rec.RecordError as exc:  # a bug in what we put in it; say so, keep running
+                log.error("our own record is invalid, not published: %s", exc)
+            except (trio.TooSlowError, ValueError, *STREAM_ERRORS) as exc:
+                log.info("publishing our record failed: %s", type(exc).__name__)
+            self._republish = trio.Event()
+            with trio.move_on_after(self.ttl / 2):
+                await self._republish.wait()
+                await trio.sleep(0.5)  # let a burst of changes settle into one record
+
+    async def _find_loop(self) -> None:
+        while True:
+            await self.find_once()
+            await trio.sleep(self.interval)
+
+    async def find_once(self) -> None:
+        """One discovery round: providers -> records -> verified -> handed over; expire the rest."""
+        self.rounds += 1
+        try:
+            providers = await self.dht.find_providers("members")
+        except STREAM_ERRORS as exc:
+            log.debug("find_providers failed: %r", exc)
+            providers = []
+        peers = [p.peer_id for p in providers if p.peer_id != self.peer_id][:MAX_MEMBERS]
+        limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            for peer_id in peers:
+                nursery.start_soon(self._fetch, peer_id, limiter)
+        self._expire()
+
+    async def lookup(self, peer_id: ID) -> rec.NodeRecord | None:
+        """Fetch and verify one peer's record now (an unknown peer is dialing us)."""
+        await self._fetch(peer_id, trio.CapacityLimiter(1))
+        known = self.known.get(peer_id)
+        return known.record if known else None
+
+    async def _fetch(self, peer_id: ID, limiter: trio.CapacityLimiter) -> None:
+        async with limiter:
+            try:
+                sealed = await self.dht.get_record(peer_id)
+            except STREAM_ERRORS as exc:
+                log.debug("get_record %s failed: %r", peer_id, exc)
+                return
+        if sealed is None:
+            return
+        try:
+            record = rec.open_sealed(sealed)
+            rec.check(record, network=self.network, now=self._clock(), key_peer=peer_id)
+        except rec.RecordError as exc:
+            self.rejected += 1
+            log.info("rejected record of %s: %s", peer_id, exc)
+            return
+        previous = self.known.get(peer_id)
+        if previous is not None and previous.record.seq > record.seq:
+            return  # an older copy from a lagging DHT node
+        self.known[peer_id] = Known(record, self._clock())
+        self._on_record(record, "dht")
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for peer_id, known in list(self.known.items()):
+            if known.record.expires <= now:
+                del self.known[peer_id]
+                log.info("record of %s expired", peer_id)
+                self._on_expired(peer_id)

@@ -1,0 +1,437 @@
+"""``p2pvpn lab``: a small VPN on this machine, in network namespaces, checked by ping.
+
+Theory of operation
+-------------------
+One switch namespace holds a bridge for the underlay 198.18.1.0/24; each
+node is a host namespace plugged into it, with its own ``p2pvpn up``
+process, its own TUN and its own node directory (a temporary one)::
+
+                    switch lan: br0, 198.18.1.0/24
+              ┌──────────────┼──────────────┐
+          host n1         host n2        host n3
+      eth0 198.18.1.1  eth0 198.18.1.2  eth0 198.18.1.3
+      TUN 100.x / fd..  TUN 100.y / fd..  TUN 100.z / fd..
+
+Every node lists every other node as a static peer (a full mesh), so each
+pair has one noise-encrypted libp2p stream; pings between overlay
+addresses travel TUN -> node -> stream -> node -> TUN.
+
+:class:`Lab` is the reusable part (the end-to-end tests drive nodes with
+it); :func:`run_lab` is the narrated demo. Everything is torn down on the
+way out, also on Ctrl-C or SIGTERM: node processes stopped, namespaces
+deleted (their TUNs and veths go with them), node directories removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from p2pvpn.control import client
+from p2pvpn.errors import ControlError
+from p2pvpn.lab.topology import Host, LabError, Topology, require_netns
+
+SUBNET = "198.18.1.0/24"
+PORT = 4242
+UP_TIMEOUT = 30.0  # seconds for every tunnel of the mesh to come up
+SETTLE = 1.0  # seconds a tunnel must have been up to count
+CLI_TIMEOUT = 30.0  # one `p2pvpn init/id/status` call
+PING_WORKERS = 16
+_RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")
+
+
+def p2pvpn_argv(*args: str) -> list[str]:
+    """The command line that runs this very p2pvpn (same interpreter, same install)."""
+    return [sys.executable, "-m", "p2pvpn", *args]
+
+
+@dataclass
+class LabNode:
+    """One p2pvpn node of a lab: its namespace, directory, addresses and process."""
+
+    name: str
+    host: Host
+    directory: Path
+    address: str  # underlay IPv4 on eth0
+    tun: str
+    peer_id: str
+    ipv4: str  # overlay
+    ipv6: str  # overlay
+    port: int = PORT
+    proc: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def listen(self) -> str:
+        return f"/ip4/{self.address}/tcp/{self.port}"
+
+    @property
+    def dial_addr(self) -> str:
+        """What other nodes pass as ``--peer`` to reach this one."""
+        return f"{self.listen}/p2p/{self.peer_id}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "node.log"
+
+    @property
+    def control_path(self) -> Path:
+        return self.directory / "control.sock"
+
+    def up_argv(self, peers: Sequence[LabNode], *extra: str) -> list[str]:
+        argv = p2pvpn_argv("up", "--dir", str(self.directory), "--listen", self.listen, "--tun", self.tun)
+        for peer in peers:
+            argv += ["--peer", peer.dial_addr]
+        return [*argv, *extra]
+
+    def start(self, peers: Sequence[LabNode] = (), *extra: str) -> subprocess.Popen[bytes]:
+        """Start ``p2pvpn up`` in this node's namespace (output appended to node.log)."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise LabError(f"node {self.name} is already running")
+        self.argv = self.up_argv(peers, *extra)
+        return self.restart()
+
+    def restart(self) -> subprocess.Popen[bytes]:
+        """Start the node again with the arguments of the last :meth:`start`."""
+        with open(self.log_path, "ab") as log:
+            self.proc = self.host.popen(*self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        return self.proc
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        """Signal the node and wait for it; its exit code (None if it was not running)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(sig)  # `ip netns exec` execs, so this is the node itself
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        return proc.returncode
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self, timeout: float = 3.0) -> dict[str, Any]:
+        """The node's status over its control socket (ControlError if it does not answer)."""
+        return client.request(self.control_path, "status", timeout=timeout)
+
+    def peer_status(self, other: LabNode) -> dict[str, Any] | None:
+        """This node's view of ``other`` (None if unknown or the node does not answer)."""
+        try:
+            peers = self.status()["peers"]
+        except ControlError:
+            return None
+        return next((p for p in peers if p["peer_id"] == other.peer_id), None)
+
+    def ping(self, dest: str, *args: str, count: int = 3, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """``ping`` from this node's namespace; never raises on failure."""
+        argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", *args, dest]
+        try:
+            return self.host.run(*argv, check=False, timeout=timeout)
+        except LabError as exc:  # timed out
+            return subprocess.CompletedProcess(argv, 124, "", str(exc))
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Lab:
+    """N p2pvpn nodes on one switch; ``with Lab(3) as lab: lab.start(); lab.wait_up()``.
+
+    ``mtus`` optionally gives each node its own ``--mtu``. Leaving the block
+    stops the nodes, deletes the namespaces and the node directories.
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        *,
+        prefix: str | None = None,
+        subnet: str = SUBNET,
+        mtus: Sequence[int] | None = None,
+    ) -> None:
+        if not 1 <= nodes <= 50:
+            raise ValueError("a lab has 1 to 50 nodes")
+        if mtus is not None and len(mtus) != nodes:
+            raise ValueError("give one MTU per node")
+        self.topo = Topology(prefix)
+        self.prefix = self.topo.prefix
+        self.count = nodes
+        self.subnet = subnet
+        self.mtus = list(mtus) if mtus is not None else None
+        self.nodes: list[LabNode] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+
+    def __enter__(self) -> Lab:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def tun_name(self) -> str:
+        return f"{self.prefix}-vpn"[:15]
+
+    def build(self) -> None:
+        """Namespaces, switch, one initialised node directory per node (nothing runs yet)."""
+        lan = self.topo.add_switch("lan", self.subnet)
+        hosts = [self.topo.add_host(f"n{i}") for i in range(1, self.count + 1)]
+        addresses = [self.topo.attach(host, lan) for host in hosts]
+        with ThreadPoolExecutor(max_workers=4) as pool:  # `init` + `id` cost ~2 s of interpreter start each
+            infos = list(pool.map(self.init_node, [self.workdir / h.name for h in hosts]))
+        for host, address, info in zip(hosts, addresses, infos):
+            self.nodes.append(LabNode(
+                name=host.name, host=host, directory=self.workdir / host.name, address=address,
+                tun=self.tun_name, peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"],
+            ))  # fmt: skip
+
+    @staticmethod
+    def init_node(directory: Path) -> dict[str, str]:
+        """``p2pvpn init`` a node directory; its ``p2pvpn id --json``."""
+        run_cli("init", "--dir", str(directory))
+        return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
+
+    def start(self, *extra: str) -> None:
+        """Start every node with all the others as static peers (a full mesh)."""
+        for i, node in enumerate(self.nodes):
+            others = [n for n in self.nodes if n is not node]
+            mtu = ("--mtu", str(self.mtus[i])) if self.mtus else ()
+            node.start(others, *mtu, *extra)
+
+    def wait_up(
+        self, timeout: float = UP_TIMEOUT, nodes: Sequence[LabNode] | None = None, stable_for: float = SETTLE
+    ) -> float:
+        """Wait until each node reports every other node "up" for ``stable_for`` s; seconds it took.
+
+        Two nodes that dial each other at once briefly hold two tunnels and
+        keep one; waiting until the states settle keeps that out of the checks.
+        Raises LabError naming what is missing (and the log of a node that died).
+        """
+        nodes = list(nodes) if nodes is not None else self.nodes
+        start = time.monotonic()
+        missing = ""
+        for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
+            missing = ""
+            for node in nodes:
+                if not node.running():
+                    code = node.proc.returncode if node.proc else None
+                    raise LabError(f"node {node.name} exited ({code}):\n{node.log_tail()}")
+                try:
+                    peers = {p["peer_id"]: p for p in node.status(timeout=2)["peers"]}
+                except ControlError as exc:
+                    missing = f"{node.name}: {exc}"
+                    break
+                settled = time.time() - stable_for
+                down = [
+                    n.name for n in self.nodes
+                    if n is not node
+                    and not (peers.get(n.peer_id, {}).get("state") == "up" and peers[n.peer_id].get("since", 0) <= settled)
+                ]  # fmt: skip
+                if down:
+                    missing = f"{node.name} has no tunnel to {', '.join(down)}"
+                    break
+            if not missing:
+                return time.monotonic() - start
+            if time.monotonic() - start >= timeout:
+                break
+            time.sleep(0.1)
+        raise LabError(f"tunnels not up after {timeout:g} s: {missing}")
+
+    def close(self) -> None:
+        """Stop the nodes (SIGTERM, then SIGKILL), delete namespaces and directories."""
+        try:
+            self.topo.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run_cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run a short p2pvpn command in the root namespace; LabError with its message if it fails."""
+    argv = p2pvpn_argv(*args)
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"`p2pvpn {' '.join(args)}` timed out after {timeout:g} s") from None
+    if result.returncode != 0:
+        raise LabError(f"`p2pvpn {' '.join(args)}` failed: {result.stderr.strip() or result.returncode}")
+    return result
+
+
+# -- the narrated demo --------------------------------------------------------
+
+
+@dataclass
+class PingResult:
+    source: LabNode
+    target: LabNode
+    family: str  # "IPv4" or "IPv6"
+    ok: bool
+    rtt_ms: float | None
+
+
+def ping_mesh(nodes: Sequence[LabNode]) -> list[PingResult]:
+    """Ping every node's overlay IPv4 and IPv6 from every other node (a few at a time)."""
+    jobs = [(a, b, fam) for a in nodes for b in nodes if a is not b for fam in ("IPv4", "IPv6")]
+
+    def one(job: tuple[LabNode, LabNode, str]) -> PingResult:
+        src, dst, fam = job
+        result = src.ping(dst.ipv4 if fam == "IPv4" else dst.ipv6)
+        match = _RTT_RE.search(result.stdout or "")
+        rtt = float(match.group(1)) if match else None
+        return PingResult(src, dst, fam, result.returncode == 0, rtt)
+
+    with ThreadPoolExecutor(max_workers=PING_WORKERS) as pool:
+        return list(pool.map(one, jobs))
+
+
+def _nodes_text(nodes: Sequence[LabNode]) -> Text:
+    """One line per node, narrow enough for an 80-column terminal."""
+    lines = [f"   {'node':<5}{'underlay':<13}{'overlay IPv4':<16}overlay IPv6"]
+    lines += [f"   {n.name:<5}{n.address:<13}{n.ipv4:<16}{n.ipv6}" for n in nodes]
+    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
+
+
+def _ping_table(results: list[PingResult]) -> Table:
+    table = Table(title="ping over the overlay, 3 packets each")
+    for col in ("from", "to", "IPv4", "IPv6"):
+        table.add_column(col)
+    pairs: dict[tuple[str, str], dict[str, PingResult]] = {}
+    for r in results:
+        pairs.setdefault((r.source.name, r.target.name), {})[r.family] = r
+
+    def cell(r: PingResult) -> str:
+        if not r.ok:
+            return "[red]✗ no reply[/red]"
+        return f"[green]✓[/green] {r.rtt_ms:.2f} ms" if r.rtt_ms is not None else "[green]✓[/green]"
+
+    for (src, dst), fams in pairs.items():
+        table.add_row(src, dst, cell(fams["IPv4"]), cell(fams["IPv6"]))
+    return table
+
+
+def _show_cli(console: Console, node: LabNode, *args: str) -> None:
+    """Run a p2pvpn command the way a user would, and show its output."""
+    env = {**os.environ, "COLUMNS": str(console.width)}
+    if console.is_terminal:
+        env["FORCE_COLOR"] = "1"
+    argv = p2pvpn_argv(*args, "--dir", str(node.directory))
+    console.print(f"[bold]$ p2pvpn {' '.join(args)} --dir {node.directory}[/bold]   [dim](node {node.name})[/dim]")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env, check=False)
+    console.print(Text.from_ansi(result.stdout.rstrip() or result.stderr.rstrip()))
+
+
+@contextmanager
+def _signals_end_the_lab() -> Iterator[list[int]]:
+    """The first SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored so teardown finishes.
+
+    Yields the list of signals received.
+    """
+    received: list[int] = []
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        for sig in stop_signals:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in stop_signals}
+    except ValueError:  # not the main thread: leave signals alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_lab(nodes: int = 3, keep: float = 0.0, console: Console | None = None) -> int:
+    """Build a lab of ``nodes`` nodes, check it with ping, tear it down; 0 if every ping answered."""
+    console = console or Console()
+    if os.geteuid() != 0:
+        console.print("p2pvpn lab needs root (it creates network namespaces); try: sudo p2pvpn lab")
+        return 1
+    reason = require_netns("ping")
+    if reason is not None:
+        console.print(f"p2pvpn lab cannot run here: {reason}")
+        return 1
+    with _signals_end_the_lab() as received:
+        try:
+            return _run(nodes, keep, console)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]: the lab is torn down")
+            return 128 + (received[0] if received else signal.SIGINT)
+        except LabError as exc:
+            console.print(f"[red]lab failed:[/red] {exc}")
+            return 1
+
+
+def _run(count: int, keep: float, console: Console) -> int:
+    console.print(
+        f"[bold]p2pvpn lab[/bold]: {count} VPN nodes on this machine, each in its own network namespace, "
+        f"joined by a virtual switch ({SUBNET}). Nothing here touches your real interfaces."
+    )
+    with Lab(count) as lab:
+        console.print(
+            f"1. built namespaces [cyan]{lab.prefix}-*[/cyan]; each node got an identity with "
+            "[bold]p2pvpn init[/bold], and its overlay addresses follow from its peer ID:"
+        )
+        console.print(_nodes_text(lab.nodes))
+        console.print("2. starting [bold]p2pvpn up[/bold] in every namespace, each with all the others as --peer")
+        lab.start()
+        with console.status("   waiting for the tunnels (noise handshake, then a p2pvpn hello each way)..."):
+            took = lab.wait_up()
+        tunnels = count * (count - 1) // 2
+        console.print(f"   all {tunnels} tunnels up after {took:.1f} s")
+        console.print("3. every node pings every other node's overlay IPv4 and IPv6 through its TUN")
+        results = ping_mesh(lab.nodes)
+        console.print(_ping_table(results))
+        _show_cli(console, lab.nodes[0], "peers")
+        failed = [r for r in results if not r.ok]
+        if keep > 0:
+            first = lab.nodes[0]
+            console.print(
+                f"the lab stays up for {keep:g} s (Ctrl-C ends it). Try, in another shell:\n"
+                f"   ip netns exec {first.host.netns} ping {lab.nodes[-1].ipv4}\n"
+                f"   p2pvpn status --dir {first.directory}"
+            )
+            time.sleep(keep)
+        console.print("4. tearing down: stopping nodes, deleting namespaces and node directories")
+    if failed:
+        console.print(f"[red]✗ {len(failed)} of {len(results)} pings got no reply[/red]")
+        return 1
+    console.print(f"[green]✓ all {len(results)} pings answered[/green]: the overlay works")
+    return 0

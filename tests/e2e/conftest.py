@@ -1,0 +1,98 @@
+"""End-to-end fixtures: real ``p2pvpn up`` processes in network namespaces.
+
+Topology of every lab (p2pvpn.lab.demo.Lab)::
+
+    n1 eth0 198.18.1.1 ─┐                        ┌─ n2 eth0 198.18.1.2
+      TUN <prefix>-vpn  └── switch lan (br0) ────┘    TUN <prefix>-vpn
+
+Every name this run creates (namespaces, TUNs, nft tables, temp dirs)
+starts with ``RUN``; after each test :func:`nothing_left_behind` checks
+that none of them survived, and that no node process is still running.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from p2pvpn.lab.demo import Lab
+from p2pvpn.lab.topology import list_netns, new_prefix
+
+RUN = new_prefix()  # p2v + 5 hex; each lab adds two more characters
+_lab_numbers = itertools.count(1)
+
+MakeLab = Callable[..., Lab]
+
+
+def next_prefix() -> str:
+    return f"{RUN}{next(_lab_numbers) % 256:02x}"
+
+
+@pytest.fixture
+def make_lab() -> Iterator[MakeLab]:
+    """``make_lab(nodes=2, start=True, mtus=None)``: a running lab, closed after the test."""
+    labs: list[Lab] = []
+
+    def make(nodes: int = 2, *, start: bool = True, mtus: Sequence[int] | None = None) -> Lab:
+        lab = Lab(nodes, prefix=next_prefix(), mtus=mtus)
+        labs.append(lab)
+        lab.__enter__()
+        if start:
+            lab.start()
+            lab.wait_up()
+        return lab
+
+    yield make
+    for lab in labs:
+        for node in lab.nodes:  # shown by pytest only when the test fails
+            print(f"--- log of {node.name} ({lab.prefix}) ---\n{node.log_tail(40)}")
+        lab.close()
+
+
+@pytest.fixture
+def lab2(make_lab: MakeLab) -> Lab:
+    """Two nodes, each with the other as static peer, tunnel up."""
+    return make_lab(2)
+
+
+def leftovers(prefix: str) -> list[str]:
+    """Everything named with ``prefix`` that still exists on this machine."""
+    found = [f"netns {ns}" for ns in list_netns() if ns.startswith(prefix)]
+    links = json.loads(_out("ip", "-j", "link", "show") or "[]")
+    found += [f"link {link['ifname']}" for link in links if prefix in link.get("ifname", "")]
+    tables = json.loads(_out("nft", "-j", "list", "tables") or '{"nftables": []}')["nftables"]
+    found += [f"nft table {t['table']['name']}" for t in tables if "table" in t and prefix in t["table"]["name"]]
+    found += [f"dir {p}" for p in Path("/tmp").glob(f"{prefix}*")]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:120]}")
+    return found
+
+
+def _out(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+
+
+@pytest.fixture
+def leftovers_of() -> Callable[[str], list[str]]:
+    """:func:`leftovers`, for tests that check what a subprocess left."""
+    return leftovers
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    yield
+    left = leftovers(RUN)
+    assert not left, f"left behind: {left}"
