@@ -32,6 +32,18 @@ def _help(name: str) -> str:
     return config.field_doc(name)
 
 
+# Flags shared by `up` and `relay` (NAT traversal and the relay role).
+ReachabilityOpt = Annotated[Optional[str], typer.Option("--reachability", help=_help("reachability"))]
+RelayMaxReservationsOpt = Annotated[Optional[int], typer.Option("--relay-max-reservations", help=_help("relay_max_reservations"))]
+RelayMaxCircuitsOpt = Annotated[Optional[int], typer.Option("--relay-max-circuits", help=_help("relay_max_circuits"))]
+RelayMaxCircuitsPerPeerOpt = Annotated[Optional[int], typer.Option("--relay-max-circuits-per-peer", help=_help("relay_max_circuits_per_peer"))]
+RelayMemberDurationOpt = Annotated[Optional[int], typer.Option("--relay-member-duration", help=_help("relay_member_duration"))]
+RelayMemberBytesOpt = Annotated[Optional[int], typer.Option("--relay-member-bytes", help=_help("relay_member_bytes"))]
+RelayStrangerDurationOpt = Annotated[Optional[int], typer.Option("--relay-stranger-duration", help=_help("relay_stranger_duration"))]
+RelayStrangerBytesOpt = Annotated[Optional[int], typer.Option("--relay-stranger-bytes", help=_help("relay_stranger_bytes"))]
+RelayServeStrangersOpt = Annotated[Optional[bool], typer.Option("--relay-serve-strangers/--no-relay-serve-strangers", help=_help("relay_serve_strangers"))]
+
+
 @app.command()
 def init(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
     """Create an identity key (mode 0600) and a commented config.toml."""
@@ -81,6 +93,18 @@ def up(
     keepalive: Annotated[Optional[float], typer.Option("--keepalive", help=_help("keepalive"))] = None,
     control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help=_help("log_level"))] = None,
+    reachability: ReachabilityOpt = None,
+    hole_punch: Annotated[Optional[bool], typer.Option("--hole-punch/--no-hole-punch", help=_help("hole_punch"))] = None,
+    relay_reservations: Annotated[Optional[int], typer.Option("--relay-reservations", help=_help("relay_reservations"))] = None,
+    relay: Annotated[Optional[bool], typer.Option("--relay/--no-relay", help=_help("relay"))] = None,
+    relay_max_reservations: RelayMaxReservationsOpt = None,
+    relay_max_circuits: RelayMaxCircuitsOpt = None,
+    relay_max_circuits_per_peer: RelayMaxCircuitsPerPeerOpt = None,
+    relay_member_duration: RelayMemberDurationOpt = None,
+    relay_member_bytes: RelayMemberBytesOpt = None,
+    relay_stranger_duration: RelayStrangerDurationOpt = None,
+    relay_stranger_bytes: RelayStrangerBytesOpt = None,
+    relay_serve_strangers: RelayServeStrangersOpt = None,
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
     cfg = config.load(
@@ -90,6 +114,11 @@ def up(
         discovery_interval=discovery_interval, trust_members=trust_members,
         network=network, tun=tun, mtu=mtu, offload=offload, queue_packets=queue_packets, keepalive=keepalive,
         control_socket=control_socket, log_level=log_level,
+        reachability=reachability, hole_punch=hole_punch, relay_reservations=relay_reservations, relay=relay,
+        relay_max_reservations=relay_max_reservations, relay_max_circuits=relay_max_circuits,
+        relay_max_circuits_per_peer=relay_max_circuits_per_peer, relay_member_duration=relay_member_duration,
+        relay_member_bytes=relay_member_bytes, relay_stranger_duration=relay_stranger_duration,
+        relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
     )
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
@@ -97,6 +126,54 @@ def up(
 
     node = Node(cfg, key_pair, directory)
     trio.run(_run_until_signal, node)
+
+
+@app.command("relay")
+def relay_cmd(
+    directory: DirOpt = Path("/var/lib/p2pvpn-relay"),
+    listen: Annotated[Optional[list[str]], typer.Option("--listen", help=_help("listen"))] = None,
+    announce: Annotated[Optional[list[str]], typer.Option("--announce", help=_help("announce"))] = None,
+    bootstrap: Annotated[Optional[list[str]], typer.Option("--bootstrap", help=_help("bootstrap"))] = None,
+    network: Annotated[Optional[str], typer.Option("--network", help=_help("network"))] = None,
+    record_ttl: Annotated[Optional[float], typer.Option("--record-ttl", help=_help("record_ttl"))] = None,
+    discovery_interval: Annotated[Optional[float], typer.Option("--discovery-interval", help=_help("discovery_interval"))] = None,
+    reachability: ReachabilityOpt = None,
+    relay_max_reservations: RelayMaxReservationsOpt = None,
+    relay_max_circuits: RelayMaxCircuitsOpt = None,
+    relay_max_circuits_per_peer: RelayMaxCircuitsPerPeerOpt = None,
+    relay_member_duration: RelayMemberDurationOpt = None,
+    relay_member_bytes: RelayMemberBytesOpt = None,
+    relay_stranger_duration: RelayStrangerDurationOpt = None,
+    relay_stranger_bytes: RelayStrangerBytesOpt = None,
+    relay_serve_strangers: RelayServeStrangersOpt = None,
+    control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
+    log_level: Annotated[Optional[str], typer.Option("--log-level", help=_help("log_level"))] = None,
+) -> None:
+    """Run a headless relay and DHT server (no TUN, no root); logs to stdout for journald.
+
+    The identity key is created in --dir on first start. Share the printed
+    "share:" addresses with members: they use them as --bootstrap.
+    """
+    cfg = config.load(
+        directory,
+        listen=listen or None, announce=announce or None, bootstrap=bootstrap or None, network=network,
+        record_ttl=record_ttl, discovery_interval=discovery_interval, reachability=reachability, relay=True,
+        relay_max_reservations=relay_max_reservations, relay_max_circuits=relay_max_circuits,
+        relay_max_circuits_per_peer=relay_max_circuits_per_peer, relay_member_duration=relay_member_duration,
+        relay_member_bytes=relay_member_bytes, relay_stranger_duration=relay_stranger_duration,
+        relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
+        control_socket=control_socket, log_level=log_level,
+    )
+    _setup_logging(cfg.log_level, stream=sys.stdout)
+    key_path = directory / identity.KEY_FILE
+    if not key_path.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        identity.create(key_path)
+        logging.getLogger("p2pvpn").info("created identity key %s", key_path)
+    key_pair = identity.load(key_path)
+    from p2pvpn.relay_node import RelayNode
+
+    trio.run(_run_until_signal, RelayNode(cfg, key_pair, directory))
 
 
 async def _run_until_signal(node: Any) -> None:
@@ -126,6 +203,9 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
     if as_json:
         print(json.dumps(reply))
         return
+    if reply.get("role") == "relay":
+        out.print(_relay_status_table(reply))
+        return
     table = Table(show_header=False, box=None)
     for key in ("peer_id", "network", "ipv4", "ipv6", "tun", "mtu", "uptime"):
         table.add_row(key, str(reply.get(key)))
@@ -138,8 +218,41 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
             f"dht {disc['dht_mode']}, {disc['members']} members, routing table {disc['routing_table']}, "
             f"{disc['rejected_records']} records rejected",
         )
+    nat = reply.get("nat")
+    if nat:
+        reach = nat["reachability"]
+        slots = nat["relay_slots"]
+        punch = nat["hole_punching"]
+        table.add_row("reachability", f"{reach['status']}{' (configured)' if reach['forced'] else ''}")
+        if slots["relays"]:
+            table.add_row("relay slots", "\n".join(r["relay"] for r in slots["relays"]))
+        table.add_row("hole punching", f"{punch['succeeded']} of {punch['attempts']} succeeded"
+                      if punch["enabled"] else "off")
+    if reply.get("relay"):
+        table.add_row("relay role", _relay_summary(reply["relay"]))
     out.print(table)
     out.print(_peers_table(reply.get("peers", [])))
+
+
+def _relay_summary(relay: dict[str, Any]) -> str:
+    return (f"{relay['reservations']} reservations ({relay['member_reservations']} members), "
+            f"{relay['circuits']} circuits open, {relay['circuits_total']} carried, "
+            f"{_fmt_bytes(relay['bytes_relayed'])} relayed; refused: {_fmt_counts(relay['refused'])}")
+
+
+def _relay_status_table(reply: dict[str, Any]) -> Table:
+    table = Table(show_header=False, box=None, title="relay")
+    for key in ("peer_id", "network", "uptime", "connected_peers"):
+        table.add_row(key, str(reply.get(key)))
+    table.add_row("share", "\n".join(reply.get("listen", [])))
+    reach = reply.get("reachability") or {}
+    table.add_row("reachability", str(reach.get("status")))
+    disc = reply.get("discovery")
+    if disc:
+        table.add_row("dht", f"{disc['dht_mode']}, routing table {disc['routing_table']}, {disc['members']} members known")
+    if reply.get("relay"):
+        table.add_row("relay", _relay_summary(reply["relay"]))
+    return table
 
 
 @app.command()
@@ -189,7 +302,7 @@ def _peers_table(peers: list[dict[str, Any]]) -> Table:
     now = time.time()
     for p in peers:
         since = now - float(p.get("since") or now)
-        path = " ".join(str(x) for x in (p.get("path"), p.get("transport"), p.get("remote")) if x) or "-"
+        path = _fmt_path(p, now)
         rtt = f"{p['rtt_ms']:.1f} ms" if p.get("rtt_ms") is not None else "-"
         learned = str(p.get("learned_from", ""))
         if p.get("roles"):
@@ -209,12 +322,35 @@ def _peers_table(peers: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _fmt_path(p: dict[str, Any], now: float) -> str:
+    """``direct tcp 198.18.0.1:4242`` or ``relayed via 12D3…abcdef``, and how long ago it last changed."""
+    if not p.get("path"):
+        return "-"
+    if p.get("relay"):
+        text = f"relayed via {p['relay'][:8]}…{p['relay'][-6:]}"
+    else:
+        text = " ".join(str(x) for x in (p.get("path"), p.get("transport"), p.get("remote")) if x)
+    if p.get("path_since"):
+        text += f"\n[dim]since {now - float(p['path_since']):.0f} s[/dim]"
+    return text
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>name: message``: journald reads the syslog priority and adds its own timestamps."""
+
+    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _setup_logging(level: str, stream: Any = sys.stderr) -> None:
+    handler = logging.StreamHandler(stream)
+    if os.environ.get("JOURNAL_STREAM"):  # under systemd: stdout/stderr go to the journal
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     if level != "debug":
         for noisy in ("libp2p", "multiaddr", "aioquic", "pyroute2"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -39,8 +39,32 @@ class Config:
     """Static peers, each a multiaddr ending in /p2p/<peer-id>; the node keeps a tunnel to each."""
     bootstrap: tuple[str, ...] = ()
     """DHT bootstrap peers, each a multiaddr ending in /p2p/<peer-id>; any node can serve as one."""
-    dht: str = "server"
-    """DHT mode: server (answer queries; for reachable nodes), client (only ask), or off (static peers only)."""
+    dht: str = "auto"
+    """DHT mode: auto (server while reachable, client behind a NAT), server, client (only ask), or off (static peers only)."""
+    reachability: str = "auto"
+    """auto (find out with AutoNAT), public (dialable from outside) or private (behind a NAT: use relays)."""
+    hole_punch: bool = True
+    """Upgrade relayed connections to direct ones by hole punching (DCUtR) where the NATs allow."""
+    relay_reservations: int = 2
+    """How many relays an unreachable node keeps a slot on (found in the DHT); more is more redundancy."""
+    relay: bool = False
+    """Offer the relay role: carry connections for nodes behind NATs (announced in our record)."""
+    relay_max_reservations: int = 128
+    """Relay: nodes that may hold a slot on us at once."""
+    relay_max_circuits: int = 256
+    """Relay: relayed connections carried at once, in total."""
+    relay_max_circuits_per_peer: int = 16
+    """Relay: relayed connections carried at once for one peer (either end)."""
+    relay_member_duration: int = 0
+    """Relay: seconds a relayed connection between members may last; 0 = no limit (a VPN tunnel lives long)."""
+    relay_member_bytes: int = 0
+    """Relay: bytes a relayed connection between members may carry; 0 = no limit."""
+    relay_stranger_duration: int = 120
+    """Relay: seconds a relayed connection involving a non-member may last (go-libp2p's default); 0 = no limit."""
+    relay_stranger_bytes: int = 131072
+    """Relay: bytes a relayed connection involving a non-member may carry (go-libp2p's default); 0 = no limit."""
+    relay_serve_strangers: bool = True
+    """Relay: also serve peers without a valid record in our network, with the stranger limits."""
     mdns: bool = False
     """Also find peers of the same network on the local link with mDNS."""
     announce: tuple[str, ...] = ()
@@ -169,8 +193,21 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"queue_packets: {cfg.queue_packets} is out of range 16..65536")
     if not 0.1 <= cfg.keepalive <= 300:
         raise ConfigError(f"keepalive: {cfg.keepalive} is out of range 0.1..300 seconds")
-    if cfg.dht not in ("server", "client", "off"):
-        raise ConfigError(f"dht: {cfg.dht!r} is not one of server, client, off")
+    if cfg.dht not in ("auto", "server", "client", "off"):
+        raise ConfigError(f"dht: {cfg.dht!r} is not one of auto, server, client, off")
+    if cfg.reachability not in ("auto", "public", "private"):
+        raise ConfigError(f"reachability: {cfg.reachability!r} is not one of auto, public, private")
+    if not 0 <= cfg.relay_reservations <= 8:
+        raise ConfigError(f"relay_reservations: {cfg.relay_reservations} is out of range 0..8")
+    for name, low, high in (
+        ("relay_max_reservations", 1, 1_000_000), ("relay_max_circuits", 1, 1_000_000),
+        ("relay_max_circuits_per_peer", 1, 1_000_000), ("relay_member_duration", 0, 2**32 - 1),
+        ("relay_stranger_duration", 0, 2**32 - 1), ("relay_member_bytes", 0, 2**63 - 1),
+        ("relay_stranger_bytes", 0, 2**63 - 1),
+    ):  # fmt: skip
+        value = getattr(cfg, name)
+        if not low <= value <= high:
+            raise ConfigError(f"{name}: {value} is out of range {low}..{high}")
     if not 2 <= cfg.record_ttl <= 24 * 3600:
         raise ConfigError(f"record_ttl: {cfg.record_ttl} is out of range 2..86400 seconds")
     if not 0.2 <= cfg.discovery_interval <= 3600:

@@ -42,8 +42,11 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
 )
 DIAL_TIMEOUT = 10.0
 PEERSTORE_TTL = 3600
+RELAY_HEAD_START = 1.0  # seconds direct addresses get before relayed ones are tried as well
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
+# Dials ``peer`` through the relay named in a /p2p-circuit address (p2pvpn.nat.circuit.connect_via).
+RelayDialer = Callable[[ID, multiaddr.Multiaddr], Awaitable[None]]
 
 
 class Host:
@@ -60,6 +63,7 @@ class Host:
         self.listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
         self._announce = [multiaddr.Multiaddr(a) for a in announce]
         self._exclude_interfaces = set(exclude_interfaces)
+        self.relay_dialer: RelayDialer | None = None  # set when NAT traversal runs
         enable_quic = any("quic-v1" in a for a in listen)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._host: IHost = new_host(
@@ -136,17 +140,78 @@ class Host:
         self._host.set_stream_handler(TProtocol(protocol), handler)
 
     async def open_stream(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr], protocol: str) -> INetStream:
-        """Connect (reusing a live connection) and open a stream for ``protocol``."""
-        if addrs:
-            self._host.get_peerstore().add_addrs(peer_id, list(addrs), PEERSTORE_TTL)
+        """Connect (reusing a live connection) and open a stream for ``protocol``.
+
+        Streams go over a direct connection when there is one (py-libp2p picks
+        direct over relayed).
+        """
+        direct = [a for a in addrs if not is_circuit(a)]
+        relayed = [a for a in addrs if is_circuit(a)] if self.relay_dialer is not None else []
+        if direct:
+            self._host.get_peerstore().add_addrs(peer_id, direct, PEERSTORE_TTL)
         with trio.fail_after(DIAL_TIMEOUT):
             if peer_id not in self._host.get_connected_peers():
                 self._host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]  # we back off ourselves; libp2p's 60 s negative dial cache would stall redials
-                await self._host.connect(PeerInfo(peer_id, list(addrs)))
+                await self._connect(peer_id, direct, relayed)
             return await self._host.new_stream(peer_id, [TProtocol(protocol)])
+
+    async def _connect(self, peer_id: ID, direct: list[multiaddr.Multiaddr], relayed: list[multiaddr.Multiaddr]) -> None:
+        """Direct addresses first; relayed ones too once direct ones failed or had RELAY_HEAD_START s.
+
+        The first connection that works wins and the other attempts are
+        cancelled. Relays are tried one after the other (a node publishes a
+        few, for redundancy), connected relays first.
+        """
+        errors: list[BaseException] = []
+        direct_done = trio.Event()
+        connected = False
+
+        async def dial_direct(cancel: trio.CancelScope) -> None:
+            nonlocal connected
+            try:
+                await self._host.connect(PeerInfo(peer_id, direct))
+            except STREAM_ERRORS as exc:
+                errors.append(exc)
+            else:
+                connected = True
+                cancel.cancel()
+            finally:
+                direct_done.set()
+
+        async def dial_relayed(cancel: trio.CancelScope) -> None:
+            nonlocal connected
+            if direct:
+                with trio.move_on_after(RELAY_HEAD_START):
+                    await direct_done.wait()
+            assert self.relay_dialer is not None
+            live = set(self._host.get_connected_peers())
+            for addr in sorted(relayed, key=lambda a: circuit_relay(a) not in live):
+                try:
+                    await self.relay_dialer(peer_id, addr)
+                except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+                    errors.append(exc)
+                    continue
+                connected = True
+                cancel.cancel()
+                return
+
+        async with trio.open_nursery() as nursery:
+            if direct or not relayed:  # no address at all: the peerstore may still know one
+                nursery.start_soon(dial_direct, nursery.cancel_scope)
+            if relayed:
+                nursery.start_soon(dial_relayed, nursery.cancel_scope)
+        if not connected:
+            if errors:
+                raise errors[-1]
+            raise NetworkSetupError(f"no address to dial {peer_id}")
 
     def connected_peers(self) -> list[ID]:
         return list(self._host.get_connected_peers())
+
+    def has_direct_connection(self, peer_id: ID) -> bool:
+        """Whether some connection to ``peer_id`` does not run through a relay."""
+        conns = self._host.get_network().get_connections(peer_id)
+        return any(relay_of(conn) is None for conn in conns)
 
 
 def expand_unspecified(addr: multiaddr.Multiaddr, exclude_interfaces: set[str]) -> list[multiaddr.Multiaddr]:
@@ -220,8 +285,41 @@ def remote_peer(stream: INetStream) -> ID:
     return stream.muxed_conn.peer_id
 
 
+def is_circuit(addr: multiaddr.Multiaddr) -> bool:
+    """A relayed address: ``.../p2p/<relay>/p2p-circuit[/p2p/<peer>]``."""
+    return "/p2p-circuit" in str(addr)
+
+
+def circuit_relay(addr: multiaddr.Multiaddr) -> ID | None:
+    """The relay named in a ``/p2p-circuit`` address (None if it is not one or is malformed)."""
+    text = str(addr)
+    head = text.split("/p2p-circuit", 1)[0] if "/p2p-circuit" in text else ""
+    if "/p2p/" not in head:
+        return None
+    try:
+        return ID.from_base58(head.rsplit("/p2p/", 1)[1])
+    except Exception:  # base58 or multihash errors for a malformed ID
+        return None
+
+
+def relay_of(conn: object) -> ID | None:
+    """The relay a connection runs through; None for a direct one.
+
+    A relayed connection's transport address is ``/p2p/<relay>/p2p-circuit/p2p/<peer>``.
+    """
+    try:
+        addrs = conn.get_transport_addresses()  # type: ignore[attr-defined]
+    except Exception:  # connection types that keep no addresses are direct ones
+        return None
+    for addr in addrs or ():
+        relay = circuit_relay(addr)
+        if relay is not None:
+            return relay
+    return None
+
+
 def describe_path(stream: INetStream) -> dict[str, Any]:
-    """Transport, path (direct/relayed) and remote address of the connection under ``stream``."""
+    """Transport, path (direct/relayed), relay and remote address of the connection under ``stream``."""
     conn = stream.muxed_conn
     transport = "quic" if "quic" in type(conn).__name__.lower() else "tcp"
     remote = None
@@ -231,5 +329,10 @@ def describe_path(stream: INetStream) -> dict[str, Any]:
             remote = f"{addr[0]}:{addr[1]}"
     except Exception:  # some connection types don't know their remote address
         remote = None
-    relayed = "circuit" in type(conn).__name__.lower() or "p2p-circuit" in str(getattr(conn, "remote_multiaddr", ""))
-    return {"transport": transport, "path": "relayed" if relayed else "direct", "remote": remote}
+    relay = relay_of(conn)
+    return {
+        "transport": transport,
+        "path": "relayed" if relay is not None else "direct",
+        "relay": str(relay) if relay is not None else None,
+        "remote": remote,
+    }

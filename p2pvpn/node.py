@@ -27,10 +27,12 @@ from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.dataplane.egress import route_from_tun
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.discovery.record import NodeRecord
+from p2pvpn.discovery.record import NodeRecord, RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.errors import ConfigError, P2pvpnError
 from p2pvpn.host import Host
+from p2pvpn.nat.traversal import Traversal
+from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
 from p2pvpn.tun.device import LinuxTun, TunDevice
@@ -66,6 +68,8 @@ class Node:
         self.tun: TunDevice | None = None
         self.started = time.time()
         self.discovery: Discovery | None = None
+        self.traversal: Traversal | None = None
+        self.relay: RelayService | None = None
         self._mdns_peers: set[ID] = set()
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
@@ -102,6 +106,12 @@ class Node:
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     async with trio.open_nursery() as inner, self._discovery(host, manager) as discovery:
+                        self.traversal = Traversal(host, cfg, discovery.dht if discovery else None, discovery,
+                                                   self._republish)
+                        await inner.start(self.traversal.run)
+                        if cfg.relay:
+                            self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
+                            await inner.start(self.relay.run)
                         await inner.start(manager.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
                         if discovery is not None:
@@ -126,7 +136,7 @@ class Node:
         if cfg.dht == "off":
             yield None
             return
-        dht = Dht(host, cfg.network, server=cfg.dht == "server")
+        dht = Dht(host, cfg.network, server=cfg.dht in ("server", "auto"))  # auto: until AutoNAT says private
         async with dht.running():
             discovery = Discovery(
                 dht, self.key_pair, self.peer_id, cfg.network,
@@ -137,12 +147,36 @@ class Node:
                 on_expired=manager.forget,
                 ttl=cfg.record_ttl,
                 interval=cfg.discovery_interval,
+                roles=self._roles,
             )
             self.discovery = discovery
             if cfg.trust_members:
                 manager.member_lookup = discovery.lookup
             manager.on_local_collision = self._on_collision
             yield discovery
+
+    def _roles(self) -> dict[str, object]:
+        """What our record says beyond addresses: the relay role, and our relayed addresses."""
+        roles: dict[str, object] = {}
+        if self.config.relay:
+            roles["relay"] = RelayRole(self.config.relay_max_reservations, self.config.relay_max_circuits)
+        if self.traversal is not None:
+            roles["relay_addrs"] = self.traversal.keeper.relay_addrs()
+        return roles
+
+    def _republish(self) -> None:
+        if self.discovery is not None:
+            self.discovery.republish_soon()
+
+    async def _is_member(self, peer_id: ID) -> bool:
+        """For the relay role: members get the member limits (a static or allowed peer counts too)."""
+        assert self.manager is not None
+        known = self.manager.peers.get(peer_id)
+        if known is not None and (known.learned_from == "static" or known.record is not None):
+            return True
+        if peer_id in self.manager.allow_peers:
+            return True
+        return self.discovery is not None and await self.discovery.fetch_record(peer_id) is not None
 
     def _on_record(self, record: NodeRecord, source: str) -> None:
         assert self.manager is not None
@@ -205,10 +239,11 @@ class Node:
         if d is None:
             return None
         return {
-            "dht_mode": self.config.dht,
+            "dht_mode": "server" if d.dht.server else "client",
+            "dht_config": self.config.dht,
             "routing_table": d.dht.routing_table_size(),
             "members": len(d.known),
-            "rejected_records": d.rejected,
+            "rejected_records": d.rejected + d.dht.rejected,
             "rounds": d.rounds,
             "last_published": d.last_published,
             "address_index": self.addresses.index,
@@ -231,6 +266,8 @@ class Node:
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,
             "discovery": self._discovery_status(),
+            "nat": self.traversal.describe() if self.traversal else None,
+            "relay": self.relay.status() if self.relay else None,
             "peers": self.peers(),
         }
 

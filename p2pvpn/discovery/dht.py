@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
-MAX_PROVIDERS = 200
+MAX_PROVIDERS = 1000
+BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 
 _patched = False
 
@@ -63,6 +64,7 @@ class Dht:
         self.host = host
         self.network = network
         self.server = server
+        self.rejected = 0  # invalid records found in our own store (counted, then dropped)
         self._validator = rec.RecordValidator(network)
         validator = NamespacedValidator({"p2pvpn": self._validator}, strict_validation=True)
         self.kad = KadDHT(
@@ -108,6 +110,26 @@ class Dht:
         except STREAM_ERRORS as exc:
             log.debug("add_peer %s: %r", peer_id, exc)
 
+    def set_server(self, server: bool) -> None:
+        """Serve DHT queries (reachable) or only ask (behind a NAT), switching at run time.
+
+        Not ``KadDHT.switch_mode``: switching to client mode there also empties
+        the routing table (``cleanup_routing_table``), leaving a client that
+        cannot ask anyone until it bootstraps again. A client needs its routing
+        table; only the stream handler goes.
+        """
+        from libp2p.kad_dht.kad_dht import DHTMode
+
+        if server == self.server:
+            return
+        self.server = server
+        self.kad.mode = DHTMode.SERVER if server else DHTMode.CLIENT
+        if server:
+            self.host.set_handler(PROTOCOL_ID, self.kad.handle_stream)
+        else:
+            self.host.libp2p.remove_stream_handler(PROTOCOL_ID)
+        log.info("DHT switched to %s mode", "server" if server else "client")
+
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
 
@@ -120,9 +142,35 @@ class Dht:
                 await self.kad.provide(rec.provider_key(self.network, role))
 
     async def find_providers(self, role: str) -> list[PeerInfo]:
+        """Providers of a role key: our own store merged with the closest peers' stores.
+
+        py-libp2p's ``find_providers`` returns only the local store as soon as
+        it holds any provider, and every member provides the membership key,
+        so a DHT server would see only members that happened to announce to
+        it. Asking the peers closest to the key (where providers announce)
+        finds them all.
+        """
+        store = self.kad.provider_store
+        key = bytes.fromhex(rec.provider_key(self.network, role))
+        found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
         with trio.move_on_after(QUERY_TIMEOUT):
-            return list(await self.kad.find_providers(rec.provider_key(self.network, role), MAX_PROVIDERS))
-        return []
+            closest = list(await self.kad.peer_routing.find_closest_peers_network(key))
+
+            async def ask(peer_id: ID) -> None:
+                with trio.move_on_after(QUERY_TIMEOUT / 2):
+                    try:
+                        providers, _closer = await store._get_providers_from_peer_with_closers(peer_id, key)
+                    except STREAM_ERRORS as exc:
+                        log.debug("GET_PROVIDERS from %s failed: %r", peer_id, exc)
+                        return
+                    for info in providers:
+                        found.setdefault(info.peer_id, info)
+
+            async with trio.open_nursery() as nursery:
+                for peer_id in closest[:BUCKET_SIZE]:
+                    if peer_id != self.host.peer_id:
+                        nursery.start_soon(ask, peer_id)
+        return list(found.values())[:MAX_PROVIDERS]
 
     async def get_record(self, peer_id: ID) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
@@ -137,7 +185,9 @@ class Dht:
         if local is not None:
             try:
                 self._validator.validate(key, local.value)
-            except rec.RecordError:
+            except rec.RecordError as exc:
+                self.rejected += 1
+                log.info("dropped invalid stored record of %s: %s", peer_id, exc)
                 self.kad.value_store.remove(key.encode())
         with trio.move_on_after(QUERY_TIMEOUT):
             try:

@@ -58,6 +58,7 @@ class Discovery:
         interval: float = 10.0,
         roles: Callable[[], dict[str, object]] | None = None,
         clock: Callable[[], float] = time.time,
+        member: bool = True,
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -72,6 +73,7 @@ class Discovery:
         self.interval = interval
         self._roles = roles or (lambda: {})
         self._clock = clock
+        self.member = member  # provide the membership key (a headless relay is no member: no tunnels to it)
         self.known: dict[ID, Known] = {}
         self.rejected = 0
         self.rounds = 0
@@ -129,7 +131,8 @@ class Discovery:
     async def _announce_loop(self) -> None:
         while True:
             record = self.own_record()
-            roles = ["members", *(r for r in ("relay", "exit") if getattr(record, r) is not None)]
+            roles = ["members"] if self.member else []
+            roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
             try:
                 sealed = rec.seal(record, self.key_pair.private_key)
                 await self.dht.publish(self.peer_id, sealed, roles)
@@ -169,6 +172,25 @@ class Discovery:
         known = self.known.get(peer_id)
         return known.record if known else None
 
+    async def fetch_record(self, peer_id: ID) -> rec.NodeRecord | None:
+        """Fetch and verify one peer's record without treating it as a member (relays, relay clients)."""
+        try:
+            sealed = await self.dht.get_record(peer_id)
+        except STREAM_ERRORS as exc:
+            log.debug("get_record %s failed: %r", peer_id, exc)
+            return None
+        return self._open(peer_id, sealed) if sealed is not None else None
+
+    def _open(self, peer_id: ID, sealed: bytes) -> rec.NodeRecord | None:
+        try:
+            record = rec.open_sealed(sealed)
+            rec.check(record, network=self.network, now=self._clock(), key_peer=peer_id)
+        except rec.RecordError as exc:
+            self.rejected += 1
+            log.info("rejected record of %s: %s", peer_id, exc)
+            return None
+        return record
+
     async def _fetch(self, peer_id: ID, limiter: trio.CapacityLimiter) -> None:
         async with limiter:
             try:
@@ -178,12 +200,8 @@ class Discovery:
                 return
         if sealed is None:
             return
-        try:
-            record = rec.open_sealed(sealed)
-            rec.check(record, network=self.network, now=self._clock(), key_peer=peer_id)
-        except rec.RecordError as exc:
-            self.rejected += 1
-            log.info("rejected record of %s: %s", peer_id, exc)
+        record = self._open(peer_id, sealed)
+        if record is None:
             return
         previous = self.known.get(peer_id)
         if previous is not None and previous.record.seq > record.seq:

@@ -24,7 +24,6 @@ deleted (their TUNs and veths go with them), node directories removed.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -45,6 +44,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from p2pvpn import addressing, config, identity
 from p2pvpn.control import client
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.topology import Host, LabError, Topology, require_netns
@@ -208,7 +208,7 @@ class Lab:
         lan = self.topo.add_switch("lan", self.subnet)
         hosts = [self.topo.add_host(f"n{i}") for i in range(1, self.count + 1)]
         addresses = [self.topo.attach(host, lan) for host in hosts]
-        with ThreadPoolExecutor(max_workers=4) as pool:  # `init` + `id` cost ~2 s of interpreter start each
+        with ThreadPoolExecutor(max_workers=4) as pool:  # each `init` costs an interpreter start (~1 s)
             infos = list(pool.map(self.init_node, [self.workdir / h.name for h in hosts]))
         for host, address, info in zip(hosts, addresses, infos):
             self.nodes.append(LabNode(
@@ -218,9 +218,12 @@ class Lab:
 
     @staticmethod
     def init_node(directory: Path) -> dict[str, str]:
-        """``p2pvpn init`` a node directory; its ``p2pvpn id --json``."""
+        """``p2pvpn init`` a node directory; what ``p2pvpn id --json`` would print.
+
+        The identity is read in-process: one interpreter start less per node.
+        """
         run_cli("init", "--dir", str(directory))
-        return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
+        return node_id(directory)
 
     def start(self, *extra: str) -> None:
         """Start every node with all the others as static peers (a full mesh)."""
@@ -230,15 +233,17 @@ class Lab:
             node.start(others, *mtu, *extra)
 
     def wait_up(
-        self, timeout: float = UP_TIMEOUT, nodes: Sequence[LabNode] | None = None, stable_for: float = SETTLE
+        self, timeout: float | None = None, nodes: Sequence[LabNode] | None = None, stable_for: float = SETTLE
     ) -> float:
-        """Wait until each node reports every other node "up" for ``stable_for`` s; seconds it took.
+        """Wait until each of ``nodes`` (default: all) reports the others "up" for ``stable_for`` s; seconds it took.
 
         Two nodes that dial each other at once briefly hold two tunnels and
         keep one; waiting until the states settle keeps that out of the checks.
         Raises LabError naming what is missing (and the log of a node that died).
         """
         nodes = list(nodes) if nodes is not None else self.nodes
+        if timeout is None:  # every node is a Python process starting up on the same few cores
+            timeout = UP_TIMEOUT + 2.0 * len(self.nodes)
         start = time.monotonic()
         missing = ""
         for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
@@ -253,11 +258,12 @@ class Lab:
                     missing = f"{node.name}: {exc}"
                     break
                 settled = time.time() - stable_for
-                down = [
-                    n.name for n in self.nodes
-                    if n is not node
-                    and not (peers.get(n.peer_id, {}).get("state") == "up" and peers[n.peer_id].get("since", 0) <= settled)
-                ]  # fmt: skip
+
+                def steady(other: LabNode) -> bool:
+                    view = peers.get(other.peer_id, {})
+                    return bool(view.get("state") == "up" and view.get("since", 0) <= settled)
+
+                down = [n.name for n in nodes if n is not node and not steady(n)]
                 if down:
                     missing = f"{node.name} has no tunnel to {', '.join(down)}"
                     break
@@ -274,6 +280,14 @@ class Lab:
             self.topo.close()
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def node_id(directory: Path) -> dict[str, str]:
+    """A node directory's peer ID and overlay addresses, as ``p2pvpn id --json`` gives them."""
+    cfg = config.load(directory)
+    pid = identity.peer_id(identity.load(directory / identity.KEY_FILE))
+    addrs = addressing.derive(pid.to_bytes(), cfg.network)
+    return {"peer_id": str(pid), "ipv4": str(addrs.ipv4), "ipv6": str(addrs.ipv6), "network": cfg.network}
 
 
 def run_cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:

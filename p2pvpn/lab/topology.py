@@ -23,8 +23,20 @@ Underlay addresses are refused unless they lie in 198.18.0.0/15 (RFC 2544
 benchmarking) or 203.0.113.0/24 (a simulated "internet"), so a mistyped
 subnet can never send test traffic anywhere real.
 
-Later topologies (NAT routers, an "internet" namespace) subclass
-:class:`Netns` like :class:`Host` and :class:`Switch` do.
+A :class:`Router` is a host namespace that forwards between a "LAN"
+interface and a "WAN" interface and hides the LAN behind the WAN address
+with nftables masquerade (:meth:`Topology.add_nat`), like a home router::
+
+    host a                router nat1                         switch wan
+    eth0 198.18.10.2 ──── lan 198.18.10.1   wan 198.18.0.1 ──── br0 ── relay, other NATs
+         default via .1        masquerade out of wan
+
+Its mapping is either endpoint-independent (``"eim"``: Linux keeps the
+source port when it can, so one inside socket has one outside port for
+every destination: hole punching works) or random per connection
+(``"random"``: ``masquerade fully-random``, a symmetric NAT for our
+purposes: hole punching fails). Either way unsolicited packets from the
+WAN are dropped, not refused, as home routers do.
 """
 
 from __future__ import annotations
@@ -304,6 +316,49 @@ class Switch(Netns):
         return port
 
 
+NAT_MAPPINGS = ("eim", "random")
+
+
+class Router(Host):
+    """A host forwarding between ``lan`` and ``wan``, masquerading the LAN (see the module doc)."""
+
+    def __init__(self, topo: Topology, name: str, lan_subnet: ipaddress.IPv4Network) -> None:
+        super().__init__(topo, name)
+        self.lan_subnet = lan_subnet
+        self.gateway = next(lan_subnet.hosts())
+        self.mapping = "eim"
+        self._nat_table = f"{topo.prefix}_nat"
+
+    def set_mapping(self, mapping: str) -> None:
+        """(Re)load the NAT rules with ``mapping``; translations already made keep their ports."""
+        if mapping not in NAT_MAPPINGS:
+            raise ValueError(f"mapping {mapping!r} is not one of {', '.join(NAT_MAPPINGS)}")
+        flags = " fully-random" if mapping == "random" else ""
+        table = self._nat_table
+        script = (
+            f"table ip {table} {{}}\n"
+            f"delete table ip {table}\n"
+            f"table ip {table} {{\n"
+            f"  chain postrouting {{\n"
+            f"    type nat hook postrouting priority srcnat; policy accept;\n"
+            f'    oifname "wan" masquerade{flags}\n'
+            f"  }}\n"
+            f"  chain forward {{\n"
+            f"    type filter hook forward priority filter; policy drop;\n"
+            f"    ct state established,related accept\n"
+            f'    iifname "lan" oifname "wan" accept\n'
+            f"  }}\n"
+            f"  chain input {{\n"
+            f"    type filter hook input priority filter; policy accept;\n"
+            f'    iifname "wan" ct state established,related accept\n'
+            f'    iifname "wan" drop\n'
+            f"  }}\n"
+            f"}}\n"
+        )
+        self.run("nft", "-f", "-", input=script)
+        self.mapping = mapping
+
+
 class Topology:
     """A set of namespaces joined by veths; ``with Topology() as t:`` tears all down."""
 
@@ -338,6 +393,35 @@ class Topology:
         switch.run("ip", "link", "add", BRIDGE, "type", "bridge")
         switch.run("ip", "link", "set", BRIDGE, "up")
         return switch
+
+    def add_nat(
+        self, name: str, wan: Switch, lan_subnet: str, mapping: str = "eim", wan_address: str | None = None
+    ) -> Router:
+        """A NAT router on switch ``wan`` whose LAN is ``lan_subnet`` (its first address is the router's).
+
+        Hosts join the LAN with :meth:`behind`. ``mapping`` is ``"eim"`` or ``"random"``.
+        """
+        net = ipaddress.IPv4Network(lan_subnet)
+        _check_underlay(net)
+        router = self._create(Router(self, name, net))
+        self.attach(router, wan, wan_address, iface="wan")
+        router.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        router.set_mapping(mapping)
+        return router
+
+    def behind(self, host: Host, router: Router, iface: str = "eth0") -> str:
+        """Put ``host`` on ``router``'s LAN (a veth to the router's ``lan``), default route via the router."""
+        self._check_new_iface(host, iface)
+        if "lan" in router.ifaces:
+            raise LabError(f"router {router.name} already has a host on its LAN (one host per NAT)")
+        net = router.lan_subnet
+        hosts = itertools.islice(net.hosts(), 2)
+        gateway, address = (ipaddress.IPv4Interface(f"{ip}/{net.prefixlen}") for ip in hosts)
+        self._veth(router, "lan", host, iface)
+        router._add_veth_end("lan", gateway)
+        host._add_veth_end(iface, address)
+        host.add_route("default", str(gateway.ip))
+        return str(address.ip)
 
     def attach(
         self, host: Host, switch: Switch, address: str | None = None, iface: str = "eth0"

@@ -7,9 +7,16 @@ Theory of operation:
 * Inbound streams arrive through a bounded channel (the libp2p handler only
   hands them over) and run as tasks of our nursery.
 * When both sides dial at once there are two tunnels; both sides keep the
-  one opened by the smaller peer ID (raw bytes), or the newer one if the
-  same side opened both, and close the other with Close(DUPLICATE). Both
-  sides compute the same answer without talking, so they converge.
+  direct one if only one of them runs through a relay, else the one opened
+  by the smaller peer ID (raw bytes), or the newer one if the same side
+  opened both, and close the other with Close(DUPLICATE). Both sides
+  compute the same answer without talking, so they converge.
+* A tunnel through a relay moves once a direct connection exists (hole
+  punching, or the peer became reachable): the side with the smaller peer
+  ID opens a second tunnel, which goes over the direct connection; the
+  duplicate rule keeps it and retires the relayed one without losing the
+  frames in flight. The smaller side does it so that peers applying only
+  the older rules (initiator, then newer) reach the same answer.
 * A peer's queue and counters outlive its tunnels; only the send loop moves.
 """
 
@@ -30,7 +37,7 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.errors import P2pvpnError
-from p2pvpn.host import STREAM_ERRORS, Host, remote_peer
+from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, make_hello
 from p2pvpn.session.peer import Peer, PeerState
@@ -48,6 +55,8 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 4.0
 STABLE_AFTER = 5.0       # a tunnel that lived this long resets the backoff
 MAX_PENDING_INBOUND = 64
+MIGRATE_INTERVAL = 0.5   # seconds between checks for relayed tunnels that could go direct
+MIGRATE_RETRY = 5.0      # seconds before trying again after a failed move
 
 
 def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
@@ -61,6 +70,9 @@ def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
 
 def preferred(a: Tunnel, b: Tunnel) -> Tunnel:
     """The tunnel both ends keep when two exist (docs/protocol.md, duplicate tunnels)."""
+    a_relayed, b_relayed = a.path.get("path") == "relayed", b.path.get("path") == "relayed"
+    if a_relayed != b_relayed:
+        return b if a_relayed else a
     if a.initiator != b.initiator:
         return a if a.initiator.to_bytes() < b.initiator.to_bytes() else b
     return a if a.created > b.created else b
@@ -229,6 +241,7 @@ class SessionManager:
             for peer in list(self.peers.values()):
                 if peer.wanted:
                     nursery.start_soon(self._dial_loop, peer)
+            nursery.start_soon(self._migrate_loop)
             task_status.started()
             async for stream in self._inbound_recv:
                 nursery.start_soon(self._run_tunnel, stream, remote_peer(stream))
@@ -261,6 +274,38 @@ class SessionManager:
             if peer.tunnel is None:
                 await trio.sleep(next(delays))
 
+    async def _migrate_loop(self) -> None:
+        """Move relayed tunnels to a direct connection as soon as one exists (we: smaller peer ID)."""
+        assert self._nursery is not None
+        own = self.host.peer_id.to_bytes()
+        while True:
+            await trio.sleep(MIGRATE_INTERVAL)
+            now = time.monotonic()
+            for peer in list(self.peers.values()):
+                tunnel = peer.tunnel
+                if (
+                    tunnel is not None
+                    and tunnel.path.get("path") == "relayed"
+                    and own < peer.peer_id.to_bytes()
+                    and now >= peer.migrate_after
+                    and self.host.has_direct_connection(peer.peer_id)
+                ):
+                    peer.migrate_after = now + MIGRATE_RETRY
+                    self._nursery.start_soon(self._migrate, peer)
+
+    async def _migrate(self, peer: Peer) -> None:
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                stream = await self.host.open_stream(peer.peer_id, [], PROTOCOL_ID)
+        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+            log.debug("moving the tunnel with %s off the relay failed: %r", peer.peer_id, exc)
+            return
+        if describe_path(stream)["path"] != "direct":  # the direct connection went away meanwhile
+            await stream.reset()
+            return
+        log.info("moving the tunnel with %s to a direct connection", peer.peer_id)
+        await self._run_tunnel(stream, self.host.peer_id)
+
     async def _run_tunnel(self, stream: INetStream, initiator: ID) -> None:
         """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
         remote_id = remote_peer(stream)
@@ -282,7 +327,8 @@ class SessionManager:
             await tunnel.shutdown()
             return
         self._attach(peer, tunnel)
-        log.info("tunnel with %s up (%s, %s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"))
+        via = f" via {tunnel.path['relay']}" if tunnel.path.get("relay") else ""
+        log.info("tunnel with %s up (%s, %s%s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"), via)
         try:
             await tunnel.run(peer, self.routes, self.tun, self.keepalive)
         finally:

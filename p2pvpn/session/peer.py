@@ -47,6 +47,10 @@ class Peer:
     last_error: str = ""
     record: Any = None              # the peer's latest verified NodeRecord, when learned from discovery
     record_fetched: float = 0.0
+    path: tuple[str, str | None] | None = None  # ("direct"|"relayed", relay) of the last active tunnel
+    path_since: float = 0.0         # when ``path`` last changed
+    path_changes: int = 0
+    migrate_after: float = 0.0      # monotonic time before which we do not try to move off a relay again
 
     def set_tunnel(self, tunnel: Tunnel | None) -> None:
         """Swap the active tunnel and wake whoever waits on the change."""
@@ -55,6 +59,12 @@ class Peer:
         if new_state != self.state:
             self.state = new_state
             self.state_since = time.time()
+        if tunnel is not None:
+            path = (str(tunnel.path.get("path")), tunnel.path.get("relay"))
+            if path != self.path:
+                self.path_changes += self.path is not None
+                self.path = path
+                self.path_since = time.time()
         self.tunnel_changed.set()
         self.tunnel_changed = trio.Event()
 
@@ -69,6 +79,9 @@ class Peer:
             "since": self.state_since,
             "learned_from": self.learned_from,
             "path": path.get("path"),
+            "relay": path.get("relay"),
+            "path_since": self.path_since or None,
+            "path_changes": self.path_changes,
             "transport": path.get("transport"),
             "remote": path.get("remote"),
             "initiator": (str(tunnel.initiator) if tunnel else None),

@@ -11,9 +11,10 @@ On the stream, every message is a protobuf ``Frame`` (proto/tunnel.proto)
 preceded by its length as a minimally encoded unsigned varint. Outbound,
 :func:`encode` turns one of the frozen dataclasses :class:`Hello`,
 :class:`Data`, :class:`Keepalive`, :class:`Close` into those bytes, refusing
-frames that break a wire-format limit. :func:`encode_data` is the hot-path
-twin for ``Data``: it writes the same bytes by hand, without building
-protobuf objects and without checking limits.
+frames that break a wire-format limit. :func:`encode_data` and
+:func:`encode_offload_data` are the hot-path twins for ``Data``: they write
+the same bytes by hand, without building protobuf objects and without
+checking limits.
 
 Inbound, a :class:`FrameDecoder` is fed whatever the stream read returned and
 hands back complete frames one at a time. Unconsumed input is one buffer plus

@@ -61,3 +61,18 @@ async def test_requeue_puts_batch_back_in_order() -> None:
     batch = await q.get_batch(2)
     q.requeue(batch)
     assert [p[0] for p in await q.get_batch(100)] == [0, 1, 2, 3]
+
+
+async def test_bounded_in_bytes_too() -> None:
+    # With TUN offload one packet may be a 64 KiB super-packet: the count bound alone is not enough.
+    q = PacketQueue(1024, max_bytes=150_000)
+    assert q.put(b"s" * 65545) and q.put(b"s" * 65545)
+    assert not q.put(b"s" * 65545)
+    assert q.put(b"a" * 1000)
+    assert q.queued_bytes == 2 * 65545 + 1000
+    batch = await q.get_batch(64 * 1024)
+    assert len(batch) == 1 and q.queued_bytes == 65545 + 1000
+    q.requeue(batch)
+    assert q.queued_bytes == 2 * 65545 + 1000
+    assert q.clear() == 3 and q.queued_bytes == 0
+    assert PacketQueue(1024).put(b"x" * 2 * 1024 * 1024) and not PacketQueue(1024).put(b"x" * (2 * 1024 * 1024 + 1))

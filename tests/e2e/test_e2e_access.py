@@ -19,7 +19,7 @@ LISTS_ONLY = "--no-trust-members"
 def test_an_unlisted_peer_is_refused_and_allow_any_peer_admits_it(make_lab) -> None:  # type: ignore[no-untyped-def]
     lab: Lab = make_lab(2, start=False)
     a, b = lab.nodes
-    a.start([b], LISTS_ONLY, "--log-level", "debug")  # A wants B...
+    a.start([b], LISTS_ONLY)  # A wants B...
     b.start([], LISTS_ONLY)  # ...but B lists nobody
     assert _wait(lambda: _failures(b).get("not_authorized", 0) > 0, 20), b.log_tail()
     assert (a.peer_status(b) or {}).get("state") != "up"

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,18 @@ def test_a_node_killed_with_sigkill_is_back_within_10_s_of_its_restart(lab2: Lab
     assert (b.peer_status(a) or {}).get("state") == "up"
 
 
+def test_a_node_redials_a_peer_that_was_down_for_a_while(lab2: Lab) -> None:
+    a, b = lab2.nodes
+    assert b.stop(signal.SIGTERM) == 0
+    assert _wait(lambda: (a.peer_status(b) or {}).get("state") != "up", 10)
+    time.sleep(3)  # A's redials fail meanwhile
+    restarted = time.monotonic()
+    b.start([], "--allow-any-peer")  # B lists nobody now: only A's redial can bring the tunnel back
+    back = _wait(lambda: a.ping(b.ipv4, count=1).returncode == 0, BACK_WITHIN)
+    assert back, f"A did not redial B within {BACK_WITHIN:g} s:\n{a.log_tail()}"
+    print(f"tunnel back {time.monotonic() - restarted:.1f} s after the restart")
+
+
 def test_a_second_node_on_a_used_port_fails_in_one_line_and_the_first_keeps_working(lab2: Lab) -> None:
     a, b = lab2.nodes
     second = lab2.workdir / "second"
@@ -76,10 +89,13 @@ def test_the_lab_demo_pings_a_full_mesh_and_cleans_up() -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_the_lab_demo_tears_down_when_signalled(sig: signal.Signals, tmp_path: Path, leftovers_of) -> None:  # type: ignore[no-untyped-def]
+def test_the_lab_demo_tears_down_when_signalled(
+    sig: signal.Signals, tmp_path: Path, leftovers_of: Callable[[str], list[str]]
+) -> None:
     output = tmp_path / "lab.out"
+    argv = p2pvpn_argv("lab", "--nodes", "3", "--keep", "120")
     with open(output, "w") as out:
-        lab = subprocess.Popen(p2pvpn_argv("lab", "--nodes", "3", "--keep", "120"), stdout=out, stderr=subprocess.STDOUT)
+        lab = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         assert _wait(lambda: "stays up" in output.read_text() or lab.poll() is not None, 90), output.read_text()
         assert lab.poll() is None, output.read_text()

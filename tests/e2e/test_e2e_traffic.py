@@ -56,6 +56,8 @@ def test_ping_both_ways_over_ipv4_and_ipv6(lab2: Lab) -> None:
             assert result.returncode == 0, f"{src.name} -> {address}: {result.stdout}{result.stderr}"
             assert " 0% packet loss" in result.stdout
     # The counters and the CLI's JSON contract agree with what just happened.
+    ident = json.loads(_cli(a, "id").stdout)
+    assert ident == {"peer_id": a.peer_id, "ipv4": a.ipv4, "ipv6": a.ipv6, "network": "default"}
     status = json.loads(_cli(a, "status").stdout)
     assert {"peer_id", "ipv4", "ipv6", "network", "drops", "peers"} <= status.keys()
     assert (status["peer_id"], status["ipv4"], status["ipv6"]) == (a.peer_id, a.ipv4, a.ipv6)

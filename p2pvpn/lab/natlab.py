@@ -1,0 +1,223 @@
+"""A lab with real NATs: two VPN nodes behind their own NAT routers, relays on a "public" network.
+
+::
+
+                           switch wan: br0, 198.18.0.0/24 ("the internet")
+          ┌───────────────────┬──────────────┴─────┬───────────────────┐
+     relay r1            relay r2            router nat1          router nat2
+   198.18.0.10         198.18.0.11        wan 198.18.0.1       wan 198.18.0.2
+   p2pvpn relay        p2pvpn relay       masquerade (eim)     masquerade (eim|random)
+   (bootstrap too)                        lan 198.18.10.1      lan 198.18.20.1
+                                                 │                    │
+                                             host a               host b
+                                          198.18.10.2           198.18.20.2
+                                          p2pvpn up, TUN        p2pvpn up, TUN
+
+The relays run ``p2pvpn relay`` (no TUN, no root needed) and are the
+nodes' only bootstrap. a and b know nothing but the relays' addresses:
+they find out they are unreachable (AutoNAT), reserve slots on the relays
+(found in the DHT), publish their ``/p2p-circuit`` addresses, find each
+other's records, connect through a relay and try to punch a hole.
+
+Everything is named with the lab's prefix and removed by :meth:`NatLab.close`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from p2pvpn.control import client
+from p2pvpn.errors import ControlError
+from p2pvpn.lab.demo import LabNode, p2pvpn_argv, run_cli
+from p2pvpn.lab.topology import Host, LabError, Router, Topology
+
+WAN = "198.18.0.0/24"
+LANS = ("198.18.10.0/24", "198.18.20.0/24")
+RELAY_IPS = ("198.18.0.10", "198.18.0.11")
+ROUTER_IPS = ("198.18.0.1", "198.18.0.2")
+PORT = 4242
+NETWORK = "natlab"
+NOBODY = 65534
+# The relay needs no privileges, so it runs as nobody. Its one capability,
+# CAP_DAC_READ_SEARCH, only lets it read an interpreter installed under /root
+# (pyenv); it cannot create a TUN or touch the network configuration.
+AS_NOBODY = (
+    "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+    "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search", "--",
+)  # fmt: skip
+
+
+@dataclass
+class RelayProc:
+    """A ``p2pvpn relay`` process in its own namespace."""
+
+    name: str
+    host: Host
+    directory: Path
+    address: str
+    peer_id: str
+    port: int = PORT
+    proc: subprocess.Popen[bytes] | None = None
+    argv: tuple[str, ...] = ()
+
+    @property
+    def dial_addr(self) -> str:
+        return f"/ip4/{self.address}/tcp/{self.port}/p2p/{self.peer_id}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "relay.log"
+
+    def start(self, *extra: str) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise LabError(f"relay {self.name} is already running")
+        self.argv = (
+            *p2pvpn_argv("relay", "--dir", str(self.directory), "--listen", f"/ip4/{self.address}/tcp/{self.port}",
+                         "--reachability", "public"),
+            *extra,
+        )
+        with open(self.log_path, "ab") as log:
+            argv = [*AS_NOBODY, *self.argv]
+            self.proc = self.host.popen(*argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self, timeout: float = 3.0) -> dict[str, Any]:
+        return client.request(self.directory / "control.sock", "status", timeout=timeout)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class NatLab:
+    """``with NatLab(mapping_b="random") as lab: lab.start_relays(); lab.start_nodes()``."""
+
+    def __init__(self, prefix: str | None = None, mapping_a: str = "eim", mapping_b: str = "eim", relays: int = 2) -> None:
+        if not 1 <= relays <= len(RELAY_IPS):
+            raise ValueError(f"a NAT lab has 1 to {len(RELAY_IPS)} relays")
+        self.topo = Topology(prefix)
+        self.prefix = self.topo.prefix
+        self.mappings = (mapping_a, mapping_b)
+        self.relay_count = relays
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.workdir.chmod(0o711)  # the relays (user nobody) must reach their own directories
+        self.relays: list[RelayProc] = []
+        self.routers: list[Router] = []
+        self.nodes: list[LabNode] = []
+
+    def __enter__(self) -> NatLab:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def tun_name(self) -> str:
+        return f"{self.prefix}-vpn"[:15]
+
+    def build(self) -> None:
+        wan = self.topo.add_switch("wan", WAN)
+        for i in range(self.relay_count):
+            host = self.topo.add_host(f"r{i + 1}")
+            self.topo.attach(host, wan, RELAY_IPS[i])
+            directory = self.workdir / host.name
+            directory.mkdir(mode=0o755)
+            info = init_node(directory)
+            shutil.chown(directory, NOBODY, NOBODY)  # the relay runs as nobody (see RelayProc.start)
+            for path in directory.iterdir():
+                shutil.chown(path, NOBODY, NOBODY)
+            self.relays.append(RelayProc(host.name, host, directory, RELAY_IPS[i], info["peer_id"]))
+        for i, name in enumerate(("a", "b")):
+            router = self.topo.add_nat(f"nat{i + 1}", wan, LANS[i], self.mappings[i], wan_address=ROUTER_IPS[i])
+            self.routers.append(router)
+            host = self.topo.add_host(name)
+            address = self.topo.behind(host, router)
+            directory = self.workdir / name
+            info = init_node(directory)
+            self.nodes.append(LabNode(
+                name=name, host=host, directory=directory, address=address, tun=self.tun_name,
+                peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"],
+            ))  # fmt: skip
+
+    def start_relays(self, *extra: str) -> None:
+        for relay in self.relays:
+            relay.start(*extra)
+        for relay in self.relays:
+            relay.host.wait_listening(relay.port, timeout=30)
+
+    def bootstrap_args(self) -> list[str]:
+        args: list[str] = []
+        for relay in self.relays:
+            args += ["--bootstrap", relay.dial_addr]
+        return args
+
+    def start_nodes(self, *extra: str, nodes: Sequence[LabNode] | None = None) -> None:
+        for node in nodes if nodes is not None else self.nodes:
+            node.start((), *self.bootstrap_args(), *extra)
+
+    def peer_view(self, node: LabNode, other: LabNode) -> dict[str, Any] | None:
+        """``node``'s view of ``other`` (None if unknown or the node does not answer)."""
+        try:
+            peers = node.status(timeout=2)["peers"]
+        except ControlError:
+            return None
+        return next((p for p in peers if p["peer_id"] == other.peer_id), None)
+
+    def close(self) -> None:
+        try:
+            self.topo.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def init_node(directory: Path) -> dict[str, str]:
+    """``p2pvpn init`` a directory for network NETWORK; its ``p2pvpn id --json``."""
+    run_cli("init", "--dir", str(directory))
+    (directory / "config.toml").write_text(f'network = "{NETWORK}"\n')
+    return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
+
+
+def wait_for(check: Any, timeout: float, poll: float = 0.25) -> Any:
+    """Poll ``check()`` until it returns something truthy or ``timeout`` s pass; its last value."""
+    deadline = time.monotonic() + timeout
+    result = None
+    for _ in range(int(timeout / poll) + 1):  # bounded in count and time
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(poll)
+    return result

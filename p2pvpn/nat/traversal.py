@@ -1,0 +1,98 @@
+"""NAT traversal for a member node, wired together: reachability -> DHT mode and relay slots; relayed dials; hole punching.
+
+::
+
+    AutoNat ──status──> Dht.set_server (dht = "auto")
+       │                RelayKeeper.enable (PRIVATE) ──slots──> record.relay_addrs (republish)
+    StopHandler ──accepted a relayed connection──> HolePuncher ──direct connection──> tunnel moves
+    Host.relay_dialer = circuit.dial   (peers' /p2p-circuit addresses become dialable)
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+from libp2p.peer.id import ID
+
+from p2pvpn.host import STREAM_ERRORS, Host
+from p2pvpn.nat import circuit
+from p2pvpn.nat.holepunch import HolePuncher
+from p2pvpn.nat.reachability import AutoNat, Reachability
+from p2pvpn.nat.reservations import RelayKeeper
+
+if TYPE_CHECKING:
+    from p2pvpn.config import Config
+    from p2pvpn.discovery.dht import Dht
+    from p2pvpn.discovery.service import Discovery
+
+log = logging.getLogger(__name__)
+
+MAX_RELAY_CANDIDATES = 16
+FIND_TIMEOUT = 20.0
+
+
+class Traversal:
+    def __init__(
+        self,
+        host: Host,
+        cfg: Config,
+        dht: Dht | None,
+        discovery: Discovery | None,
+        on_record_change: Callable[[], None],
+    ) -> None:
+        self.host = host
+        self.cfg = cfg
+        self.dht = dht
+        self.discovery = discovery
+        self._on_record_change = on_record_change
+        self.autonat = AutoNat(host, host.advertised, self._reachability_changed, forced=cfg.reachability)
+        self.keeper = RelayKeeper(host, self._find_relays, cfg.relay_reservations, on_record_change)
+        self.puncher = HolePuncher(host, enabled=cfg.hole_punch)
+        self.stop = circuit.StopHandler(host, on_relayed=self.puncher.relayed)
+        host.relay_dialer = functools.partial(circuit.dial, host)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.stop.install()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.puncher.run)
+            await nursery.start(self.keeper.run)
+            await nursery.start(self.autonat.run)
+            task_status.started()
+
+    def _reachability_changed(self, status: Reachability) -> None:
+        self.keeper.enable(status == Reachability.PRIVATE and self.cfg.relay_reservations > 0)
+        if self.dht is not None and self.cfg.dht == "auto":
+            self.dht.set_server(status != Reachability.PRIVATE)
+        self._on_record_change()
+
+    async def _find_relays(self) -> Sequence[tuple[ID, Sequence[multiaddr.Multiaddr]]]:
+        """Relays of our network: providers of the relay role whose verified record says so."""
+        if self.dht is None or self.discovery is None:
+            return []
+        out: list[tuple[ID, Sequence[multiaddr.Multiaddr]]] = []
+        with trio.move_on_after(FIND_TIMEOUT):
+            providers = await self.dht.find_providers("relay")
+            log.debug("relay providers: %s", [str(p.peer_id) for p in providers])
+            for info in providers[:MAX_RELAY_CANDIDATES]:
+                if info.peer_id == self.host.peer_id:
+                    continue
+                try:
+                    record = await self.discovery.fetch_record(info.peer_id)
+                except STREAM_ERRORS:
+                    continue
+                if record is not None and record.relay is not None and record.addrs:
+                    out.append((info.peer_id, list(record.addrs)))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "reachability": self.autonat.describe(),
+            "relay_slots": self.keeper.describe(),
+            "hole_punching": self.puncher.describe(),
+            "relayed_accepted": self.stop.accepted,
+        }

@@ -1,0 +1,158 @@
+"""``p2pvpn relay``: a headless relay and DHT server, without TUN and without root.
+
+It is what a volunteer runs on a VPS (docs/relay-on-a-vps.md): a libp2p
+host that answers DHT queries (so it doubles as a bootstrap node), offers
+circuit relay v2 with the member/stranger limits of ``p2pvpn.roles.relay``,
+answers AutoNAT dial-back requests, and publishes a record with the relay
+role under the relay provider key. It is not a member of the overlay: it
+has no TUN, provides no membership key, and nobody opens tunnels to it.
+
+One nursery owns the control socket, the host, the DHT, discovery (to
+publish our record and to know members), the relay and AutoNAT; shutdown is
+cancellation, as in ``p2pvpn.node``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+
+from p2pvpn import addressing, identity
+from p2pvpn.config import Config
+from p2pvpn.control import server as control
+from p2pvpn.discovery.dht import Dht
+from p2pvpn.discovery.record import RelayRole
+from p2pvpn.discovery.service import Discovery
+from p2pvpn.host import Host
+from p2pvpn.nat.reachability import AutoNat, Reachability
+from p2pvpn.node import control_path
+from p2pvpn.roles.relay import RelayService, limits_from_config
+
+log = logging.getLogger(__name__)
+
+
+class RelayNode:
+    def __init__(self, config: Config, key_pair: KeyPair, directory: Path) -> None:
+        self.config = config
+        self.key_pair = key_pair
+        self.directory = directory
+        self.peer_id: ID = identity.peer_id(key_pair)
+        self.started = time.time()
+        self.host: Host | None = None
+        self.dht: Dht | None = None
+        self.discovery: Discovery | None = None
+        self.relay: RelayService | None = None
+        self.autonat: AutoNat | None = None
+        self.share: list[str] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        async with trio.open_nursery() as nursery:
+            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
+            host = Host(self.key_pair, cfg.listen, announce=cfg.announce)
+            self.host = host
+            async with host.running():
+                self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
+                await nursery.start(self.relay.run)
+                self.autonat = AutoNat(host, host.advertised, self._reachability_changed, forced=cfg.reachability)
+                await nursery.start(self.autonat.run)
+                if cfg.dht != "off":
+                    await self._run_discovery(host, nursery)
+                self.share = host.addrs()
+                self._announce()
+                task_status.started()
+                await trio.sleep_forever()
+
+    async def _run_discovery(self, host: Host, nursery: trio.Nursery) -> None:
+        cfg = self.config
+        self.dht = dht = Dht(host, cfg.network, server=cfg.dht != "client")
+        await nursery.start(_run_dht, dht)
+        local = addressing.derive(self.peer_id.to_bytes(), cfg.network)
+        self.discovery = Discovery(
+            dht, self.key_pair, self.peer_id, cfg.network,
+            local=lambda: local,
+            addrs=host.advertised,
+            bootstrap=cfg.bootstrap_infos(),
+            on_record=lambda record, source: None,
+            on_expired=lambda peer_id: None,
+            ttl=cfg.record_ttl,
+            interval=cfg.discovery_interval,
+            roles=lambda: {"relay": RelayRole(cfg.relay_max_reservations, cfg.relay_max_circuits)},
+            member=False,
+        )  # fmt: skip
+        await nursery.start(self.discovery.run)
+
+    def _announce(self) -> None:
+        """The lines an operator copies: what to give members as --bootstrap."""
+        log.info("relay %s up for network %r", self.peer_id, self.config.network)
+        for addr in self.share:
+            log.info("share: %s", addr)
+        if not self.config.announce and all(_looks_private(a) for a in self.share):
+            log.warning("all listen addresses are private; behind a NAT or port forward, set --announce "
+                        "to the public address members should dial")
+
+    def _reachability_changed(self, status: Reachability) -> None:
+        if status == Reachability.PRIVATE:
+            log.warning("AutoNAT: peers cannot dial us back; nodes behind NATs will not reach this relay "
+                        "(open the port, or set --announce to the forwarded address)")
+
+    async def _is_member(self, peer_id: ID) -> bool:
+        d = self.discovery
+        if d is None:
+            return False
+        if peer_id in d.known:
+            return True
+        return await d.fetch_record(peer_id) is not None
+
+    # -- control ---------------------------------------------------------------
+
+    def handle_control(self, cmd: str) -> dict[str, Any]:
+        if cmd == "status":
+            return self.status()
+        if cmd == "peers":
+            return {"peers": []}
+        return {"error": f"unknown command {cmd!r}"}
+
+    def status(self) -> dict[str, Any]:
+        d = self.discovery
+        return {
+            "role": "relay",
+            "peer_id": str(self.peer_id),
+            "network": self.config.network,
+            "listen": self.share,
+            "uptime": round(time.time() - self.started, 1),
+            "connected_peers": len(self.host.connected_peers()) if self.host else 0,
+            "reachability": self.autonat.describe() if self.autonat else None,
+            "discovery": None if d is None else {
+                "dht_mode": "server" if d.dht.server else "client",
+                "routing_table": d.dht.routing_table_size(),
+                "members": len(d.known),
+                "rejected_records": d.rejected,
+                "last_published": d.last_published,
+            },
+            "relay": self.relay.status() if self.relay else None,
+            "peers": [],
+        }
+
+
+async def _run_dht(dht: Dht, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async with dht.running():
+        task_status.started()
+        await trio.sleep_forever()
+
+
+def _looks_private(addr: str) -> bool:
+    import ipaddress
+
+    parts = addr.split("/")
+    try:
+        ip = ipaddress.ip_address(parts[2])
+    except (IndexError, ValueError):
+        return False
+    return ip.is_private or ip.is_loopback
