@@ -112,7 +112,7 @@ async def _measure(size: int, timeout: float, interval: float, ttl: float, workd
 
     counters = _DhtCounters()
     counters.install()
-    settings = {"record_ttl": ttl, "discovery_interval": interval, "keepalive": KEEPALIVE}
+    settings = {"record_ttl": ttl, "discovery_interval": interval, "keepalive": KEEPALIVE, "trust_members": "yes"}
     cluster = Cluster(workdir)
     boot = cluster.node("n0", **settings)
     nodes = [boot, *(cluster.node(f"n{i}", bootstrap=[cluster.addr("n0")], **settings) for i in range(1, size))]

@@ -82,7 +82,7 @@ def up(
     announce: Annotated[Optional[list[str]], typer.Option("--announce", help=_help("announce"))] = None,
     record_ttl: Annotated[Optional[float], typer.Option("--record-ttl", help=_help("record_ttl"))] = None,
     discovery_interval: Annotated[Optional[float], typer.Option("--discovery-interval", help=_help("discovery_interval"))] = None,
-    trust_members: Annotated[Optional[bool], typer.Option("--trust-members/--no-trust-members", help=_help("trust_members"))] = None,
+    trust_members: Annotated[Optional[str], typer.Option("--trust-members", help=_help("trust_members"))] = None,
     allow_peer: Annotated[Optional[list[str]], typer.Option("--allow-peer", help=_help("allow_peers"))] = None,
     allow_any_peer: Annotated[Optional[bool], typer.Option("--allow-any-peer/--no-allow-any-peer", help=_help("allow_any_peer"))] = None,
     network: Annotated[Optional[str], typer.Option("--network", help=_help("network"))] = None,

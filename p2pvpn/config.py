@@ -40,7 +40,7 @@ class Config:
     bootstrap: tuple[str, ...] = ()
     """DHT bootstrap peers, each a multiaddr ending in /p2p/<peer-id>; any node can serve as one."""
     dht: str = "auto"
-    """DHT mode: auto (server while reachable, client behind a NAT), server, client (only ask), or off (static peers only)."""
+    """DHT mode: auto (server unless AutoNAT finds us behind a NAT, then client), server, client (only ask), or off (static peers only)."""
     reachability: str = "auto"
     """auto (find out with AutoNAT), public (dialable from outside) or private (behind a NAT: use relays)."""
     hole_punch: bool = True
@@ -75,8 +75,8 @@ class Config:
     """Seconds between DHT lookups of the network's members."""
     allow_peers: tuple[str, ...] = ()
     """Extra peer IDs allowed to open a tunnel to us without being in ``peers``."""
-    trust_members: bool = True
-    """Accept tunnels from any node with a valid signed record in this network's DHT (off: only peers/allow_peers)."""
+    trust_members: str = "auto"
+    """Accept tunnels from any node with a valid record in this network's DHT: yes, no, or auto (yes once bootstrap or mdns is set)."""
     allow_any_peer: bool = False
     """Accept a tunnel from any peer of the same network (trust the network, not a list)."""
     tun: str = "p2pvpn0"
@@ -97,6 +97,16 @@ class Config:
     def peer_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         """Static peers as (peer ID, address without /p2p) pairs."""
         return [split_peer_addr(a) for a in self.peers]
+
+    def trusts_members(self) -> bool:
+        """Whether DHT members get tunnels without being listed.
+
+        Joining a network (bootstrap or mDNS) means trusting its members; a node
+        with only static peers stays closed unless told otherwise.
+        """
+        if self.trust_members == "auto":
+            return bool(self.bootstrap) or self.mdns
+        return self.trust_members == "yes"
 
     def bootstrap_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         return [split_peer_addr(a, key="bootstrap") for a in self.bootstrap]
@@ -221,6 +231,8 @@ def validate(cfg: Config) -> Config:
             multiaddr.Multiaddr(addr)
         except Exception as exc:  # multiaddr raises several unrelated types for bad input
             raise ConfigError(f"announce: malformed multiaddr {addr!r}: {exc}") from None
+    if cfg.trust_members not in ("auto", "yes", "no"):
+        raise ConfigError(f"trust_members: {cfg.trust_members!r} is not one of auto, yes, no")
     if cfg.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not cfg.listen:

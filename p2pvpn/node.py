@@ -136,7 +136,9 @@ class Node:
         if cfg.dht == "off":
             yield None
             return
-        dht = Dht(host, cfg.network, server=cfg.dht in ("server", "auto"))  # auto: until AutoNAT says private
+        # auto: a client until AutoNAT finds us reachable, as go-libp2p's ModeAuto: a node behind a NAT
+        # must never enter the others' routing tables, where it would stall their lookups.
+        dht = Dht(host, cfg.network, server=cfg.dht == "server")
         async with dht.running():
             discovery = Discovery(
                 dht, self.key_pair, self.peer_id, cfg.network,
@@ -150,7 +152,7 @@ class Node:
                 roles=self._roles,
             )
             self.discovery = discovery
-            if cfg.trust_members:
+            if cfg.trusts_members():
                 manager.member_lookup = discovery.lookup
             manager.on_local_collision = self._on_collision
             yield discovery
@@ -182,7 +184,7 @@ class Node:
         assert self.manager is not None
         known = self.manager.peers.get(record.peer_id)
         listed = record.peer_id in self.manager.allow_peers or (known is not None and known.learned_from == "static")
-        if not (self.config.trust_members or self.config.allow_any_peer or listed):
+        if not (self.config.trusts_members() or self.config.allow_any_peer or listed):
             return  # members are not trusted here: only listed peers get tunnels
         if record.peer_id in self._mdns_peers:
             source = "mdns"

@@ -9,6 +9,23 @@ one DHT per process. go-libp2p gets the same with ``dht.ProtocolPrefix("/p2pvpn"
 
 Strict validation is on and the only namespace is "p2pvpn", so a node stores
 nothing but signed NodeRecords of its own network (docs/protocol.md).
+
+Only DHT servers belong in a routing table (Kademlia spec: "nodes add
+another node to their routing table if and only if that node operates in
+server mode"). py-libp2p breaks that in two ways, and nodes behind NATs
+(clients, undialable at the addresses they have) then poison every
+lookup: each query waits for them until it times out.
+* Its KAD stream handler adds every peer that sends it a request, with the
+  server check skipped ("peer initiated a KAD stream, so they MUST support
+  KAD server mode"); clients send requests too. We wrap ``KadDHT.add_peer``
+  so that such a peer is added only if identify says it serves our KAD
+  protocol.
+* It never removes a peer that stops serving (a node that moved to client
+  mode when AutoNAT found it behind a NAT). We announce our own switches
+  with an identify push, and every HYGIENE_INTERVAL s drop peers whose
+  identify no longer lists the protocol and add connected peers that do.
+* Lookups in a small table also ask every peer the peerstore knows (see
+  ``_use_our_protocol_id``).
 """
 
 from __future__ import annotations
@@ -31,6 +48,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
+HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
+REFRESH_AFTER = 10.0    # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 
@@ -50,6 +69,12 @@ def _use_our_protocol_id() -> None:
 
     for module in (common, kad_dht, peer_routing, provider_store, value_store):
         module.PROTOCOL_ID = PROTOCOL_ID  # type: ignore[attr-defined]
+    # With fewer than MIN_PEERS_THRESHOLD (5) peers in the routing table, py-libp2p's
+    # lookups also query every connected peer and every peer the peerstore has ever
+    # heard of, DHT server or not, and add them all to the table; in a small network
+    # (a couple of relays) that is every lookup, and each unreachable node behind a NAT
+    # costs a dial timeout per round. Fall back only when the table is empty.
+    peer_routing.MIN_PEERS_THRESHOLD = 1  # type: ignore[attr-defined]
     _patched = True
 
 
@@ -75,13 +100,56 @@ class Dht:
             protocol_prefix=TProtocol(PROTOCOL_PREFIX),
             strict_validation=True,
         )
+        self._nursery: trio.Nursery | None = None
+        self._asked: dict[str, float] = {}  # record key -> when we last asked the network
+        self._check_servers()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         from libp2p.tools.anyio_service import background_trio_service
 
-        async with background_trio_service(self.kad):
-            yield
+        async with background_trio_service(self.kad), trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._hygiene_loop)
+            try:
+                yield
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    def _check_servers(self) -> None:
+        """Make ``KadDHT.add_peer`` refuse, for inbound requests, peers that are not DHT servers."""
+        original = self.kad.add_peer
+
+        async def add_peer(peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
+            if skip_server_mode_check and self._serves(peer_id) is not True:
+                return False  # a client asked us something; it does not belong in the table
+            return await original(peer_id, skip_server_mode_check=skip_server_mode_check)
+
+        self.kad.add_peer = add_peer  # type: ignore[method-assign]
+
+    def _serves(self, peer_id: ID) -> bool | None:
+        """Whether identify says the peer serves our KAD protocol (None: identify has not told us)."""
+        try:
+            protocols = self.host.libp2p.get_peerstore().get_protocols(peer_id)
+        except Exception:  # PeerStoreError for a peer the store does not know
+            return None
+        return (str(PROTOCOL_ID) in protocols) if protocols else None
+
+    async def _hygiene_loop(self) -> None:
+        table = self.kad.routing_table
+        while True:
+            await trio.sleep(HYGIENE_INTERVAL)
+            for peer_id in table.get_peer_ids():
+                if self._serves(peer_id) is False:
+                    table.remove_peer(peer_id)
+                    log.debug("DHT: %s no longer serves the DHT; removed from the routing table", peer_id)
+            for peer_id in self.host.connected_peers():
+                if self._serves(peer_id) and not table.peer_in_table(peer_id):
+                    try:
+                        await table.add_peer(peer_id, skip_server_mode_check=True)
+                    except STREAM_ERRORS as exc:
+                        log.debug("DHT: adding %s failed: %r", peer_id, exc)
 
     async def bootstrap(self, peers: list[tuple[ID, multiaddr.Multiaddr]]) -> int:
         """Connect to bootstrap peers and seed the routing table; returns how many answered."""
@@ -129,6 +197,10 @@ class Dht:
         else:
             self.host.libp2p.remove_stream_handler(PROTOCOL_ID)
         log.info("DHT switched to %s mode", "server" if server else "client")
+        # Tell connected peers (identify push carries our protocol list) so they fix their tables.
+        push = getattr(self.host.libp2p, "_push_identify_to_all_peers", None)
+        if push is not None and self._nursery is not None:
+            self._nursery.start_soon(push)
 
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
@@ -177,21 +249,46 @@ class Dht:
 
         KadDHT answers from its local store first, without validating and for
         24 h whatever the record's own expiry. A stale local copy would hide
-        the owner's fresh one forever, so an invalid local copy is dropped and
-        the network asked.
+        the owner's fresh one forever, so an invalid local copy is dropped, and
+        a valid one is set aside while the network is asked, then compared
+        with what the network has (highest seq wins). Records change while
+        valid (a node behind a NAT publishes new relay addresses), so the
+        network is asked again once the copy is REFRESH_AFTER s old.
         """
         key = rec.record_key(self.network, peer_id)
         local = self.kad.value_store.get(key.encode())
+        kept: bytes | None = None
         if local is not None:
             try:
                 self._validator.validate(key, local.value)
+                kept = local.value
             except rec.RecordError as exc:
                 self.rejected += 1
                 log.info("dropped invalid stored record of %s: %s", peer_id, exc)
-                self.kad.value_store.remove(key.encode())
-        with trio.move_on_after(QUERY_TIMEOUT):
-            try:
-                return await self.kad.get_value(rec.record_key(self.network, peer_id))
-            except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
-                log.debug("no valid record for %s: %s", peer_id, exc)
-        return None
+            if kept is not None and trio.current_time() - self._asked.get(key, -REFRESH_AFTER) < REFRESH_AFTER:
+                return kept
+            self.kad.value_store.remove(key.encode())
+        self._asked[key] = trio.current_time()
+        if len(self._asked) > MAX_PROVIDERS:
+            self._asked.pop(next(iter(self._asked)))
+        fetched: bytes | None = None
+        try:
+            with trio.move_on_after(QUERY_TIMEOUT):
+                try:
+                    fetched = await self.kad.get_value(key)
+                except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
+                    log.debug("no valid record for %s: %s", peer_id, exc)
+        finally:
+            best = self._best(key, fetched, kept)
+            if kept is not None and best is not None:  # what we stored stays stored (servers answer from it)
+                self.kad.value_store.put(key.encode(), best)
+        return best
+
+    def _best(self, key: str, *values: bytes | None) -> bytes | None:
+        candidates = [v for v in values if v is not None]
+        if not candidates:
+            return None
+        try:
+            return candidates[self._validator.select(key, candidates)]
+        except rec.RecordError:
+            return None

@@ -53,7 +53,7 @@ DIALBACK_TIMEOUT = 4.0      # seconds per dial-back attempt; NATs drop, so failu
 MAX_DIALBACKS = 4           # addresses we try per request
 REQUEST_TIMEOUT = DIALBACK_TIMEOUT * MAX_DIALBACKS + 5.0
 WINDOW = 4                  # answers that decide the status
-PROBE_UNKNOWN = 2.0         # seconds between questions while we know nothing
+PROBE_UNKNOWN = 0.5         # seconds between looks for someone to ask while we know nothing
 RECHECK = 120.0             # seconds between questions once we know
 CONCURRENT_DIALBACKS = 8    # server side
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RELAY_CANDIDATES = 16
+TABLE_WATCH = 0.5
 FIND_TIMEOUT = 20.0
 
 
@@ -62,12 +63,28 @@ class Traversal:
             await nursery.start(self.puncher.run)
             await nursery.start(self.keeper.run)
             await nursery.start(self.autonat.run)
+            if self.dht is not None:
+                nursery.start_soon(self._republish_when_table_fills, self.dht)
             task_status.started()
+
+    async def _republish_when_table_fills(self, dht: Dht) -> None:
+        """Publish again once the routing table goes from empty to not: the last try reached nobody.
+
+        With dht = "auto" peers serve the DHT only once AutoNAT has vouched for
+        them, so a node's first publish often finds no server yet.
+        """
+        empty = True
+        while True:
+            now_empty = dht.routing_table_size() == 0
+            if empty and not now_empty:
+                self._on_record_change()
+            empty = now_empty
+            await trio.sleep(TABLE_WATCH)
 
     def _reachability_changed(self, status: Reachability) -> None:
         self.keeper.enable(status == Reachability.PRIVATE and self.cfg.relay_reservations > 0)
-        if self.dht is not None and self.cfg.dht == "auto":
-            self.dht.set_server(status != Reachability.PRIVATE)
+        if self.dht is not None and self.cfg.dht == "auto" and status != Reachability.UNKNOWN:
+            self.dht.set_server(status == Reachability.PUBLIC)
         self._on_record_change()
 
     async def _find_relays(self) -> Sequence[tuple[ID, Sequence[multiaddr.Multiaddr]]]:

@@ -55,6 +55,7 @@ BACKOFF_MIN = 0.5
 BACKOFF_MAX = 4.0
 STABLE_AFTER = 5.0       # a tunnel that lived this long resets the backoff
 MAX_PENDING_INBOUND = 64
+POLITE_DELAY = 1.0       # the larger peer ID waits this long before its first dial
 MIGRATE_INTERVAL = 0.5   # seconds between checks for relayed tunnels that could go direct
 MIGRATE_RETRY = 5.0      # seconds before trying again after a failed move
 
@@ -256,6 +257,11 @@ class SessionManager:
 
     async def _dial_loop(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
+        if self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
+            # Let the smaller peer ID dial first: two simultaneous dials give two libp2p
+            # connections, and libp2p may close the one under the tunnel both sides kept.
+            with trio.move_on_after(POLITE_DELAY):
+                await peer.tunnel_changed.wait()
         while self.peers.get(peer.peer_id) is peer and peer.wanted:
             if peer.tunnel is not None:
                 await peer.tunnel_changed.wait()

@@ -44,6 +44,9 @@ class Cluster:
         port = self.ports.setdefault(name, free_port(udp=quic))
         listen = f"/ip4/127.0.0.1/udp/{port}/quic-v1" if quic else f"/ip4/127.0.0.1/tcp/{port}"
         settings.setdefault("keepalive", 0.5)
+        # Loopback nodes are reachable; serving the DHT from the start spares every test
+        # the AutoNAT round that "auto" waits for (NAT tests set dht/reachability themselves).
+        settings.setdefault("dht", "server")
         config = validate(Config(listen=(listen,), peers=tuple(peers), tun=name, **settings))
 
         def tun_factory(tun_name: str, mtu: int, *_addresses: object) -> MemoryTun:

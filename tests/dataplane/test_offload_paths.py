@@ -8,6 +8,7 @@ the drop counters comes out.
 from __future__ import annotations
 
 import ipaddress
+import os
 import struct
 
 import pytest
@@ -204,3 +205,61 @@ async def test_bad_records_are_dropped_and_counted(record: bytes, reason: str) -
 async def test_offload_records_without_gso_1_are_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="gso/1 was not negotiated"):
         await delivered([Data(offload_packets=(tcp_record(A4, B4, b"x"),))], offload=False)
+
+
+# -- the TUN device's offload probe (no kernel: pytun and the ioctl are faked) ------------
+
+
+class FakeDevice:
+    opened: list[int] = []
+
+    def __init__(self, name: str, flags: int) -> None:
+        self.flags = flags
+        self._r, self._w = os.pipe()
+        FakeDevice.opened.append(flags)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)
+
+
+@pytest.mark.parametrize(
+    ("accepted", "offload", "opens"),
+    [
+        ("all", True, 1),      # the first probe (with USO) is taken
+        ("tso", True, 1),      # an older kernel: no USO, TSO still on
+        ("none", False, 2),    # TUNSETOFFLOAD refused: recreated without IFF_VNET_HDR
+    ],
+)
+def test_tun_offload_probe_and_fallback(monkeypatch: pytest.MonkeyPatch, accepted: str, offload: bool, opens: int) -> None:
+    import errno
+
+    import pytun
+
+    from p2pvpn.tun import device
+
+    FakeDevice.opened = []
+    monkeypatch.setattr(pytun, "TunTapDevice", FakeDevice)
+    monkeypatch.setattr(device, "_interface_exists", lambda name: False)
+    monkeypatch.setattr(device, "_configure", lambda *args: None)
+
+    def ioctl(fd: int, request: int, flags: int) -> int:
+        assert request == device.TUNSETOFFLOAD
+        if accepted == "all" or (accepted == "tso" and not flags & (device.TUN_F_USO4 | device.TUN_F_USO6)):
+            return 0
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(device.fcntl, "ioctl", ioctl)
+    tun = device.LinuxTun("t0", 1400, ipaddress.IPv4Interface("100.64.0.1/10"), ipaddress.IPv6Interface("fd00::1/64"))
+    assert tun.offload is offload
+    assert len(FakeDevice.opened) == opens
+    assert bool(FakeDevice.opened[0] & pytun.IFF_VNET_HDR)
+    assert bool(FakeDevice.opened[-1] & pytun.IFF_VNET_HDR) is offload
+    off = device.LinuxTun("t1", 1400, ipaddress.IPv4Interface("100.64.0.1/10"), ipaddress.IPv6Interface("fd00::1/64"),
+                          offload=False)
+    assert not off.offload and not FakeDevice.opened[-1] & pytun.IFF_VNET_HDR
+    tun.close()
+    off.close()

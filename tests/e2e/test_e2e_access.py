@@ -11,16 +11,17 @@ from p2pvpn.lab.demo import Lab, LabNode
 
 pytestmark = pytest.mark.netns
 
-# trust_members (on by default) also accepts any node that published a record
-# in the network's DHT; these tests are about the lists, so they turn it off.
-LISTS_ONLY = "--no-trust-members"
+# trust_members=yes would also accept any node that published a record in the
+# network's DHT; these tests are about the lists. (The default, auto, trusts
+# members only once the node joins a network with bootstrap/mdns.)
+LISTS_ONLY = "--trust-members=no"
 
 
 def test_an_unlisted_peer_is_refused_and_allow_any_peer_admits_it(make_lab) -> None:  # type: ignore[no-untyped-def]
     lab: Lab = make_lab(2, start=False)
     a, b = lab.nodes
     a.start([b], LISTS_ONLY)  # A wants B...
-    b.start([], LISTS_ONLY)  # ...but B lists nobody
+    b.start([])  # ...but B lists nobody, and with no bootstrap it trusts no members by default
     assert _wait(lambda: _failures(b).get("not_authorized", 0) > 0, 20), b.log_tail()
     assert (a.peer_status(b) or {}).get("state") != "up"
     assert b.peer_status(a) is None
