@@ -49,7 +49,7 @@ PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
 HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
-REFRESH_AFTER = 10.0    # seconds a valid stored record is trusted before the network is asked again
+REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 

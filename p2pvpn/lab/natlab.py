@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -150,32 +151,33 @@ class NatLab:
         return f"{self.prefix}-vpn"[:15]
 
     def build(self) -> None:
+        names = [f"r{i + 1}" for i in range(self.relay_count)] + ["a", "b"]
+        with ThreadPoolExecutor(max_workers=4) as pool:  # `init` + `id` cost ~2 s of interpreter start each
+            infos = dict(zip(names, pool.map(init_node, [self.workdir / n for n in names])))
         wan = self.topo.add_switch("wan", WAN)
         for i in range(self.relay_count):
             host = self.topo.add_host(f"r{i + 1}")
             self.topo.attach(host, wan, RELAY_IPS[i])
             directory = self.workdir / host.name
-            directory.mkdir(mode=0o755)
-            info = init_node(directory)
-            shutil.chown(directory, NOBODY, NOBODY)  # the relay runs as nobody (see RelayProc.start)
-            for path in directory.iterdir():
-                shutil.chown(path, NOBODY, NOBODY)
-            self.relays.append(RelayProc(host.name, host, directory, RELAY_IPS[i], info["peer_id"]))
+            for path in (directory, *directory.iterdir()):
+                shutil.chown(path, NOBODY, NOBODY)  # the relay runs as nobody (see RelayProc.start)
+            self.relays.append(RelayProc(host.name, host, directory, RELAY_IPS[i], infos[host.name]["peer_id"]))
         for i, name in enumerate(("a", "b")):
             router = self.topo.add_nat(f"nat{i + 1}", wan, LANS[i], self.mappings[i], wan_address=ROUTER_IPS[i])
             self.routers.append(router)
             host = self.topo.add_host(name)
             address = self.topo.behind(host, router)
-            directory = self.workdir / name
-            info = init_node(directory)
+            info = infos[name]
             self.nodes.append(LabNode(
-                name=name, host=host, directory=directory, address=address, tun=self.tun_name,
+                name=name, host=host, directory=self.workdir / name, address=address, tun=self.tun_name,
                 peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"],
             ))  # fmt: skip
 
     def start_relays(self, *extra: str) -> None:
+        """Start every relay, each with the others as bootstrap (relays should know each other)."""
         for relay in self.relays:
-            relay.start(*extra)
+            others = [arg for r in self.relays if r is not relay for arg in ("--bootstrap", r.dial_addr)]
+            relay.start(*others, *extra)
         for relay in self.relays:
             relay.host.wait_listening(relay.port, timeout=30)
 
@@ -206,6 +208,7 @@ class NatLab:
 
 def init_node(directory: Path) -> dict[str, str]:
     """``p2pvpn init`` a directory for network NETWORK; its ``p2pvpn id --json``."""
+    directory.mkdir(mode=0o755)
     run_cli("init", "--dir", str(directory))
     (directory / "config.toml").write_text(f'network = "{NETWORK}"\n')
     return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]

@@ -14,7 +14,9 @@ implements. The tunnel then moves to the direct connection by itself
 (``p2pvpn.session.manager``).
 
 We use py-libp2p's ``DCUtRProtocol`` for the exchange and the dials, with
-one change: its "auto-drive" loop, which every 2 s starts a hole punch to
+two changes. It first dials the peer's known direct addresses (the spec's
+optional "step 0"), which ours did already and which costs a dial timeout;
+we skip it. And its "auto-drive" loop, which every 2 s starts a hole punch to
 *every* peer with a relayed connection from *both* ends, is switched off.
 Two simultaneous sessions for one pair race each other's dials (each side
 is initiator in one and responder in the other, so the Noise roles of a
@@ -33,7 +35,7 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pvpn.host import Host
+from p2pvpn.host import Host, relay_of
 from p2pvpn.nat.circuit import CircuitLimit
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ DIAL_TIMEOUT = 5          # seconds for one hole-punch dial
 class _DCUtR(DCUtRProtocol):
     async def _auto_drive_loop(self) -> None:
         await trio.sleep_forever()  # we decide who starts (module doc)
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        # "Spec step 0": dial the peer's known direct addresses first. Our own dials
+        # already try a peer's direct addresses before its relayed ones
+        # (p2pvpn.host.Host._connect), so by now they have failed; another round
+        # only delays the punch by a dial timeout.
+        return False
 
 
 class HolePuncher:
@@ -69,11 +78,24 @@ class HolePuncher:
             await trio.sleep_forever()
 
     def relayed(self, relay: ID, peer: ID, limit: CircuitLimit) -> None:
-        """We accepted a relayed connection from ``peer``: try to go direct."""
+        """We accepted a relayed connection from ``peer``: try to go direct.
+
+        Both sides often dial at once and each accepts a relayed connection;
+        then only the side with the smaller peer ID starts, as two sessions
+        for one pair spoil each other's dials.
+        """
         if not self.enabled or self._nursery is None or peer in self._punching:
+            return
+        if self._dialed_relayed(peer) and self.host.peer_id.to_bytes() > peer.to_bytes():
             return
         self._punching.add(peer)
         self._nursery.start_soon(self._punch, peer)
+
+    def _dialed_relayed(self, peer: ID) -> bool:
+        """Whether we also opened a relayed connection to ``peer`` ourselves."""
+        conns = self.host.libp2p.get_network().get_connections(peer)
+        return any(relay_of(c) is not None and str(getattr(c, "direction", "")).lower().endswith("outbound")
+                   for c in conns)
 
     async def _punch(self, peer: ID) -> None:
         try:

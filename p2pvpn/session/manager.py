@@ -166,7 +166,10 @@ class SessionManager:
             peer.learned_from = source
         peer.record = record
         peer.record_fetched = time.time()
-        peer.dial_addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        if addrs != peer.dial_addrs:
+            peer.dial_addrs = addrs
+            peer.addrs_changed.set()  # e.g. the peer got relay slots: a dial on the old addresses is moot
         self._want(peer)
         return peer
 
@@ -267,11 +270,15 @@ class SessionManager:
                 await peer.tunnel_changed.wait()
                 continue
             try:
-                stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
+                stream = await self._dial_once(peer)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
                 peer.last_error = f"dial failed: {_one_line(exc)}"
                 log.debug("dial %s failed: %r", peer.peer_id, exc)
-                await trio.sleep(next(delays))
+                with trio.move_on_after(next(delays)):
+                    await peer.addrs_changed.wait()
+                continue
+            if stream is None:  # its addresses changed meanwhile: dial the new ones now
+                delays = iter(backoff_delays())
                 continue
             started = time.monotonic()
             await self._run_tunnel(stream, self.host.peer_id)
@@ -279,6 +286,21 @@ class SessionManager:
                 delays = iter(backoff_delays())
             if peer.tunnel is None:
                 await trio.sleep(next(delays))
+
+    async def _dial_once(self, peer: Peer) -> INetStream | None:
+        """One dial of the peer's current addresses; None if they changed before it finished."""
+        peer.addrs_changed = changed = trio.Event()
+        stream: INetStream | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def abandon_when_changed() -> None:
+                await changed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(abandon_when_changed)
+            stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
+            nursery.cancel_scope.cancel()
+        return stream
 
     async def _migrate_loop(self) -> None:
         """Move relayed tunnels to a direct connection as soon as one exists (we: smaller peer ID)."""

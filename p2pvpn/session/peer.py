@@ -51,6 +51,7 @@ class Peer:
     path_since: float = 0.0         # when ``path`` last changed
     path_changes: int = 0
     migrate_after: float = 0.0      # monotonic time before which we do not try to move off a relay again
+    addrs_changed: trio.Event = field(default_factory=trio.Event)  # new dial addresses: stop waiting, redial
 
     def set_tunnel(self, tunnel: Tunnel | None) -> None:
         """Swap the active tunnel and wake whoever waits on the change."""

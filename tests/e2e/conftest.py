@@ -56,6 +56,12 @@ def make_lab() -> Iterator[MakeLab]:
 
 
 @pytest.fixture
+def lab_prefix() -> Callable[[], str]:
+    """Fresh prefixes under this run's RUN, for labs a test builds itself (e.g. NatLab)."""
+    return next_prefix
+
+
+@pytest.fixture
 def lab2(make_lab: MakeLab) -> Lab:
     """Two nodes, each with the other as static peer, tunnel up."""
     return make_lab(2)

@@ -67,7 +67,10 @@ def test_nodes_given_one_bootstrap_address_mesh_ping_forget_and_admit(make_lab: 
         node.start((), "--bootstrap", boot.dial_addr, *DISCOVERY)
     missing = _wait_for(lambda: _not_up(first), MESH_WITHIN, first)
     mesh_took = time.monotonic() - started
-    assert not missing, f"no full mesh {MESH_WITHIN:g} s after start; missing (from, to): {missing[:10]}"
+    assert not missing, (
+        f"no full mesh {MESH_WITHIN:g} s after start; {len(missing)} directed pairs missing, e.g. {missing[:6]}\n"
+        + _summary(first)
+    )
     print(f"time to mesh: {NODES} nodes, {NODES * (NODES - 1)} directed tunnels up {mesh_took:.1f} s after the first start")
     for node in first:
         status = node.status()
@@ -82,7 +85,7 @@ def test_nodes_given_one_bootstrap_address_mesh_ping_forget_and_admit(make_lab: 
     ping_started = time.monotonic()
     failed = _ping_mesh(first, first)
     print(f"ping mesh: {NODES * (NODES - 1)} pings in {time.monotonic() - ping_started:.1f} s")
-    assert not failed, f"pings without reply (from, to): {failed}"
+    assert not failed, f"pings without reply (from, to): {failed}\n" + _summary(first)
 
     # 3. A member leaves: the others forget it once its record expires.
     gone, stay = first[-1], first[:-1]
@@ -98,7 +101,7 @@ def test_nodes_given_one_bootstrap_address_mesh_ping_forget_and_admit(make_lab: 
     late.start((), "--bootstrap", stay[3].dial_addr, *DISCOVERY)
     unreached = _wait_for(lambda: _ping_mesh(stay, [late]) + _ping_mesh([late], stay), JOIN_WITHIN, [*stay, late])
     join_took = time.monotonic() - joined
-    assert not unreached, f"{late.name} not reachable {JOIN_WITHIN:g} s after its start: {unreached}"
+    assert not unreached, f"{late.name} not reachable {JOIN_WITHIN:g} s after its start: {unreached}\n" + _summary([*stay, late])
     print(f"late node {late.name} pinged both ways by all {len(stay)} members {join_took:.1f} s after its start")
     assert not [n.name for n in stay if _lists(n, gone)], "the stopped node came back into a peer list"
 
@@ -121,6 +124,24 @@ def _not_up(nodes: Sequence[LabNode]) -> list[tuple[str, str]]:
         peers = _peers(a)
         missing += [(a.name, b.name) for b in nodes if b is not a and peers.get(b.peer_id, {}).get("state") != "up"]
     return missing
+
+
+def _summary(nodes: Sequence[LabNode]) -> str:
+    """One line per node: tunnels up, members known, rejected records, routing table (for failure messages)."""
+    lines = []
+    for node in nodes:
+        try:
+            status = node.status(timeout=2)
+        except ControlError as exc:
+            lines.append(f"  {node.name}: {exc}")
+            continue
+        up = sum(1 for p in status["peers"] if p["state"] == "up")
+        d = status.get("discovery") or {}
+        lines.append(
+            f"  {node.name}: {up}/{len(status['peers'])} peers up, {d.get('members')} members, "
+            f"{d.get('rejected_records')} rejected records, routing table {d.get('routing_table')}, {d.get('rounds')} rounds"
+        )
+    return "\n".join(lines)
 
 
 def _lists(node: LabNode, other: LabNode) -> bool:
