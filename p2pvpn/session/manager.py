@@ -291,15 +291,18 @@ class SessionManager:
         """One dial of the peer's current addresses; None if they changed before it finished."""
         peer.addrs_changed = changed = trio.Event()
         stream: INetStream | None = None
-        async with trio.open_nursery() as nursery:
+        try:
+            async with trio.open_nursery() as nursery:
 
-            async def abandon_when_changed() -> None:
-                await changed.wait()
+                async def abandon_when_changed() -> None:
+                    await changed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(abandon_when_changed)
+                stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
                 nursery.cancel_scope.cancel()
-
-            nursery.start_soon(abandon_when_changed)
-            stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
-            nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the nursery wraps the dial's error; _dial_loop handles the error itself
+            raise group.exceptions[0] if len(group.exceptions) == 1 else group
         return stream
 
     async def _migrate_loop(self) -> None:
