@@ -13,8 +13,9 @@ It reports, per size:
 * ``started_s``   seconds until every node's ``run()`` reported started;
 * ``mesh_s``      seconds from the first start until every node has a tunnel
                   to every other (N·(N-1) directed pairs);
-* ``reach_s``     ... and until one UDP packet injected into each node's TUN
-                  for each other node arrived at that node's TUN (all pairs);
+* ``reach_s``     ... and until a UDP packet injected into each node's TUN
+                  for each other node arrived at that node's TUN (all pairs;
+                  a packet not there after 2 s is sent again, like a ping);
 * ``rss_per_node_mib``  (RSS at the mesh - RSS before the first node) / N,
                   from /proc/self/status; ``peak_rss_mib`` is VmHWM;
 * ``cpu_s`` / ``cpu_share``  process CPU time and its share of wall time
@@ -34,6 +35,7 @@ close to a real node's Python heap but without the interpreter baseline
 (~40 MiB) each real process pays.
 
     python bench/discovery.py --sizes 10,25,50 [--timeout 240] [--interval 1] [--ttl 60] [--json]
+    python bench/discovery.py --rpc-cost      # CPU per DHT request: what bounds all of the above
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ sys.path.insert(0, str(REPO))
 DEFAULT_SIZES = "10,25,50"
 DEFAULT_TIMEOUT = 240.0  # seconds per size from first start to a full mesh, then the size is aborted
 REACH_TIMEOUT = 30.0     # seconds for every test packet to arrive once the mesh is up
+REACH_RETRY = 2.0        # seconds before a test packet that has not arrived is sent again
 SAMPLE = 1.0             # seconds between progress samples
 KEEPALIVE = 5.0          # the node default (the test cluster's 0.5 s would add N² keepalives per second)
 
@@ -76,32 +79,37 @@ def _cpu_s() -> float:
 
 
 class _DhtCounters:
-    """Counts inbound DHT streams and where record lookups were answered (bench-only instrumentation)."""
+    """Counts inbound DHT streams and how record lookups were answered (bench-only instrumentation)."""
 
     def __init__(self) -> None:
         self.inbound = 0
-        self.lookups_local = 0
-        self.lookups_network = 0
+        self.lookups = 0           # Dht.get_record calls
+        self.lookups_network = 0   # ... that had no valid stored copy and asked the network
 
     def install(self) -> None:
         from libp2p.kad_dht.kad_dht import KadDHT
 
+        from p2pvpn.discovery.dht import Dht
+
         counters = self
-        handle_stream, get_value = KadDHT.handle_stream, KadDHT.get_value
+        handle_stream, get_value, get_record = KadDHT.handle_stream, KadDHT.get_value, Dht.get_record
 
         async def counting_handle_stream(dht: Any, stream: Any) -> None:
             counters.inbound += 1
             await handle_stream(dht, stream)
 
         async def counting_get_value(dht: Any, key: str, quorum: int = 0) -> bytes | None:
-            if dht.value_store.get(key.encode("utf-8")) is not None:
-                counters.lookups_local += 1
-            else:
+            if dht.value_store.get(key.encode("utf-8")) is None:
                 counters.lookups_network += 1
             return await get_value(dht, key, quorum)
 
+        async def counting_get_record(dht: Any, *args: Any, **kwargs: Any) -> bytes | None:
+            counters.lookups += 1
+            return await get_record(dht, *args, **kwargs)  # type: ignore[no-any-return]
+
         KadDHT.handle_stream = counting_handle_stream  # type: ignore[method-assign]
         KadDHT.get_value = counting_get_value  # type: ignore[method-assign]
+        Dht.get_record = counting_get_record  # type: ignore[method-assign]
 
 
 async def _measure(size: int, timeout: float, interval: float, ttl: float, workdir: Path) -> dict[str, Any]:
@@ -145,7 +153,7 @@ async def _measure(size: int, timeout: float, interval: float, ttl: float, workd
             result["mesh_s"] = round(trio.current_time() - start, 1)
             rss_mesh = _status_kib("VmRSS")
             cpu_mesh = _cpu_s()
-            result["reach_s"] = await _reach_all(cluster, nodes, start, udp4)
+            result["reach_s"], result["reach_missing"] = await _reach_all(cluster, nodes, start, udp4)
             result["rounds_per_node"] = round(sum(n.discovery.rounds for n in nodes if n.discovery) / size, 1)
             nursery.cancel_scope.cancel()
     if budget.cancelled_caught:
@@ -162,38 +170,47 @@ async def _measure(size: int, timeout: float, interval: float, ttl: float, workd
         cpu_s=round(cpu_mesh - cpu_before, 1),
         cpu_share=round((cpu_mesh - cpu_before) / wall, 2),
         dht_rpcs_per_s=round(counters.inbound / wall),
-        get_record_network_pct=round(
-            100 * counters.lookups_network / max(1, counters.lookups_network + counters.lookups_local)
-        ),
+        record_lookups=counters.lookups,
+        get_record_network_pct=round(100 * counters.lookups_network / max(1, counters.lookups)),
     )
     return result
 
 
-async def _reach_all(cluster: Any, nodes: list[Any], start: float, udp4: Any) -> float | None:
-    """Inject one UDP packet per directed pair; seconds from ``start`` until all arrived (None: not all)."""
+async def _reach_all(cluster: Any, nodes: list[Any], start: float, udp4: Any) -> tuple[float | None, int]:
+    """One UDP packet per directed pair, resent every REACH_RETRY s while it has not arrived.
+
+    Returns (seconds from ``start`` until every pair delivered or None, pairs still missing).
+    """
     import trio
 
     name_of = {node.peer_id: name for name, node in cluster.nodes.items()}
-    expected: dict[str, set[bytes]] = {name_of[n.peer_id]: set() for n in nodes}
+    missing: dict[str, dict[bytes, str]] = {name_of[n.peer_id]: {} for n in nodes}  # dst -> packet -> src
     for src in nodes:
         for dst in nodes:
             if src is not dst:
                 packet = udp4(str(src.addresses.ipv4), str(dst.addresses.ipv4), f"{src.peer_id}>{dst.peer_id}".encode())
-                expected[name_of[dst.peer_id]].add(packet)
-                cluster.tuns[name_of[src.peer_id]].inject(packet)
+                missing[name_of[dst.peer_id]][packet] = name_of[src.peer_id]
 
     async def collect(name: str) -> None:
-        want = expected[name]
+        want = missing[name]
         while want:
-            want.discard(await cluster.tuns[name].delivered.receive())
+            want.pop(await cluster.tuns[name].delivered.receive(), None)
 
     with trio.move_on_after(REACH_TIMEOUT):
         async with trio.open_nursery() as nursery:
-            for name in expected:
+            for name in missing:
                 nursery.start_soon(collect, name)
-    if any(expected.values()):
-        return None
-    return round(trio.current_time() - start, 1)
+            for _ in range(int(REACH_TIMEOUT / REACH_RETRY) + 1):  # bounded in count and time
+                for want in missing.values():
+                    for packet, src in list(want.items()):
+                        cluster.tuns[src].inject(packet)
+                with trio.move_on_after(REACH_RETRY):
+                    while any(missing.values()):
+                        await trio.sleep(0.05)
+                if not any(missing.values()):
+                    break
+    left = sum(len(want) for want in missing.values())
+    return (None if left else round(trio.current_time() - start, 1)), left
 
 
 def _milestones(progress: list[tuple[float, int]], pairs: int) -> dict[str, float | None]:
@@ -201,6 +218,39 @@ def _milestones(progress: list[tuple[float, int]], pairs: int) -> dict[str, floa
     out: dict[str, float | None] = {}
     for pct in (50, 90, 100):
         out[f"{pct}%"] = next((t for t, up in progress if up * 100 >= pairs * pct), None)
+    return out
+
+
+async def _rpc_cost(count: int, workdir: Path) -> dict[str, Any]:
+    """CPU per DHT request between two nodes of this process (client and server side together)."""
+    import trio
+
+    from p2pvpn.discovery import record as rec
+    from p2pvpn.testing.cluster import Cluster, running
+
+    quiet = {"record_ttl": 300.0, "discovery_interval": 3600.0, "keepalive": 60.0, "trust_members": "yes"}
+    cluster = Cluster(workdir)
+    a = cluster.node("n0", **quiet)
+    b = cluster.node("n1", bootstrap=[cluster.addr("n0")], **quiet)
+    out: dict[str, Any] = {"requests": count}
+    async with running(a, b) as nursery:
+        await trio.sleep(3)  # bootstrap and first publish done
+        assert b.discovery is not None
+        kad = b.discovery.dht.kad
+        providers_key = bytes.fromhex(rec.provider_key(b.config.network, "members"))
+        record_key = rec.record_key(b.config.network, a.peer_id).encode()
+        calls = {
+            "get_providers": lambda: kad.provider_store._get_providers_from_peer_with_closers(a.peer_id, providers_key),
+            "get_value": lambda: kad.value_store._get_from_peer(a.peer_id, record_key),
+        }
+        for name, call in calls.items():
+            cpu, wall = _cpu_s(), time.monotonic()
+            with trio.fail_after(120):
+                for _ in range(count):
+                    await call()
+            out[f"{name}_cpu_ms"] = round((_cpu_s() - cpu) / count * 1000, 2)
+            out[f"{name}_wall_ms"] = round((time.monotonic() - wall) / count * 1000, 2)
+        nursery.cancel_scope.cancel()
     return out
 
 
@@ -231,6 +281,14 @@ def measure_size(size: int, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _reach_cell(r: dict[str, Any]) -> str:
+    if r.get("reach_s") is not None:
+        return f"{r['reach_s']} s"
+    if r.get("reach_missing"):
+        return f"none ({r['reach_missing']} pairs lost)"
+    return "-"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = ("nodes", "started", "50 %", "90 %", "mesh", "reach", "RSS/node", "peak RSS", "CPU share",
             "DHT RPC/s", "net lookups", "rounds")  # fmt: skip
@@ -245,7 +303,7 @@ def table(results: list[dict[str, Any]]) -> str:
             str(r["nodes"]), f"{r.get('started_s', '-')} s",
             f"{progress['50%']} s" if progress["50%"] is not None else "-",
             f"{progress['90%']} s" if progress["90%"] is not None else "-",
-            mesh, f"{r['reach_s']} s" if r.get("reach_s") is not None else "-",
+            mesh, _reach_cell(r),
             f"{r['rss_per_node_mib']} MiB", f"{r['peak_rss_mib']} MiB", f"{r['cpu_share']}",
             str(r["dht_rpcs_per_s"]), f"{r['get_record_network_pct']} %", str(r.get("rounds_per_node", "-")),
         ))  # fmt: skip
@@ -260,8 +318,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="--discovery-interval of every node")
     parser.add_argument("--ttl", type=float, default=60.0, help="--record-ttl of every node")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--rpc-cost", action="store_true", help="only measure the CPU cost of one DHT request")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = parser.parse_args(argv)
+    if args.rpc_cost:
+        import trio
+
+        with tempfile.TemporaryDirectory(prefix="p2vbench-rpc-") as tmp:
+            cost = trio.run(_rpc_cost, 300, Path(tmp))
+        if args.json:
+            print(json.dumps(cost))
+        else:
+            print(f"one DHT request, client and server in this process, mean of {cost['requests']}:")
+            for name in ("get_providers", "get_value"):
+                print(f"  {name:14} {cost[name + '_cpu_ms']:6.2f} ms CPU   {cost[name + '_wall_ms']:6.2f} ms wall")
+        return 0
     if args.one is not None:
         print(json.dumps(run_one(args.one, args.timeout, args.interval, args.ttl)))
         return 0

@@ -47,6 +47,8 @@ class Config:
     """Upgrade relayed connections to direct ones by hole punching (DCUtR) where the NATs allow."""
     relay_reservations: int = 2
     """How many relays an unreachable node keeps a slot on (found in the DHT); more is more redundancy."""
+    static_relays: tuple[str, ...] = ()
+    """Relays to reserve on first when behind a NAT, each a multiaddr ending in /p2p/<peer-id>; any circuit relay v2 (a go-libp2p relay too)."""
     relay: bool = False
     """Offer the relay role: carry connections for nodes behind NATs (announced in our record)."""
     relay_max_reservations: int = 128
@@ -110,6 +112,9 @@ class Config:
 
     def bootstrap_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         return [split_peer_addr(a, key="bootstrap") for a in self.bootstrap]
+
+    def static_relay_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
+        return [split_peer_addr(a, key="static_relays") for a in self.static_relays]
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
@@ -226,6 +231,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("bootstrap: needs the DHT; remove dht = \"off\"")
     for addr in cfg.bootstrap:
         split_peer_addr(addr, key="bootstrap")
+    for addr in cfg.static_relays:
+        split_peer_addr(addr, key="static_relays")
     for addr in cfg.announce:
         try:
             multiaddr.Multiaddr(addr)

@@ -208,6 +208,17 @@ class Host:
     def connected_peers(self) -> list[ID]:
         return list(self._host.get_connected_peers())
 
+    async def connect(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr]) -> None:
+        """Connect to ``peer_id`` (a relay, say) unless connected, ignoring libp2p's negative dial cache.
+
+        The swarm refuses to dial a peer for 60 s after a failed dial; a relay
+        that restarts is back in seconds, and we back off ourselves.
+        """
+        if peer_id in self._host.get_connected_peers():
+            return
+        self._host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]
+        await self._host.connect(PeerInfo(peer_id, list(addrs)))
+
     def has_direct_connection(self, peer_id: ID) -> bool:
         """Whether some connection to ``peer_id`` does not run through a relay."""
         conns = self._host.get_network().get_connections(peer_id)

@@ -150,6 +150,7 @@ class Node:
                 ttl=cfg.record_ttl,
                 interval=cfg.discovery_interval,
                 roles=self._roles,
+                needs_refresh=self._unreachable,
             )
             self.discovery = discovery
             if cfg.trusts_members():
@@ -165,6 +166,11 @@ class Node:
         if self.traversal is not None:
             roles["relay_addrs"] = self.traversal.keeper.relay_addrs()
         return roles
+
+    def _unreachable(self, peer_id: ID) -> bool:
+        """A member we want a tunnel to and have none: its stored record may be outdated."""
+        peer = self.manager.peers.get(peer_id) if self.manager is not None else None
+        return peer is not None and peer.wanted and peer.tunnel is None
 
     def _republish(self) -> None:
         if self.discovery is not None:

@@ -40,7 +40,11 @@ class PacketQueue:
     async def get_batch(self, max_bytes: int, max_packets: int = 1024) -> list[bytes]:
         """Wait for at least one packet, then take up to ``max_bytes`` and ``max_packets`` (at least one)."""
         while not self._packets:
-            self._nonempty = trio.Event()
+            # Replace the event only once it has fired: while a tunnel moves, the old and
+            # the new tunnel's send loops both wait here, and replacing an unset event
+            # would strand the one waiting on it (even a waiter being cancelled gets here).
+            if self._nonempty.is_set():
+                self._nonempty = trio.Event()
             await self._nonempty.wait()
         packets = self._packets
         batch = [packets.popleft()]

@@ -39,6 +39,7 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 
 from p2pvpn.discovery import record as rec
 from p2pvpn.host import STREAM_ERRORS, Host
@@ -49,6 +50,8 @@ PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
 HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
+PROVIDER_ADDR_TTL = 600  # seconds the addresses a provider record carried stay in the peerstore
+OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own record
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
@@ -237,6 +240,8 @@ class Dht:
                         return
                     for info in providers:
                         found.setdefault(info.peer_id, info)
+                        if info.addrs and info.peer_id != self.host.peer_id:  # lets get_record ask the owner
+                            self.host.libp2p.get_peerstore().add_addrs(info.peer_id, info.addrs, PROVIDER_ADDR_TTL)
 
             async with trio.open_nursery() as nursery:
                 for peer_id in closest[:BUCKET_SIZE]:
@@ -244,16 +249,17 @@ class Dht:
                         nursery.start_soon(ask, peer_id)
         return list(found.values())[:MAX_PROVIDERS]
 
-    async def get_record(self, peer_id: ID) -> bytes | None:
+    async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
 
         KadDHT answers from its local store first, without validating and for
         24 h whatever the record's own expiry. A stale local copy would hide
-        the owner's fresh one forever, so an invalid local copy is dropped, and
-        a valid one is set aside while the network is asked, then compared
-        with what the network has (highest seq wins). Records change while
-        valid (a node behind a NAT publishes new relay addresses), so the
-        network is asked again once the copy is REFRESH_AFTER s old.
+        the owner's fresh one forever, so an invalid local copy is dropped.
+        A valid one is returned, unless ``refresh`` (the caller cannot reach
+        the peer: its record may have changed while valid, e.g. new relay
+        addresses) and the network was last asked REFRESH_AFTER s ago or
+        more: then it is set aside while the network is asked, and the best
+        of both (highest seq) is kept and returned.
         """
         key = rec.record_key(self.network, peer_id)
         local = self.kad.value_store.get(key.encode())
@@ -265,7 +271,8 @@ class Dht:
             except rec.RecordError as exc:
                 self.rejected += 1
                 log.info("dropped invalid stored record of %s: %s", peer_id, exc)
-            if kept is not None and trio.current_time() - self._asked.get(key, -REFRESH_AFTER) < REFRESH_AFTER:
+            recently = trio.current_time() - self._asked.get(key, -REFRESH_AFTER) < REFRESH_AFTER
+            if kept is not None and (not refresh or recently):
                 return kept
             self.kad.value_store.remove(key.encode())
         self._asked[key] = trio.current_time()
@@ -273,16 +280,49 @@ class Dht:
             self._asked.pop(next(iter(self._asked)))
         fetched: bytes | None = None
         try:
-            with trio.move_on_after(QUERY_TIMEOUT):
-                try:
-                    fetched = await self.kad.get_value(key)
-                except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
-                    log.debug("no valid record for %s: %s", peer_id, exc)
+            fetched = await self._from_owner(peer_id, key)
+            if fetched is None:
+                with trio.move_on_after(QUERY_TIMEOUT):
+                    try:
+                        fetched = await self.kad.get_value(key)
+                    except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
+                        log.debug("no valid record for %s: %s", peer_id, exc)
         finally:
             best = self._best(key, fetched, kept)
             if kept is not None and best is not None:  # what we stored stays stored (servers answer from it)
                 self.kad.value_store.put(key.encode(), best)
         return best
+
+    async def _from_owner(self, peer_id: ID, key: str) -> bytes | None:
+        """Ask the record's owner itself (one GET_VALUE), if it serves the DHT and has addresses.
+
+        The owner always holds its newest record, so one RPC to it replaces a
+        whole iterative lookup (a FIND_NODE walk, then GET_VALUE to up to 20
+        peers) per member and round; twelve members made a round take 15-20 s.
+        A node behind a NAT serves no DHT (client mode) and an unknown one has
+        no address: then the network is asked as before. The answer is
+        validated like any other copy.
+        """
+        if peer_id == self.host.peer_id or not (peer_id in self.host.connected_peers() or self._has_addrs(peer_id)):
+            return None
+        value = None
+        with trio.move_on_after(OWNER_TIMEOUT):
+            value = await self.kad.value_store._get_from_peer(peer_id, key.encode())
+        if not isinstance(value, bytes):
+            return None
+        try:
+            self._validator.validate(key, value)
+        except rec.RecordError as exc:
+            self.rejected += 1
+            log.info("%s answered with an invalid record of its own: %s", peer_id, exc)
+            return None
+        return value
+
+    def _has_addrs(self, peer_id: ID) -> bool:
+        try:
+            return bool(self.host.libp2p.get_peerstore().addrs(peer_id))
+        except PeerStoreError:
+            return False
 
     def _best(self, key: str, *values: bytes | None) -> bytes | None:
         candidates = [v for v in values if v is not None]

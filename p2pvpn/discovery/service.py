@@ -59,6 +59,7 @@ class Discovery:
         roles: Callable[[], dict[str, object]] | None = None,
         clock: Callable[[], float] = time.time,
         member: bool = True,
+        needs_refresh: Callable[[ID], bool] | None = None,
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -74,6 +75,8 @@ class Discovery:
         self._roles = roles or (lambda: {})
         self._clock = clock
         self.member = member  # provide the membership key (a headless relay is no member: no tunnels to it)
+        # Peers we cannot reach: ask the network for their record, not just our stored copy.
+        self._needs_refresh = needs_refresh or (lambda peer_id: False)
         self.known: dict[ID, Known] = {}
         self.rejected = 0
         self.rounds = 0
@@ -194,7 +197,7 @@ class Discovery:
     async def _fetch(self, peer_id: ID, limiter: trio.CapacityLimiter) -> None:
         async with limiter:
             try:
-                sealed = await self.dht.get_record(peer_id)
+                sealed = await self.dht.get_record(peer_id, refresh=self._needs_refresh(peer_id))
             except STREAM_ERRORS as exc:
                 log.debug("get_record %s failed: %r", peer_id, exc)
                 return

@@ -325,7 +325,6 @@ class Router(Host):
     def __init__(self, topo: Topology, name: str, lan_subnet: ipaddress.IPv4Network) -> None:
         super().__init__(topo, name)
         self.lan_subnet = lan_subnet
-        self.gateway = next(lan_subnet.hosts())
         self.mapping = "eim"
         self._nat_table = f"{topo.prefix}_nat"
 

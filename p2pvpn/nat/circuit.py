@@ -42,7 +42,6 @@ from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, PeerId, StopMessage
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
@@ -254,7 +253,7 @@ async def dial(host: Host, peer: ID, addr: multiaddr.Multiaddr) -> None:
     if relay not in host.connected_peers():
         if base is None:
             raise CircuitError(f"{addr} names relay {relay} without an address, and we are not connected to it")
-        await host.libp2p.connect(PeerInfo(relay, [base]))
+        await host.connect(relay, [base])
     await connect_via(host, relay, peer)
 
 

@@ -44,6 +44,7 @@ ATTEMPTS = 3              # sessions per relayed connection (the spec's retry co
 FIRST_DELAY = 0.5         # seconds after the relayed connection before the first session
 RETRY_DELAY = 5.0         # seconds between sessions
 DIAL_TIMEOUT = 5          # seconds for one hole-punch dial
+MESSAGE_TIMEOUT = 10      # seconds to wait for the peer's CONNECT/SYNC (py-libp2p: 30)
 
 
 class _DCUtR(DCUtRProtocol):
@@ -62,7 +63,8 @@ class HolePuncher:
     def __init__(self, host: Host, enabled: bool = True) -> None:
         self.host = host
         self.enabled = enabled
-        self.dcutr = _DCUtR(host.libp2p, dial_timeout=DIAL_TIMEOUT)
+        self.dcutr = _DCUtR(host.libp2p, read_timeout=MESSAGE_TIMEOUT, write_timeout=MESSAGE_TIMEOUT,
+                            dial_timeout=DIAL_TIMEOUT)
         self.attempts = 0
         self.succeeded = 0
         self.failed = 0

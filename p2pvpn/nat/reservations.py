@@ -27,7 +27,6 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 
 from p2pvpn.discovery import record as rec
 from p2pvpn.host import STREAM_ERRORS, Host
@@ -36,9 +35,9 @@ from p2pvpn.nat import circuit as c
 log = logging.getLogger(__name__)
 
 CHECK = 2.0                  # seconds between checks of our slots
-SEARCH_EVERY = 10.0          # seconds between searches while we hold fewer slots than wanted
+SEARCH_EVERY = 5.0           # seconds between searches while we hold fewer slots than wanted
 RENEW_BEFORE = 300.0         # renew a slot this many seconds before it expires
-BACKOFF_MIN, BACKOFF_MAX = 30.0, 300.0
+BACKOFF_MIN, BACKOFF_MAX = 5.0, 300.0  # a relay that failed is retried after 5 s, 10 s, ... 5 min
 RESERVE_TIMEOUT = 10.0       # connecting to a relay and reserving, seconds
 PROTECT_TAG = "p2pvpn-relay"
 
@@ -154,8 +153,7 @@ class RelayKeeper:
     async def _reserve(self, relay: ID, addrs: list[multiaddr.Multiaddr]) -> bool:
         try:
             with trio.fail_after(RESERVE_TIMEOUT):
-                if relay not in self.host.connected_peers():
-                    await self.host.libp2p.connect(PeerInfo(relay, addrs))
+                await self.host.connect(relay, addrs)
                 rsv = await c.reserve(self.host, relay)
         except (trio.TooSlowError, c.CircuitError, *STREAM_ERRORS) as exc:
             log.info("no reservation on relay %s: %s", relay, exc if str(exc) else type(exc).__name__)
@@ -171,8 +169,8 @@ class RelayKeeper:
 
     def _fail(self, relay: ID, what: str) -> None:
         self.failures[what] += 1
-        _, delay = self._backoff.get(relay, (0.0, BACKOFF_MIN / 2))
-        delay = min(delay * 2, BACKOFF_MAX)
+        _, last = self._backoff.get(relay, (0.0, 0.0))
+        delay = min(max(last * 2, BACKOFF_MIN), BACKOFF_MAX)
         self._backoff[relay] = (time.monotonic() + delay, delay)
 
     def _protect(self, relay: ID) -> None:

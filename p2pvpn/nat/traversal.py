@@ -88,15 +88,15 @@ class Traversal:
         self._on_record_change()
 
     async def _find_relays(self) -> Sequence[tuple[ID, Sequence[multiaddr.Multiaddr]]]:
-        """Relays of our network: providers of the relay role whose verified record says so."""
+        """Configured relays first, then relays of our network: providers of the relay role whose verified record says so."""
+        out: list[tuple[ID, Sequence[multiaddr.Multiaddr]]] = [(p, [a]) for p, a in self.cfg.static_relay_infos()]
         if self.dht is None or self.discovery is None:
-            return []
-        out: list[tuple[ID, Sequence[multiaddr.Multiaddr]]] = []
+            return out
         with trio.move_on_after(FIND_TIMEOUT):
             providers = await self.dht.find_providers("relay")
             log.debug("relay providers: %s", [str(p.peer_id) for p in providers])
             for info in providers[:MAX_RELAY_CANDIDATES]:
-                if info.peer_id == self.host.peer_id:
+                if info.peer_id == self.host.peer_id or any(info.peer_id == p for p, _ in out):
                     continue
                 try:
                     record = await self.discovery.fetch_record(info.peer_id)

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import multiaddr
 import trio
@@ -339,8 +340,8 @@ async def test_discovery_verifies_what_the_dht_hands_it_and_counts_rejections(tm
             dht = n1.discovery.dht
             real_get_record = dht.get_record
 
-            async def unvalidated_get_record(peer_id: ID) -> bytes | None:  # a DHT layer that skips validation
-                return bad_values.get(peer_id) or await real_get_record(peer_id)
+            async def unvalidated_get_record(peer_id: ID, *args: Any, **kwargs: Any) -> bytes | None:  # skips validation
+                return bad_values.get(peer_id) or await real_get_record(peer_id, *args, **kwargs)
 
             dht.get_record = unvalidated_get_record  # type: ignore[method-assign]
             before = n1.status()["discovery"]["rejected_records"]

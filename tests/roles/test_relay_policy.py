@@ -1,0 +1,82 @@
+"""The relay's admission rules (p2pvpn.roles.relay.RelayPolicy), without I/O."""
+
+from __future__ import annotations
+
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from p2pvpn.nat import circuit as c
+from p2pvpn.roles.relay import RelayLimits, RelayPolicy
+
+NOW = 1_000_000.0
+
+
+def peer() -> ID:
+    return ID.from_pubkey(create_new_key_pair().public_key)
+
+
+def test_members_get_unlimited_circuits_and_strangers_the_small_limit() -> None:
+    policy = RelayPolicy(RelayLimits())
+    member, other_member, stranger = peer(), peer(), peer()
+    assert policy.reserve(member, True, NOW)[0] == c.OK
+    assert policy.admit(other_member, member, True, NOW) == (c.OK, c.CircuitLimit(0, 0))
+    assert policy.admit(stranger, member, False, NOW) == (c.OK, c.CircuitLimit(duration=120, data=128 * 1024))
+
+
+def test_a_circuit_to_a_stranger_gets_the_stranger_limit_even_from_a_member() -> None:
+    policy = RelayPolicy(RelayLimits())
+    member, stranger = peer(), peer()
+    assert policy.reserve(stranger, False, NOW)[0] == c.OK
+    assert policy.admit(member, stranger, True, NOW)[1] == RelayLimits().stranger
+
+
+def test_strangers_are_refused_when_not_served() -> None:
+    policy = RelayPolicy(RelayLimits(serve_strangers=False))
+    member, stranger = peer(), peer()
+    assert policy.reserve(stranger, False, NOW) == (c.PERMISSION_DENIED, None)
+    policy.reserve(member, True, NOW)
+    assert policy.admit(stranger, member, False, NOW)[0] == c.PERMISSION_DENIED
+    assert policy.refused == {"stranger_reservation": 1, "stranger_circuit": 1}
+
+
+def test_no_circuit_without_a_reservation_and_slots_are_bounded() -> None:
+    policy = RelayPolicy(RelayLimits(max_reservations=2))
+    a, b, x = peer(), peer(), peer()
+    assert policy.admit(a, b, True, NOW)[0] == c.NO_RESERVATION
+    assert policy.reserve(a, True, NOW)[0] == c.OK
+    assert policy.reserve(b, True, NOW)[0] == c.OK
+    assert policy.reserve(x, True, NOW) == (c.RESERVATION_REFUSED, None)
+    assert policy.reserve(a, True, NOW)[0] == c.OK  # renewing takes no new slot
+
+
+def test_slots_expire_and_go_with_the_connection() -> None:
+    policy = RelayPolicy(RelayLimits(reservation_ttl=60))
+    a, b = peer(), peer()
+    policy.reserve(a, True, NOW)
+    policy.reserve(b, True, NOW)
+    assert policy.admit(b, a, True, NOW + 61)[0] == c.NO_RESERVATION
+    policy.release(b)
+    assert b not in policy.slots
+
+
+def test_circuits_are_capped_per_peer_and_in_total_and_released() -> None:
+    policy = RelayPolicy(RelayLimits(max_circuits=3, max_circuits_per_peer=2))
+    dst, s1, s2, s3, s4 = (peer() for _ in range(5))
+    policy.reserve(dst, True, NOW)
+    assert policy.admit(s1, dst, True, NOW)[0] == c.OK
+    assert policy.admit(s2, dst, True, NOW)[0] == c.OK
+    assert policy.admit(s3, dst, True, NOW)[0] == c.RESOURCE_LIMIT_EXCEEDED  # dst has 2 already
+    policy.circuit_closed(s1, dst)
+    assert policy.admit(s3, dst, True, NOW)[0] == c.OK
+    other = peer()
+    policy.reserve(other, True, NOW)
+    assert policy.admit(s4, other, True, NOW)[0] == c.OK  # 3 open: the total cap
+    assert policy.admit(s1, other, True, NOW)[0] == c.RESOURCE_LIMIT_EXCEEDED
+    assert policy.open_circuits == 3
+
+
+def test_a_peer_cannot_circuit_to_itself() -> None:
+    policy = RelayPolicy(RelayLimits())
+    a = peer()
+    policy.reserve(a, True, NOW)
+    assert policy.admit(a, a, True, NOW)[0] == c.PERMISSION_DENIED
