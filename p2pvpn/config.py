@@ -147,15 +147,13 @@ def split_peer_addr(text: str, key: str = "peers") -> tuple[ID, multiaddr.Multia
         maddr = multiaddr.Multiaddr(text)
     except Exception as exc:  # multiaddr raises several unrelated types for bad input
         raise ConfigError(f"{key}: malformed multiaddr {text!r}: {exc}") from None
-    try:
-        peer = maddr.value_for_protocol("p2p")
-    except Exception:  # raised when the protocol is absent
-        peer = None
-    if not peer:
+    # The last /p2p names the peer: in .../p2p/<relay>/p2p-circuit/p2p/<peer> the first one is the relay.
+    canonical = str(maddr)
+    head, sep, peer = canonical.rpartition("/p2p/")
+    if not sep or not head or not peer or "/" in peer:
         raise ConfigError(f"{key}: address {text!r} must end in /p2p/<peer-id>")
     peer_id = parse_peer_id(peer)
-    base = maddr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
-    return peer_id, base
+    return peer_id, multiaddr.Multiaddr(head)
 
 
 def parse_peer_id(text: str) -> ID:

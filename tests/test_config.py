@@ -56,3 +56,23 @@ def test_unreadable_file_is_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "config.toml").mkdir()  # unreadable as a file, even for root
     with pytest.raises(ConfigError, match="cannot read"):
         config.load(tmp_path)
+
+
+RELAY_ID = "12D3KooWAaBCFNxkuConJB4kG2pvevNntG7MdXwAgMmzTGrVT8kC"
+PEER_ID = "12D3KooWDp1bDuQmm8xcPr1oQqUMYGaMv3rNE6ujKUGZ8F3xiJ8H"
+
+
+def test_a_relayed_peer_address_names_the_peer_not_the_relay() -> None:
+    peer, base = config.split_peer_addr(f"/ip4/198.18.0.10/tcp/4242/p2p/{RELAY_ID}/p2p-circuit/p2p/{PEER_ID}")
+    assert str(peer) == PEER_ID
+    assert str(base) == f"/ip4/198.18.0.10/tcp/4242/p2p/{RELAY_ID}/p2p-circuit"
+
+
+@pytest.mark.parametrize("text", [
+    f"/ip4/198.18.0.10/tcp/4242/p2p/{RELAY_ID}/p2p-circuit",  # a relay's circuit address names no peer
+    f"/p2p/{PEER_ID}",                                         # a peer but nowhere to dial it
+    "/ip4/198.18.0.10/tcp/4242",
+])
+def test_static_relays_and_peers_must_end_in_a_peer_id(text: str) -> None:
+    with pytest.raises(ConfigError, match="static_relays: .* must end in /p2p/<peer-id>"):
+        config.validate(config.Config(static_relays=(text,)))

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
@@ -67,7 +68,11 @@ func main() {
 	if err != nil {
 		fatal("%v", err)
 	}
-	h, err := newHost(key, listen)
+	var extra []libp2p.Option
+	if mode == "probe" { // the probe may be given a /p2p-circuit address: it needs the relay client transport
+		extra = append(extra, libp2p.EnableRelay())
+	}
+	h, err := newHost(key, listen, extra...)
 	if err != nil {
 		fatal("starting host: %v", err)
 	}

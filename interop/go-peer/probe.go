@@ -6,9 +6,11 @@ package main
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 )
@@ -46,7 +48,8 @@ func runProbe(ctx context.Context, h host.Host, target string, protocols []strin
 	streams := map[string]any{}
 	ok := true
 	for _, p := range protocols {
-		s, err := h.NewStream(ctx, info.ID, protocol.ID(p))
+		// A relayed connection may be limited (the relay set a time/byte limit): allow streams on it anyway.
+		s, err := h.NewStream(network.WithAllowLimitedConn(ctx, "probe"), info.ID, protocol.ID(p))
 		if err != nil {
 			streams[p] = map[string]any{"ok": false, "error": err.Error()}
 			ok = false
@@ -57,6 +60,11 @@ func runProbe(ctx context.Context, h host.Host, target string, protocols []strin
 	}
 	result["streams"] = streams
 	result["ok"] = ok
+	result["relayed"] = conn.Stat().Limited || isCircuit(conn.RemoteMultiaddr().String())
 	emit("probe", result)
 	return ok
+}
+
+func isCircuit(addr string) bool {
+	return strings.Contains(addr, "/p2p-circuit")
 }
