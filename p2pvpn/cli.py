@@ -106,6 +106,13 @@ def up(
     relay_stranger_duration: RelayStrangerDurationOpt = None,
     relay_stranger_bytes: RelayStrangerBytesOpt = None,
     relay_serve_strangers: RelayServeStrangersOpt = None,
+    exit: Annotated[Optional[bool], typer.Option("--exit/--no-exit", help=_help("exit"))] = None,
+    exit_allow: Annotated[Optional[list[str]], typer.Option("--exit-allow", help=_help("exit_allow"))] = None,
+    exit_deny: Annotated[Optional[list[str]], typer.Option("--exit-deny", help=_help("exit_deny"))] = None,
+    exit_capacity_mbit: Annotated[Optional[int], typer.Option("--exit-capacity-mbit", help=_help("exit_capacity_mbit"))] = None,
+    exit_client_rate_mbit: Annotated[Optional[int], typer.Option("--exit-client-rate-mbit", help=_help("exit_client_rate_mbit"))] = None,
+    use_exit: Annotated[Optional[str], typer.Option("--use-exit", help=_help("use_exit"))] = None,
+    exit_via: Annotated[Optional[str], typer.Option("--exit-via", help=_help("exit_via"))] = None,
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
     cfg = config.load(
@@ -121,6 +128,9 @@ def up(
         relay_max_circuits_per_peer=relay_max_circuits_per_peer, relay_member_duration=relay_member_duration,
         relay_member_bytes=relay_member_bytes, relay_stranger_duration=relay_stranger_duration,
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
+        exit=exit, exit_allow=exit_allow or None, exit_deny=exit_deny or None,
+        exit_capacity_mbit=exit_capacity_mbit, exit_client_rate_mbit=exit_client_rate_mbit,
+        use_exit=use_exit, exit_via=exit_via,
     )
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
@@ -232,6 +242,14 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
                       if punch["enabled"] else "off")
     if reply.get("relay"):
         table.add_row("relay role", _relay_summary(reply["relay"]))
+    if reply.get("exit"):
+        role = reply["exit"]
+        counts = {name: c["packets"] for name, c in role["counters"].items()}
+        table.add_row("exit role", f"table {role['table']}, load {role['load_permille']}‰, "
+                      f"{role['throughput_mbit']} Mbit/s; packets: {_fmt_counts(counts)}")
+    if reply.get("exit_client"):
+        use = reply["exit_client"]
+        table.add_row("using exit", f"{use['current'] or '-'} ({use['mode']}, {use['switches']} switches)")
     out.print(table)
     out.print(_peers_table(reply.get("peers", [])))
 
@@ -265,6 +283,28 @@ def peers(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) -> 
         print(json.dumps(reply))
         return
     out.print(_peers_table(reply.get("peers", [])))
+
+
+@app.command()
+def exits(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) -> None:
+    """List the network's exits: policy, load, latency, score; the one in use is marked."""
+    reply = client.request(_control_path(directory), "exits")
+    if as_json:
+        print(json.dumps(reply))
+        return
+    table = Table(title=f"exits (mode {reply.get('mode')})")
+    for column in ("", "peer", "state", "path", "rtt ms", "load ‰", "capacity", "score"):
+        table.add_column(column)
+    table.add_column("policy", overflow="fold")
+    for c in reply.get("candidates", []):
+        pid = c["peer_id"]
+        score = "-" if c["score"] is None else (f"{c['score']:.1f}" if c["available"] else f"- ({c['reason']})")
+        policy = "allow " + ", ".join(c["allow"] or []) + ("\ndeny " + ", ".join(c["deny"]) if c["deny"] else "")
+        table.add_row("*" if c["in_use"] else "", f"{pid[:8]}…{pid[-6:]}", c["state"],
+                      f"{c['path'] or '-'}" + (f" via {c['relay'][:8]}…" if c.get("relay") else ""),
+                      "-" if c["rtt_ms"] is None else str(c["rtt_ms"]), str(c["load_permille"]),
+                      f"{c['capacity_mbit'] or '-'} Mbit/s", score, policy)
+    out.print(table)
 
 
 @app.command()

@@ -19,6 +19,7 @@ import multiaddr
 from libp2p.peer.id import ID
 
 from p2pvpn.errors import ConfigError
+from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, ExitPolicy
 
 CONFIG_FILE = "config.toml"
 DEFAULT_PORT = 4242
@@ -67,6 +68,20 @@ class Config:
     """Relay: bytes a relayed connection involving a non-member may carry (go-libp2p's default); 0 = no limit."""
     relay_serve_strangers: bool = True
     """Relay: also serve peers without a valid record in our network, with the stranger limits."""
+    exit: bool = False
+    """Offer the exit role: forward overlay traffic to the internet with masquerade, within exit_allow/exit_deny (root, nft)."""
+    exit_allow: tuple[str, ...] = DEFAULT_ALLOW
+    """Exit: destinations let out, as PREFIX[:PORTS] (e.g. 0.0.0.0/0, [::/0]:80,443); at most 16."""
+    exit_deny: tuple[str, ...] = DEFAULT_DENY
+    """Exit: destinations refused, deny wins over allow; default: private, loopback, link-local, multicast, CGNAT/overlay, reserved."""
+    exit_capacity_mbit: int = 0
+    """Exit: capacity advertised in our record (Mbit/s), and the base of the published load; 0 = not stated."""
+    exit_client_rate_mbit: int = 0
+    """Exit: per-client rate limit in Mbit/s, each direction; 0 = none."""
+    use_exit: str = "none"
+    """Send internet traffic through an exit: none, auto (choose among the network's exits) or an exit's peer ID."""
+    exit_via: str = ""
+    """Reach the exit through a circuit relay (auto or a relay's peer ID), so the exit never sees our address; empty = directly."""
     mdns: bool = False
     """Also find peers of the same network on the local link with mDNS."""
     announce: tuple[str, ...] = ()
@@ -169,6 +184,14 @@ def parse_peer_id(text: str) -> ID:
     return peer_id
 
 
+def _prefixed(key: str, text: str) -> ID:
+    try:
+        return parse_peer_id(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc} (expected none, auto or a peer ID)" if key == "use_exit"
+                          else f"{key}: {exc} (expected auto or a relay's peer ID)") from None
+
+
 def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
     if isinstance(default, bool):
@@ -238,6 +261,21 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"announce: malformed multiaddr {addr!r}: {exc}") from None
     if cfg.trust_members not in ("auto", "yes", "no"):
         raise ConfigError(f"trust_members: {cfg.trust_members!r} is not one of auto, yes, no")
+    ExitPolicy.build(cfg.exit_allow, cfg.exit_deny, cfg.network)  # one-line ConfigError for a bad entry
+    for name in ("exit_capacity_mbit", "exit_client_rate_mbit"):
+        if not 0 <= getattr(cfg, name) <= 1_000_000:
+            raise ConfigError(f"{name}: {getattr(cfg, name)} is out of range 0..1000000")
+    if cfg.use_exit not in ("none", "auto"):
+        _prefixed("use_exit", cfg.use_exit)
+    if cfg.use_exit != "none" and cfg.exit:
+        raise ConfigError("use_exit: an exit node does not use another exit (drop exit or use_exit)")
+    if cfg.exit_via:
+        if cfg.use_exit == "none":
+            raise ConfigError("exit_via: needs use_exit (auto or an exit's peer ID)")
+        if cfg.dht == "off" or not cfg.bootstrap:
+            raise ConfigError("exit_via: needs the DHT and a bootstrap peer (the relay and exits are found there)")
+        if cfg.exit_via != "auto":
+            _prefixed("exit_via", cfg.exit_via)
     if cfg.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not cfg.listen:

@@ -30,6 +30,12 @@ from p2pvpn.discovery.dht import Dht
 from p2pvpn.discovery.record import NodeRecord, RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.errors import ConfigError, P2pvpnError
+from p2pvpn.exit import marking
+from p2pvpn.exit.client_routes import MARK
+from p2pvpn.exit.forwarding import require_root
+from p2pvpn.exit.multihop import HiddenPath, hidden_config, keep_relay_slots
+from p2pvpn.exit.nft import require_nft
+from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
@@ -56,6 +62,8 @@ class Node:
         directory: Path,
         tun_factory: TunFactory = LinuxTun,
     ) -> None:
+        if config.exit_via:  # dial-out only, through a relay (p2pvpn.exit.multihop)
+            config = hidden_config(config)
         self.config = config
         self.key_pair = key_pair
         self.directory = directory
@@ -70,6 +78,8 @@ class Node:
         self.discovery: Discovery | None = None
         self.traversal: Traversal | None = None
         self.relay: RelayService | None = None
+        self.exit_server: ExitServer | None = None
+        self.exit_client: ExitClient | None = None
         self._mdns_peers: set[ID] = set()
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
@@ -85,6 +95,11 @@ class Node:
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         cfg = self.config
+        if cfg.exit or cfg.use_exit != "none":  # before the TUN: say what is missing in one line
+            require_root("--exit" if cfg.exit else "--use-exit")
+            require_nft()
+        if cfg.use_exit != "none":
+            marking.install(MARK)  # before any libp2p socket exists (p2pvpn.exit.marking)
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
@@ -105,15 +120,24 @@ class Node:
                     self.manager = manager
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
-                    async with trio.open_nursery() as inner, self._discovery(host, manager) as discovery:
+                    async with (
+                        self._exits(manager, routes),
+                        trio.open_nursery() as inner,
+                        self._discovery(host, manager) as discovery,
+                    ):
                         self.traversal = Traversal(host, cfg, discovery.dht if discovery else None, discovery,
                                                    self._republish)
+                        if cfg.exit:  # multi-hop clients reach an exit only through a relay it holds a slot on
+                            keep_relay_slots(self.traversal.keeper)
                         await inner.start(self.traversal.run)
                         if cfg.relay:
                             self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
+                        for exit_part in (self.exit_server, self.exit_client):
+                            if exit_part is not None:
+                                await inner.start(exit_part.run)
                         if discovery is not None:
                             await inner.start(discovery.run)
                             if cfg.mdns:
@@ -126,6 +150,25 @@ class Node:
             finally:
                 tun.close()
                 nursery.cancel_scope.cancel()
+
+    # -- exits ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _exits(self, manager: SessionManager, routes: RouteTable[ID]) -> AsyncIterator[None]:
+        """The exit role (forwarding, nft table) or exit use (policy routing), removed on the way out."""
+        cfg = self.config
+        if cfg.exit:
+            self.exit_server = ExitServer(cfg, self.peer_id, self.directory, self._republish)
+            with self.exit_server.running():
+                yield
+        elif cfg.use_exit != "none":
+            pinned = None if cfg.use_exit == "auto" else parse_peer_id(cfg.use_exit)
+            hidden = HiddenPath(cfg, manager.host, manager, lambda: self.discovery) if cfg.exit_via else None
+            self.exit_client = ExitClient(cfg, self.peer_id, self.directory, manager, routes, pinned, hidden)
+            with self.exit_client.installed():
+                yield
+        else:
+            yield
 
     # -- discovery -------------------------------------------------------------
 
@@ -143,7 +186,7 @@ class Node:
             discovery = Discovery(
                 dht, self.key_pair, self.peer_id, cfg.network,
                 local=lambda: self.addresses,
-                addrs=host.advertised,
+                addrs=(lambda: []) if cfg.exit_via else host.advertised,  # --exit-via: publish no address
                 bootstrap=cfg.bootstrap_infos(),
                 on_record=self._on_record,
                 on_expired=manager.forget,
@@ -163,6 +206,8 @@ class Node:
         roles: dict[str, object] = {}
         if self.config.relay:
             roles["relay"] = RelayRole(self.config.relay_max_reservations, self.config.relay_max_circuits)
+        if self.exit_server is not None:
+            roles["exit"] = self.exit_server.role()
         if self.traversal is not None:
             roles["relay_addrs"] = self.traversal.keeper.relay_addrs()
         return roles
@@ -235,6 +280,8 @@ class Node:
             return self.status()
         if cmd == "peers":
             return {"peers": self.peers()}
+        if cmd == "exits":
+            return self.exit_client.describe() if self.exit_client is not None else list_exits(self.manager)
         return {"error": f"unknown command {cmd!r}"}
 
     def peers(self) -> list[dict[str, Any]]:
@@ -257,6 +304,13 @@ class Node:
             "address_index": self.addresses.index,
         }
 
+    def _exit_client_status(self) -> dict[str, Any] | None:
+        client = self.exit_client
+        if client is None:
+            return None
+        return {"mode": client.mode, "current": str(client.current) if client.current else None,
+                "since": client.since or None, "switches": max(0, len(client.history) - 1)}
+
     def status(self) -> dict[str, Any]:
         manager = self.manager
         return {
@@ -276,6 +330,8 @@ class Node:
             "discovery": self._discovery_status(),
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
+            "exit": self.exit_server.status() if self.exit_server else None,
+            "exit_client": self._exit_client_status(),
             "peers": self.peers(),
         }
 

@@ -4,6 +4,12 @@ Outbound: which peer gets a packet for this destination? Inbound: may the
 peer that sent this packet use this source address? Using the same table for
 both is what makes anti-spoofing hold: a peer can only ever send from the
 addresses we would route to it.
+
+A client using an exit also has a *default* peer (WireGuard's AllowedIPs
+``0.0.0.0/0, ::/0`` for that one peer): destinations outside the overlay
+go to it, and only it may send packets from outside sources. Overlay
+addresses never fall through to the default: an unknown overlay address
+is a missing peer, not a destination on the internet.
 """
 
 from __future__ import annotations
@@ -20,6 +26,28 @@ class RouteTable(Generic[PeerKey]):
     def __init__(self) -> None:
         self._routes: dict[bytes, PeerKey] = {}
         self._by_peer: dict[PeerKey, tuple[bytes, ...]] = {}
+        self._default: PeerKey | None = None
+        self._v6_overlay = b""  # first 8 bytes of the network's ULA /64, set with the default
+
+    def set_default(self, peer: PeerKey | None, v6_overlay_prefix: bytes = b"") -> None:
+        """Send non-overlay destinations to ``peer`` (None: nowhere) and accept any non-overlay source from it.
+
+        ``v6_overlay_prefix``: the 8 bytes of the network's ULA /64 (the IPv4
+        overlay is always 100.64.0.0/10).
+        """
+        if peer is not None and len(v6_overlay_prefix) != 8:
+            raise ValueError("the overlay's IPv6 /64 prefix must be 8 bytes")
+        self._default = peer
+        self._v6_overlay = v6_overlay_prefix
+
+    @property
+    def default(self) -> PeerKey | None:
+        return self._default
+
+    def _outside(self, address: bytes) -> bool:
+        if len(address) == 4:
+            return not (address[0] == 100 and address[1] & 0xC0 == 64)  # 100.64.0.0/10
+        return address[:8] != self._v6_overlay
 
     def set_peer(self, peer: PeerKey, addresses: Iterable[bytes]) -> None:
         """Route ``addresses`` to ``peer``, replacing the peer's previous addresses."""
@@ -40,11 +68,17 @@ class RouteTable(Generic[PeerKey]):
             self._routes.pop(addr, None)
 
     def lookup(self, destination: bytes) -> PeerKey | None:
-        return self._routes.get(destination)
+        peer = self._routes.get(destination)
+        if peer is None and self._default is not None and self._outside(destination):
+            return self._default
+        return peer
 
     def source_allowed(self, peer: PeerKey, source: bytes) -> bool:
         """True only if ``source`` is an address we would route to ``peer``."""
-        return self._routes.get(source) == peer
+        owner = self._routes.get(source)
+        if owner is not None:
+            return owner == peer
+        return self._default is not None and peer == self._default and self._outside(source)
 
     def addresses(self, peer: PeerKey) -> tuple[bytes, ...]:
         return self._by_peer.get(peer, ())

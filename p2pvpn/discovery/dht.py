@@ -51,6 +51,7 @@ PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
 HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
 PROVIDER_ADDR_TTL = 600  # seconds the addresses a provider record carried stay in the peerstore
+CLOSEST_REUSE = 30.0    # seconds a walk's closest peers of a provider key are asked again without a new walk
 OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own record
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
@@ -105,6 +106,7 @@ class Dht:
         )
         self._nursery: trio.Nursery | None = None
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
+        self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
 
     @asynccontextmanager
@@ -229,7 +231,8 @@ class Dht:
         key = bytes.fromhex(rec.provider_key(self.network, role))
         found: dict[ID, PeerInfo] = {p.peer_id: p for p in store.get_providers(key)}
         with trio.move_on_after(QUERY_TIMEOUT):
-            closest = list(await self.kad.peer_routing.find_closest_peers_network(key))
+            closest = await self._closest_peers(key)
+            answered: list[ID] = []
 
             async def ask(peer_id: ID) -> None:
                 with trio.move_on_after(QUERY_TIMEOUT / 2):
@@ -238,6 +241,7 @@ class Dht:
                     except STREAM_ERRORS as exc:
                         log.debug("GET_PROVIDERS from %s failed: %r", peer_id, exc)
                         return
+                    answered.append(peer_id)
                     for info in providers:
                         found.setdefault(info.peer_id, info)
                         if info.addrs and info.peer_id != self.host.peer_id:  # lets get_record ask the owner
@@ -247,7 +251,26 @@ class Dht:
                 for peer_id in closest[:BUCKET_SIZE]:
                     if peer_id != self.host.peer_id:
                         nursery.start_soon(ask, peer_id)
+            if len(answered) < len([p for p in closest[:BUCKET_SIZE] if p != self.host.peer_id]):
+                self._closest.pop(key, None)  # someone did not answer: walk the DHT again next time
         return list(found.values())[:MAX_PROVIDERS]
+
+    async def _closest_peers(self, key: bytes) -> list[ID]:
+        """The peers closest to ``key``, from a FIND_NODE walk at most every CLOSEST_REUSE s.
+
+        Every round of every member looks up the same provider key, and the
+        walk (up to 20 FIND_NODE requests) is most of the round's cost; the
+        closest peers of one key change only as nodes come and go, so a
+        change in our routing table, or a peer that stops answering, forces
+        a new walk.
+        """
+        table = self.routing_table_size()
+        cached = self._closest.get(key)
+        if cached is not None and cached[1] == table and trio.current_time() - cached[0] < CLOSEST_REUSE and cached[2]:
+            return cached[2]
+        closest = list(await self.kad.peer_routing.find_closest_peers_network(key))
+        self._closest[key] = (trio.current_time(), table, closest)
+        return closest
 
     async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.

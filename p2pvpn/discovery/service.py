@@ -157,17 +157,21 @@ class Discovery:
     async def find_once(self) -> None:
         """One discovery round: providers -> records -> verified -> handed over; expire the rest."""
         self.rounds += 1
+        started = trio.current_time()
         try:
             providers = await self.dht.find_providers("members")
         except STREAM_ERRORS as exc:
             log.debug("find_providers failed: %r", exc)
             providers = []
+        found = trio.current_time()
         peers = [p.peer_id for p in providers if p.peer_id != self.peer_id][:MAX_MEMBERS]
         limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for peer_id in peers:
                 nursery.start_soon(self._fetch, peer_id, limiter)
         self._expire()
+        log.debug("round %d: %d providers in %.1f s, records in %.1f s; %d members known", self.rounds, len(peers),
+                  found - started, trio.current_time() - found, len(self.known))
 
     async def lookup(self, peer_id: ID) -> rec.NodeRecord | None:
         """Fetch and verify one peer's record now (an unknown peer is dialing us)."""

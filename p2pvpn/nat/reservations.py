@@ -53,12 +53,14 @@ class RelayKeeper:
         self.reservations: dict[ID, c.Reservation] = {}
         self._dialed: dict[ID, list[multiaddr.Multiaddr]] = {}  # where we reached each relay
         self.enabled = False
+        self.always = False  # hold slots even while reachable (an exit, for clients that reach it only via relays)
         self._wake = trio.Event()
         self._next_search = 0.0
         self._backoff: dict[ID, tuple[float, float]] = {}  # relay -> (retry at, current delay)
         self.failures: Counter[str] = Counter()
 
     def enable(self, on: bool) -> None:
+        on = on or self.always
         if on != self.enabled:
             self.enabled = on
             self._next_search = 0.0

@@ -38,6 +38,7 @@ from p2pvpn import addressing
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.errors import P2pvpnError
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
+from p2pvpn.nat.circuit import CircuitError
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, make_hello
 from p2pvpn.session.peer import Peer, PeerState
@@ -114,6 +115,8 @@ class SessionManager:
         # told when a member with a lower peer ID claims our IPv4.
         self.member_lookup: Callable[[ID], Awaitable[NodeRecord | None]] | None = None
         self.on_local_collision: Callable[[NodeRecord], None] | None = None
+        # Set by exit use with --exit-via: the addresses we actually dial a peer at (through a relay).
+        self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
 
     # -- peers -------------------------------------------------------------
 
@@ -121,7 +124,7 @@ class SessionManager:
         """A peer we keep a tunnel to; its routes exist before it connects so packets queue."""
         peer = self._ensure_peer(peer_id, learned_from="static")
         peer.learned_from = "static"
-        peer.dial_addrs = addrs
+        peer.dial_addrs = self.rewrite_dial_addrs(peer_id, addrs) if self.rewrite_dial_addrs else addrs
         self._want(peer)
         return peer
 
@@ -167,6 +170,8 @@ class SessionManager:
         peer.record = record
         peer.record_fetched = time.time()
         addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        if self.rewrite_dial_addrs is not None:
+            addrs = self.rewrite_dial_addrs(peer_id, addrs)
         if addrs != peer.dial_addrs:
             peer.dial_addrs = addrs
             peer.addrs_changed.set()  # e.g. the peer got relay slots: a dial on the old addresses is moot
@@ -271,7 +276,7 @@ class SessionManager:
                 continue
             try:
                 stream = await self._dial_once(peer)
-            except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+            except (trio.TooSlowError, CircuitError, *STREAM_ERRORS) as exc:  # a relay's refusal is a failed dial too
                 peer.last_error = f"dial failed: {_one_line(exc)}"
                 log.debug("dial %s failed: %r", peer.peer_id, exc)
                 with trio.move_on_after(next(delays)):
@@ -301,8 +306,11 @@ class SessionManager:
                 nursery.start_soon(abandon_when_changed)
                 stream = await self.host.open_stream(peer.peer_id, peer.dial_addrs, PROTOCOL_ID)
                 nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:  # the nursery wraps the dial's error; _dial_loop handles the error itself
-            raise group.exceptions[0] if len(group.exceptions) == 1 else group
+        except BaseExceptionGroup as group:  # nurseries (ours, the host's) wrap the dial's error; _dial_loop handles it
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            raise error from None
         return stream
 
     async def _migrate_loop(self) -> None:

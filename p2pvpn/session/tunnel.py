@@ -18,7 +18,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from p2pvpn.dataplane.egress import send_to_peer
+from p2pvpn.dataplane.egress import RELAYED_FRAME_GAP, send_to_peer
 from p2pvpn.dataplane.ingress import READ_SIZE, receive_from_peer
 from p2pvpn.host import STREAM_ERRORS, describe_path
 from p2pvpn.routing import RouteTable
@@ -44,6 +44,7 @@ class Tunnel:
         self.created = time.monotonic()
         self.path: dict[str, Any] = describe_path(stream)
         self.rtt: float | None = None
+        self.last_reply: float | None = None  # trio time of the last keepalive reply (exit selection's probe)
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self.remote_close: Close | None = None
@@ -159,7 +160,8 @@ class Tunnel:
             if frame.reply:
                 sent = self._pings.pop(frame.seq, None)
                 if sent is not None:
-                    self.rtt = trio.current_time() - sent
+                    self.last_reply = trio.current_time()
+                    self.rtt = self.last_reply - sent
             else:
                 await self.write(encode(Keepalive(seq=frame.seq, reply=True)))
         elif isinstance(frame, Close):
@@ -182,15 +184,23 @@ class Tunnel:
                 if now - self._last_rx > DEAD_AFTER_KEEPALIVES * interval:
                     self.close(CloseCode.TIMEOUT, f"nothing received for {now - self._last_rx:.0f} s")
                     return
-                self._ping_seq += 1
-                self._pings[self._ping_seq] = now
-                if len(self._pings) > MAX_PENDING_PINGS:
-                    self._pings.pop(min(self._pings))
-                await self.write(encode(Keepalive(seq=self._ping_seq)))
+                await self.probe()
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             self._note_gone(f"keepalive failed: {type(exc).__name__}")
             if self._scope is not None:
                 self._scope.cancel()
+
+    async def probe(self) -> None:
+        """Send a keepalive request now; its reply updates ``rtt`` and ``last_reply``.
+
+        The keepalive loop calls it every interval; exit selection calls it
+        more often for the exits it considers, to notice a dead one fast.
+        """
+        self._ping_seq += 1
+        self._pings[self._ping_seq] = trio.current_time()
+        if len(self._pings) > MAX_PENDING_PINGS:
+            self._pings.pop(min(self._pings))
+        await self.write(encode(Keepalive(seq=self._ping_seq)))
 
     async def _send(self, peer: Peer, tun: TunDevice) -> None:
         with trio.CancelScope() as self._send_scope:
@@ -198,7 +208,8 @@ class Tunnel:
                 return
             await self._active.wait()
             try:
-                await send_to_peer(peer, self.write, tun.offload, self.offload)
+                gap = RELAYED_FRAME_GAP if self.path.get("path") == "relayed" else 0.0
+                await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
                 self._note_gone(f"write failed: {type(exc).__name__}")
                 if self._scope is not None:

@@ -1,0 +1,130 @@
+"""What an exit lets out of the overlay: allow/deny entries, deny wins, checked per packet.
+
+Theory of operation: the policy is the list format of docs/protocol.md
+§12.6 (``PREFIX[:PORTS]``, ports for TCP and UDP). A destination leaves
+when it matches some ``allow`` entry and no ``deny`` entry; an entry with
+ports matches only TCP and UDP packets to those ports, one without ports
+matches every protocol. Two kinds of destination never leave, whatever
+the configuration says: the overlay itself (100.64.0.0/10 and the
+network's ULA /64: peers are reached through their own tunnels, and an
+exit must not become a way around the source check). Everything else
+that RFC 6890 marks as not globally reachable is in :data:`DEFAULT_DENY`,
+which a configuration may replace (a lab, a company exit into its LAN).
+
+The same object renders the nftables rules that enforce it
+(:mod:`p2pvpn.exit.nft`) and the summary published in the exit's record;
+:meth:`ExitPolicy.check` is the reference the rules are tested against.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from p2pvpn.addressing import OVERLAY_V4_NET, network_v6_prefix
+from p2pvpn.discovery.record import MAX_POLICY_ENTRIES, PolicyEntry, RecordError, parse_policy_entry
+from p2pvpn.errors import ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+TCP = 6
+UDP = 17
+
+DEFAULT_ALLOW: tuple[str, ...] = ("0.0.0.0/0", "[::/0]")
+"""Everything that is not denied."""
+
+DEFAULT_DENY: tuple[str, ...] = (
+    "0.0.0.0/8",         # "this network"
+    "10.0.0.0/8",        # private (RFC 1918)
+    "100.64.0.0/10",     # shared address space / CGNAT (and our overlay)
+    "127.0.0.0/8",       # loopback
+    "169.254.0.0/16",    # link-local
+    "172.16.0.0/12",     # private (RFC 1918)
+    "192.168.0.0/16",    # private (RFC 1918)
+    "224.0.0.0/4",       # multicast
+    "240.0.0.0/4",       # reserved, and the limited broadcast address
+    "[::/127]",          # unspecified and loopback
+    "[fc00::/7]",        # unique local (our overlay's ULA is inside)
+    "[fe80::/10]",       # link-local
+    "[ff00::/8]",        # multicast
+)
+"""Not globally reachable (RFC 6890); 198.18.0.0/15 (benchmarking) is deliberately not here."""
+
+
+class Verdict(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "denied"          # matched a deny entry
+    NOT_ALLOWED = "not_allowed"  # matched no allow entry
+    OVERLAY = "overlay"      # an overlay destination: never forwarded
+
+
+@dataclass(frozen=True, slots=True)
+class ExitPolicy:
+    """An exit's policy: parsed ``allow`` and ``deny`` entries, plus the overlay it never forwards to."""
+
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+    overlay: tuple[IPNetwork, ...]
+    allow_entries: tuple[PolicyEntry, ...]
+    deny_entries: tuple[PolicyEntry, ...]
+
+    @classmethod
+    def build(cls, allow: Sequence[str], deny: Sequence[str], network: str) -> ExitPolicy:
+        """Parse the entries (one-line ConfigError naming the bad one) for ``network``'s overlay."""
+        parsed: dict[str, list[PolicyEntry]] = {"allow": [], "deny": []}
+        for key, entries in (("allow", allow), ("deny", deny)):
+            if len(entries) > MAX_POLICY_ENTRIES:
+                raise ConfigError(f"exit_{key}: {len(entries)} entries, at most {MAX_POLICY_ENTRIES} "
+                                  "(they are published in the node record)")
+            for entry in entries:
+                try:
+                    parsed[key].append(parse_policy_entry(entry))
+                except RecordError as exc:
+                    raise ConfigError(f"exit_{key}: {exc}") from None
+        overlay: tuple[IPNetwork, ...] = (OVERLAY_V4_NET, network_v6_prefix(network))
+        return cls(tuple(allow), tuple(deny), overlay, tuple(parsed["allow"]), tuple(parsed["deny"]))
+
+    def check(self, destination: IPAddress, protocol: int, port: int | None) -> Verdict:
+        """The verdict for a packet to ``destination`` (``port``: TCP/UDP destination port, else None)."""
+        if any(destination.version == net.version and destination in net for net in self.overlay):
+            return Verdict.OVERLAY
+        if any(_matches(e, destination, protocol, port) for e in self.deny_entries):
+            return Verdict.DENY
+        if any(_matches(e, destination, protocol, port) for e in self.allow_entries):
+            return Verdict.ALLOW
+        return Verdict.NOT_ALLOWED
+
+    def summary(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(allow, deny) as published in ExitRole: the configured entries, plus the overlay if room is left.
+
+        The overlay is denied whatever the configuration says; saying so in the
+        summary keeps the record honest when ``deny`` was replaced.
+        """
+        deny = list(self.deny)
+        for net in self.overlay:
+            covered = any(e.network.version == net.version and net.subnet_of(e.network) and not e.ports  # type: ignore[arg-type]
+                          for e in self.deny_entries)
+            if not covered and len(deny) < MAX_POLICY_ENTRIES:
+                deny.append(_entry_text(net))
+        return self.allow, tuple(deny)
+
+    def describe(self) -> dict[str, object]:
+        return {"allow": list(self.allow), "deny": list(self.deny),
+                "always_denied": [_entry_text(net) for net in self.overlay]}
+
+
+def _matches(entry: PolicyEntry, destination: IPAddress, protocol: int, port: int | None) -> bool:
+    if destination.version != entry.network.version or destination not in entry.network:
+        return False
+    if not entry.ports:
+        return True
+    if protocol not in (TCP, UDP) or port is None:
+        return False
+    return any(low <= port <= high for low, high in entry.ports)
+
+
+def _entry_text(net: IPNetwork) -> str:
+    return str(net) if net.version == 4 else f"[{net}]"

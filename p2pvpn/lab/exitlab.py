@@ -1,0 +1,218 @@
+"""A lab for the exit role: a client, two exits, a relay, and an "internet" with a web server.
+
+::
+
+                        switch lan: br0, 198.18.1.0/24 (the overlay's underlay)
+        ┌──────────────────┬───────────────┴───┬────────────────────┐
+     client             exit1                exit2               relay
+   198.18.1.3        198.18.1.1           198.18.1.2          198.18.1.10
+   p2pvpn up         p2pvpn up --exit     p2pvpn up --exit    p2pvpn relay (bootstrap, DHT)
+   default via       eth1 203.0.113.1     eth1 203.0.113.2
+   198.18.1.254           └─────── switch net: br0, 203.0.113.0/24 ("the internet")
+   (nobody there)                              │
+                                              www 203.0.113.10 and .20
+                                              python -m http.server 8080
+
+The client's own default route leads nowhere (no host has 198.18.1.254),
+so whatever reaches the web server went through an exit. The server logs
+each request's source address, which must be an exit's 203.0.113.x.
+
+Everything is named with the lab's prefix; :meth:`ExitLab.close` stops the
+processes and deletes the namespaces and directories, also after a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from p2pvpn.control import client
+from p2pvpn.errors import ControlError
+from p2pvpn.lab.demo import Lab, LabNode
+from p2pvpn.lab.natlab import NOBODY, RelayProc
+from p2pvpn.lab.topology import Host, LabError, Topology
+
+LAN = "198.18.1.0/24"
+NET = "203.0.113.0/24"
+EXIT_LAN_IPS = ("198.18.1.1", "198.18.1.2")
+EXIT_NET_IPS = ("203.0.113.1", "203.0.113.2")
+CLIENT_IP = "198.18.1.3"
+RELAY_IP = "198.18.1.10"
+NOWHERE = "198.18.1.254"
+WWW_IP = "203.0.113.10"
+WWW_IP_DENIED = "203.0.113.20"
+WWW_PORT = 8080
+BIG_FILE = "big.bin"
+BIG_SIZE = 64 << 20
+_LOG_RE = re.compile(r"^(\S+) - - \[[^]]*\] \"GET (\S+)")
+
+
+class ExitLab:
+    """``with ExitLab() as lab: lab.start_relay(); lab.start_exits(); lab.start_client("--use-exit", "auto")``."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self.topo = Topology(prefix)
+        self.prefix = self.topo.prefix
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self.workdir.chmod(0o711)  # the relay (user nobody) must reach its own directory
+        self.exits: list[LabNode] = []
+        self.client: LabNode | None = None
+        self.relay: RelayProc | None = None
+        self.www: Host | None = None
+        self.www_proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ExitLab:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def tun_name(self) -> str:
+        return f"{self.prefix}-vpn"[:15]
+
+    def build(self) -> None:
+        names = ["exit1", "exit2", "client", "relay"]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            infos = dict(zip(names, pool.map(Lab.init_node, [self.workdir / n for n in names])))
+        lan = self.topo.add_switch("lan", LAN)
+        net = self.topo.add_switch("net", NET)
+        for i in range(2):
+            host = self.topo.add_host(f"exit{i + 1}")
+            self.topo.attach(host, lan, EXIT_LAN_IPS[i])
+            self.topo.attach(host, net, EXIT_NET_IPS[i], iface="eth1")
+            self.exits.append(self._node(host, EXIT_LAN_IPS[i], infos[host.name]))
+        host = self.topo.add_host("client")
+        self.topo.attach(host, lan, CLIENT_IP)
+        host.add_route("default", NOWHERE)
+        self.client = self._node(host, CLIENT_IP, infos["client"])
+        relay_host = self.topo.add_host("relay")
+        self.topo.attach(relay_host, lan, RELAY_IP)
+        directory = self.workdir / "relay"
+        for path in (directory, *directory.iterdir()):
+            shutil.chown(path, NOBODY, NOBODY)  # `p2pvpn relay` runs as nobody
+        self.relay = RelayProc("relay", relay_host, directory, RELAY_IP, infos["relay"]["peer_id"])
+        self.www = self.topo.add_host("www")
+        self.topo.attach(self.www, net, WWW_IP)
+        self.www.run("ip", "addr", "add", f"{WWW_IP_DENIED}/24", "dev", "eth0")
+        site = self.workdir / "www"
+        site.mkdir()
+        (site / "hello.txt").write_text("hello from the internet\n")
+        with open(site / BIG_FILE, "wb") as f:
+            f.truncate(BIG_SIZE)
+
+    def _node(self, host: Host, address: str, info: dict[str, str]) -> LabNode:
+        return LabNode(name=host.name, host=host, directory=self.workdir / host.name, address=address,
+                       tun=self.tun_name, peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"])
+
+    # -- processes ---------------------------------------------------------------
+
+    def start_www(self) -> None:
+        assert self.www is not None
+        log = open(self.workdir / "www.log", "ab")
+        try:
+            self.www_proc = self.www.popen("python3", "-u", "-m", "http.server", str(WWW_PORT), "--bind", "0.0.0.0",
+                                           "--directory", str(self.workdir / "www"),
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        self.www.wait_listening(WWW_PORT, timeout=30)
+
+    def start_relay(self, *extra: str) -> None:
+        assert self.relay is not None
+        self.relay.start(*extra)
+        self.relay.host.wait_listening(self.relay.port, timeout=60)
+
+    def bootstrap_args(self) -> list[str]:
+        assert self.relay is not None
+        return ["--bootstrap", self.relay.dial_addr]
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(source address, path) of every request the web server logged, in order."""
+        try:
+            text = (self.workdir / "www.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return [(m[1], m[2]) for line in text.splitlines() if (m := _LOG_RE.match(line))]
+
+    def curl(self, url: str, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+        """curl from the client's namespace; never raises (exit code 124 when our bound hit)."""
+        assert self.client is not None
+        argv = ["curl", "-sS", "--max-time", f"{timeout:g}", *args, url]
+        try:
+            return self.client.host.run(*argv, check=False, timeout=timeout + 5)
+        except LabError as exc:
+            return subprocess.CompletedProcess(argv, 124, "", str(exc))
+
+    def exits_view(self, timeout: float = 3.0) -> dict[str, Any]:
+        assert self.client is not None
+        return client.request(self.client.control_path, "exits", timeout=timeout)
+
+    def current_exit(self) -> str | None:
+        try:
+            return self.exits_view(timeout=2).get("current")  # type: ignore[no-any-return]
+        except ControlError:
+            return None
+
+    def exit_by_id(self, peer_id: str) -> LabNode:
+        return next(e for e in self.exits if e.peer_id == peer_id)
+
+    def exit_net_ip(self, node: LabNode) -> str:
+        return EXIT_NET_IPS[self.exits.index(node)]
+
+    def close(self) -> None:
+        try:
+            self.topo.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def snapshot(host: Host) -> dict[str, str]:
+    """What --use-exit must leave as it found: policy rules, every routing table, the nft ruleset."""
+    out = {}
+    for name, argv in (
+        ("rules4", ("ip", "-4", "rule", "show")), ("rules6", ("ip", "-6", "rule", "show")),
+        ("routes4", ("ip", "-4", "route", "show", "table", "all")),
+        ("routes6", ("ip", "-6", "route", "show", "table", "all")),
+        ("nft", ("nft", "list", "ruleset")),
+        ("src_valid_mark", ("sysctl", "-n", "net.ipv4.conf.all.src_valid_mark")),
+    ):  # fmt: skip
+        out[name] = host.run(*argv).stdout
+    return out
+
+
+def wait_for(check: Any, timeout: float, poll: float = 0.2) -> Any:
+    """Poll ``check()`` until truthy or ``timeout`` s; its last value (bounded in count and time)."""
+    deadline = time.monotonic() + timeout
+    result = None
+    for _ in range(int(timeout / poll) + 1):
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(poll)
+    return result
+
+
+def counters(node: LabNode) -> dict[str, dict[str, int]]:
+    """The exit's nft counters as ``p2pvpn status`` reports them ({} if it does not answer)."""
+    try:
+        return (node.status(timeout=2).get("exit") or {}).get("counters", {})  # type: ignore[no-any-return]
+    except ControlError:
+        return {}
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)[:3000]
