@@ -17,6 +17,7 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p import new_host
+from libp2p.network.config import ConnectionConfig
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
@@ -74,6 +75,11 @@ class Host:
             enable_quic=enable_quic,
             addrs_factory=self._advertised,
             enable_mDNS=mdns,
+            # No auto-connector: py-libp2p's default dials peers from the peerstore until it
+            # holds 100-300 connections, again and again, dead ones included (after a member
+            # leaves, eleven nodes dialed it ~200 times in 25 s). Every connection we need
+            # (tunnels, DHT queries, relays) is dialed when needed.
+            connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
         )
 
     @property

@@ -52,6 +52,7 @@ QUERY_TIMEOUT = 20.0
 HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
 PROVIDER_ADDR_TTL = 600  # seconds the addresses a provider record carried stay in the peerstore
 CLOSEST_REUSE = 30.0    # seconds a walk's closest peers of a provider key are asked again without a new walk
+OWNER_HEAD_START = 1.0  # seconds the owner has to answer before a lookup starts alongside
 OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own record
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
@@ -303,18 +304,50 @@ class Dht:
             self._asked.pop(next(iter(self._asked)))
         fetched: bytes | None = None
         try:
-            fetched = await self._from_owner(peer_id, key)
-            if fetched is None:
-                with trio.move_on_after(QUERY_TIMEOUT):
-                    try:
-                        fetched = await self.kad.get_value(key)
-                    except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
-                        log.debug("no valid record for %s: %s", peer_id, exc)
+            fetched = await self._fetch(peer_id, key)
         finally:
             best = self._best(key, fetched, kept)
             if kept is not None and best is not None:  # what we stored stays stored (servers answer from it)
                 self.kad.value_store.put(key.encode(), best)
         return best
+
+    async def _fetch(self, peer_id: ID, key: str) -> bytes | None:
+        """The owner's answer if it gives one, else what an iterative lookup finds.
+
+        The lookup starts only if the owner has not answered within
+        OWNER_HEAD_START s (or failed): a reachable owner answers in
+        milliseconds and no lookup is made, while one behind a NAT, whose
+        stale private address we may dial in vain, costs a second, not the
+        whole OWNER_TIMEOUT. Whichever answers first after that wins.
+        """
+        found: dict[str, bytes] = {}
+        owner_failed = trio.Event()
+
+        async def ask_owner(cancel: trio.CancelScope) -> None:
+            value = await self._from_owner(peer_id, key)
+            if value is None:
+                owner_failed.set()
+                return
+            found["owner"] = value
+            cancel.cancel()
+
+        async def look_up(cancel: trio.CancelScope) -> None:
+            with trio.move_on_after(OWNER_HEAD_START):
+                await owner_failed.wait()
+            with trio.move_on_after(QUERY_TIMEOUT):
+                try:
+                    value = await self.kad.get_value(key)
+                except rec.RecordError as exc:  # every copy found was invalid (e.g. expired during the query)
+                    log.debug("no valid record for %s: %s", peer_id, exc)
+                    return
+                if value is not None:
+                    found["network"] = value
+                    cancel.cancel()  # an owner silent this long is not reachable from here
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_owner, nursery.cancel_scope)
+            nursery.start_soon(look_up, nursery.cancel_scope)
+        return found.get("owner") or found.get("network")
 
     async def _from_owner(self, peer_id: ID, key: str) -> bytes | None:
         """Ask the record's owner itself (one GET_VALUE), if it serves the DHT and has addresses.

@@ -165,6 +165,7 @@ class Discovery:
             providers = []
         found = trio.current_time()
         peers = [p.peer_id for p in providers if p.peer_id != self.peer_id][:MAX_MEMBERS]
+        peers = [p for p in peers if self._due(p)]
         limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for peer_id in peers:
@@ -172,6 +173,23 @@ class Discovery:
         self._expire()
         log.debug("round %d: %d providers in %.1f s, records in %.1f s; %d members known", self.rounds, len(peers),
                   found - started, trio.current_time() - found, len(self.known))
+
+    def _due(self, peer_id: ID) -> bool:
+        """Whether this round should fetch the member's record again.
+
+        Not while our verified copy is in the first half of its life: its
+        owner republishes every TTL/2, so nothing newer is due before, and
+        fetching all members every round made each round cost one request
+        per member per node (25 nodes: ~60 requests/s). A member we want a
+        tunnel to but cannot reach is asked every round: its addresses may
+        have changed (new relay slots).
+        """
+        known = self.known.get(peer_id)
+        if known is None or self._needs_refresh(peer_id):
+            return True
+        now = self._clock()
+        life = known.record.expires - known.fetched
+        return known.record.expires - now < max(life / 2, 3 * self.interval)
 
     async def lookup(self, peer_id: ID) -> rec.NodeRecord | None:
         """Fetch and verify one peer's record now (an unknown peer is dialing us)."""
