@@ -325,6 +325,7 @@ class Node:
             "listen": self.host.addrs() if self.host else [],
             "uptime": round(time.time() - self.started, 1),
             "drops": dict(manager.drops) if manager else {},
+            "icmp_sent": dict(manager.icmp_sent) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,
             "discovery": self._discovery_status(),

@@ -74,6 +74,7 @@ async def send_to_peer(
     tun_offload: bool = False,
     peer_offload: bool = False,
     frame_gap: float = 0.0,
+    too_big: Callable[[bytes, int], None] | None = None,
 ) -> None:
     """Steps 4-5 for one tunnel, until the write fails or we are cancelled.
 
@@ -89,6 +90,9 @@ async def send_to_peer(
     frames (at most FRAME_BUDGET / frame_gap, 262 Mbit/s at 2 ms); a lone
     packet after a quiet spell still goes at once. docs/performance.md has
     the gap-vs-throughput measurements (0.5 ms is already too short).
+
+    ``too_big(packet, mtu)`` hears of every packet dropped for exceeding
+    the peer's MTU (to answer with ICMP, p2pvpn.dataplane.icmp).
     """
     stats = peer.stats
     as_records = tun_offload and peer_offload
@@ -99,7 +103,11 @@ async def send_to_peer(
         if frame_gap:
             await trio.sleep_until(next_frame)
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
-        packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops)
+        oversized: list[bytes] = []
+        packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
+        if too_big is not None:
+            for packet in oversized:
+                too_big(packet, peer.mtu)
         if not packets:
             continue
         frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
@@ -117,12 +125,14 @@ async def send_to_peer(
         stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
 
 
-def _for_peer(batch: list[bytes], mtu: int, tun_offload: bool, peer_offload: bool, drops: Counter[str]) -> list[bytes]:
-    """Step 4: the batch as this tunnel carries it; what exceeds the peer's MTU is dropped and counted."""
+def _for_peer(
+    batch: list[bytes], mtu: int, tun_offload: bool, peer_offload: bool, drops: Counter[str], oversized: list[bytes]
+) -> list[bytes]:
+    """Step 4: the batch as this tunnel carries it; what exceeds the peer's MTU is dropped, counted, added to ``oversized``."""
     if not tun_offload:
-        return _fitting(batch, mtu, drops)            # plain packets, as read
+        return _fitting(batch, mtu, drops, oversized)            # plain packets, as read
     if peer_offload:
-        return _wire_records(batch, mtu, drops)       # records, in wire form
+        return _wire_records(batch, mtu, drops, oversized)       # records, in wire form
     packets: list[bytes] = []
     for record in batch:                              # plain packets, cut and checksummed here
         segments = offload.segment(record)
@@ -130,18 +140,19 @@ def _for_peer(batch: list[bytes], mtu: int, tun_offload: bool, peer_offload: boo
             drops[DropReason.BAD_OFFLOAD] += 1
         else:
             packets += segments
-    return _fitting(packets, mtu, drops)
+    return _fitting(packets, mtu, drops, oversized)
 
 
-def _fitting(packets: list[bytes], mtu: int, drops: Counter[str]) -> list[bytes]:
+def _fitting(packets: list[bytes], mtu: int, drops: Counter[str], oversized: list[bytes]) -> list[bytes]:
     if all(len(p) <= mtu for p in packets):
         return packets
     kept = [p for p in packets if len(p) <= mtu]
+    oversized += (p for p in packets if len(p) > mtu)
     drops[DropReason.TOO_BIG] += len(packets) - len(kept)
     return kept
 
 
-def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str]) -> list[bytes]:
+def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str], oversized: list[bytes]) -> list[bytes]:
     """Records with the canonical header (docs/protocol.md §5.3.1), each segment within ``mtu``.
 
     The kernel's header is canonical for locally generated traffic, so the
@@ -156,12 +167,13 @@ def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str]) -> list[byt
             if segments is None:
                 drops[DropReason.BAD_OFFLOAD] += 1
                 continue
-            records += (ZERO_VNET_HDR + s for s in _fitting(segments, mtu, drops))
+            records += (ZERO_VNET_HDR + s for s in _fitting(segments, mtu, drops, oversized))
             continue
         if not record.startswith(header):
             record = header + record[VNET_HDR_LEN:]
         if offload.segment_size(record) > mtu:
             drops[DropReason.TOO_BIG] += 1
+            oversized.append(record[VNET_HDR_LEN:])
             continue
         records.append(record)
     return records

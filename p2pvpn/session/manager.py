@@ -35,6 +35,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from p2pvpn import addressing
+from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.errors import P2pvpnError
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
@@ -59,6 +60,7 @@ MAX_PENDING_INBOUND = 64
 POLITE_DELAY = 1.0       # the larger peer ID waits this long before its first dial
 MIGRATE_INTERVAL = 0.5   # seconds between checks for relayed tunnels that could go direct
 MIGRATE_RETRY = 5.0      # seconds before trying again after a failed move
+TOO_BIG_PER_SECOND, TOO_BIG_BURST = 10.0, 20  # ICMP "packet too big" answers (p2pvpn.dataplane.icmp)
 
 
 def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
@@ -106,6 +108,8 @@ class SessionManager:
         self.allow_any_peer = allow_any_peer
         self.peers: dict[ID, Peer] = {}
         self.drops: Counter[str] = Counter()
+        self.icmp_sent: Counter[str] = Counter()  # "too_big" answered, "too_big_limited" not (rate limit)
+        self._too_big_bucket = icmp.TokenBucket(TOO_BIG_PER_SECOND, TOO_BIG_BURST)
         self.handshake_failures: Counter[str] = Counter()
         self._hello = make_hello(network, local, mtu, offload=tun.offload)
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
@@ -345,10 +349,20 @@ class SessionManager:
         log.info("moving the tunnel with %s to a direct connection", peer.peer_id)
         await self._run_tunnel(stream, self.host.peer_id)
 
+    def _answer_too_big(self, packet: bytes, mtu: int) -> None:
+        """A packet over a peer's MTU was dropped: tell its sender (ICMP), at most a few per second."""
+        if not self._too_big_bucket.take(time.monotonic()):
+            self.icmp_sent["too_big_limited"] += 1
+            return
+        reply = icmp.too_big_reply(packet, mtu)
+        if reply is not None and self.tun.write(reply):
+            self.icmp_sent["too_big"] += 1
+
     async def _run_tunnel(self, stream: INetStream, initiator: ID) -> None:
         """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
         remote_id = remote_peer(stream)
         tunnel = Tunnel(stream, remote_id, initiator)
+        tunnel.too_big = self._answer_too_big
         try:
             peer = await self._handshake(tunnel)
         except HandshakeError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -49,6 +50,7 @@ class Tunnel:
         self.close_reason = ""
         self.remote_close: Close | None = None
         self.offload = False  # both Hellos carried gso/1: Data may use offload_packets
+        self.too_big: Callable[[bytes, int], None] | None = None  # told of packets over the peer's MTU
         self._decoder = FrameDecoder()
         self._write_lock = trio.Lock()
         self._active = trio.Event()
@@ -209,7 +211,7 @@ class Tunnel:
             await self._active.wait()
             try:
                 gap = RELAYED_FRAME_GAP if self.path.get("path") == "relayed" else 0.0
-                await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap)
+                await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap, too_big=self.too_big)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
                 self._note_gone(f"write failed: {type(exc).__name__}")
                 if self._scope is not None:

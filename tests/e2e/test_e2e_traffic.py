@@ -87,7 +87,7 @@ def test_full_mtu_packets_pass_and_bigger_ones_are_refused(lab2: Lab) -> None:
     assert _peer(b, a)["packets_in"] == delivered
 
 
-def test_a_packet_over_the_peers_mtu_is_dropped_and_counted(make_lab) -> None:  # type: ignore[no-untyped-def]
+def test_a_packet_over_the_peers_mtu_is_dropped_counted_and_answered_with_icmp(make_lab) -> None:  # type: ignore[no-untyped-def]
     lab = make_lab(2, mtus=[1500, 1400])
     a, b = lab.nodes
     assert a.ping(b.ipv4, "-M", "do", "-s", str(1400 - 28)).returncode == 0  # the smaller MTU is the limit
@@ -95,8 +95,16 @@ def test_a_packet_over_the_peers_mtu_is_dropped_and_counted(make_lab) -> None:  
     r4 = a.ping(b.ipv4, "-M", "do", "-s", str(1500 - 28))
     r6 = a.ping(b.ipv6, "-M", "do", "-s", str(1500 - 48))
     assert r4.returncode != 0 and r6.returncode != 0
-    assert _peer(a, b)["drops"].get("too_big", 0) >= 6  # counted at the sender, not silently lost
+    assert _peer(a, b)["drops"].get("too_big", 0) >= 2  # counted at the sender, not silently lost
     assert _peer(b, a)["packets_in"] == delivered
+    # ... and answered like a router would: ICMP "fragmentation needed" / "packet too big" with
+    # b's MTU, so a's kernel learns the path MTU (later pings fail locally, no black hole).
+    assert a.status()["icmp_sent"].get("too_big", 0) >= 2
+    for out in (r4.stdout + r4.stderr, r6.stdout + r6.stderr):
+        assert "mtu = 1400" in out or "mtu=1400" in out, out
+    for family, dest in (("-4", b.ipv4), ("-6", b.ipv6)):
+        route = a.host.run("ip", family, "route", "get", dest, capture_output=True, text=True).stdout
+        assert "mtu 1400" in route, route  # the PMTU exception the kernel keeps for b
 
 
 def test_tcp_transfer_of_50_mib_arrives_intact(lab2: Lab) -> None:
