@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import struct
 
+from p2pvpn.dataplane.packet import checksum as _checksum
+
 IPV4_MIN_MTU = 68
 IPV6_MIN_MTU = 1280
 _V4_QUOTE = 576 - 20 - 8   # RFC 1812 4.3.2.3: quote as much as fits a 576-byte datagram
@@ -24,15 +26,6 @@ _V6_QUOTE = IPV6_MIN_MTU - 40 - 8  # RFC 4443 2.4(c): as much as fits the minimu
 _ICMP_V4, _ICMP_V6 = 1, 58
 _V4_ERRORS = {3, 4, 5, 11, 12}  # ICMPv4 error types (unreachable, quench, redirect, time exceeded, parameter)
 _TTL = 64
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def too_big_reply(packet: bytes, mtu: int) -> bytes | None:

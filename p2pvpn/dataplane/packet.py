@@ -8,6 +8,8 @@ where the IP packet starts: 0 for a plain packet, 10 for an offload record
 
 from __future__ import annotations
 
+import struct
+
 
 def destination(packet: bytes, offset: int = 0) -> bytes | None:
     """Packed destination address, or None if this is not a plausible IP packet."""
@@ -31,3 +33,13 @@ def source(packet: bytes, offset: int = 0) -> bytes | None:
     if version == 6 and len(packet) >= offset + 40:
         return packet[offset + 8 : offset + 24]
     return None
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``; 0 when ``data`` includes a correct checksum."""
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF

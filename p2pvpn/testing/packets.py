@@ -5,14 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+from p2pvpn.dataplane.packet import checksum as _checksum
 
 
 def udp4(src: str, dst: str, payload: bytes, sport: int = 4000, dport: int = 5000) -> bytes:

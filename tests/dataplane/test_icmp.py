@@ -8,7 +8,8 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pvpn.dataplane.icmp import TokenBucket, _checksum, too_big_reply
+from p2pvpn.dataplane.icmp import TokenBucket, too_big_reply
+from p2pvpn.dataplane.packet import checksum as _checksum
 from p2pvpn.testing.packets import udp4, udp6
 
 A4, B4 = "100.64.0.2", "100.64.0.3"

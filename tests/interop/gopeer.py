@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from p2pvpn.dataplane.packet import checksum as _checksum
 from p2pvpn.lab.topology import Netns
 
 Event = dict[str, Any]
@@ -179,15 +180,6 @@ def run_tool(binary: Path, args: Sequence[str], lines: Sequence[dict[str, Any]] 
 
 
 # -- packets the Go responder answers -----------------------------------------
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def icmp4_echo(src: str, dst: str, ident: int, seq: int, payload: bytes = b"p2pvpn-interop") -> bytes:
