@@ -29,7 +29,8 @@ import time
 from typing import Any
 
 from p2pvpn.errors import ControlError
-from p2pvpn.lab.exitlab import WWW_IP, WWW_PORT, ExitLab, wait_for
+from p2pvpn.lab.demo import wait_for
+from p2pvpn.lab.exitlab import WWW_IP, WWW_PORT, ExitLab
 from p2pvpn.lab.topology import Host, require_netns
 
 FAST = ("--discovery-interval", "1", "--record-ttl", "30", "--keepalive", "1")

@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from p2pvpn.lab.demo import LabNode
-from p2pvpn.lab.natlab import NatLab, wait_for
+from p2pvpn.lab.demo import LabNode, wait_for
+from p2pvpn.lab.natlab import NatLab
 from p2pvpn.lab.topology import require_netns
 
 FAST = ("--discovery-interval", "1", "--record-ttl", "30")

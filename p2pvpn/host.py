@@ -298,6 +298,27 @@ def check_port_free(addr: multiaddr.Multiaddr) -> None:
             raise NetworkSetupError(f"cannot listen on {addr}: {exc.strerror}") from None
 
 
+STREAM_END_TIMEOUT = 2.0  # seconds a closing handshake may take before we stop waiting
+
+
+async def close_quietly(stream: INetStream) -> None:
+    """Close ``stream`` when we are done with it; a peer that is gone or slow is not an error here."""
+    with trio.move_on_after(STREAM_END_TIMEOUT):
+        try:
+            await stream.close()
+        except STREAM_ERRORS:
+            pass
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    """Reset ``stream`` (abandon it), bounded and without raising."""
+    with trio.move_on_after(STREAM_END_TIMEOUT):
+        try:
+            await stream.reset()
+        except STREAM_ERRORS:
+            pass
+
+
 def remote_peer(stream: INetStream) -> ID:
     return stream.muxed_conn.peer_id
 

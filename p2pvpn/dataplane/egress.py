@@ -105,9 +105,11 @@ async def send_to_peer(
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
         oversized: list[bytes] = []
         packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
-        if too_big is not None:
-            for packet in oversized:
-                too_big(packet, peer.mtu)
+        if oversized:
+            stats.drops[DropReason.TOO_BIG] += len(oversized)
+            if too_big is not None:
+                for packet in oversized:
+                    too_big(packet, peer.mtu)
         if not packets:
             continue
         frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
@@ -128,9 +130,9 @@ async def send_to_peer(
 def _for_peer(
     batch: list[bytes], mtu: int, tun_offload: bool, peer_offload: bool, drops: Counter[str], oversized: list[bytes]
 ) -> list[bytes]:
-    """Step 4: the batch as this tunnel carries it; what exceeds the peer's MTU is dropped, counted, added to ``oversized``."""
+    """Step 4: the batch as this tunnel carries it; what exceeds the peer's MTU goes to ``oversized`` instead."""
     if not tun_offload:
-        return _fitting(batch, mtu, drops, oversized)            # plain packets, as read
+        return _fitting(batch, mtu, oversized)                   # plain packets, as read
     if peer_offload:
         return _wire_records(batch, mtu, drops, oversized)       # records, in wire form
     packets: list[bytes] = []
@@ -140,16 +142,14 @@ def _for_peer(
             drops[DropReason.BAD_OFFLOAD] += 1
         else:
             packets += segments
-    return _fitting(packets, mtu, drops, oversized)
+    return _fitting(packets, mtu, oversized)
 
 
-def _fitting(packets: list[bytes], mtu: int, drops: Counter[str], oversized: list[bytes]) -> list[bytes]:
+def _fitting(packets: list[bytes], mtu: int, oversized: list[bytes]) -> list[bytes]:
     if all(len(p) <= mtu for p in packets):
         return packets
-    kept = [p for p in packets if len(p) <= mtu]
     oversized += (p for p in packets if len(p) > mtu)
-    drops[DropReason.TOO_BIG] += len(packets) - len(kept)
-    return kept
+    return [p for p in packets if len(p) <= mtu]
 
 
 def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str], oversized: list[bytes]) -> list[bytes]:
@@ -167,12 +167,11 @@ def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str], oversized: 
             if segments is None:
                 drops[DropReason.BAD_OFFLOAD] += 1
                 continue
-            records += (ZERO_VNET_HDR + s for s in _fitting(segments, mtu, drops, oversized))
+            records += (ZERO_VNET_HDR + s for s in _fitting(segments, mtu, oversized))
             continue
         if not record.startswith(header):
             record = header + record[VNET_HDR_LEN:]
         if offload.segment_size(record) > mtu:
-            drops[DropReason.TOO_BIG] += 1
             oversized.append(record[VNET_HDR_LEN:])
             continue
         records.append(record)

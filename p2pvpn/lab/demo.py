@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.table import Table
@@ -63,8 +63,36 @@ def p2pvpn_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "p2pvpn", *args]
 
 
+class LabProcess:
+    """A p2pvpn process of a lab (``up`` or ``relay``), seen from outside: alive?, status, log."""
+
+    directory: Path
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def control_path(self) -> Path:
+        return self.directory / "control.sock"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self, timeout: float = 3.0) -> dict[str, Any]:
+        """The process's status over its control socket (ControlError if it does not answer)."""
+        return client.request(self.control_path, "status", timeout=timeout)
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
 @dataclass
-class LabNode:
+class LabNode(LabProcess):
     """One p2pvpn node of a lab: its namespace, directory, addresses and process."""
 
     name: str
@@ -91,10 +119,6 @@ class LabNode:
     @property
     def log_path(self) -> Path:
         return self.directory / "node.log"
-
-    @property
-    def control_path(self) -> Path:
-        return self.directory / "control.sock"
 
     def up_argv(self, peers: Sequence[LabNode], *extra: str) -> list[str]:
         argv = p2pvpn_argv("up", "--dir", str(self.directory), "--listen", self.listen, "--tun", self.tun)
@@ -129,12 +153,6 @@ class LabNode:
                 proc.wait(timeout=timeout)
         return proc.returncode
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def status(self, timeout: float = 3.0) -> dict[str, Any]:
-        """The node's status over its control socket (ControlError if it does not answer)."""
-        return client.request(self.control_path, "status", timeout=timeout)
 
     def peer_status(self, other: LabNode) -> dict[str, Any] | None:
         """This node's view of ``other`` (None if unknown or the node does not answer)."""
@@ -152,14 +170,53 @@ class LabNode:
         except LabError as exc:  # timed out
             return subprocess.CompletedProcess(argv, 124, "", str(exc))
 
-    def log_tail(self, lines: int = 15) -> str:
+
+
+class LabBase:
+    """What every lab shares: namespaces under one unique prefix, a work directory, and cleanup.
+
+    Entering builds the lab (``build``); leaving, or a failed build, stops
+    every process in its namespaces and deletes namespaces and directories.
+    ``shared_workdir``: processes running as another user (a relay as
+    nobody) must reach their own directories below it.
+    """
+
+    def __init__(self, prefix: str | None = None, *, shared_workdir: bool = False) -> None:
+        self.topo = Topology(prefix)
+        self.prefix = self.topo.prefix
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        if shared_workdir:
+            self.workdir.chmod(0o711)
+
+    def __enter__(self) -> Self:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def tun_name(self) -> str:
+        return f"{self.prefix}-vpn"[:15]
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the processes (SIGTERM, then SIGKILL), delete namespaces and directories."""
+        try:
+            self.topo.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-class Lab:
+class Lab(LabBase):
     """N p2pvpn nodes on one switch; ``with Lab(3) as lab: lab.start(); lab.wait_up()``.
 
     ``mtus`` optionally gives each node its own ``--mtu``. Leaving the block
@@ -178,30 +235,11 @@ class Lab:
             raise ValueError("a lab has 1 to 50 nodes")
         if mtus is not None and len(mtus) != nodes:
             raise ValueError("give one MTU per node")
-        self.topo = Topology(prefix)
-        self.prefix = self.topo.prefix
+        super().__init__(prefix)
         self.count = nodes
         self.subnet = subnet
         self.mtus = list(mtus) if mtus is not None else None
         self.nodes: list[LabNode] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-
-    def __enter__(self) -> Lab:
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def tun_name(self) -> str:
-        return f"{self.prefix}-vpn"[:15]
 
     def build(self) -> None:
         """Namespaces, switch, one initialised node directory per node (nothing runs yet)."""
@@ -273,13 +311,6 @@ class Lab:
                 break
             time.sleep(0.1)
         raise LabError(f"tunnels not up after {timeout:g} s: {missing}")
-
-    def close(self) -> None:
-        """Stop the nodes (SIGTERM, then SIGKILL), delete namespaces and directories."""
-        try:
-            self.topo.close()
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def node_id(directory: Path) -> dict[str, str]:
@@ -449,3 +480,15 @@ def _run(count: int, keep: float, console: Console) -> int:
         return 1
     console.print(f"[green]✓ all {len(results)} pings answered[/green]: the overlay works")
     return 0
+
+
+def wait_for(check: Any, timeout: float, poll: float = 0.2) -> Any:
+    """Poll ``check()`` until it returns something truthy or ``timeout`` s pass; its last value."""
+    deadline = time.monotonic() + timeout
+    result = None
+    for _ in range(int(timeout / poll) + 1):  # bounded in count and time
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(poll)
+    return result

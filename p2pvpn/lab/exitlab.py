@@ -27,18 +27,14 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from p2pvpn.control import client
 from p2pvpn.errors import ControlError
-from p2pvpn.lab.demo import Lab, LabNode
+from p2pvpn.lab.demo import Lab, LabBase, LabNode
 from p2pvpn.lab.natlab import NOBODY, RelayProc
-from p2pvpn.lab.topology import Host, LabError, Topology
+from p2pvpn.lab.topology import Host, LabError
 
 LAN = "198.18.1.0/24"
 NET = "203.0.113.0/24"
@@ -55,34 +51,16 @@ BIG_SIZE = 64 << 20
 _LOG_RE = re.compile(r"^(\S+) - - \[[^]]*\] \"GET (\S+)")
 
 
-class ExitLab:
+class ExitLab(LabBase):
     """``with ExitLab() as lab: lab.start_relay(); lab.start_exits(); lab.start_client("--use-exit", "auto")``."""
 
     def __init__(self, prefix: str | None = None) -> None:
-        self.topo = Topology(prefix)
-        self.prefix = self.topo.prefix
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-        self.workdir.chmod(0o711)  # the relay (user nobody) must reach its own directory
+        super().__init__(prefix, shared_workdir=True)  # the relay runs as nobody
         self.exits: list[LabNode] = []
         self.client: LabNode | None = None
         self.relay: RelayProc | None = None
         self.www: Host | None = None
         self.www_proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ExitLab:
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def tun_name(self) -> str:
-        return f"{self.prefix}-vpn"[:15]
 
     def build(self) -> None:
         names = ["exit1", "exit2", "client", "relay"]
@@ -173,12 +151,6 @@ class ExitLab:
     def exit_net_ip(self, node: LabNode) -> str:
         return EXIT_NET_IPS[self.exits.index(node)]
 
-    def close(self) -> None:
-        try:
-            self.topo.close()
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
 
 def snapshot(host: Host) -> dict[str, str]:
     """What --use-exit must leave as it found: policy rules, every routing table, the nft ruleset."""
@@ -192,18 +164,6 @@ def snapshot(host: Host) -> dict[str, str]:
     ):  # fmt: skip
         out[name] = host.run(*argv).stdout
     return out
-
-
-def wait_for(check: Any, timeout: float, poll: float = 0.2) -> Any:
-    """Poll ``check()`` until truthy or ``timeout`` s; its last value (bounded in count and time)."""
-    deadline = time.monotonic() + timeout
-    result = None
-    for _ in range(int(timeout / poll) + 1):
-        result = check()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(poll)
-    return result
 
 
 def counters(node: LabNode) -> dict[str, dict[str, int]]:

@@ -27,19 +27,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from p2pvpn.control import client
 from p2pvpn.errors import ControlError
-from p2pvpn.lab.demo import LabNode, p2pvpn_argv, run_cli
-from p2pvpn.lab.topology import Host, LabError, Router, Topology
+from p2pvpn.lab.demo import LabBase, LabNode, LabProcess, p2pvpn_argv, run_cli
+from p2pvpn.lab.topology import Host, LabError, Router
 
 WAN = "198.18.0.0/24"
 LANS = ("198.18.10.0/24", "198.18.20.0/24")
@@ -58,7 +54,7 @@ AS_NOBODY = (
 
 
 @dataclass
-class RelayProc:
+class RelayProc(LabProcess):
     """A ``p2pvpn relay`` process in its own namespace."""
 
     name: str
@@ -106,49 +102,22 @@ class RelayProc:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def status(self, timeout: float = 3.0) -> dict[str, Any]:
-        return client.request(self.directory / "control.sock", "status", timeout=timeout)
-
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return super().log_tail(lines)
 
 
-class NatLab:
+class NatLab(LabBase):
     """``with NatLab(mapping_b="random") as lab: lab.start_relays(); lab.start_nodes()``."""
 
     def __init__(self, prefix: str | None = None, mapping_a: str = "eim", mapping_b: str = "eim", relays: int = 2) -> None:
         if not 1 <= relays <= len(RELAY_IPS):
             raise ValueError(f"a NAT lab has 1 to {len(RELAY_IPS)} relays")
-        self.topo = Topology(prefix)
-        self.prefix = self.topo.prefix
+        super().__init__(prefix, shared_workdir=True)  # the relays run as nobody
         self.mappings = (mapping_a, mapping_b)
         self.relay_count = relays
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
-        self.workdir.chmod(0o711)  # the relays (user nobody) must reach their own directories
         self.relays: list[RelayProc] = []
         self.routers: list[Router] = []
         self.nodes: list[LabNode] = []
-
-    def __enter__(self) -> NatLab:
-        try:
-            self.build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def tun_name(self) -> str:
-        return f"{self.prefix}-vpn"[:15]
 
     def build(self) -> None:
         names = [f"r{i + 1}" for i in range(self.relay_count)] + ["a", "b"]
@@ -199,12 +168,6 @@ class NatLab:
             return None
         return next((p for p in peers if p["peer_id"] == other.peer_id), None)
 
-    def close(self) -> None:
-        try:
-            self.topo.close()
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
 
 def init_node(directory: Path) -> dict[str, str]:
     """``p2pvpn init`` a directory for network NETWORK; its ``p2pvpn id --json``."""
@@ -212,15 +175,3 @@ def init_node(directory: Path) -> dict[str, str]:
     run_cli("init", "--dir", str(directory))
     (directory / "config.toml").write_text(f'network = "{NETWORK}"\n')
     return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
-
-
-def wait_for(check: Any, timeout: float, poll: float = 0.25) -> Any:
-    """Poll ``check()`` until it returns something truthy or ``timeout`` s pass; its last value."""
-    deadline = time.monotonic() + timeout
-    result = None
-    for _ in range(int(timeout / poll) + 1):  # bounded in count and time
-        result = check()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(poll)
-    return result

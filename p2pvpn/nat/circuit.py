@@ -46,7 +46,7 @@ from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, PeerId, St
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from p2pvpn.errors import P2pvpnError
-from p2pvpn.host import STREAM_ERRORS, Host, circuit_relay, is_circuit, remote_peer
+from p2pvpn.host import STREAM_ERRORS, Host, circuit_relay, close_quietly, is_circuit, remote_peer, reset_quietly
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,7 @@ async def reserve(host: Host, relay: ID) -> Reservation:
         await write_msg(stream, HopMessage(type=HopMessage.RESERVE))
         resp = await read_hop(stream)
     finally:
-        with trio.move_on_after(2):
-            try:
-                await stream.close()
-            except STREAM_ERRORS:
-                pass
+        await close_quietly(stream)
     if resp.type != HopMessage.STATUS:
         raise CircuitError(f"relay {relay} answered RESERVE with message type {resp.type}")
     if resp.status != OK:
@@ -227,11 +223,8 @@ async def connect_via(host: Host, relay: ID, peer: ID) -> CircuitLimit:
                                 addresses=[circuit_addr(relay, peer)])
             await host.libp2p.upgrade_outbound_connection(raw, peer)
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            try:
-                await stream.reset()
-            except STREAM_ERRORS:
-                pass
+        with trio.CancelScope(shield=True):
+            await reset_quietly(stream)
         raise
     log.info("relayed connection to %s via %s%s", peer, relay, "" if limit.unlimited else f" (limit {limit})")
     return limit
@@ -304,11 +297,7 @@ class StopHandler:
             await self.host.libp2p.upgrade_inbound_connection(raw, addr)
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             log.debug("relayed connection via %s failed: %r", relay, exc)
-            with trio.move_on_after(2):
-                try:
-                    await stream.reset()
-                except STREAM_ERRORS:
-                    pass
+            await reset_quietly(stream)
             return
         self.accepted += 1
         log.info("accepted relayed connection from %s via %s", peer, relay)

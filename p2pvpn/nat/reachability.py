@@ -43,7 +43,7 @@ from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-from p2pvpn.host import STREAM_ERRORS, Host, relay_of, remote_peer
+from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, relay_of, remote_peer
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,7 @@ class AutoNat:
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             log.debug("autonat request from %s failed: %r", peer, exc)
         finally:
-            with trio.move_on_after(2):
-                try:
-                    await stream.close()
-                except STREAM_ERRORS:
-                    pass
+            await close_quietly(stream)
 
     async def _dial_back(self, stream: INetStream, peer: ID, request: Message) -> Message:
         if request.type != Message.DIAL or request.dial.peer.id not in (b"", peer.to_bytes()):

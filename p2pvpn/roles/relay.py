@@ -40,7 +40,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, PeerId, Reservation as PbReservation, StopMessage
 
-from p2pvpn.host import STREAM_ERRORS, Host, relay_of, remote_peer
+from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, relay_of, remote_peer, reset_quietly
 from p2pvpn.nat import circuit as c
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class RelayService:
             await self._handle(stream)
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             log.debug("hop stream from %s failed: %r", remote_peer(stream), exc)
-            await _reset(stream)
+            await reset_quietly(stream)
         finally:
             done.set()
 
@@ -253,13 +253,13 @@ class RelayService:
                 if answer.type != StopMessage.STATUS or answer.status != c.OK:
                     log.info("circuit %s -> %s refused by the target: %s", src, dst, c.status_name(answer.status))
                     await self._status(stream, c.CONNECTION_FAILED)
-                    await _reset(dst_stream)
+                    await reset_quietly(dst_stream)
                     return
                 await c.write_msg(stream, HopMessage(
                     type=HopMessage.STATUS, status=c.OK, limit=limit.to_pb(),  # type: ignore[arg-type]
                 ))  # fmt: skip
             except (trio.TooSlowError, *STREAM_ERRORS):
-                await _reset(dst_stream)
+                await reset_quietly(dst_stream)
                 raise
             await self._pipe(stream, dst_stream, CircuitStats(src, dst, limit))
         finally:
@@ -290,8 +290,8 @@ class RelayService:
             log.info("circuit %s -> %s ended (%s) after %.0f s, %d bytes", stats.src, stats.dst, reason,
                      time.time() - stats.started, stats.bytes)
             with trio.CancelScope(shield=True):
-                await _reset(a)
-                await _reset(b)
+                await reset_quietly(a)
+                await reset_quietly(b)
 
     async def _copy(self, src: INetStream, dst: INetStream, stats: CircuitStats, scope: trio.CancelScope) -> None:
         limit = stats.limit.data
@@ -315,11 +315,7 @@ class RelayService:
         try:
             await c.write_msg(stream, HopMessage(type=HopMessage.STATUS, status=status))  # type: ignore[arg-type]
         finally:
-            with trio.move_on_after(2):
-                try:
-                    await stream.close()
-                except STREAM_ERRORS:
-                    pass
+            await close_quietly(stream)
 
     def status(self) -> dict[str, Any]:
         limits = self.limits
@@ -346,14 +342,6 @@ def _maddr_bytes(text: str) -> bytes:
     import multiaddr
 
     return multiaddr.Multiaddr(text).to_bytes()
-
-
-async def _reset(stream: INetStream) -> None:
-    with trio.move_on_after(2):
-        try:
-            await stream.reset()
-        except STREAM_ERRORS:
-            pass
 
 
 def limits_from_config(cfg: Any) -> RelayLimits:

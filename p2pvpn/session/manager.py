@@ -37,7 +37,6 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.peer_queue import PacketQueue
-from p2pvpn.errors import P2pvpnError
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
 from p2pvpn.nat.circuit import CircuitError
 from p2pvpn.routing import RouteTable

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from p2pvpn.lab.demo import Lab, LabNode, p2pvpn_argv
+from p2pvpn.lab.demo import Lab, LabNode, p2pvpn_argv, wait_for
 from p2pvpn.lab.exitlab import (
-    BIG_FILE, WWW_IP, WWW_IP_DENIED, WWW_PORT, ExitLab, counters, dump, snapshot, wait_for,
+    BIG_FILE, WWW_IP, WWW_IP_DENIED, WWW_PORT, ExitLab, counters, dump, snapshot,
 )  # fmt: skip
 from p2pvpn.lab.natlab import AS_NOBODY, NOBODY
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import pytest
 
-from p2pvpn.lab.demo import LabNode
-from p2pvpn.lab.natlab import NatLab, RelayProc, wait_for
+from p2pvpn.lab.demo import LabNode, wait_for
+from p2pvpn.lab.natlab import NatLab, RelayProc
 
 pytestmark = pytest.mark.netns
 

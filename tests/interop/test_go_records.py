@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from gopeer import run_tool
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.peer.id import ID
