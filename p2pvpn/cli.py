@@ -16,11 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from p2pvpn import addressing, config, identity
+from p2pvpn import addressing, config
 from p2pvpn.control import client
 from p2pvpn.errors import P2pvpnError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="A peer-to-peer VPN on libp2p.")
+# A bug's traceback stays plain: typer's pretty tracebacks would print local variables (key material among them).
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="A peer-to-peer VPN on libp2p.",
+                  pretty_exceptions_enable=False)
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, even when stderr is not a terminal
 
@@ -47,6 +49,8 @@ RelayServeStrangersOpt = Annotated[Optional[bool], typer.Option("--relay-serve-s
 @app.command()
 def init(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
     """Create an identity key (mode 0600) and a commented config.toml."""
+    from p2pvpn import identity  # imports libp2p: only where needed
+
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_pair = identity.create(directory / identity.KEY_FILE)
     cfg_path = directory / config.CONFIG_FILE
@@ -60,6 +64,8 @@ def init(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
 @app.command("id")
 def show_id(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) -> None:
     """Print this node's peer ID and overlay addresses."""
+    from p2pvpn import identity  # imports libp2p: only where needed
+
     cfg = config.load(directory)
     pid = identity.peer_id(identity.load(directory / identity.KEY_FILE))
     addrs = addressing.derive(pid.to_bytes(), cfg.network)
@@ -115,6 +121,8 @@ def up(
     exit_via: Annotated[Optional[str], typer.Option("--exit-via", help=_help("exit_via"))] = None,
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
+    from p2pvpn import identity  # imports libp2p: only where needed
+
     cfg = config.load(
         directory,
         listen=listen or None, peers=peer or None, allow_peers=allow_peer or None, allow_any_peer=allow_any_peer,
@@ -166,6 +174,8 @@ def relay_cmd(
     The identity key is created in --dir on first start. Share the printed
     "share:" addresses with members: they use them as --bootstrap.
     """
+    from p2pvpn import identity  # imports libp2p: only where needed
+
     cfg = config.load(
         directory,
         listen=listen or None, announce=announce or None, bootstrap=bootstrap or None, network=network,
@@ -398,7 +408,31 @@ def _setup_logging(level: str, stream: Any = sys.stderr) -> None:
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+def _click_exception_class() -> type[Exception]:
+    """Click's ``ClickException``, wherever this typer keeps click.
+
+    typer up to 0.2x re-exported the ``click`` distribution; newer typer
+    vendors its own copy (``typer._click``) and no longer installs click.
+    Both raise ``typer.BadParameter``, whose bases include the class we
+    want, so it is found without naming either module.
+    """
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+_ClickException = _click_exception_class()
+
+
+def _usage_error_line(exc: Exception) -> str:
+    """``p2pvpn: error: No such option: --bogus (see 'p2pvpn up --help')``: one line for any usage error."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") if ctx is not None else ""
+    hint = f" (see '{path} --help')" if path else ""
+    return f"p2pvpn: error: {' '.join(message.split())}{hint}"
+
+
 def main() -> None:
+    """Entry point: every user error is one line on stderr and a non-zero exit; success exits 0."""
     try:
         sys.exit(app(standalone_mode=False) or 0)  # without standalone mode click returns typer.Exit codes
     except P2pvpnError as exc:
@@ -411,9 +445,17 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except __import__("click").ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except _ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `p2pvpn`: the help is the answer
+            if exc.format_message().strip():
+                exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        err.print(_usage_error_line(exc), highlight=False, markup=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except PermissionError as exc:
         err.print(f"p2pvpn: error: permission denied: {exc.filename or exc}", markup=False)
+        sys.exit(1)
+    except OSError as exc:  # a path that cannot be created or read, a full disk, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"p2pvpn: error: {exc.strerror or exc}{where}", highlight=False, markup=False)
         sys.exit(1)

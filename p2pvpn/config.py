@@ -13,13 +13,15 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
-from libp2p.peer.id import ID
 
 from p2pvpn.errors import ConfigError
 from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, ExitPolicy
+
+if TYPE_CHECKING:  # importing libp2p costs seconds: `p2pvpn --help` should not pay it
+    from libp2p.peer.id import ID
 
 CONFIG_FILE = "config.toml"
 DEFAULT_PORT = 4242
@@ -173,6 +175,8 @@ def split_peer_addr(text: str, key: str = "peers") -> tuple[ID, multiaddr.Multia
 
 def parse_peer_id(text: str) -> ID:
     """A peer ID must be a base58 multihash: identity (inlined key) or sha2-256."""
+    from libp2p.peer.id import ID
+
     try:
         peer_id = ID.from_base58(text)
     except Exception:  # base58 decoding errors

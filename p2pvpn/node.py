@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import multiaddr
 import trio
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
@@ -34,9 +35,10 @@ from p2pvpn.exit import marking
 from p2pvpn.exit.client_routes import MARK
 from p2pvpn.exit.forwarding import require_root
 from p2pvpn.exit.multihop import HiddenPath, hidden_config, keep_relay_slots
+from p2pvpn.exit.client_routes import require_ip
 from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
-from p2pvpn.host import Host
+from p2pvpn.host import Host, check_port_free
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -99,7 +101,10 @@ class Node:
             require_root("--exit" if cfg.exit else "--use-exit")
             require_nft()
         if cfg.use_exit != "none":
+            require_ip()
             marking.install(MARK)  # before any libp2p socket exists (p2pvpn.exit.marking)
+        for addr in cfg.listen:  # before the TUN too: a port in use is one line, with nothing to undo
+            check_port_free(multiaddr.Multiaddr(addr))
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))

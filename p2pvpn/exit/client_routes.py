@@ -49,10 +49,15 @@ STATE_FILE = "client-sysctl.json"
 IP_TIMEOUT = 10.0
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def require_ip() -> str:
     ip = shutil.which("ip")
     if ip is None:
-        raise ExitSetupError("`ip` (iproute2) is not installed; --use-exit needs it")
+        raise ExitSetupError("`ip` is not installed (Debian/Ubuntu package: iproute2); --use-exit needs it")
+    return ip
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    ip = require_ip()
     try:
         result = subprocess.run([ip, *args], capture_output=True, text=True, timeout=IP_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:

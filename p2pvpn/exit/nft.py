@@ -178,7 +178,7 @@ def parse_table_names(nft_json: str, family: str = "inet") -> list[str]:
 def require_nft() -> str:
     path = shutil.which("nft")
     if path is None:
-        raise ExitSetupError("`nft` (nftables) is not installed; the exit role and --use-exit need it")
+        raise ExitSetupError("`nft` is not installed (Debian/Ubuntu package: nftables); --exit and --use-exit need it")
     return path
 
 

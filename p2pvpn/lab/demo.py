@@ -1,4 +1,4 @@
-"""``p2pvpn lab``: a small VPN on this machine, in network namespaces, checked by ping.
+"""``p2pvpn lab``: a small VPN on this machine, in network namespaces, checked by ICMP echoes.
 
 Theory of operation
 -------------------
@@ -14,7 +14,9 @@ process, its own TUN and its own node directory (a temporary one)::
 
 Every node lists every other node as a static peer (a full mesh), so each
 pair has one noise-encrypted libp2p stream; pings between overlay
-addresses travel TUN -> node -> stream -> node -> TUN.
+addresses travel TUN -> node -> stream -> node -> TUN. The echoes come
+from Python (:mod:`p2pvpn.lab.echo`), so the lab needs nothing but root,
+iproute2 and this package.
 
 :class:`Lab` is the reusable part (the end-to-end tests drive nodes with
 it); :func:`run_lab` is the narrated demo. Everything is torn down on the
@@ -24,8 +26,8 @@ deleted (their TUNs and veths go with them), node directories removed.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +49,7 @@ from rich.text import Text
 from p2pvpn import addressing, config, identity
 from p2pvpn.control import client
 from p2pvpn.errors import ControlError
+from p2pvpn.lab.echo import EchoResult
 from p2pvpn.lab.topology import Host, LabError, Topology, require_netns
 
 SUBNET = "198.18.1.0/24"
@@ -54,8 +57,7 @@ PORT = 4242
 UP_TIMEOUT = 30.0  # seconds for every tunnel of the mesh to come up
 SETTLE = 1.0  # seconds a tunnel must have been up to count
 CLI_TIMEOUT = 120.0  # a cold Python start importing libp2p, on a busy 2-core machine
-PING_WORKERS = 16
-_RTT_RE = re.compile(r"= [\d.]+/([\d.]+)/")
+PING_WORKERS = 4  # echo processes at once (each pings all its targets)
 
 
 def p2pvpn_argv(*args: str) -> list[str]:
@@ -162,8 +164,29 @@ class LabNode(LabProcess):
             return None
         return next((p for p in peers if p["peer_id"] == other.peer_id), None)
 
+    def echo(self, dests: Sequence[str], count: int = 3, timeout: float = 2.0) -> list[EchoResult]:
+        """ICMP/ICMPv6 echoes from this node's namespace to each of ``dests``, sent from Python.
+
+        Never raises for a lost echo; a destination that did not answer has ``ok`` False.
+        """
+        argv = [sys.executable, "-m", "p2pvpn.lab.echo", "--count", str(count), "--timeout", str(timeout), *dests]
+        budget = count * 0.2 + timeout + CLI_TIMEOUT / 4  # echoes plus an interpreter start on a busy machine
+        try:
+            result = self.host.run(*argv, check=False, timeout=budget)
+        except LabError as exc:  # timed out
+            return [EchoResult(d, sent=count, error=str(exc)) for d in dests]
+        answers = {}
+        for line in result.stdout.splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            answers[data["dest"]] = EchoResult(data["dest"], data["sent"], data["received"], data["rtts_ms"], data["error"])
+        error = result.stderr.strip() or f"echo exited {result.returncode}"
+        return [answers.get(d, EchoResult(d, sent=count, error=error)) for d in dests]
+
     def ping(self, dest: str, *args: str, count: int = 3, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """``ping`` from this node's namespace; never raises on failure."""
+        """The ``ping`` binary from this node's namespace (tests use its flags); never raises on failure."""
         argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "2", *args, dest]
         try:
             return self.host.run(*argv, check=False, timeout=timeout)
@@ -346,18 +369,15 @@ class PingResult:
 
 
 def ping_mesh(nodes: Sequence[LabNode]) -> list[PingResult]:
-    """Ping every node's overlay IPv4 and IPv6 from every other node (a few at a time)."""
-    jobs = [(a, b, fam) for a in nodes for b in nodes if a is not b for fam in ("IPv4", "IPv6")]
+    """Echo every node's overlay IPv4 and IPv6 from every other node (one echo process per source)."""
 
-    def one(job: tuple[LabNode, LabNode, str]) -> PingResult:
-        src, dst, fam = job
-        result = src.ping(dst.ipv4 if fam == "IPv4" else dst.ipv6)
-        match = _RTT_RE.search(result.stdout or "")
-        rtt = float(match.group(1)) if match else None
-        return PingResult(src, dst, fam, result.returncode == 0, rtt)
+    def from_node(src: LabNode) -> list[PingResult]:
+        targets = [(dst, fam) for dst in nodes if dst is not src for fam in ("IPv4", "IPv6")]
+        answers = src.echo([dst.ipv4 if fam == "IPv4" else dst.ipv6 for dst, fam in targets])
+        return [PingResult(src, dst, fam, a.ok, a.avg_ms) for (dst, fam), a in zip(targets, answers)]
 
     with ThreadPoolExecutor(max_workers=PING_WORKERS) as pool:
-        return list(pool.map(one, jobs))
+        return [r for rs in pool.map(from_node, nodes) for r in rs]
 
 
 def _nodes_text(nodes: Sequence[LabNode]) -> Text:
@@ -429,7 +449,7 @@ def run_lab(nodes: int = 3, keep: float = 0.0, console: Console | None = None) -
     if os.geteuid() != 0:
         console.print("p2pvpn lab needs root (it creates network namespaces); try: sudo p2pvpn lab")
         return 1
-    reason = require_netns("ping")
+    reason = require_netns()
     if reason is not None:
         console.print(f"p2pvpn lab cannot run here: {reason}")
         return 1

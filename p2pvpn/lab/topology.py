@@ -111,6 +111,13 @@ def list_netns() -> list[str]:
     return [entry["name"] for entry in json.loads(out)] if out else []
 
 
+# Where each program the labs and tests use comes from on Debian/Ubuntu.
+TOOL_PACKAGES = {
+    "ip": "iproute2", "tc": "iproute2", "ss": "iproute2", "nft": "nftables", "ping": "iputils-ping",
+    "iperf3": "iperf3", "tcpdump": "tcpdump", "curl": "curl", "setpriv": "util-linux", "go": "golang",
+}
+
+
 def require_netns(*tools: str) -> str | None:
     """Return why namespace tests cannot run here, or None if they can.
 
@@ -124,7 +131,8 @@ def require_netns(*tools: str) -> str | None:
         return f"/dev/net/tun is unusable: {exc.strerror}"
     for tool in ("ip", *tools):
         if shutil.which(tool) is None:
-            return f"`{tool}` is not installed"
+            package = TOOL_PACKAGES.get(tool)
+            return f"`{tool}` is not installed" + (f" (Debian/Ubuntu package: {package})" if package else "")
     probe = f"{new_prefix()}-probe"
     try:
         _run(["ip", "netns", "add", probe], timeout=10)

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from p2pvpn.lab.demo import LabNode, p2pvpn_argv
+from p2pvpn.testing.users import AS_NOBODY, NOBODY
 
 pytestmark = pytest.mark.netns
-
-NOBODY = 65534
-# A real unprivileged user: uid/gid nobody, no groups, and of all capabilities
-# only CAP_DAC_READ_SEARCH, so it can read an interpreter installed under
-# /root (pyenv) but cannot create a TUN.
-AS_NOBODY = (
-    "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-    "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search", "--",
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -86,3 +79,16 @@ def test_up_as_a_non_root_user_is_refused(node: LabNode) -> None:
 def test_status_without_a_running_node_is_one_line(node: LabNode) -> None:
     result = node.host.run(*p2pvpn_argv("status", "--dir", str(node.directory), "--json"), check=False)
     assert_refused(node, result, "no node is running")
+
+
+def test_up_on_a_port_in_use_is_refused(node: LabNode) -> None:
+    holder = node.host.popen(sys.executable, "-c", (
+        "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('{node.address}', {node.port})); s.listen(1); print('bound', flush=True); time.sleep(60)"
+    ), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "bound"
+        assert_refused(node, _up(node), "in use")
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
