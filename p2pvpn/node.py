@@ -37,6 +37,7 @@ from p2pvpn.exit.multihop import HiddenPath, hidden_config, keep_relay_slots
 from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host
+from p2pvpn.limits import Limits, ResourceManager
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -108,7 +109,7 @@ class Node:
             self.tun = tun
             try:
                 host = Host(self.key_pair, cfg.listen, announce=cfg.announce, exclude_interfaces=(cfg.tun,),
-                            mdns=cfg.mdns)
+                            mdns=cfg.mdns, limits=ResourceManager(Limits.from_config(cfg)))
                 self.host = host
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
@@ -120,6 +121,8 @@ class Node:
                     self.manager = manager
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
+                    bootstrap = {p for p, _ in cfg.bootstrap_infos()}
+                    host.is_member = lambda p: manager.known(p) or p in bootstrap  # bounded apart from strangers
                     async with (
                         self._exits(manager, routes),
                         trio.open_nursery() as inner,
@@ -131,7 +134,8 @@ class Node:
                             keep_relay_slots(self.traversal.keeper)
                         await inner.start(self.traversal.run)
                         if cfg.relay:
-                            self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
+                            self.relay = RelayService(host, limits_from_config(cfg), self._is_member, host.limits,
+                                                      host.is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
@@ -328,6 +332,7 @@ class Node:
             "icmp_sent": dict(manager.icmp_sent) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,
+            "limits": self.host.limits.status() if self.host else {},
             "discovery": self._discovery_status(),
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
