@@ -251,6 +251,23 @@ def _methods_calling_transport_dial(cls: type) -> set[str]:
     return found
 
 
+# -- relayed connections ----------------------------------------------------------------------------------
+
+
+def relayed_raw_connection(stream: Any, initiator: bool, addr: Any) -> Any:
+    """A relay stream as a raw connection, ready for the ordinary libp2p upgrade (Noise, yamux).
+
+    Relies on: ``RawConnection(stream, initiator, connection_type, addresses)``
+    (``libp2p.network.connection.raw_connection``): ``connection_type=RELAYED``
+    and the ``/p2p/<relay>/p2p-circuit/p2p/<peer>`` address travel with the
+    upgraded connection, which is how p2pvpn.host.relay_of tells it is relayed.
+    """
+    from libp2p.connection_types import ConnectionType
+    from libp2p.network.connection.raw_connection import RawConnection
+
+    return RawConnection(stream, initiator=initiator, connection_type=ConnectionType.RELAYED, addresses=[addr])
+
+
 # -- DCUtR: we decide who starts -------------------------------------------------------------------------
 
 
@@ -330,6 +347,13 @@ def _check_host() -> None:
     _require_method(Swarm, "unprotect", ("self", "peer_id", "tag"), "connection pruning protection")
     _require_method(Swarm, "is_protected", ("self", "peer_id"), "connection pruning protection")
     _require_method(Swarm, "dial_addr", ("self", "addr", "peer_id"), "AutoNAT dial-back")
+    from libp2p.connection_types import ConnectionType
+    from libp2p.network.connection.raw_connection import RawConnection
+
+    _require_method(RawConnection, "__init__", ("self", "stream", "initiator", "connection_type", "addresses"),
+                    "relayed raw connections")
+    if not hasattr(ConnectionType, "RELAYED"):
+        raise _fail("relayed raw connections", "lost ConnectionType.RELAYED")
     if not isinstance(inspect.getattr_static(SwarmConn, "direction", None), property):
         raise _fail("connection direction", "is missing (SwarmConn.direction)")
 

@@ -59,7 +59,7 @@ class Limits:
 
 KEYED = {  # gauges that count per key; the others count in total
     "conns_per_peer", "conns_per_ip", "streams_per_peer", "streams_per_protocol",
-    "handshakes_per_peer", "handshakes_per_ip", "relay_hops_per_peer",
+    "handshakes_per_peer", "handshakes_per_ip", "relay_hops_per_peer", "relay_reservations_per_ip",
 }
 
 
