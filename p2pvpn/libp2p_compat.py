@@ -60,7 +60,7 @@ def _params(func: Any) -> list[str]:
 
 def _require_method(owner: type, name: str, params: tuple[str, ...], what: str) -> None:
     func = getattr(owner, name, None)
-    if func is None or not callable(func):
+    if func is None or not callable(func) or getattr(func, "__isabstractmethod__", False):
         raise _fail(what, f"is missing ({owner.__name__}.{name})")
     got = _params(func)
     if tuple(got[: len(params)]) != params:

@@ -233,7 +233,7 @@ class Node:
             return True
         if peer_id in self.manager.allow_peers:
             return True
-        return self.discovery is not None and await self.discovery.fetch_record(peer_id) is not None
+        return self.discovery is not None and await self.discovery.fetch_record(peer_id, caused_by_peer=True) is not None
 
     def _on_record(self, record: NodeRecord, source: str) -> None:
         assert self.manager is not None

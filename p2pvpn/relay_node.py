@@ -112,7 +112,7 @@ class RelayNode:
             return False
         if peer_id in d.known:
             return True
-        return await d.fetch_record(peer_id) is not None
+        return await d.fetch_record(peer_id, caused_by_peer=True) is not None
 
     # -- control ---------------------------------------------------------------
 

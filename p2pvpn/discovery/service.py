@@ -207,13 +207,14 @@ class Discovery:
         known = self.known.get(peer_id)
         return known.record if known else None
 
-    async def fetch_record(self, peer_id: ID) -> rec.NodeRecord | None:
+    async def fetch_record(self, peer_id: ID, caused_by_peer: bool = False) -> rec.NodeRecord | None:
         """Fetch and verify one peer's record without treating it as a member (relays, relay clients).
 
-        None past ``lookups`` lookups in flight: relay clients ask for this.
+        ``caused_by_peer``: another peer made us ask (a relay client): then
+        None past ``lookups`` lookups in flight. Our own needs are not bounded here.
         """
-        ticket = self.limits.acquire("lookups")
-        if ticket is None:
+        ticket = self.limits.acquire("lookups") if caused_by_peer else None
+        if caused_by_peer and ticket is None:
             return None
         try:
             sealed = await self.dht.get_record(peer_id)
@@ -221,7 +222,8 @@ class Discovery:
             log.debug("get_record %s failed: %r", peer_id, exc)
             return None
         finally:
-            ticket.release()
+            if ticket is not None:
+                ticket.release()
         return self._open(peer_id, sealed) if sealed is not None else None
 
     def _open(self, peer_id: ID, sealed: bytes) -> rec.NodeRecord | None:
