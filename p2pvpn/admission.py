@@ -42,7 +42,7 @@ class ConnectionGate(INotifee):
 
         peer = conn.muxed_conn.peer_id
         if self.host.is_member(peer):
-            libp2p_compat.protect_peer(self.host.libp2p, peer, MEMBER_TAG)
+            self.host.protect_member(peer)
             return
         if libp2p_compat.is_protected(self.host.libp2p, peer):  # a relay we hold a slot on
             return

@@ -246,6 +246,12 @@ class Host:
         libp2p_compat.unblock_peer(self._host, peer_id)
         await self._host.connect(PeerInfo(peer_id, list(addrs)))
 
+    def protect_member(self, peer_id: ID) -> None:
+        """Keep py-libp2p's connection pruning away from a member's connections (p2pvpn.admission)."""
+        from p2pvpn.admission import MEMBER_TAG
+
+        libp2p_compat.protect_peer(self._host, peer_id, MEMBER_TAG)
+
     def has_direct_connection(self, peer_id: ID) -> bool:
         """Whether some connection to ``peer_id`` does not run through a relay."""
         conns = self._host.get_network().get_connections(peer_id)

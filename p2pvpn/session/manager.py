@@ -450,6 +450,7 @@ class SessionManager:
                 return
         peer.set_tunnel(tunnel)
         tunnel.activate()
+        self.host.protect_member(peer.peer_id)  # py-libp2p's pruning must not close a tunnel's connection
 
     def _detach(self, peer: Peer, tunnel: Tunnel) -> None:
         if peer.tunnel is tunnel:

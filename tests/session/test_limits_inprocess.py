@@ -15,6 +15,7 @@ import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2pvpn import libp2p_compat
 from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.node import Node
 from p2pvpn.testing.cluster import Cluster, free_port, wait_up
@@ -66,6 +67,7 @@ async def attack_while_member_joins(victim: Node, member: Node, attackers: list[
             await wait_up(member, victim, 20)
             await wait_up(victim, member, 20)
             status = victim.status()
+            assert libp2p_compat.is_protected(victim.host.libp2p, member.peer_id)  # safe from py-libp2p's pruning
             attack.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
     return status
