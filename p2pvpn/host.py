@@ -350,8 +350,14 @@ def remote_peer(stream: INetStream) -> ID:
     return stream.muxed_conn.peer_id
 
 
-def source_key(stream_or_conn: Any) -> str:
-    """Where a stream or connection comes from, for per-IP limits: its remote IP, or ``relay:<id>`` if relayed."""
+def source_key(stream_or_conn: Any) -> str | None:
+    """Where a stream or connection comes from, for per-IP limits: its remote IP, or ``relay:<id>`` if relayed.
+
+    None for loopback: a peer on this host is no remote flood, and tests and
+    benchmarks run many nodes on 127.0.0.1 (per-IP limits skip None).
+    """
+    import ipaddress
+
     conn = getattr(stream_or_conn, "muxed_conn", stream_or_conn)  # a stream's connection, or the connection
     relay = relay_of(conn)
     if relay is not None:
@@ -360,7 +366,14 @@ def source_key(stream_or_conn: Any) -> str:
         addr = conn.get_remote_address()
     except Exception:  # connection types that keep no remote address
         addr = None
-    return str(addr[0]) if addr else "unknown"
+    if not addr:
+        return "unknown"
+    try:
+        if ipaddress.ip_address(str(addr[0]).split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:  # not an IP literal (a DNS name): counted as given
+        pass
+    return str(addr[0])
 
 
 def is_circuit(addr: multiaddr.Multiaddr) -> bool:

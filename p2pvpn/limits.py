@@ -11,6 +11,8 @@ counted; docs/limits.md lists each limit, its default and its config key):
   returns a :class:`Ticket`, or None if any of them is full; then nothing is
   taken and the first full gauge counts a hit. ``Ticket.release`` gives
   everything back and is idempotent, so ``finally`` can always call it.
+  A per-key want whose key is None is not counted (loopback has no per-IP
+  limit).
 * Members (known, static, allowed peers, relays and bootstrap peers) are
   bounded by their own gauges or not at all, never by the strangers' ones:
   a flood of fresh identities fills the stranger gauges and stops there.
@@ -135,7 +137,10 @@ class ResourceManager:
         parts: list[tuple[Gauge, object]] = []
         for want in wants:
             name, key = (want, None) if isinstance(want, str) else want
-            parts.append((self.gauges[name], key))
+            gauge = self.gauges[name]
+            if gauge.keyed and key is None:
+                continue  # no key, no count (e.g. per-IP limits for loopback, p2pvpn.host.source_key)
+            parts.append((gauge, key))
         for gauge, key in parts:
             if gauge.full(key):
                 gauge.hits += 1

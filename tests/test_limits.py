@@ -91,3 +91,38 @@ def test_limits_documented_in_docs_limits_md() -> None:
     text = (Path(__file__).parent.parent / "docs" / "limits.md").read_text()
     for f in dataclasses.fields(Limits):
         assert f"limit_{f.name}" in text, f"docs/limits.md does not document limit_{f.name}"
+
+
+def test_a_keyed_want_without_a_key_is_not_counted() -> None:
+    rm = ResourceManager(Limits(conns=10, conns_per_ip=1))
+    for _ in range(5):  # loopback: source_key gives None, so only the total counts
+        assert rm.acquire("conns", ("conns_per_ip", None)) is not None
+    assert rm.gauges["conns_per_ip"].in_use == 0 and rm.gauges["conns"].in_use == 5
+    assert rm.acquire("conns", ("conns_per_ip", "198.18.0.1")) is not None
+    assert rm.acquire("conns", ("conns_per_ip", "198.18.0.1")) is None
+
+
+class FakeConn:
+    def __init__(self, ip: str, transport: list[object] | None = None) -> None:
+        self.ip = ip
+        self.transport = transport or []
+
+    def get_transport_addresses(self) -> list[object]:
+        return self.transport
+
+    def get_remote_address(self) -> tuple[str, int]:
+        return (self.ip, 4242)
+
+
+def test_source_key_is_the_ip_the_relay_or_nothing_for_loopback() -> None:
+    import multiaddr
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from p2pvpn.host import source_key
+
+    assert source_key(FakeConn("198.18.0.5")) == "198.18.0.5"
+    assert source_key(FakeConn("127.0.0.1")) is None and source_key(FakeConn("::1")) is None
+    relay, peer = (ID.from_pubkey(create_new_key_pair().public_key) for _ in range(2))
+    relayed = FakeConn("198.18.0.9", [multiaddr.Multiaddr(f"/p2p/{relay}/p2p-circuit/p2p/{peer}")])
+    assert source_key(relayed) == f"relay:{relay}"

@@ -93,7 +93,7 @@ class RelayPolicy:
         share = max(1, self.limits.max_reservations - self.rm.limits.relay_member_reservations)
         self.rm.add_gauge("relay_stranger_reservations", share)
 
-    def reserve(self, peer: ID, member: bool, now: float, source: str = "unknown") -> tuple[int, Slot | None]:
+    def reserve(self, peer: ID, member: bool, now: float, source: str | None = "unknown") -> tuple[int, Slot | None]:
         """Grant or renew ``peer``'s slot; ``source`` is its IP address (strangers are capped per IP)."""
         if not member and not self.limits.serve_strangers:
             return self._refuse("stranger_reservation", c.PERMISSION_DENIED), None
