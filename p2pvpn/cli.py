@@ -23,6 +23,11 @@ from p2pvpn import addressing, config, identity
 from p2pvpn.control import client
 from p2pvpn.errors import P2pvpnError
 
+try:  # typer depended on click until 0.2x; newer releases carry their own copy as typer._click
+    from click import ClickException as _ClickException
+except ImportError:
+    from typer._click import ClickException as _ClickException
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="A peer-to-peer VPN on libp2p.")
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error is one line, even when stderr is not a terminal
@@ -438,7 +443,7 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except __import__("click").ClickException as exc:
+    except _ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except PermissionError as exc:
