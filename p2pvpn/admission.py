@@ -34,13 +34,14 @@ class ConnectionGate(INotifee):
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self._tickets: dict[int, Ticket] = {}
+        self._tickets: dict[int, tuple[Any, Ticket]] = {}  # id(conn) -> (peer, ticket)
         self.closed = 0
 
     async def connected(self, network: Any, conn: Any) -> None:
         from p2pvpn.host import STREAM_ERRORS, source_key
 
         peer = conn.muxed_conn.peer_id
+        self._recount()
         if self.host.is_member(peer):
             self.host.protect_member(peer)
             return
@@ -49,7 +50,7 @@ class ConnectionGate(INotifee):
         source = source_key(conn)
         ticket = self.host.limits.acquire("conns", ("conns_per_peer", peer), ("conns_per_ip", source))
         if ticket is not None:
-            self._tickets[id(conn)] = ticket
+            self._tickets[id(conn)] = (peer, ticket)
             return
         self.closed += 1
         log.debug("connection from %s (%s) closed: connection limit", peer, source)
@@ -60,9 +61,17 @@ class ConnectionGate(INotifee):
                 log.debug("closing %s: %r", peer, exc)
 
     async def disconnected(self, network: Any, conn: Any) -> None:
-        ticket = self._tickets.pop(id(conn), None)
-        if ticket is not None:
-            ticket.release()
+        held = self._tickets.pop(id(conn), None)
+        if held is not None:
+            held[1].release()
+
+    def _recount(self) -> None:
+        """Strangers who became members since they connected (their record arrived) leave the strangers' room."""
+        for key, (peer, ticket) in list(self._tickets.items()):
+            if self.host.is_member(peer):
+                ticket.release()
+                del self._tickets[key]
+                self.host.protect_member(peer)
 
     async def opened_stream(self, network: Any, stream: Any) -> None:
         """Not used: streams are admitted where they are handled (:func:`gate_streams`)."""
