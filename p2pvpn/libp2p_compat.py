@@ -317,6 +317,22 @@ def _check_kad() -> None:
     _require_method(ValueStore, "_get_from_peer", ("self", "peer_id", "key"), "GET_VALUE to one peer")
     if "mode" not in inspect.getsource(KadDHT.handle_stream):
         raise _fail("KadDHT's mode switch", "no longer reads KadDHT.mode in handle_stream")
+    # Public methods of KadDHT's parts (no interface promises them): p2pvpn.discovery.dht uses them directly.
+    from libp2p.kad_dht.peer_routing import PeerRouting
+    from libp2p.kad_dht.routing_table import RoutingTable
+
+    for owner, name, params in (
+        (ValueStore, "get", ("self", "key")), (ValueStore, "put", ("self", "key", "value")),
+        (ValueStore, "remove", ("self", "key")), (ProviderStore, "get_providers", ("self", "key")),
+        (PeerRouting, "find_closest_peers_network", ("self", "target_key")),
+        (RoutingTable, "get_peer_ids", ("self",)), (RoutingTable, "remove_peer", ("self", "peer_id")),
+        (RoutingTable, "peer_in_table", ("self", "peer_id")),
+        (RoutingTable, "add_peer", ("self", "peer_obj", "skip_server_mode_check")),
+    ):  # fmt: skip
+        _require_method(owner, name, params, "KadDHT's stores and routing table")
+    for attr in ("value_store", "provider_store", "peer_routing", "routing_table"):
+        if f"self.{attr} =" not in inspect.getsource(KadDHT.__init__):
+            raise _fail("KadDHT's stores and routing table", f"KadDHT no longer sets self.{attr}")
 
 
 def _kad_globals_naming(value: str, skip_patched: bool) -> list[tuple[str, str]]:

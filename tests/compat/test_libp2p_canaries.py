@@ -291,3 +291,14 @@ async def test_tcp_dials_create_their_sockets_through_trio_socket() -> None:
         finally:
             trio.socket.set_custom_socket_factory(None)
     assert made, "py-libp2p's TCP dial did not create its socket through trio.socket: SO_MARK would be lost"
+
+
+async def test_kad_parts_the_dht_module_uses_directly_are_there_on_a_real_kad() -> None:
+    async with dhts(1) as (dht,):
+        kad = dht.kad
+        for attr, methods in (("value_store", ("get", "put", "remove")), ("provider_store", ("get_providers",)),
+                              ("peer_routing", ("find_closest_peers_network",)),
+                              ("routing_table", ("get_peer_ids", "remove_peer", "peer_in_table", "add_peer"))):
+            part = getattr(kad, attr)
+            for method in methods:
+                assert callable(getattr(part, method)), f"KadDHT.{attr}.{method}"
