@@ -133,7 +133,7 @@ class Config:
     limit_relay_hops: int = 64
     """Relay limit: hop streams (RESERVE/CONNECT) being negotiated at once by peers we don't know."""
     limit_relay_hops_per_peer: int = 4
-    """Relay limit: hop streams being negotiated at once by one peer."""
+    """Relay limit: hop streams being negotiated at once by one peer we don't know."""
     limit_relay_reservations_per_ip: int = 4
     """Relay limit: slots held by non-members from one IP address."""
     limit_relay_member_reservations: int = 32

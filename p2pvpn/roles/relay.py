@@ -174,7 +174,7 @@ class RelayService:
         self.rm = rm or ResourceManager()
         self.policy = RelayPolicy(limits, rm=self.rm)
         self._is_member = is_member
-        self._known = known  # members we know without a lookup: not bounded by the strangers' hop gauge
+        self._known = known  # members we know without a lookup: not bounded by the strangers' hop gauges
         self._hops: dict[int, Ticket] = {}  # hop streams being negotiated (released when a circuit starts)
         self.active: dict[int, CircuitStats] = {}
         self.circuits_total = 0
@@ -207,10 +207,10 @@ class RelayService:
             await stream.reset()
             return
         peer = remote_peer(stream)
-        wants: list[str | tuple[str, object]] = [("relay_hops_per_peer", peer)]
-        if not self._known(peer):
-            wants.append("relay_hops")
-        ticket = self.rm.acquire(*wants)
+        # Members we know are not bounded here (a joining member dials every peer through us at once;
+        # max_circuits_per_peer bounds its circuits); strangers are, in total and each.
+        known = self._known(peer)
+        ticket = self.rm.acquire() if known else self.rm.acquire("relay_hops", ("relay_hops_per_peer", peer))
         if ticket is None:
             log.debug("hop stream from %s refused: limit", peer)
             await reset_quietly(stream)
