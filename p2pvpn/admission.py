@@ -1,8 +1,9 @@
 """Admission at the libp2p edge: connections and inbound streams, as p2pvpn.limits decides.
 
 Members (``Host.is_member``: static, allowed and discovered peers, bootstrap
-peers, our relays) pass without touching the strangers' gauges, and their
-connections are protected from py-libp2p's pruning. Everyone else holds a
+peers) pass without touching the strangers' gauges, and their connections
+are protected from py-libp2p's pruning; so do relays we hold a slot on
+(protected by p2pvpn.nat.reservations). Everyone else holds a
 ticket per connection (``conns``, ``conns_per_peer``, ``conns_per_ip``) and
 per inbound stream being handled (``streams_per_peer``,
 ``streams_per_protocol``); past a limit the connection is closed or the
