@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -9,6 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import trio
@@ -46,6 +49,26 @@ RelayStrangerBytesOpt = Annotated[Optional[int], typer.Option("--relay-stranger-
 RelayServeStrangersOpt = Annotated[Optional[bool], typer.Option("--relay-serve-strangers/--no-relay-serve-strangers", help=_help("relay_serve_strangers"))]
 
 
+def _with_limit_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Add a ``--limit-*`` flag per ``limit_*`` config key (documented once, in p2pvpn.config).
+
+    The command receives their values as one dict, ``limits``.
+    """
+    names = [n for n in config.FIELDS if n.startswith("limit_")]
+    base = inspect.signature(command, eval_str=True)
+    params = [p for p in base.parameters.values() if p.name != "limits"]
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[int], typer.Option("--" + n.replace("_", "-"), help=_help(n))]) for n in names]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        limits = {n: kwargs.pop(n, None) for n in names}
+        command(*args, limits=limits, **kwargs)
+
+    wrapper.__signature__ = base.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
+
+
 @app.command()
 def init(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
     """Create an identity key (mode 0600) and a commented config.toml."""
@@ -78,6 +101,7 @@ def show_id(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) -
 
 
 @app.command()
+@_with_limit_flags
 def up(
     directory: DirOpt = Path("/etc/p2pvpn"),
     listen: Annotated[Optional[list[str]], typer.Option("--listen", help=_help("listen"))] = None,
@@ -119,6 +143,7 @@ def up(
     exit_client_rate_mbit: Annotated[Optional[int], typer.Option("--exit-client-rate-mbit", help=_help("exit_client_rate_mbit"))] = None,
     use_exit: Annotated[Optional[str], typer.Option("--use-exit", help=_help("use_exit"))] = None,
     exit_via: Annotated[Optional[str], typer.Option("--exit-via", help=_help("exit_via"))] = None,
+    limits: Optional[dict[str, Optional[int]]] = None,
 ) -> None:
     """Run the node in the foreground until SIGINT or SIGTERM."""
     from p2pvpn import identity  # imports libp2p: only where needed
@@ -138,7 +163,7 @@ def up(
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
         exit=exit, exit_allow=exit_allow or None, exit_deny=exit_deny or None,
         exit_capacity_mbit=exit_capacity_mbit, exit_client_rate_mbit=exit_client_rate_mbit,
-        use_exit=use_exit, exit_via=exit_via,
+        use_exit=use_exit, exit_via=exit_via, **(limits or {}),
     )
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
@@ -149,6 +174,7 @@ def up(
 
 
 @app.command("relay")
+@_with_limit_flags
 def relay_cmd(
     directory: DirOpt = Path("/var/lib/p2pvpn-relay"),
     listen: Annotated[Optional[list[str]], typer.Option("--listen", help=_help("listen"))] = None,
@@ -168,6 +194,7 @@ def relay_cmd(
     relay_serve_strangers: RelayServeStrangersOpt = None,
     control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help=_help("log_level"))] = None,
+    limits: Optional[dict[str, Optional[int]]] = None,
 ) -> None:
     """Run a headless relay and DHT server (no TUN, no root); logs to stdout for journald.
 
@@ -184,7 +211,7 @@ def relay_cmd(
         relay_max_circuits_per_peer=relay_max_circuits_per_peer, relay_member_duration=relay_member_duration,
         relay_member_bytes=relay_member_bytes, relay_stranger_duration=relay_stranger_duration,
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
-        control_socket=control_socket, log_level=log_level,
+        control_socket=control_socket, log_level=log_level, **(limits or {}),
     )
     _setup_logging(cfg.log_level, stream=sys.stdout)
     key_path = directory / identity.KEY_FILE

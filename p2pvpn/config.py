@@ -112,6 +112,34 @@ class Config:
     """Path of the local control socket; empty means <dir>/control.sock."""
     log_level: str = "info"
     """One of debug, info, warning, error."""
+    limit_conns: int = 256
+    """Limit: connections held by non-members at once, in total (members are not counted; docs/limits.md)."""
+    limit_conns_per_peer: int = 2
+    """Limit: connections of one non-member peer at once."""
+    limit_conns_per_ip: int = 16
+    """Limit: connections of non-members from one IP address (or through one relay) at once."""
+    limit_streams_per_peer: int = 32
+    """Limit: inbound streams of one non-member peer being handled at once, all protocols."""
+    limit_streams_per_protocol: int = 256
+    """Limit: inbound streams of one protocol from non-members being handled at once."""
+    limit_handshakes_known: int = 64
+    """Limit: tunnel handshakes in progress from known peers (static, allowed, with a record)."""
+    limit_handshakes: int = 32
+    """Limit: tunnel handshakes in progress from peers we don't know yet (each may cost a DHT lookup)."""
+    limit_handshakes_per_peer: int = 2
+    """Limit: tunnel handshakes in progress from one unknown peer."""
+    limit_handshakes_per_ip: int = 8
+    """Limit: tunnel handshakes in progress from unknown peers at one IP address."""
+    limit_lookups: int = 8
+    """Limit: DHT record lookups in flight that others cause (unknown callers, relay clients)."""
+    limit_relay_hops: int = 64
+    """Relay limit: hop streams (RESERVE/CONNECT) being negotiated at once by peers we don't know."""
+    limit_relay_hops_per_peer: int = 4
+    """Relay limit: hop streams being negotiated at once by one peer we don't know."""
+    limit_relay_reservations_per_ip: int = 4
+    """Relay limit: slots held by non-members from one IP address."""
+    limit_relay_member_reservations: int = 32
+    """Relay: slots of relay_max_reservations that non-members can never take (kept for members)."""
 
     def peer_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         """Static peers as (peer ID, address without /p2p) pairs."""
@@ -248,6 +276,10 @@ def validate(cfg: Config) -> Config:
         value = getattr(cfg, name)
         if not low <= value <= high:
             raise ConfigError(f"{name}: {value} is out of range {low}..{high}")
+    for name in (f for f in FIELDS if f.startswith("limit_")):
+        low = 0 if name == "limit_relay_member_reservations" else 1
+        if not low <= getattr(cfg, name) <= 1_000_000:
+            raise ConfigError(f"{name}: {getattr(cfg, name)} is out of range {low}..1000000")
     if not 2 <= cfg.record_ttl <= 24 * 3600:
         raise ConfigError(f"record_ttl: {cfg.record_ttl} is out of range 2..86400 seconds")
     if not 0.2 <= cfg.discovery_interval <= 3600:
@@ -280,6 +312,8 @@ def validate(cfg: Config) -> Config:
             raise ConfigError("exit_via: needs the DHT and a bootstrap peer (the relay and exits are found there)")
         if cfg.exit_via != "auto":
             _prefixed("exit_via", cfg.exit_via)
+            if cfg.exit_via == cfg.use_exit:
+                raise ConfigError("exit_via: the relay must be another peer than the exit it hides us from")
     if cfg.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not cfg.listen:

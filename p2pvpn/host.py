@@ -28,7 +28,9 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
+from p2pvpn import libp2p_compat
 from p2pvpn.errors import NetworkSetupError
+from p2pvpn.limits import ResourceManager
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
 DIAL_TIMEOUT = 10.0
 PEERSTORE_TTL = 3600
 RELAY_HEAD_START = 1.0  # seconds direct addresses get before relayed ones are tried as well
+# Connections py-libp2p itself allows beyond our strangers' limit (limit_conns): members' room.
+# Its hard cap refuses anyone past it and its pruner starts there, so it sits above ours.
+MEMBER_CONN_HEADROOM = 1024
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 # Dials ``peer`` through the relay named in a /p2p-circuit address (p2pvpn.nat.circuit.connect_via).
@@ -60,7 +65,13 @@ class Host:
         announce: Sequence[str] = (),
         exclude_interfaces: Sequence[str] = (),
         mdns: bool = False,
+        limits: ResourceManager | None = None,
     ) -> None:
+        libp2p_compat.check_once()
+        # Inbound streams and connections are admitted by these (p2pvpn.admission); the node
+        # tells us who its members are, who are bounded apart from strangers.
+        self.limits = limits or ResourceManager()
+        self.is_member: Callable[[ID], bool] = lambda peer_id: False
         self.listen_addrs = [multiaddr.Multiaddr(a) for a in listen]
         self._announce = [multiaddr.Multiaddr(a) for a in announce]
         self._exclude_interfaces = set(exclude_interfaces)
@@ -79,7 +90,11 @@ class Host:
             # holds 100-300 connections, again and again, dead ones included (after a member
             # leaves, eleven nodes dialed it ~200 times in 25 s). Every connection we need
             # (tunnels, DHT queries, relays) is dialed when needed.
-            connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
+            connection_config=ConnectionConfig(
+                min_connections=0, low_watermark=0,
+                max_connections=self.limits.limits.conns + MEMBER_CONN_HEADROOM,
+                high_watermark=self.limits.limits.conns + MEMBER_CONN_HEADROOM,
+            ),
         )
 
     @property
@@ -98,6 +113,9 @@ class Host:
             check_port_free(addr)
         try:
             try:
+                from p2pvpn.admission import ConnectionGate
+
+                self._host.get_network().register_notifee(ConnectionGate(self))
                 async with self._host.run(self.listen_addrs):
                     if not self._host.get_addrs():
                         raise NetworkSetupError(f"could not listen on {', '.join(map(str, self.listen_addrs))}")
@@ -143,7 +161,10 @@ class Host:
         return [str(a) for a in self._host.get_addrs()]
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
-        self._host.set_stream_handler(TProtocol(protocol), handler)
+        """Serve ``protocol``; inbound streams of non-members are bounded (p2pvpn.admission.gate_streams)."""
+        from p2pvpn.admission import gate_streams
+
+        self._host.set_stream_handler(TProtocol(protocol), gate_streams(self, protocol, handler))
 
     async def open_stream(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr], protocol: str) -> INetStream:
         """Connect (reusing a live connection) and open a stream for ``protocol``.
@@ -157,7 +178,7 @@ class Host:
             self._host.get_peerstore().add_addrs(peer_id, direct, PEERSTORE_TTL)
         with trio.fail_after(DIAL_TIMEOUT):
             if peer_id not in self._host.get_connected_peers():
-                self._host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]  # we back off ourselves; libp2p's 60 s negative dial cache would stall redials
+                libp2p_compat.unblock_peer(self._host, peer_id)  # we back off ourselves; libp2p's 60 s negative dial cache would stall redials
                 await self._connect(peer_id, direct, relayed)
             return await self._host.new_stream(peer_id, [TProtocol(protocol)])
 
@@ -222,8 +243,14 @@ class Host:
         """
         if peer_id in self._host.get_connected_peers():
             return
-        self._host.get_network().unblock_peer(peer_id)  # type: ignore[attr-defined]
+        libp2p_compat.unblock_peer(self._host, peer_id)
         await self._host.connect(PeerInfo(peer_id, list(addrs)))
+
+    def protect_member(self, peer_id: ID) -> None:
+        """Keep py-libp2p's connection pruning away from a member's connections (p2pvpn.admission)."""
+        from p2pvpn.admission import MEMBER_TAG
+
+        libp2p_compat.protect_peer(self._host, peer_id, MEMBER_TAG)
 
     def has_direct_connection(self, peer_id: ID) -> bool:
         """Whether some connection to ``peer_id`` does not run through a relay."""
@@ -321,6 +348,32 @@ async def reset_quietly(stream: INetStream) -> None:
 
 def remote_peer(stream: INetStream) -> ID:
     return stream.muxed_conn.peer_id
+
+
+def source_key(stream_or_conn: Any) -> str | None:
+    """Where a stream or connection comes from, for per-IP limits: its remote IP, or ``relay:<id>`` if relayed.
+
+    None for loopback: a peer on this host is no remote flood, and tests and
+    benchmarks run many nodes on 127.0.0.1 (per-IP limits skip None).
+    """
+    import ipaddress
+
+    conn = getattr(stream_or_conn, "muxed_conn", stream_or_conn)  # a stream's connection, or the connection
+    relay = relay_of(conn)
+    if relay is not None:
+        return f"relay:{relay}"
+    try:
+        addr = conn.get_remote_address()
+    except Exception:  # connection types that keep no remote address
+        addr = None
+    if not addr:
+        return "unknown"
+    try:
+        if ipaddress.ip_address(str(addr[0]).split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:  # not an IP literal (a DNS name): counted as given
+        pass
+    return str(addr[0])
 
 
 def is_circuit(addr: multiaddr.Multiaddr) -> bool:

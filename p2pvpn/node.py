@@ -39,6 +39,7 @@ from p2pvpn.exit.client_routes import require_ip
 from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host, check_port_free
+from p2pvpn.limits import Limits, ResourceManager
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -113,7 +114,7 @@ class Node:
             self.tun = tun
             try:
                 host = Host(self.key_pair, cfg.listen, announce=cfg.announce, exclude_interfaces=(cfg.tun,),
-                            mdns=cfg.mdns)
+                            mdns=cfg.mdns, limits=ResourceManager(Limits.from_config(cfg)))
                 self.host = host
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
@@ -125,6 +126,8 @@ class Node:
                     self.manager = manager
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
+                    bootstrap = {p for p, _ in cfg.bootstrap_infos()}
+                    host.is_member = lambda p: manager.known(p) or p in bootstrap  # bounded apart from strangers
                     async with (
                         self._exits(manager, routes),
                         trio.open_nursery() as inner,
@@ -136,7 +139,8 @@ class Node:
                             keep_relay_slots(self.traversal.keeper)
                         await inner.start(self.traversal.run)
                         if cfg.relay:
-                            self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
+                            self.relay = RelayService(host, limits_from_config(cfg), self._is_member, host.limits,
+                                                      host.is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
@@ -234,7 +238,7 @@ class Node:
             return True
         if peer_id in self.manager.allow_peers:
             return True
-        return self.discovery is not None and await self.discovery.fetch_record(peer_id) is not None
+        return self.discovery is not None and await self.discovery.fetch_record(peer_id, caused_by_peer=True) is not None
 
     def _on_record(self, record: NodeRecord, source: str) -> None:
         assert self.manager is not None
@@ -333,6 +337,7 @@ class Node:
             "icmp_sent": dict(manager.icmp_sent) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,
+            "limits": self.host.limits.status() if self.host else {},
             "discovery": self._discovery_status(),
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,

@@ -30,6 +30,7 @@ from p2pvpn.discovery.dht import Dht
 from p2pvpn.discovery.record import RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.host import Host
+from p2pvpn.limits import Limits, ResourceManager
 from p2pvpn.nat.reachability import AutoNat, Reachability
 from p2pvpn.node import control_path
 from p2pvpn.roles.relay import RelayService, limits_from_config
@@ -55,10 +56,13 @@ class RelayNode:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
-            host = Host(self.key_pair, cfg.listen, announce=cfg.announce)
+            host = Host(self.key_pair, cfg.listen, announce=cfg.announce,
+                        limits=ResourceManager(Limits.from_config(cfg)))
             self.host = host
+            bootstrap = {p for p, _ in cfg.bootstrap_infos()}
+            host.is_member = lambda p: p in bootstrap or (self.discovery is not None and p in self.discovery.known)
             async with host.running():
-                self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
+                self.relay = RelayService(host, limits_from_config(cfg), self._is_member, host.limits, host.is_member)
                 await nursery.start(self.relay.run)
                 self.autonat = AutoNat(host, host.advertised, self._reachability_changed, forced=cfg.reachability)
                 await nursery.start(self.autonat.run)
@@ -108,7 +112,7 @@ class RelayNode:
             return False
         if peer_id in d.known:
             return True
-        return await d.fetch_record(peer_id) is not None
+        return await d.fetch_record(peer_id, caused_by_peer=True) is not None
 
     # -- control ---------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class RelayNode:
                 "last_published": d.last_published,
             },
             "relay": self.relay.status() if self.relay else None,
+            "limits": self.host.limits.status() if self.host else {},
             "peers": [],
         }
 

@@ -4,7 +4,7 @@ py-libp2p 0.8.1 takes a ``protocol_prefix`` argument but ignores it on the
 wire: every module sends and serves the module-level ``PROTOCOL_ID``
 (/ipfs/kad/1.0.0). Speaking /ipfs/kad would mix our records into the public
 IPFS DHT, so we rebind that constant in the modules that use it, once per
-process, before any DHT exists. This is process-wide by nature; p2pvpn runs
+process, before any DHT exists (p2pvpn.libp2p_compat.use_kad_protocol_id). This is process-wide by nature; p2pvpn runs
 one DHT per process. go-libp2p gets the same with ``dht.ProtocolPrefix("/p2pvpn")``.
 
 Strict validation is on and the only namespace is "p2pvpn", so a node stores
@@ -41,6 +41,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError
 
+from p2pvpn import libp2p_compat
 from p2pvpn.discovery import record as rec
 from p2pvpn.host import STREAM_ERRORS, Host
 
@@ -58,29 +59,16 @@ REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the ne
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 
-_patched = False
-
 
 def _use_our_protocol_id() -> None:
-    """Rebind KadDHT's hard-coded protocol ID in every module that captured it."""
-    global _patched
-    if _patched:
-        return
-    import libp2p.kad_dht.common as common
-    import libp2p.kad_dht.kad_dht as kad_dht
-    import libp2p.kad_dht.peer_routing as peer_routing
-    import libp2p.kad_dht.provider_store as provider_store
-    import libp2p.kad_dht.value_store as value_store
-
-    for module in (common, kad_dht, peer_routing, provider_store, value_store):
-        module.PROTOCOL_ID = PROTOCOL_ID  # type: ignore[attr-defined]
+    """KadDHT under our protocol ID, and its lookups' fallback only for an empty table (libp2p_compat)."""
+    libp2p_compat.use_kad_protocol_id(PROTOCOL_ID)
     # With fewer than MIN_PEERS_THRESHOLD (5) peers in the routing table, py-libp2p's
     # lookups also query every connected peer and every peer the peerstore has ever
     # heard of, DHT server or not, and add them all to the table; in a small network
     # (a couple of relays) that is every lookup, and each unreachable node behind a NAT
     # costs a dial timeout per round. Fall back only when the table is empty.
-    peer_routing.MIN_PEERS_THRESHOLD = 1  # type: ignore[attr-defined]
-    _patched = True
+    libp2p_compat.set_kad_lookup_fallback(1)
 
 
 class Dht:
@@ -109,6 +97,8 @@ class Dht:
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
+        if server:  # KadDHT set its own handler; ours bounds strangers' streams (p2pvpn.admission)
+            host.set_handler(PROTOCOL_ID, self.kad.handle_stream)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -125,14 +115,8 @@ class Dht:
 
     def _check_servers(self) -> None:
         """Make ``KadDHT.add_peer`` refuse, for inbound requests, peers that are not DHT servers."""
-        original = self.kad.add_peer
-
-        async def add_peer(peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
-            if skip_server_mode_check and self._serves(peer_id) is not True:
-                return False  # a client asked us something; it does not belong in the table
-            return await original(peer_id, skip_server_mode_check=skip_server_mode_check)
-
-        self.kad.add_peer = add_peer  # type: ignore[method-assign]
+        # A client asked us something (check skipped): it does not belong in the table.
+        libp2p_compat.filter_kad_add_peer(self.kad, lambda peer_id, skipped: skipped and self._serves(peer_id) is not True)
 
     def _serves(self, peer_id: ID) -> bool | None:
         """Whether identify says the peer serves our KAD protocol (None: identify has not told us)."""
@@ -192,21 +176,18 @@ class Dht:
         cannot ask anyone until it bootstraps again. A client needs its routing
         table; only the stream handler goes.
         """
-        from libp2p.kad_dht.kad_dht import DHTMode
-
         if server == self.server:
             return
         self.server = server
-        self.kad.mode = DHTMode.SERVER if server else DHTMode.CLIENT
+        libp2p_compat.set_kad_mode(self.kad, server)
         if server:
             self.host.set_handler(PROTOCOL_ID, self.kad.handle_stream)
         else:
             self.host.libp2p.remove_stream_handler(PROTOCOL_ID)
         log.info("DHT switched to %s mode", "server" if server else "client")
         # Tell connected peers (identify push carries our protocol list) so they fix their tables.
-        push = getattr(self.host.libp2p, "_push_identify_to_all_peers", None)
-        if push is not None and self._nursery is not None:
-            self._nursery.start_soon(push)
+        if self._nursery is not None:
+            self._nursery.start_soon(libp2p_compat.identify_pusher(self.host.libp2p))
 
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
@@ -238,7 +219,7 @@ class Dht:
             async def ask(peer_id: ID) -> None:
                 with trio.move_on_after(QUERY_TIMEOUT / 2):
                     try:
-                        providers, _closer = await store._get_providers_from_peer_with_closers(peer_id, key)
+                        providers = await libp2p_compat.providers_from_peer(self.kad, peer_id, key)
                     except STREAM_ERRORS as exc:
                         log.debug("GET_PROVIDERS from %s failed: %r", peer_id, exc)
                         return
@@ -363,7 +344,7 @@ class Dht:
             return None
         value = None
         with trio.move_on_after(OWNER_TIMEOUT):
-            value = await self.kad.value_store._get_from_peer(peer_id, key.encode())
+            value = await libp2p_compat.value_from_peer(self.kad, peer_id, key.encode())
         if not isinstance(value, bytes):
             return None
         try:

@@ -29,6 +29,7 @@ from p2pvpn.addressing import OverlayAddresses
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery.dht import Dht
 from p2pvpn.host import STREAM_ERRORS
+from p2pvpn.limits import ResourceManager
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class Discovery:
         clock: Callable[[], float] = time.time,
         member: bool = True,
         needs_refresh: Callable[[ID], bool] | None = None,
+        limits: ResourceManager | None = None,
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -78,6 +80,8 @@ class Discovery:
         # Peers we cannot reach: ask the network for their record, not just our stored copy.
         self._needs_refresh = needs_refresh or (lambda peer_id: False)
         self.known: dict[ID, Known] = {}
+        # Lookups others make us do (a caller we don't know, a relay client) share one gauge, "lookups".
+        self.limits = limits or dht.host.limits
         self.rejected = 0
         self.rounds = 0
         self.last_published = 0.0
@@ -192,18 +196,34 @@ class Discovery:
         return known.record.expires - now < max(life / 2, 3 * self.interval)
 
     async def lookup(self, peer_id: ID) -> rec.NodeRecord | None:
-        """Fetch and verify one peer's record now (an unknown peer is dialing us)."""
-        await self._fetch(peer_id, trio.CapacityLimiter(1))
+        """Fetch and verify one peer's record now (an unknown peer is dialing us); None past ``lookups``."""
+        ticket = self.limits.acquire("lookups")
+        if ticket is None:
+            return None
+        try:
+            await self._fetch(peer_id, trio.CapacityLimiter(1))
+        finally:
+            ticket.release()
         known = self.known.get(peer_id)
         return known.record if known else None
 
-    async def fetch_record(self, peer_id: ID) -> rec.NodeRecord | None:
-        """Fetch and verify one peer's record without treating it as a member (relays, relay clients)."""
+    async def fetch_record(self, peer_id: ID, caused_by_peer: bool = False) -> rec.NodeRecord | None:
+        """Fetch and verify one peer's record without treating it as a member (relays, relay clients).
+
+        ``caused_by_peer``: another peer made us ask (a relay client): then
+        None past ``lookups`` lookups in flight. Our own needs are not bounded here.
+        """
+        ticket = self.limits.acquire("lookups") if caused_by_peer else None
+        if caused_by_peer and ticket is None:
+            return None
         try:
             sealed = await self.dht.get_record(peer_id)
         except STREAM_ERRORS as exc:
             log.debug("get_record %s failed: %r", peer_id, exc)
             return None
+        finally:
+            if ticket is not None:
+                ticket.release()
         return self._open(peer_id, sealed) if sealed is not None else None
 
     def _open(self, peer_id: ID, sealed: bytes) -> rec.NodeRecord | None:

@@ -19,6 +19,12 @@ only*, and only through its relay:
   used by every direct dial, and ``Swarm.dial_addr_as_responder``, used by
   hole punching) refuses direct connections to anyone but those relays and
   our bootstrap peers, whatever asked for them (DHT, AutoNAT, identify).
+  It lives in p2pvpn.libp2p_compat and fails closed: if py-libp2p lacks
+  those methods or grew another dial path, the node does not start.
+* a relay is never the peer we dial through it, nor any peer with the exit
+  role (:func:`plan_route`): an exit that lists itself as a relay in its
+  record would otherwise get a direct connection, from our real address.
+  Exit-role peers are never dialed directly, bootstrap peers included.
 
 The relay sees our address and the exit's, never the traffic (Noise end to
 end, as for every relayed tunnel); the exit sees the relay's address. A
@@ -39,8 +45,9 @@ from libp2p.abc import INetStream
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 
+from p2pvpn import libp2p_compat
 from p2pvpn.config import Config, parse_peer_id
-from p2pvpn.host import STREAM_ERRORS, Host, circuit_relay, is_circuit
+from p2pvpn.host import STREAM_ERRORS, Host, circuit_relay, is_circuit, relay_of
 
 if TYPE_CHECKING:
     from p2pvpn.discovery.service import Discovery
@@ -52,10 +59,15 @@ log = logging.getLogger(__name__)
 DCUTR_PROTOCOL = "/libp2p/dcutr"
 RESOLVE_RETRY = 2.0   # seconds between attempts to find the relay
 FIND_TIMEOUT = 20.0
+CLOSE_CHECK = 1.0     # seconds between checks for direct connections to exit-role peers
 
 
 def hidden_config(cfg: Config) -> Config:
-    """The node's settings with ``--exit-via``: loopback listener, DHT client, no hole punching."""
+    """The node's settings with ``--exit-via``: loopback listener, DHT client, no hole punching.
+
+    Refuses (CompatError) when the dial guard cannot be installed safely: fail closed.
+    """
+    libp2p_compat.check_dial_guard()
     listen = []
     for addr in cfg.listen:
         maddr = multiaddr.Multiaddr(addr)
@@ -66,6 +78,38 @@ def hidden_config(cfg: Config) -> Config:
                                hole_punch=False, mdns=False, announce=())
 
 
+def relay_fits(relay: ID | None, target: ID, exits: set[ID]) -> bool:
+    """Whether a circuit through ``relay`` may carry our connection to ``target``.
+
+    Not through the target itself (we would be connected to it directly)
+    and not through any exit-role peer (an exit must never hold a direct
+    connection from us, whichever exit is in use).
+    """
+    return relay is not None and relay != target and relay not in exits
+
+
+def may_dial_direct(peer_id: ID, allowed: set[ID], relays: set[ID], exits: set[ID]) -> bool:
+    """The guard's rule: bootstrap peers and our relays only, and never an exit-role peer."""
+    return peer_id not in exits and (peer_id in allowed or peer_id in relays)
+
+
+def plan_route(peer_id: ID, addrs: list[multiaddr.Multiaddr], *, allowed: set[ID], relays: set[ID], exits: set[ID],
+               wanted: ID | None, named: tuple[ID, multiaddr.Multiaddr] | None) -> list[multiaddr.Multiaddr]:
+    """Where we dial ``peer_id`` (sans-IO): directly if :func:`may_dial_direct`, else only through a fitting relay.
+
+    ``wanted``: the relay named by ``--exit-via`` (None: auto, any relay the
+    peer publishes); ``named``: that relay with its address once known, used
+    when the peer does not list it. An empty list means: not reachable for us.
+    """
+    if may_dial_direct(peer_id, allowed, relays, exits):
+        return addrs
+    circuits = [a for a in addrs if is_circuit(a) and relay_fits(circuit_relay(a), peer_id, exits)
+                and (wanted is None or circuit_relay(a) == wanted)]
+    if not circuits and named is not None and relay_fits(named[0], peer_id, exits):
+        circuits = [multiaddr.Multiaddr(f"{named[1]}/p2p/{named[0]}/p2p-circuit")]
+    return circuits
+
+
 class HiddenPath:
     def __init__(self, cfg: Config, host: Host, manager: SessionManager,
                  discovery: Callable[[], Discovery | None]) -> None:
@@ -74,6 +118,7 @@ class HiddenPath:
         self._discovery = discovery
         self.wanted: ID | None = None if cfg.exit_via == "auto" else parse_peer_id(cfg.exit_via)
         self.bootstrap = dict(cfg.bootstrap_infos())
+        self.pinned_exit: ID | None = None if cfg.use_exit in ("auto", "none") else parse_peer_id(cfg.use_exit)
         self.allowed: set[ID] = set(self.bootstrap)
         self.relay: ID | None = None          # the named relay, once its address is known
         self.relay_addr: multiaddr.Multiaddr | None = None
@@ -81,22 +126,18 @@ class HiddenPath:
         self._published: dict[ID, list[multiaddr.Multiaddr]] = {}  # each peer's own addresses
         self.refused_direct = 0
         self.refused_punch = 0
+        self.closed_direct = 0
+
+    def exits(self) -> set[ID]:
+        """Every peer known to hold the exit role (verified record), and the pinned exit."""
+        out = {p.peer_id for p in self.manager.peers.values() if p.record is not None and p.record.exit is not None}
+        if self.pinned_exit is not None:
+            out.add(self.pinned_exit)
+        return out
 
     def install(self) -> None:
         """Guard direct dials, refuse hole punching, route every peer through the relay."""
-        swarm: Any = self.host.libp2p.get_network()
-        single, responder = swarm._dial_addr_single_attempt, swarm.dial_addr_as_responder
-
-        async def guarded_single(addr: multiaddr.Multiaddr, peer_id: ID, source: Any = None) -> Any:
-            self._check(peer_id, addr)
-            return await single(addr, peer_id, source)
-
-        async def guarded_responder(addr: multiaddr.Multiaddr, peer_id: ID, source: Any = None) -> Any:
-            self._check(peer_id, addr)
-            return await responder(addr, peer_id, source)
-
-        swarm._dial_addr_single_attempt = guarded_single
-        swarm.dial_addr_as_responder = guarded_responder
+        libp2p_compat.install_dial_guard(self.host.libp2p, self._check)
         self.host.set_handler(DCUTR_PROTOCOL, self._refuse_punch)
         self.manager.rewrite_dial_addrs = self.rewrite
         for peer in list(self.manager.peers.values()):  # static peers, added before we were
@@ -104,7 +145,7 @@ class HiddenPath:
         self.reroute()
 
     def _check(self, peer_id: ID, addr: multiaddr.Multiaddr) -> None:
-        if peer_id not in self.allowed and peer_id not in self.relays:
+        if not may_dial_direct(peer_id, self.allowed, self.relays, self.exits()):
             self.refused_direct += 1
             log.debug("multi-hop: refused a direct dial to %s at %s", peer_id, addr)
             raise SwarmException(f"multi-hop: no direct connection to {peer_id}, only through the relay")
@@ -123,13 +164,13 @@ class HiddenPath:
 
     def _route(self, peer_id: ID, addrs: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
         """Bootstrap peers and relays directly; everyone else only through a relay (nowhere if none fits)."""
-        if peer_id in self.allowed or peer_id in self.relays:
-            return addrs
-        circuits = [a for a in addrs if is_circuit(a) and (self.wanted is None or circuit_relay(a) == self.wanted)]
-        if not circuits and self.relay is not None and self.relay_addr is not None:
-            circuits = [multiaddr.Multiaddr(f"{self.relay_addr}/p2p/{self.relay}/p2p-circuit")]
-        self.relays.update(r for a in circuits if (r := circuit_relay(a)) is not None)
-        return circuits
+        named = (self.relay, self.relay_addr) if self.relay is not None and self.relay_addr is not None else None
+        exits = self.exits()
+        planned = plan_route(peer_id, addrs, allowed=self.allowed, relays=self.relays, exits=exits,
+                             wanted=self.wanted, named=named)
+        if planned is not addrs:
+            self.relays.update(r for a in planned if (r := circuit_relay(a)) is not None)
+        return planned
 
     def reroute(self) -> None:
         """Apply :meth:`_route` to every peer now (after the named relay's address became known)."""
@@ -142,6 +183,27 @@ class HiddenPath:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """With a named relay: find its address (retrying), for peers that do not list it themselves."""
         task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._close_direct_to_exits)
+            await self._resolve_named()
+
+    async def _close_direct_to_exits(self) -> None:
+        """A peer found to be an exit after we connected to it directly (a bootstrap peer, say) loses that connection."""
+        while True:
+            await trio.sleep(CLOSE_CHECK)
+            network = self.host.libp2p.get_network()
+            for peer_id in self.exits():
+                if any(relay_of(conn) is None for conn in network.get_connections(peer_id)):
+                    self.closed_direct += 1
+                    log.warning("multi-hop: closing the direct connection to exit %s (it is also a bootstrap peer "
+                                "or relay; don't bootstrap from the exit you hide from)", peer_id)
+                    try:
+                        await network.close_peer(peer_id)
+                    except STREAM_ERRORS as exc:
+                        log.debug("multi-hop: closing %s: %r", peer_id, exc)
+                    self.reroute()
+
+    async def _resolve_named(self) -> None:
         while self.wanted is not None and self.relay is None:
             with trio.move_on_after(FIND_TIMEOUT):
                 found = await self._find()
@@ -172,7 +234,8 @@ class HiddenPath:
 
     def describe(self) -> dict[str, Any]:
         return {"relay": str(self.wanted) if self.wanted else "auto", "relays_used": sorted(map(str, self.relays)),
-                "refused_direct_dials": self.refused_direct, "refused_hole_punches": self.refused_punch}
+                "refused_direct_dials": self.refused_direct, "refused_hole_punches": self.refused_punch,
+                "closed_direct_to_exits": self.closed_direct}
 
 
 def keep_relay_slots(keeper: RelayKeeper) -> None:

@@ -38,13 +38,12 @@ import multiaddr
 import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import INetStream
-from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
-from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, Limit, PeerId, StopMessage
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
+from p2pvpn import libp2p_compat
 from p2pvpn.errors import P2pvpnError
 from p2pvpn.host import STREAM_ERRORS, Host, circuit_relay, close_quietly, is_circuit, remote_peer, reset_quietly
 
@@ -219,8 +218,7 @@ async def connect_via(host: Host, relay: ID, peer: ID) -> CircuitLimit:
                 raise CircuitError(f"relay {relay} could not connect us to {peer}: {status_name(resp.status)}",
                                    resp.status)
             limit = CircuitLimit.from_pb(resp)
-            raw = RawConnection(stream, initiator=True, connection_type=ConnectionType.RELAYED,
-                                addresses=[circuit_addr(relay, peer)])
+            raw = libp2p_compat.relayed_raw_connection(stream, True, circuit_addr(relay, peer))
             await host.libp2p.upgrade_outbound_connection(raw, peer)
     except BaseException:
         with trio.CancelScope(shield=True):
@@ -293,7 +291,7 @@ class StopHandler:
             limit = CircuitLimit.from_pb(msg)
             await write_msg(stream, StopMessage(type=StopMessage.STATUS, status=OK))
             addr = circuit_addr(relay, peer)
-            raw = RawConnection(stream, initiator=False, connection_type=ConnectionType.RELAYED, addresses=[addr])
+            raw = libp2p_compat.relayed_raw_connection(stream, False, addr)
             await self.host.libp2p.upgrade_inbound_connection(raw, addr)
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
             log.debug("relayed connection via %s failed: %r", relay, exc)

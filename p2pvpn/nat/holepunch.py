@@ -32,9 +32,9 @@ from typing import Any
 
 import trio
 from libp2p.peer.id import ID
-from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2pvpn import libp2p_compat
 from p2pvpn.host import Host, relay_of
 from p2pvpn.nat.circuit import CircuitLimit
 
@@ -47,16 +47,9 @@ DIAL_TIMEOUT = 5          # seconds for one hole-punch dial
 MESSAGE_TIMEOUT = 10      # seconds to wait for the peer's CONNECT/SYNC (py-libp2p: 30)
 
 
-class _DCUtR(DCUtRProtocol):
-    async def _auto_drive_loop(self) -> None:
-        await trio.sleep_forever()  # we decide who starts (module doc)
-
-    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
-        # "Spec step 0": dial the peer's known direct addresses first. Our own dials
-        # already try a peer's direct addresses before its relayed ones
-        # (p2pvpn.host.Host._connect), so by now they have failed; another round
-        # only delays the punch by a dial timeout.
-        return False
+# py-libp2p's DCUtR without its own initiative: we decide who starts (module doc), and
+# our dials already tried the peer's direct addresses (p2pvpn.host.Host._connect).
+_DCUtR = libp2p_compat.passive_dcutr_class()
 
 
 class HolePuncher:
@@ -96,8 +89,7 @@ class HolePuncher:
     def _dialed_relayed(self, peer: ID) -> bool:
         """Whether we also opened a relayed connection to ``peer`` ourselves."""
         conns = self.host.libp2p.get_network().get_connections(peer)
-        return any(relay_of(c) is not None and str(getattr(c, "direction", "")).lower().endswith("outbound")
-                   for c in conns)
+        return any(relay_of(c) is not None and libp2p_compat.is_outbound(c) for c in conns)
 
     async def _punch(self, peer: ID) -> None:
         try:

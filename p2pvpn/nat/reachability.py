@@ -43,6 +43,7 @@ from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
+from p2pvpn import libp2p_compat
 from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, relay_of, remote_peer
 
 log = logging.getLogger(__name__)
@@ -204,12 +205,11 @@ class AutoNat:
         if not targets:
             return _response(Message.E_DIAL_REFUSED, "no TCP address to dial back")
         self.served += 1
-        network: Any = self.host.libp2p.get_network()
         async with self._limiter:
             for addr in targets:
                 try:
                     with trio.fail_after(DIALBACK_TIMEOUT):
-                        conn = await network.dial_addr(addr, peer)
+                        conn = await libp2p_compat.dial_addr(self.host.libp2p, addr, peer)
                 except (trio.TooSlowError, *STREAM_ERRORS, Exception) as exc:  # the swarm raises assorted types
                     log.debug("autonat: dial-back to %s at %s failed: %r", peer, addr, exc)
                     continue

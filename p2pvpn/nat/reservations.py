@@ -28,6 +28,7 @@ import multiaddr
 import trio
 from libp2p.peer.id import ID
 
+from p2pvpn import libp2p_compat
 from p2pvpn.discovery import record as rec
 from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.nat import circuit as c
@@ -176,18 +177,10 @@ class RelayKeeper:
         self._backoff[relay] = (time.monotonic() + delay, delay)
 
     def _protect(self, relay: ID) -> None:
-        network: Any = self.host.libp2p.get_network()
-        try:
-            network.protect(relay, PROTECT_TAG)
-        except AttributeError:  # a swarm without a connection manager prunes nothing
-            pass
+        libp2p_compat.protect_peer(self.host.libp2p, relay, PROTECT_TAG)
 
     def _unprotect(self, relay: ID) -> None:
-        network: Any = self.host.libp2p.get_network()
-        try:
-            network.unprotect(relay, PROTECT_TAG)
-        except AttributeError:
-            pass
+        libp2p_compat.unprotect_peer(self.host.libp2p, relay, PROTECT_TAG)
 
     def describe(self) -> dict[str, Any]:
         return {

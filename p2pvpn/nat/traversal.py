@@ -54,7 +54,9 @@ class Traversal:
         self.autonat = AutoNat(host, host.advertised, self._reachability_changed, forced=cfg.reachability)
         self.keeper = RelayKeeper(host, self._find_relays, cfg.relay_reservations, on_record_change)
         self.puncher = HolePuncher(host, enabled=cfg.hole_punch)
-        self.stop = circuit.StopHandler(host, on_relayed=self.puncher.relayed)
+        self._static_relays = {p for p, _ in cfg.static_relay_infos()}
+        self.stop = circuit.StopHandler(host, accept=self._expects_relayed, on_relayed=self.puncher.relayed)
+        host.limits.external["stop_unexpected_relay"] = lambda: {"limit": 0, "hits": self.stop.refused, "in_use": 0}
         host.relay_dialer = functools.partial(circuit.dial, host)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -80,6 +82,14 @@ class Traversal:
                 self._on_record_change()
             empty = now_empty
             await trio.sleep(TABLE_WATCH)
+
+    def _expects_relayed(self, relay: ID, peer: ID) -> bool:
+        """Relayed connections come only through relays we hold a slot on (or configured ones).
+
+        A STOP from any other peer is someone pretending to relay: refused and
+        counted (``limits`` -> ``stop_unexpected_relay`` in status).
+        """
+        return relay in self.keeper.reservations or relay in self._static_relays
 
     def _reachability_changed(self, status: Reachability) -> None:
         self.keeper.enable(status == Reachability.PRIVATE and self.cfg.relay_reservations > 0)
@@ -112,4 +122,5 @@ class Traversal:
             "relay_slots": self.keeper.describe(),
             "hole_punching": self.puncher.describe(),
             "relayed_accepted": self.stop.accepted,
+            "relayed_refused": self.stop.refused,
         }

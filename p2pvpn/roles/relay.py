@@ -16,6 +16,9 @@ Theory of operation (libp2p specs, relay/circuit-v2.md; the client side is
   default of 2 minutes and 128 KiB would cut every tunnel off). Any
   circuit with a stranger at either end gets the stranger limit (default:
   go-libp2p's). Circuits are also capped in total and per peer.
+* Strangers' slots are capped per IP and in total below ``max_reservations``
+  (a share stays free for members); hop streams being negotiated are capped
+  in total and per peer (p2pvpn.limits, docs/limits.md).
 
 :class:`RelayPolicy` makes every admission decision and keeps the counts;
 it is pure and unit-tested. :class:`RelayService` moves the bytes.
@@ -40,7 +43,8 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage, PeerId, Reservation as PbReservation, StopMessage
 
-from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, relay_of, remote_peer, reset_quietly
+from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, relay_of, remote_peer, reset_quietly, source_key
+from p2pvpn.limits import ResourceManager, Ticket
 from p2pvpn.nat import circuit as c
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,7 @@ class Slot:
     peer: ID
     member: bool
     expire: int
+    ticket: Ticket | None = None  # a stranger's share of the stranger gauges (p2pvpn.limits)
 
 
 @dataclass
@@ -80,26 +85,43 @@ class RelayPolicy:
     circuits: Counter[ID] = field(default_factory=Counter)  # open circuits per peer (both ends count)
     open_circuits: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    rm: ResourceManager = field(default_factory=ResourceManager)
 
-    def reserve(self, peer: ID, member: bool, now: float) -> tuple[int, Slot | None]:
-        """Grant or renew ``peer``'s slot."""
+    def __post_init__(self) -> None:
+        # One slot per peer by construction (a second RESERVE renews); strangers get at most
+        # max_reservations - relay_member_reservations slots (at least one), the rest stays for members.
+        share = max(1, self.limits.max_reservations - self.rm.limits.relay_member_reservations)
+        self.rm.add_gauge("relay_stranger_reservations", share)
+
+    def reserve(self, peer: ID, member: bool, now: float, source: str | None = "unknown") -> tuple[int, Slot | None]:
+        """Grant or renew ``peer``'s slot; ``source`` is its IP address (strangers are capped per IP)."""
         if not member and not self.limits.serve_strangers:
             return self._refuse("stranger_reservation", c.PERMISSION_DENIED), None
         self.expire(now)
         slot = self.slots.get(peer)
         if slot is None and len(self.slots) >= self.limits.max_reservations:
             return self._refuse("reservations_full", c.RESERVATION_REFUSED), None
-        slot = Slot(peer, member, int(now) + self.limits.reservation_ttl)
+        ticket = slot.ticket if slot is not None else None
+        if member and ticket is not None:
+            ticket.release()
+            ticket = None
+        if not member and ticket is None:
+            ticket = self.rm.acquire("relay_stranger_reservations", ("relay_reservations_per_ip", source))
+            if ticket is None:
+                return self._refuse("stranger_reservations_limit", c.RESERVATION_REFUSED), None
+        slot = Slot(peer, member, int(now) + self.limits.reservation_ttl, ticket)
         self.slots[peer] = slot
         return c.OK, slot
 
     def release(self, peer: ID) -> None:
         """The peer's connection to us closed: its slot goes (spec: slots live with the connection)."""
-        self.slots.pop(peer, None)
+        slot = self.slots.pop(peer, None)
+        if slot is not None and slot.ticket is not None:
+            slot.ticket.release()
 
     def expire(self, now: float) -> None:
         for peer in [p for p, s in self.slots.items() if s.expire <= now]:
-            del self.slots[peer]
+            self.release(peer)
 
     def admit(self, src: ID, dst: ID, src_member: bool, now: float) -> tuple[int, c.CircuitLimit]:
         """May ``src`` open a circuit to ``dst``? (status, the circuit's limit). Counts it if OK."""
@@ -146,10 +168,14 @@ class CircuitStats:
 class RelayService:
     """Serves ``/libp2p/circuit/relay/0.2.0/hop`` with a :class:`RelayPolicy`."""
 
-    def __init__(self, host: Host, limits: RelayLimits, is_member: Callable[[ID], Awaitable[bool]]) -> None:
+    def __init__(self, host: Host, limits: RelayLimits, is_member: Callable[[ID], Awaitable[bool]],
+                 rm: ResourceManager | None = None, known: Callable[[ID], bool] = lambda peer: False) -> None:
         self.host = host
-        self.policy = RelayPolicy(limits)
+        self.rm = rm or ResourceManager()
+        self.policy = RelayPolicy(limits, rm=self.rm)
         self._is_member = is_member
+        self._known = known  # members we know without a lookup: not bounded by the strangers' hop gauges
+        self._hops: dict[int, Ticket] = {}  # hop streams being negotiated (released when a circuit starts)
         self.active: dict[int, CircuitStats] = {}
         self.circuits_total = 0
         self.bytes_relayed = 0
@@ -180,6 +206,16 @@ class RelayService:
         if self._nursery is None:
             await stream.reset()
             return
+        peer = remote_peer(stream)
+        # Members we know are not bounded here (a joining member dials every peer through us at once;
+        # max_circuits_per_peer bounds its circuits); strangers are, in total and each.
+        known = self._known(peer)
+        ticket = self.rm.acquire() if known else self.rm.acquire("relay_hops", ("relay_hops_per_peer", peer))
+        if ticket is None:
+            log.debug("hop stream from %s refused: limit", peer)
+            await reset_quietly(stream)
+            return
+        self._hops[id(stream)] = ticket
         done = trio.Event()
         self._nursery.start_soon(self._serve, stream, done)
         await done.wait()
@@ -191,7 +227,14 @@ class RelayService:
             log.debug("hop stream from %s failed: %r", remote_peer(stream), exc)
             await reset_quietly(stream)
         finally:
+            self._hop_done(stream)
             done.set()
+
+    def _hop_done(self, stream: INetStream) -> None:
+        """The hop stream's negotiation is over (a circuit started, or the stream ended)."""
+        ticket = self._hops.pop(id(stream), None)
+        if ticket is not None:
+            ticket.release()
 
     async def _handle(self, stream: INetStream) -> None:
         peer = remote_peer(stream)
@@ -213,7 +256,7 @@ class RelayService:
 
     async def _reserve(self, stream: INetStream, peer: ID) -> None:
         member = await self._member(peer)
-        status, slot = self.policy.reserve(peer, member, time.time())
+        status, slot = self.policy.reserve(peer, member, time.time(), source_key(stream))
         if slot is None:
             log.info("reservation of %s refused: %s", peer, c.status_name(status))
             await self._status(stream, status)
@@ -261,6 +304,7 @@ class RelayService:
             except (trio.TooSlowError, *STREAM_ERRORS):
                 await reset_quietly(dst_stream)
                 raise
+            self._hop_done(stream)  # from here max_circuits bounds it
             await self._pipe(stream, dst_stream, CircuitStats(src, dst, limit))
         finally:
             self.policy.circuit_closed(src, dst)

@@ -5,7 +5,10 @@ Theory of operation:
   with exponential backoff (0.5 s doubling to 4 s, ±20 % jitter), runs the
   tunnel to its end, and starts over.
 * Inbound streams arrive through a bounded channel (the libp2p handler only
-  hands them over) and run as tasks of our nursery.
+  hands them over) and run as tasks of our nursery. Each holds a ticket
+  until its handshake ends: known peers from their own gauge, strangers from
+  gauges bounded in total, per peer and per IP (p2pvpn.limits), so strangers
+  cannot starve members of handshake slots.
 * When both sides dial at once there are two tunnels; both sides keep the
   direct one if only one of them runs through a relay, else the one opened
   by the smaller peer ID (raw bytes), or the newer one if the same side
@@ -37,7 +40,8 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.peer_queue import PacketQueue
-from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
+from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer, source_key
+from p2pvpn.limits import Ticket
 from p2pvpn.nat.circuit import CircuitError
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, make_hello
@@ -111,7 +115,11 @@ class SessionManager:
         self._too_big_bucket = icmp.TokenBucket(TOO_BIG_PER_SECOND, TOO_BIG_BURST)
         self.handshake_failures: Counter[str] = Counter()
         self._hello = make_hello(network, local, mtu, offload=tun.offload)
-        self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
+        # Admission bounds what waits here (_admit), so the channel never overflows before it does.
+        limits = host.limits.limits
+        pending = max(MAX_PENDING_INBOUND, limits.handshakes_known + limits.handshakes)
+        self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](pending)
+        self._admitted: dict[int, Ticket] = {}  # id(stream) -> its handshake ticket
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
         # Set by the node when discovery runs: look an unknown caller up in the DHT;
@@ -235,6 +243,13 @@ class SessionManager:
             self.drops[DropReason.PEER_DOWN] += dropped
         self.peers.pop(peer.peer_id, None)
 
+    def known(self, peer_id: ID) -> bool:
+        """A peer we know without asking anyone: static, allowed, or with a verified record."""
+        existing = self.peers.get(peer_id)
+        if existing is not None and (existing.learned_from == "static" or existing.record is not None):
+            return True
+        return peer_id in self.allow_peers
+
     def authorized(self, peer_id: ID) -> bool:
         existing = self.peers.get(peer_id)
         if existing is not None and existing.learned_from == "static":
@@ -260,11 +275,34 @@ class SessionManager:
 
     async def _on_stream(self, stream: INetStream) -> None:
         """libp2p's handler: hand the stream to our nursery, never run it in libp2p's."""
+        if not self._admit(stream):
+            self.handshake_failures["limit"] += 1
+            await stream.reset()
+            return
         try:
             self._inbound_send.send_nowait(stream)
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._admission_done(stream)
             self.handshake_failures["overloaded"] += 1
             await stream.reset()
+
+    def _admit(self, stream: INetStream) -> bool:
+        """A handshake ticket for this inbound stream: known peers apart, strangers per peer and IP."""
+        peer = remote_peer(stream)
+        if self.known(peer):
+            ticket = self.host.limits.acquire("handshakes_known")
+        else:
+            ticket = self.host.limits.acquire("handshakes", ("handshakes_per_peer", peer),
+                                              ("handshakes_per_ip", source_key(stream)))
+        if ticket is None:
+            return False
+        self._admitted[id(stream)] = ticket
+        return True
+
+    def _admission_done(self, stream: INetStream) -> None:
+        ticket = self._admitted.pop(id(stream), None)
+        if ticket is not None:
+            ticket.release()
 
     async def _dial_loop(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
@@ -378,6 +416,8 @@ class SessionManager:
             tunnel.close(CloseCode.PROTOCOL_ERROR, _one_line(exc))
             await tunnel.shutdown()
             return
+        finally:
+            self._admission_done(stream)
         self._attach(peer, tunnel)
         via = f" via {tunnel.path['relay']}" if tunnel.path.get("relay") else ""
         log.info("tunnel with %s up (%s, %s%s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"), via)
@@ -410,6 +450,7 @@ class SessionManager:
                 return
         peer.set_tunnel(tunnel)
         tunnel.activate()
+        self.host.protect_member(peer.peer_id)  # py-libp2p's pruning must not close a tunnel's connection
 
     def _detach(self, peer: Peer, tunnel: Tunnel) -> None:
         if peer.tunnel is tunnel:

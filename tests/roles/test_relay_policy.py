@@ -80,3 +80,42 @@ def test_a_peer_cannot_circuit_to_itself() -> None:
     a = peer()
     policy.reserve(a, True, NOW)
     assert policy.admit(a, a, True, NOW)[0] == c.PERMISSION_DENIED
+
+
+def test_strangers_are_capped_per_ip_and_a_share_stays_for_members() -> None:
+    from p2pvpn.limits import Limits, ResourceManager
+
+    rm = ResourceManager(Limits(relay_reservations_per_ip=2, relay_member_reservations=2))
+    policy = RelayPolicy(RelayLimits(max_reservations=5), rm=rm)  # strangers: 5 - 2 = 3 slots
+    s1, s2, s3, s4, s5 = (peer() for _ in range(5))
+    assert policy.reserve(s1, False, NOW, "198.18.0.1")[0] == c.OK
+    assert policy.reserve(s2, False, NOW, "198.18.0.1")[0] == c.OK
+    assert policy.reserve(s3, False, NOW, "198.18.0.1") == (c.RESERVATION_REFUSED, None)  # same IP
+    assert policy.reserve(s3, False, NOW, "198.18.0.2")[0] == c.OK
+    assert policy.reserve(s4, False, NOW, "198.18.0.3") == (c.RESERVATION_REFUSED, None)  # stranger share full
+    assert policy.reserve(s1, False, NOW, "198.18.0.1")[0] == c.OK  # renewing takes nothing new
+    m1, m2 = peer(), peer()
+    assert policy.reserve(m1, True, NOW, "198.18.0.1")[0] == c.OK  # the members' share
+    assert policy.reserve(m2, True, NOW, "198.18.0.1")[0] == c.OK
+    assert policy.refused["stranger_reservations_limit"] == 2
+    assert rm.gauges["relay_reservations_per_ip"].hits == 1
+    assert rm.gauges["relay_stranger_reservations"].hits == 1
+    policy.release(s1)  # its connection closed: its stranger share and its IP's count come back
+    assert policy.reserve(s5, False, NOW, "198.18.0.1")[0] == c.OK
+
+
+def test_a_stranger_that_becomes_a_member_gives_its_stranger_share_back() -> None:
+    from p2pvpn.limits import Limits, ResourceManager
+
+    rm = ResourceManager(Limits(relay_member_reservations=0))
+    policy = RelayPolicy(RelayLimits(max_reservations=4), rm=rm)
+    a = peer()
+    policy.reserve(a, False, NOW, "198.18.0.1")
+    assert rm.gauges["relay_stranger_reservations"].in_use == 1
+    policy.reserve(a, True, NOW, "198.18.0.1")
+    assert rm.gauges["relay_stranger_reservations"].in_use == 0
+    policy.release(a)
+    policy.reserve(a, False, NOW, "198.18.0.1")
+    policy.expire(NOW + RelayLimits().reservation_ttl + 1)
+    assert rm.gauges["relay_stranger_reservations"].in_use == 0
+    assert rm.gauges["relay_reservations_per_ip"].in_use == 0

@@ -1,0 +1,404 @@
+"""The one door to py-libp2p internals: every reach-in behind a named function, checked at start.
+
+Rules of this module:
+* Code outside it uses py-libp2p's public API only (``IHost``, ``INetStream``,
+  ``KadDHT``'s public methods). Anything else -- a private method, a module
+  global we rebind, a method we patch, a class we subclass to silence a loop
+  -- is a function here, whose docstring names the upstream thing it relies
+  on and why we need it.
+* :func:`check` verifies that each internal exists with the shape we assume
+  (attribute present, signature, where a value lives) and raises
+  :class:`CompatError` naming it if not. The node calls it at start, so an
+  upgrade of py-libp2p fails loudly in one place instead of silently doing
+  nothing (the old ``getattr(..., None)`` / ``except AttributeError`` code did).
+* The multi-hop dial guard is privacy-relevant (``--exit-via``): if its
+  internals are missing, or py-libp2p grew a dial path the guard does not
+  cover, :func:`check_dial_guard` raises and the node does not start (fail
+  closed). Each reach-in has a canary test in tests/compat/.
+
+Written against py-libp2p 0.8.1.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from p2pvpn.errors import P2pvpnError
+
+UPSTREAM_KAD_PROTOCOL = "/ipfs/kad/1.0.0"
+# Every kad_dht module that sends or serves the KAD protocol through a module-level PROTOCOL_ID.
+KAD_MODULES = ("common", "kad_dht", "peer_routing", "provider_store", "value_store")
+# The Swarm methods that open a new underlay connection (call ``transport.dial``); the guard wraps them all.
+GUARDED_DIALS = ("_dial_addr_single_attempt", "dial_addr_as_responder")
+
+
+class CompatError(P2pvpnError):
+    """An internal of py-libp2p that p2pvpn relies on is missing or has changed shape."""
+
+
+def _fail(what: str, detail: str) -> CompatError:
+    try:
+        from importlib.metadata import version
+
+        found = version("libp2p")
+    except Exception:  # metadata missing in odd installs; the name of the internal is what matters
+        found = "unknown"
+    return CompatError(f"py-libp2p {found}: {what} {detail}; p2pvpn needs py-libp2p 0.8.x (see p2pvpn/libp2p_compat.py)")
+
+
+def _params(func: Any) -> list[str]:
+    return list(inspect.signature(func).parameters)
+
+
+def _require_method(owner: type, name: str, params: tuple[str, ...], what: str) -> None:
+    func = getattr(owner, name, None)
+    if func is None or not callable(func) or getattr(func, "__isabstractmethod__", False):
+        raise _fail(what, f"is missing ({owner.__name__}.{name})")
+    got = _params(func)
+    if tuple(got[: len(params)]) != params:
+        raise _fail(what, f"changed signature ({owner.__name__}.{name}{tuple(got)}, expected {params})")
+
+
+# -- KadDHT: protocol ID, lookup fallback, routing-table admission ------------------------------------
+
+
+def use_kad_protocol_id(protocol_id: TProtocol) -> None:
+    """Make KadDHT speak ``protocol_id`` instead of /ipfs/kad/1.0.0.
+
+    Relies on: ``libp2p.kad_dht.{common,kad_dht,peer_routing,provider_store,value_store}.PROTOCOL_ID``,
+    module globals each module imported from ``common``. py-libp2p 0.8.1 takes
+    a ``protocol_prefix`` argument but ignores it on the wire, and speaking
+    /ipfs/kad would mix our records into the public IPFS DHT. Process-wide.
+    """
+    for name in KAD_MODULES:
+        module = importlib.import_module(f"libp2p.kad_dht.{name}")
+        module.PROTOCOL_ID = protocol_id  # type: ignore[attr-defined]
+
+
+def set_kad_lookup_fallback(threshold: int) -> None:
+    """Below ``threshold`` routing-table peers, KadDHT lookups also ask every peer the peerstore knows.
+
+    Relies on: ``libp2p.kad_dht.peer_routing.MIN_PEERS_THRESHOLD`` (5 upstream),
+    read at call time by ``PeerRouting.find_closest_peers_network``. In a small
+    network that fallback is every lookup, and each unreachable node behind a
+    NAT costs a dial timeout; we fall back only when the table is empty (1).
+    """
+    module = importlib.import_module("libp2p.kad_dht.peer_routing")
+    module.MIN_PEERS_THRESHOLD = threshold  # type: ignore[attr-defined]
+
+
+def filter_kad_add_peer(kad: Any, refuse: Callable[[ID, bool], bool]) -> None:
+    """Wrap ``kad.add_peer`` so that ``refuse(peer, skip_server_mode_check)`` can keep a peer out.
+
+    Relies on: ``KadDHT.add_peer(peer_id, *, skip_server_mode_check=False)``,
+    which its stream handler calls with the check skipped for every peer
+    that sends a request, clients included (p2pvpn.discovery.dht explains why
+    clients must stay out of routing tables).
+    """
+    original = kad.add_peer
+
+    async def add_peer(peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
+        if refuse(peer_id, skip_server_mode_check):
+            return False
+        return bool(await original(peer_id, skip_server_mode_check=skip_server_mode_check))
+
+    kad.add_peer = add_peer
+
+
+def set_kad_mode(kad: Any, server: bool) -> None:
+    """Switch ``kad`` between server and client without emptying its routing table.
+
+    Relies on: the ``KadDHT.mode`` attribute (``DHTMode``), read by
+    ``handle_stream`` and the query code. ``KadDHT.switch_mode`` would also
+    run ``cleanup_routing_table`` when going to client mode, leaving a client
+    that cannot ask anyone; the caller moves the stream handler itself.
+    """
+    from libp2p.kad_dht.kad_dht import DHTMode
+
+    kad.mode = DHTMode.SERVER if server else DHTMode.CLIENT
+
+
+async def providers_from_peer(kad: Any, peer_id: ID, key: bytes) -> list[Any]:
+    """One GET_PROVIDERS to ``peer_id``: the providers it stores for ``key``.
+
+    Relies on: ``ProviderStore._get_providers_from_peer_with_closers(peer_id, key)``
+    returning ``(providers, closer_peers)``. The public ``find_providers``
+    returns only the local store once it holds any provider, so a DHT server
+    would see only the members that announced to it.
+    """
+    providers, _closer = await kad.provider_store._get_providers_from_peer_with_closers(peer_id, key)
+    return list(providers)
+
+
+async def value_from_peer(kad: Any, peer_id: ID, key: bytes) -> Any:
+    """One GET_VALUE to ``peer_id`` (the record's owner): its answer or None.
+
+    Relies on: ``ValueStore._get_from_peer(peer_id, key)``. One RPC to the
+    owner replaces a whole iterative lookup per member and round.
+    """
+    return await kad.value_store._get_from_peer(peer_id, key)
+
+
+def identify_pusher(host: Any) -> Callable[[], Awaitable[None]]:
+    """A function that sends an identify push to every connected peer (our protocol list changed).
+
+    Relies on: ``BasicHost._push_identify_to_all_peers()``. Peers learn that
+    we stopped or started serving the DHT from it and fix their tables.
+    """
+    return host._push_identify_to_all_peers  # type: ignore[no-any-return]
+
+
+# -- Swarm: dial cache, pruning protection, dial-back, multi-hop guard ----------------------------------
+
+
+def unblock_peer(host: Any, peer_id: ID) -> None:
+    """Forget a failed dial to ``peer_id`` so it can be dialed now.
+
+    Relies on: ``Swarm.unblock_peer(peer_id)`` (not in ``INetworkService``).
+    The swarm refuses to dial a peer for 60 s after a failed dial; we back off
+    ourselves, and a relay or peer that restarts is back in seconds.
+    """
+    host.get_network().unblock_peer(peer_id)
+
+
+def protect_peer(host: Any, peer_id: ID, tag: str) -> None:
+    """Keep py-libp2p's connection pruner away from ``peer_id``'s connections.
+
+    Relies on: ``Swarm.protect(peer_id, tag)`` (go-libp2p's ConnManager.Protect).
+    Above ``high_watermark`` connections the pruner closes idle unprotected
+    ones; a flood of fresh identities must not push out relays and members.
+    """
+    host.get_network().protect(peer_id, tag)
+
+
+def unprotect_peer(host: Any, peer_id: ID, tag: str) -> None:
+    """Undo :func:`protect_peer` for ``tag``. Relies on: ``Swarm.unprotect(peer_id, tag)``."""
+    host.get_network().unprotect(peer_id, tag)
+
+
+def is_protected(host: Any, peer_id: ID) -> bool:
+    """Whether some tag protects ``peer_id``. Relies on: ``Swarm.is_protected(peer_id, tag="")``."""
+    return bool(host.get_network().is_protected(peer_id))
+
+
+async def dial_addr(host: Any, addr: Any, peer_id: ID) -> Any:
+    """Open a new connection to ``peer_id`` at exactly ``addr`` (AutoNAT dial-back).
+
+    Relies on: ``Swarm.dial_addr(addr, peer_id)`` (not in ``INetworkService``):
+    a dial-back must test the address the client asked about, not whichever
+    connection the swarm already has.
+    """
+    return await host.get_network().dial_addr(addr, peer_id)
+
+
+def is_outbound(conn: Any) -> bool:
+    """Whether we opened ``conn``. Relies on: ``SwarmConn.direction`` (a ``Direction``)."""
+    return str(conn.direction).lower().endswith("outbound")
+
+
+def install_dial_guard(host: Any, check: Callable[[ID, Any], None]) -> None:
+    """Call ``check(peer_id, addr)`` before every new underlay connection; it raises to refuse.
+
+    Relies on: ``Swarm._dial_addr_single_attempt`` (every direct dial:
+    ``dial_peer``, ``dial_addr``, retries) and ``Swarm.dial_addr_as_responder``
+    (hole punching) being the only methods that call ``transport.dial``.
+    Privacy-relevant (``--exit-via``): :func:`check_dial_guard` runs first and
+    refuses to install if either is missing or another dial path exists.
+    """
+    check_dial_guard()
+    swarm = host.get_network()
+    for name in GUARDED_DIALS:
+        original = getattr(swarm, name)
+
+        async def guarded(addr: Any, peer_id: ID, source: Any = None, _original: Any = original) -> Any:
+            check(peer_id, addr)
+            return await _original(addr, peer_id, source)
+
+        setattr(swarm, name, guarded)
+
+
+def check_dial_guard() -> None:
+    """Fail closed: the guarded methods exist with (addr, peer_id, source), and no other Swarm method dials."""
+    from libp2p.network.swarm import Swarm
+
+    for name in GUARDED_DIALS:
+        _require_method(Swarm, name, ("self", "addr", "peer_id", "source"), "the multi-hop dial guard's hook")
+    dialing = sorted(_methods_calling_transport_dial(Swarm))
+    if dialing != sorted(GUARDED_DIALS):
+        raise _fail("the multi-hop dial guard", f"does not cover every dial path (Swarm methods calling "
+                    f"transport.dial: {', '.join(dialing) or 'none'}; guarded: {', '.join(GUARDED_DIALS)})")
+
+
+def _methods_calling_transport_dial(cls: type) -> set[str]:
+    """Names of ``cls``'s methods whose body calls ``<something>.dial(...)`` on a transport."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for call in ast.walk(node):
+            if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "dial"
+                    and "transport" in ast.unparse(call.func.value).lower()):
+                found.add(node.name)
+    return found
+
+
+# -- relayed connections ----------------------------------------------------------------------------------
+
+
+def relayed_raw_connection(stream: Any, initiator: bool, addr: Any) -> Any:
+    """A relay stream as a raw connection, ready for the ordinary libp2p upgrade (Noise, yamux).
+
+    Relies on: ``RawConnection(stream, initiator, connection_type, addresses)``
+    (``libp2p.network.connection.raw_connection``): ``connection_type=RELAYED``
+    and the ``/p2p/<relay>/p2p-circuit/p2p/<peer>`` address travel with the
+    upgraded connection, which is how p2pvpn.host.relay_of tells it is relayed.
+    """
+    from libp2p.connection_types import ConnectionType
+    from libp2p.network.connection.raw_connection import RawConnection
+
+    return RawConnection(stream, initiator=initiator, connection_type=ConnectionType.RELAYED, addresses=[addr])
+
+
+# -- DCUtR: we decide who starts -------------------------------------------------------------------------
+
+
+def passive_dcutr_class() -> type:
+    """py-libp2p's ``DCUtRProtocol`` without its own initiative.
+
+    Relies on: ``DCUtRProtocol._auto_drive_loop`` (started by ``run``; it
+    would punch toward every relayed peer by itself, while p2pvpn.nat.holepunch
+    decides which side starts) and ``DCUtRProtocol._try_unilateral_upgrade``
+    ("spec step 0": a plain direct dial first, which our dials already made
+    and which only delays the punch by a dial timeout).
+    """
+    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+    class PassiveDCUtR(DCUtRProtocol):  # type: ignore[misc]
+        async def _auto_drive_loop(self) -> None:
+            import trio
+
+            await trio.sleep_forever()
+
+        async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+            return False
+
+    return PassiveDCUtR
+
+
+# -- the start-up check ----------------------------------------------------------------------------------
+
+
+def _check_kad() -> None:
+    for name in KAD_MODULES:
+        module = importlib.import_module(f"libp2p.kad_dht.{name}")
+        if not hasattr(module, "PROTOCOL_ID"):
+            raise _fail("KadDHT's protocol ID", f"is no longer a global of libp2p.kad_dht.{name}")
+    for name, value in _kad_globals_naming(UPSTREAM_KAD_PROTOCOL, skip_patched=True):
+        raise _fail("KadDHT's protocol ID", f"is also captured as libp2p.kad_dht.{name} (value {value!r})")
+    peer_routing = importlib.import_module("libp2p.kad_dht.peer_routing")
+    if not isinstance(getattr(peer_routing, "MIN_PEERS_THRESHOLD", None), int):
+        raise _fail("KadDHT's lookup fallback", "is missing (libp2p.kad_dht.peer_routing.MIN_PEERS_THRESHOLD)")
+    from libp2p.kad_dht.kad_dht import KadDHT
+    from libp2p.kad_dht.provider_store import ProviderStore
+    from libp2p.kad_dht.value_store import ValueStore
+
+    _require_method(KadDHT, "add_peer", ("self", "peer_id", "skip_server_mode_check"), "KadDHT routing-table admission")
+    _require_method(ProviderStore, "_get_providers_from_peer_with_closers", ("self", "peer_id", "key"),
+                    "GET_PROVIDERS to one peer")
+    _require_method(ValueStore, "_get_from_peer", ("self", "peer_id", "key"), "GET_VALUE to one peer")
+    if "mode" not in inspect.getsource(KadDHT.handle_stream):
+        raise _fail("KadDHT's mode switch", "no longer reads KadDHT.mode in handle_stream")
+    # Public methods of KadDHT's parts (no interface promises them): p2pvpn.discovery.dht uses them directly.
+    from libp2p.kad_dht.peer_routing import PeerRouting
+    from libp2p.kad_dht.routing_table import RoutingTable
+
+    for owner, name, params in (
+        (ValueStore, "get", ("self", "key")), (ValueStore, "put", ("self", "key", "value")),
+        (ValueStore, "remove", ("self", "key")), (ProviderStore, "get_providers", ("self", "key")),
+        (PeerRouting, "find_closest_peers_network", ("self", "target_key")),
+        (RoutingTable, "get_peer_ids", ("self",)), (RoutingTable, "remove_peer", ("self", "peer_id")),
+        (RoutingTable, "peer_in_table", ("self", "peer_id")),
+        (RoutingTable, "add_peer", ("self", "peer_obj", "skip_server_mode_check")),
+    ):  # fmt: skip
+        _require_method(owner, name, params, "KadDHT's stores and routing table")
+    for attr in ("value_store", "provider_store", "peer_routing", "routing_table"):
+        if f"self.{attr} =" not in inspect.getsource(KadDHT.__init__):
+            raise _fail("KadDHT's stores and routing table", f"KadDHT no longer sets self.{attr}")
+
+
+def _kad_globals_naming(value: str, skip_patched: bool) -> list[tuple[str, str]]:
+    """(module.name, value) of every kad_dht module global still equal to ``value``, outside KAD_MODULES' PROTOCOL_ID."""
+    import pkgutil
+
+    import libp2p.kad_dht as package
+
+    hits = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"libp2p.kad_dht.{info.name}")
+        for attr, held in vars(module).items():
+            if skip_patched and attr == "PROTOCOL_ID" and info.name in KAD_MODULES:
+                continue
+            if isinstance(held, str) and held == value:
+                hits.append((f"{info.name}.{attr}", held))
+    return hits
+
+
+def _check_host() -> None:
+    from libp2p.host.basic_host import BasicHost
+    from libp2p.network.connection.swarm_connection import SwarmConn
+    from libp2p.network.swarm import Swarm
+
+    _require_method(BasicHost, "_push_identify_to_all_peers", ("self",), "identify push")
+    _require_method(Swarm, "unblock_peer", ("self", "peer_id"), "the swarm's negative dial cache")
+    _require_method(Swarm, "protect", ("self", "peer_id", "tag"), "connection pruning protection")
+    _require_method(Swarm, "unprotect", ("self", "peer_id", "tag"), "connection pruning protection")
+    _require_method(Swarm, "is_protected", ("self", "peer_id"), "connection pruning protection")
+    _require_method(Swarm, "dial_addr", ("self", "addr", "peer_id"), "AutoNAT dial-back")
+    from libp2p.connection_types import ConnectionType
+    from libp2p.network.connection.raw_connection import RawConnection
+
+    _require_method(RawConnection, "__init__", ("self", "stream", "initiator", "connection_type", "addresses"),
+                    "relayed raw connections")
+    if not hasattr(ConnectionType, "RELAYED"):
+        raise _fail("relayed raw connections", "lost ConnectionType.RELAYED")
+    if not isinstance(inspect.getattr_static(SwarmConn, "direction", None), property):
+        raise _fail("connection direction", "is missing (SwarmConn.direction)")
+
+
+def _check_dcutr() -> None:
+    from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+    _require_method(DCUtRProtocol, "_auto_drive_loop", ("self",), "DCUtR's own hole-punch loop")
+    _require_method(DCUtRProtocol, "_try_unilateral_upgrade", ("self", "peer_id"), "DCUtR's direct-dial step")
+    _require_method(DCUtRProtocol, "initiate_hole_punch", ("self", "peer_id"), "DCUtR hole punching")
+    if "_auto_drive_loop" not in inspect.getsource(DCUtRProtocol.run):
+        raise _fail("DCUtR's own hole-punch loop", "is no longer started by DCUtRProtocol.run")
+
+
+_checked = False
+
+
+def check_once() -> None:
+    """:func:`check` once per process (every Host calls it; tests build many)."""
+    global _checked
+    if not _checked:
+        check()
+        _checked = True
+
+
+def check(*, multihop: bool = False) -> None:
+    """Verify every internal reached through this module; with ``multihop``, the dial guard too (fail closed)."""
+    _check_kad()
+    _check_host()
+    _check_dcutr()
+    if multihop:
+        check_dial_guard()

@@ -1,0 +1,72 @@
+"""A stranger flood against a node, in process: fresh identities opening silent tunnel streams.
+
+Used by tests/session/test_limits_inprocess.py and bench/limits_flood.py
+(docs/limits.md, "Measured"). The attackers are bare py-libp2p hosts; each
+connects to the victim and opens ``streams`` tunnel streams at once without
+ever sending a Hello, the cheapest way to hold a node's handshake slots.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from libp2p.peer.peerinfo import PeerInfo
+
+from p2pvpn import libp2p_compat
+from p2pvpn.host import STREAM_ERRORS, Host
+from p2pvpn.node import Node
+from p2pvpn.testing.cluster import wait_up
+from p2pvpn.wire.codec import PROTOCOL_ID
+
+HOLD = 8.0  # seconds an attacker keeps its streams open at most
+
+
+async def flood(attacker: Host, victim: Host, streams: int, opened: list[int], refused: list[int]) -> None:
+    """Connect, then open ``streams`` silent tunnel streams at once and hold them."""
+    try:
+        await attacker.libp2p.connect(PeerInfo(victim.peer_id, victim.listen_addrs))
+    except STREAM_ERRORS:
+        refused.append(1)
+        return
+
+    async def one() -> None:
+        try:
+            stream = await attacker.libp2p.new_stream(victim.peer_id, [PROTOCOL_ID])
+        except (trio.TooSlowError, *STREAM_ERRORS):
+            refused.append(1)
+            return
+        opened.append(1)
+        try:
+            await stream.read(1)  # silent: we never send a Hello; wait for the victim to give up on us
+        except STREAM_ERRORS:
+            pass
+
+    with trio.move_on_after(HOLD):
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(one)
+
+
+async def attack_while_member_joins(victim: Node, member: Node, attackers: list[Host], streams: int,
+                                    opened: list[int], refused: list[int]) -> dict[str, Any]:
+    """Start the victim, flood it, start the member during the flood; the victim's status once the tunnel is up."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(victim.run)
+        assert victim.host is not None
+        async with trio.open_nursery() as attack:
+            for host in attackers:
+                attack.start_soon(flood, host, victim.host, streams, opened, refused)
+            with trio.move_on_after(10):  # the flood is on: strangers' handshakes fill their per-peer room
+                while victim.host.limits.gauges["handshakes_per_peer"].hits == 0:
+                    await trio.sleep(0.05)
+            joined = trio.current_time()
+            await nursery.start(member.run)
+            await wait_up(member, victim, 20)
+            await wait_up(victim, member, 20)
+            status = victim.status()
+            status["member_seconds"] = trio.current_time() - joined  # member start -> tunnel up on both sides
+            status["member_protected"] = libp2p_compat.is_protected(victim.host.libp2p, member.peer_id)
+            attack.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    return status
