@@ -41,6 +41,7 @@ from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
+from p2pvpn.supervisor import Failures
 from p2pvpn.tun.device import LinuxTun, TunDevice
 from p2pvpn.tun.readdress import replace_ipv4
 from p2pvpn.wire.codec import PROTOCOL_ID
@@ -81,6 +82,7 @@ class Node:
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
         self._mdns_peers: set[ID] = set()
+        self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
                 raise ConfigError("peers: the list contains this node's own peer ID")
@@ -115,7 +117,7 @@ class Node:
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
-                        allow_any_peer=cfg.allow_any_peer,
+                        allow_any_peer=cfg.allow_any_peer, failures=self.failures,
                     )
                     self.manager = manager
                     for pid, addr in cfg.peer_infos():
@@ -325,6 +327,8 @@ class Node:
             "listen": self.host.addrs() if self.host else [],
             "uptime": round(time.time() - self.started, 1),
             "drops": dict(manager.drops) if manager else {},
+            "drops_total": dict(manager.drops_total()) if manager else {},
+            "failures": self.failures.as_dict(),
             "icmp_sent": dict(manager.icmp_sent) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,

@@ -100,6 +100,7 @@ class SessionManager:
         keepalive: float,
         allow_peers: Iterable[ID] = (),
         allow_any_peer: bool = False,
+        failures: Failures | None = None,
     ) -> None:
         self.host = host
         self.tun = tun
@@ -116,7 +117,7 @@ class SessionManager:
         self.icmp_sent: Counter[str] = Counter()  # "too_big" answered, "too_big_limited" not (rate limit)
         self._too_big_bucket = icmp.TokenBucket(TOO_BIG_PER_SECOND, TOO_BIG_BURST)
         self.handshake_failures: Counter[str] = Counter()
-        self.failures = Failures()  # contained tunnel failures; the node adds its own kinds (control_error)
+        self.failures = failures or Failures()  # contained failures, node-wide (the node's control_error too)
         # Node-wide totals of per-peer drops, kept when a peer is removed (status ``drops_total``).
         self.removed_peer_drops: Counter[str] = Counter()
         self._retry: dict[ID, Backoff] = {}

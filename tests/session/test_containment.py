@@ -1,0 +1,86 @@
+"""Issue 12, point 1: one peer must not end the node.
+
+The reproduced crash: an authorized peer sends a burst of Keepalives and
+stops reading; the node's keepalive replies fill the stream's flow-control
+window, a reply write times out (``trio.TooSlowError`` out of
+``Tunnel._on_control``), and before the fix that error ended ``Node.run``.
+
+The attacker here is a real py-libp2p host in this process speaking our
+tunnel protocol. It never reads its stream, so the node's yamux send window
+(256 KiB) runs dry exactly as when a peer stops reading its socket. py-libp2p
+gives up on a dry window by itself after 5 s, which over a real network
+(TCP buffers full) does not happen; the node's write timeout is lowered below
+that so the test exercises the same path as the real crash: our own
+``WRITE_TIMEOUT`` firing inside the keepalive reply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import multiaddr
+import pytest
+import trio
+
+from p2pvpn import addressing, identity
+from p2pvpn.host import Host
+from p2pvpn.session import tunnel as tunnel_module
+from p2pvpn.session.handshake import make_hello
+from p2pvpn.testing.cluster import Cluster, running, wait_up
+from p2pvpn.testing.packets import udp4
+from p2pvpn.wire.codec import PROTOCOL_ID, Keepalive, encode
+
+BURST = 40_000  # replies of up to 9 bytes each: more than the 256 KiB of window left
+
+
+async def test_peer_that_stops_reading_loses_only_its_own_tunnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tunnel_module, "WRITE_TIMEOUT", 1.0)
+    attacker_key = identity.create(tmp_path / "attacker.key")
+    attacker_id = identity.peer_id(attacker_key)
+    cluster = Cluster(tmp_path)
+    b = cluster.node("b")
+    a = cluster.node("a", peers=[cluster.addr("b")], allow_peers=(str(attacker_id),))
+    b = cluster.node("b", peers=[cluster.addr("a")])
+    attacker = Host(attacker_key, ["/ip4/127.0.0.1/tcp/0"])
+    async with running(a, b), attacker.running():
+        await wait_up(a, b, 20)
+        hello = make_hello(a.config.network, addressing.derive(attacker_id.to_bytes(), a.config.network), 1400)
+        target = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{cluster.ports['a']}")
+        stream = await attacker.open_stream(a.peer_id, [target], PROTOCOL_ID)
+        await stream.write(encode(hello))  # and never a single read from here on
+        with trio.fail_after(20):
+            while (peer := a.manager.peers.get(attacker_id)) is None or peer.tunnel is None:
+                await trio.sleep(0.05)
+        # py-libp2p grew the stream's window to a few MiB while negotiating; Data the
+        # attacker never reads uses most of it up, so the Keepalive replies run it dry.
+        window = peer.tunnel.stream.muxed_stream  # test-only look into py-libp2p's yamux
+        filler = udp4(str(a.addresses.ipv4), str(peer.addresses.ipv4), b"x" * 1300)
+        with trio.fail_after(60):
+            while window.send_window > 256 * 1024:
+                for _ in range(min(100, (window.send_window - 200 * 1024) // len(filler))):
+                    cluster.tuns["a"].inject(filler)
+                while len(peer.queue):
+                    await trio.sleep(0.01)
+                await trio.sleep(0.05)
+        assert a.failures.counts["tunnel_write_timeout"] == 0  # the Data went through
+        burst = b"".join(encode(Keepalive(seq=i)) for i in range(1, BURST + 1))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.write, burst)
+            with trio.fail_after(60):
+                while a.failures.counts["tunnel_write_timeout"] < 1:
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+
+        # The node is alive, reports the failure, and the attacker's tunnel is gone.
+        status = a.status()
+        assert status["failures"]["tunnel_write_timeout"] == 1
+        attacker_peer = a.manager.peers.get(attacker_id)
+        assert attacker_peer is None or attacker_peer.tunnel is None
+        # The other tunnel kept working throughout.
+        assert a.manager.peers[b.peer_id].tunnel is not None
+        packet = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"still here")
+        cluster.tuns["a"].inject(packet)
+        with trio.fail_after(5):
+            assert await cluster.tuns["b"].delivered.receive() == packet
