@@ -10,8 +10,10 @@ resource is released by the context that created it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -51,8 +53,27 @@ log = logging.getLogger(__name__)
 TunFactory = Callable[[str, int, ipaddress.IPv4Interface, ipaddress.IPv6Interface], TunDevice]
 
 
+RUN_DIR = Path("/run/p2pvpn")
+NETLINK_THREADS = trio.CapacityLimiter(1)  # netlink dumps for status run in a thread, one at a time
+
+
 def control_path(config: Config, directory: Path) -> Path:
-    return Path(config.control_socket) if config.control_socket else directory / "control.sock"
+    """``control_socket`` if set, else /run/p2pvpn/<dir name>-<hash of the absolute dir>.sock.
+
+    Under /run (tmpfs, cleared at boot) rather than beside the config, so
+    /etc stays read-only; the hash keeps two nodes with different --dir on
+    one host (the lab, the tests) apart, and ``p2pvpn status --dir D``
+    derives the same name from D. A non-root user may not write /run, so
+    for one the socket stays in the node's own directory (<dir>/control.sock).
+    """
+    if config.control_socket:
+        return Path(config.control_socket)
+    if os.geteuid() != 0:
+        return directory / "control.sock"
+    absolute = str(directory.resolve())
+    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in directory.resolve().name)[:40] or "node"
+    return RUN_DIR / f"{name}-{digest}.sock"
 
 
 class Node:
@@ -103,7 +124,8 @@ class Node:
         if cfg.use_exit != "none":
             marking.install(MARK)  # before any libp2p socket exists (p2pvpn.exit.marking)
         async with trio.open_nursery() as nursery:
-            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
+            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control,
+                                self.failures.reporter("control"))
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
             v6 = ipaddress.IPv6Interface((self.addresses.ipv6, addressing.OVERLAY_V6_PREFIXLEN))
             tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)
@@ -277,9 +299,11 @@ class Node:
 
     # -- control -------------------------------------------------------------
 
-    def handle_control(self, cmd: str) -> dict[str, Any]:
+    async def handle_control(self, cmd: str) -> dict[str, Any]:
+        """One control request (inside the control server's failure boundary)."""
         if cmd == "status":
-            return self.status()
+            listen = await trio.to_thread.run_sync(self._listen_addrs, limiter=NETLINK_THREADS)
+            return self.status(listen)
         if cmd == "peers":
             return {"peers": self.peers()}
         if cmd == "exits":
@@ -313,7 +337,12 @@ class Node:
         return {"mode": client.mode, "current": str(client.current) if client.current else None,
                 "since": client.since or None, "switches": max(0, len(client.history) - 1)}
 
-    def status(self) -> dict[str, Any]:
+    def _listen_addrs(self) -> list[str]:
+        """Our addresses (a netlink dump when listening on 0.0.0.0): called in a thread, off the event loop."""
+        return self.host.addrs() if self.host else []
+
+    def status(self, listen: list[str] | None = None) -> dict[str, Any]:
+        """The node's state; ``listen`` as computed off the loop (``_listen_addrs``), or computed here."""
         manager = self.manager
         return {
             "peer_id": str(self.peer_id),
@@ -324,7 +353,7 @@ class Node:
             "mtu": self.config.mtu,
             "offload": bool(self.tun is not None and self.tun.offload),
             "protocol": PROTOCOL_ID,
-            "listen": self.host.addrs() if self.host else [],
+            "listen": self._listen_addrs() if listen is None else listen,
             "uptime": round(time.time() - self.started, 1),
             "drops": dict(manager.drops) if manager else {},
             "drops_total": dict(manager.drops_total()) if manager else {},

@@ -136,7 +136,12 @@ async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
             while b.manager.handshake_failures["not_authorized"] < 1:
                 await trio.sleep(0.05)
         assert a.peer_id not in b.manager.peers
-        assert a.manager.peers[b.peer_id].tunnel is None
+        # b sent its Hello first, then Close(NOT_AUTHORIZED) (docs/protocol.md §7.1): a saw the
+        # Close after the handshake, not instead of it.
+        with trio.fail_after(10):
+            while "NOT_AUTHORIZED" not in a.manager.peers[b.peer_id].last_error:
+                await trio.sleep(0.05)
+        assert a.manager.peers[b.peer_id].last_error.startswith("peer closed the tunnel: NOT_AUTHORIZED")
 
 
 async def test_tunnel_returns_after_peer_restarts(tmp_path: Path) -> None:
