@@ -142,6 +142,7 @@ class Node:
                         allow_any_peer=cfg.allow_any_peer, failures=self.failures,
                     )
                     self.manager = manager
+                    manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     async with (

@@ -42,6 +42,7 @@ from libp2p.peer.id import ID
 
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
+from p2pvpn.dataplane.destinations import LocalDestinations
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
 from p2pvpn.nat.circuit import CircuitError
@@ -123,6 +124,7 @@ class SessionManager:
         self._retry: dict[ID, Backoff] = {}
         self._retry_at: dict[ID, float] = {}  # trio time before which we don't redial a peer whose tunnel failed
         self._hello = make_hello(network, local, mtu, offload=tun.offload)
+        self.destinations = LocalDestinations(local, network)  # ingress destination check; the exit role widens it
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
@@ -206,6 +208,7 @@ class SessionManager:
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local
+        self.destinations.set_local(local)
         self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload)
         for peer in self.peers.values():
             if peer.tunnel is not None:
@@ -410,6 +413,7 @@ class SessionManager:
         """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
         tunnel = Tunnel(stream, remote_id, initiator)
         tunnel.too_big = self._answer_too_big
+        tunnel.destination_ok = self.destinations.allowed
         try:
             peer = await self._handshake(tunnel)
         except HandshakeError as exc:

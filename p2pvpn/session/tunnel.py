@@ -59,6 +59,7 @@ class Tunnel:
         self.remote_close: Close | None = None
         self.offload = False  # both Hellos carried gso/1: Data may use offload_packets
         self.too_big: Callable[[bytes, int], None] | None = None  # told of packets over the peer's MTU
+        self.destination_ok: Callable[[bytes], bool] | None = None  # ingress destination check
         self.failure: str | None = None  # kind of failure that ended the tunnel, for the node's ``failures``
         self.write_failed = False  # a write timed out: nothing more may be written, the stream gets reset
         self._decoder = FrameDecoder()
@@ -171,7 +172,8 @@ class Tunnel:
             await self._on_control(frame)
 
         try:
-            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload)
+            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload,
+                                    self.destination_ok)
         except ProtocolError as exc:
             self.close(CloseCode.PROTOCOL_ERROR, str(exc))
         except WriteTimeout as exc:  # a keepalive reply the peer would not take (it stopped reading)
