@@ -326,6 +326,7 @@ class Node:
             "routing_table": d.dht.routing_table_size(),
             "members": len(d.known),
             "rejected_records": d.rejected + d.dht.rejected,
+            "rejected_addrs": self.manager.rejected_addrs if self.manager else 0,
             "rounds": d.rounds,
             "last_published": d.last_published,
             "address_index": self.addresses.index,

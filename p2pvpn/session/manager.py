@@ -43,6 +43,7 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.destinations import LocalDestinations
+from p2pvpn.discovery.record import dialable
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer
 from p2pvpn.nat.circuit import CircuitError
@@ -128,6 +129,10 @@ class SessionManager:
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
+        self.rejected_addrs = 0  # record addresses never dialed because of their scope (discovery.record.dialable)
+        # Loopback in a record names our own host, unless every node here lives on loopback (tests).
+        listen = list(getattr(host, "listen_addrs", ()))
+        self._loopback_only = bool(listen) and all(_is_loopback(a) for a in listen)
         # Set by the node when discovery runs: look an unknown caller up in the DHT;
         # told when a member with a lower peer ID claims our IPv4.
         self.member_lookup: Callable[[ID], Awaitable[NodeRecord | None]] | None = None
@@ -187,6 +192,9 @@ class SessionManager:
         peer.record = record
         peer.record_fetched = time.time()
         addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        if len(kept := [a for a in addrs if dialable(a, self._loopback_only)]) != len(addrs):
+            self.rejected_addrs += len(addrs) - len(kept)  # never dialed: loopback, link-local, ... (by scope)
+            addrs = kept
         if self.rewrite_dial_addrs is not None:
             addrs = self.rewrite_dial_addrs(peer_id, addrs)
         if addrs != peer.dial_addrs:
@@ -482,6 +490,11 @@ class SessionManager:
             log.info("tunnel with %s down: %s", peer.peer_id, tunnel.close_reason or "closed")
             if not peer.wanted:
                 self._remove_peer(peer)
+
+
+def _is_loopback(addr: multiaddr.Multiaddr) -> bool:
+    host = str(addr).split("/")[2:3]
+    return host in (["127.0.0.1"], ["::1"]) or (host != [] and host[0].startswith("127."))
 
 
 def _one_line(exc: BaseException) -> str:

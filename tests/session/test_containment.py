@@ -84,3 +84,29 @@ async def test_peer_that_stops_reading_loses_only_its_own_tunnel(
         cluster.tuns["a"].inject(packet)
         with trio.fail_after(5):
             assert await cluster.tuns["b"].delivered.receive() == packet
+
+
+def test_learned_record_addresses_outside_a_sane_scope_are_never_dialed(tmp_path: Path) -> None:
+    """Issue 12 point 4: a record naming loopback or link-local addresses makes no member dial them."""
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+
+    from p2pvpn.discovery.record import NodeRecord
+    from p2pvpn.routing import RouteTable
+    from p2pvpn.session.manager import SessionManager
+    from p2pvpn.testing.memtun import MemoryTun
+
+    ours = identity.peer_id(identity.create(tmp_path / "ours.key"))
+    theirs = identity.peer_id(identity.create(tmp_path / "theirs.key"))
+    host = SimpleNamespace(peer_id=ours, listen_addrs=[multiaddr.Multiaddr("/ip4/0.0.0.0/tcp/4242")])
+    routes: RouteTable[ID] = RouteTable()
+    manager = SessionManager(host, MemoryTun(), routes, "default", addressing.derive(ours.to_bytes(), "default"),  # type: ignore[arg-type]
+                             1400, 64, 5.0)
+    derived = addressing.derive(theirs.to_bytes(), "default")
+    record = NodeRecord(peer_id=theirs, network="default", ipv4=derived.ipv4, ipv6=derived.ipv6, seq=1, expires=2**40,
+                        addrs=("/ip4/127.0.0.1/tcp/22", "/ip6/fe80::1/tcp/4242", "/ip4/198.18.0.7/tcp/4242"))
+    peer = manager.learn(record, "dht")
+    assert peer is not None
+    assert [str(a) for a in peer.dial_addrs] == ["/ip4/198.18.0.7/tcp/4242"]
+    assert manager.rejected_addrs == 2
