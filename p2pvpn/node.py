@@ -134,6 +134,7 @@ class Node:
                 host = Host(self.key_pair, cfg.listen, announce=cfg.announce, exclude_interfaces=(cfg.tun,),
                             mdns=cfg.mdns)
                 self.host = host
+                host.on_handler_failure = self.failures.reporter("stream handler")
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
                     manager = SessionManager(

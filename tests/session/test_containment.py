@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from p2pvpn import addressing, identity
-from p2pvpn.host import Host
+from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.session import tunnel as tunnel_module
 from p2pvpn.session.handshake import make_hello
 from p2pvpn.testing.cluster import Cluster, running, wait_up
@@ -110,3 +110,37 @@ def test_learned_record_addresses_outside_a_sane_scope_are_never_dialed(tmp_path
     assert peer is not None
     assert [str(a) for a in peer.dial_addrs] == ["/ip4/198.18.0.7/tcp/4242"]
     assert manager.rejected_addrs == 2
+
+
+async def test_a_failing_stream_handler_is_contained_and_counted(tmp_path: Path) -> None:
+    """A handler that raises costs one stream, counted; the connection and other protocols keep working."""
+    from p2pvpn.supervisor import Failures
+
+    server = Host(identity.create(tmp_path / "server.key"), ["/ip4/127.0.0.1/tcp/0"])
+    client = Host(identity.create(tmp_path / "client.key"), ["/ip4/127.0.0.1/tcp/0"])
+    failures = Failures()
+    server.on_handler_failure = failures.reporter("handler")
+
+    async def broken(stream: object) -> None:
+        raise RuntimeError("handler bug")
+
+    async def echo(stream: object) -> None:
+        data = await stream.read(100)  # type: ignore[attr-defined]
+        await stream.write(data)  # type: ignore[attr-defined]
+        await stream.close()  # type: ignore[attr-defined]
+
+    server.set_handler("/test/broken/1", broken)
+    server.set_handler("/test/echo/1", echo)
+    async with server.running(), client.running():
+        target = [a for a in server.libp2p.get_addrs() if "/tcp/" in str(a)][0].decapsulate_code(421)
+        for _ in range(3):
+            with pytest.raises(STREAM_ERRORS), trio.fail_after(5):  # the server resets it
+                stream = await client.open_stream(server.peer_id, [target], "/test/broken/1")
+                await stream.read(10)
+        with trio.fail_after(5):
+            while failures.counts["handler_error"] < 3:
+                await trio.sleep(0.05)
+        stream = await client.open_stream(server.peer_id, [target], "/test/echo/1")
+        await stream.write(b"ping")
+        with trio.fail_after(5):
+            assert await stream.read(100) == b"ping"
