@@ -254,6 +254,8 @@ class SessionManager:
     def _remove_peer(self, peer: Peer) -> None:
         self.removed_peer_drops.update(peer.stats.drops)
         self.routes.remove_peer(peer.peer_id)
+        self._retry.pop(peer.peer_id, None)
+        self._retry_at.pop(peer.peer_id, None)
         dropped = peer.queue.clear()
         if dropped:
             self.drops[DropReason.PEER_DOWN] += dropped
@@ -379,6 +381,9 @@ class SessionManager:
     def tunnel_failed(self, peer_id: ID, kind: str, detail: str) -> None:
         """Count a tunnel's failure and push the peer's next dial back (bounded, jittered backoff)."""
         self.failures.record(kind, peer_id, detail)
+        peer = self.peers.get(peer_id)
+        if peer is None or not peer.wanted:
+            return  # we never dial it, so there is nothing to back off (and no state per stranger)
         backoff = self._retry.setdefault(peer_id, Backoff(FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX))
         self._retry_at[peer_id] = trio.current_time() + backoff.next_delay()
 

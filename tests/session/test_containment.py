@@ -21,6 +21,7 @@ from pathlib import Path
 import multiaddr
 import pytest
 import trio
+import trio.testing
 
 from p2pvpn import addressing, identity
 from p2pvpn.host import STREAM_ERRORS, Host
@@ -144,3 +145,33 @@ async def test_a_failing_stream_handler_is_contained_and_counted(tmp_path: Path)
         await stream.write(b"ping")
         with trio.fail_after(5):
             assert await stream.read(100) == b"ping"
+
+
+async def test_a_wanted_peer_whose_tunnels_fail_is_redialed_later_and_later(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+
+    from p2pvpn.routing import RouteTable
+    from p2pvpn.session.manager import FAILURE_BACKOFF_MAX, SessionManager
+    from p2pvpn.testing.memtun import MemoryTun
+
+    ours = identity.peer_id(identity.create(tmp_path / "ours.key"))
+    static = identity.peer_id(identity.create(tmp_path / "static.key"))
+    stranger = identity.peer_id(identity.create(tmp_path / "stranger.key"))
+    host = SimpleNamespace(peer_id=ours, listen_addrs=[])
+    routes: RouteTable[ID] = RouteTable()
+    manager = SessionManager(host, MemoryTun(), routes, "default", addressing.derive(ours.to_bytes(), "default"),  # type: ignore[arg-type]
+                             1400, 64, 5.0)
+    manager.add_static_peer(static, [multiaddr.Multiaddr("/ip4/198.18.0.7/tcp/4242")])
+    waits = []
+    for _ in range(8):
+        manager.tunnel_failed(static, "tunnel_write_timeout", "test")
+        waits.append(manager._retry_at[static] - trio.current_time())
+    assert waits[0] <= 1.2 and all(b > a for a, b in zip(waits, waits[1:5]))
+    assert max(waits) <= FAILURE_BACKOFF_MAX * 1.2
+    manager.tunnel_failed(stranger, "tunnel_error", "test")  # counted, but no per-stranger state
+    assert stranger not in manager._retry_at
+    assert manager.failures.as_dict() == {"tunnel_write_timeout": 8, "tunnel_error": 1}
