@@ -321,9 +321,9 @@ def lab(
 
 
 def _control_path(directory: Path) -> Path:
-    from p2pvpn.node import control_path
+    from p2pvpn.node import find_control_path
 
-    return control_path(config.load(directory), directory)
+    return find_control_path(config.load(directory), directory)
 
 
 def _fmt_counts(counts: dict[str, int]) -> str:

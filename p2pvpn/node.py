@@ -68,11 +68,23 @@ def control_path(config: Config, directory: Path) -> Path:
     """
     if config.control_socket:
         return Path(config.control_socket)
-    if os.geteuid() != 0:
-        return directory / "control.sock"
-    absolute = str(directory.resolve())
-    digest = hashlib.sha256(absolute.encode()).hexdigest()[:12]
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in directory.resolve().name)[:40] or "node"
+    return _run_path(directory) if os.geteuid() == 0 else directory / "control.sock"
+
+
+def find_control_path(config: Config, directory: Path) -> Path:
+    """Where a client finds the node of ``directory``: root may ask a node that runs as another user."""
+    if config.control_socket:
+        return Path(config.control_socket)
+    for candidate in (_run_path(directory), directory / "control.sock"):
+        if candidate.exists():
+            return candidate
+    return control_path(config, directory)
+
+
+def _run_path(directory: Path) -> Path:
+    absolute = directory.resolve()
+    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:12]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in absolute.name)[:40] or "node"
     return RUN_DIR / f"{name}-{digest}.sock"
 
 

@@ -76,9 +76,9 @@ class LabProcess:
     @property
     def control_path(self) -> Path:
         from p2pvpn.config import Config
-        from p2pvpn.node import control_path
+        from p2pvpn.node import find_control_path
 
-        return control_path(Config(), self.directory)  # labs never set control_socket: the default for the dir
+        return find_control_path(Config(), self.directory)  # labs never set control_socket
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -103,3 +103,14 @@ def test_default_control_path_is_under_run_and_distinct_per_dir(tmp_path: Path) 
         assert pa == a / "control.sock"
     assert control_path(Config(), a) == pa  # `p2pvpn status --dir` finds the same path
     assert control_path(Config(control_socket=str(tmp_path / "s")), a) == tmp_path / "s"
+
+
+def test_a_client_finds_a_node_that_runs_as_another_user(tmp_path: Path) -> None:
+    """Root asking (``p2pvpn status --dir D``) a node that runs as a user, whose socket is D/control.sock."""
+    from p2pvpn.config import Config
+    from p2pvpn.node import control_path, find_control_path
+
+    (tmp_path / "control.sock").touch()
+    assert find_control_path(Config(), tmp_path) == tmp_path / "control.sock"
+    (tmp_path / "control.sock").unlink()
+    assert find_control_path(Config(), tmp_path) == control_path(Config(), tmp_path)
