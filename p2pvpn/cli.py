@@ -259,7 +259,8 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
     for key in ("peer_id", "network", "ipv4", "ipv6", "tun", "mtu", "uptime"):
         table.add_row(key, str(reply.get(key)))
     table.add_row("listen", "\n".join(reply.get("listen", [])))
-    table.add_row("drops", _fmt_counts(reply.get("drops", {})))
+    table.add_row("drops", _fmt_counts(reply.get("drops_total", reply.get("drops", {}))))
+    table.add_row("failures", _fmt_counts(reply.get("failures", {})))
     disc = reply.get("discovery")
     if disc:
         table.add_row(
@@ -357,9 +358,9 @@ def lab(
 
 
 def _control_path(directory: Path) -> Path:
-    from p2pvpn.node import control_path
+    from p2pvpn.node import find_control_path
 
-    return control_path(config.load(directory), directory)
+    return find_control_path(config.load(directory), directory)
 
 
 def _fmt_counts(counts: dict[str, int]) -> str:

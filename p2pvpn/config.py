@@ -109,7 +109,7 @@ class Config:
     keepalive: float = 5.0
     """Seconds between keepalives; a tunnel silent for four times this is closed."""
     control_socket: str = ""
-    """Path of the local control socket; empty means <dir>/control.sock."""
+    """Path of the local control socket; empty means /run/p2pvpn/<dir name>-<hash>.sock (<dir>/control.sock for non-root)."""
     log_level: str = "info"
     """One of debug, info, warning, error."""
     limit_conns: int = 256

@@ -31,6 +31,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from p2pvpn import libp2p_compat
 from p2pvpn.errors import NetworkSetupError
 from p2pvpn.limits import ResourceManager
+from p2pvpn.supervisor import OnFailure, contained
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,10 @@ StreamHandler = Callable[[INetStream], Awaitable[None]]
 RelayDialer = Callable[[ID, multiaddr.Multiaddr], Awaitable[None]]
 
 
+def _log_handler_failure(kind: str, detail: str) -> None:
+    log.warning("%s: %s", kind, detail)
+
+
 class Host:
     """Our view of a libp2p host: listen, dial a peer for a protocol, accept streams."""
 
@@ -76,6 +81,7 @@ class Host:
         self._announce = [multiaddr.Multiaddr(a) for a in announce]
         self._exclude_interfaces = set(exclude_interfaces)
         self.relay_dialer: RelayDialer | None = None  # set when NAT traversal runs
+        self.on_handler_failure: OnFailure = _log_handler_failure  # the node counts them in status
         enable_quic = any("quic-v1" in a for a in listen)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._host: IHost = new_host(
@@ -161,10 +167,33 @@ class Host:
         return [str(a) for a in self._host.get_addrs()]
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
-        """Serve ``protocol``; inbound streams of non-members are bounded (p2pvpn.admission.gate_streams)."""
+        """Serve ``protocol``: non-members' inbound streams are bounded (p2pvpn.admission.gate_streams),
+        and the handler runs in a failure boundary (p2pvpn.supervisor).
+
+        py-libp2p runs handlers in the connection's nursery, so an exception
+        would end every stream of that connection: here it is counted
+        (``on_handler_failure``, kind ``handler_error``) and the stream reset.
+        """
+
+        async def contained_handler(stream: INetStream) -> None:
+            failed: list[str] = []
+
+            def report(kind: str, detail: str) -> None:
+                failed.append(kind)
+                self.on_handler_failure(kind, f"{protocol}: {detail}")
+
+            with contained(report, "handler_error"):
+                await handler(stream)
+            if failed:
+                with trio.move_on_after(1):
+                    try:
+                        await stream.reset()
+                    except STREAM_ERRORS:
+                        pass
+
         from p2pvpn.admission import gate_streams
 
-        self._host.set_stream_handler(TProtocol(protocol), gate_streams(self, protocol, handler))
+        self._host.set_stream_handler(TProtocol(protocol), gate_streams(self, protocol, contained_handler))
 
     async def open_stream(self, peer_id: ID, addrs: Sequence[multiaddr.Multiaddr], protocol: str) -> INetStream:
         """Connect (reusing a live connection) and open a stream for ``protocol``.

@@ -10,8 +10,10 @@ resource is released by the context that created it.
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -44,6 +46,7 @@ from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
+from p2pvpn.supervisor import Failures
 from p2pvpn.tun.device import LinuxTun, TunDevice
 from p2pvpn.tun.readdress import replace_ipv4
 from p2pvpn.wire.codec import PROTOCOL_ID
@@ -53,8 +56,39 @@ log = logging.getLogger(__name__)
 TunFactory = Callable[[str, int, ipaddress.IPv4Interface, ipaddress.IPv6Interface], TunDevice]
 
 
+RUN_DIR = Path("/run/p2pvpn")
+NETLINK_THREADS = trio.CapacityLimiter(1)  # netlink dumps for status run in a thread, one at a time
+
+
 def control_path(config: Config, directory: Path) -> Path:
-    return Path(config.control_socket) if config.control_socket else directory / "control.sock"
+    """``control_socket`` if set, else /run/p2pvpn/<dir name>-<hash of the absolute dir>.sock.
+
+    Under /run (tmpfs, cleared at boot) rather than beside the config, so
+    /etc stays read-only; the hash keeps two nodes with different --dir on
+    one host (the lab, the tests) apart, and ``p2pvpn status --dir D``
+    derives the same name from D. A non-root user may not write /run, so
+    for one the socket stays in the node's own directory (<dir>/control.sock).
+    """
+    if config.control_socket:
+        return Path(config.control_socket)
+    return _run_path(directory) if os.geteuid() == 0 else directory / "control.sock"
+
+
+def find_control_path(config: Config, directory: Path) -> Path:
+    """Where a client finds the node of ``directory``: root may ask a node that runs as another user."""
+    if config.control_socket:
+        return Path(config.control_socket)
+    for candidate in (_run_path(directory), directory / "control.sock"):
+        if candidate.exists():
+            return candidate
+    return control_path(config, directory)
+
+
+def _run_path(directory: Path) -> Path:
+    absolute = directory.resolve()
+    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:12]
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in absolute.name)[:40] or "node"
+    return RUN_DIR / f"{name}-{digest}.sock"
 
 
 class Node:
@@ -84,6 +118,7 @@ class Node:
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
         self._mdns_peers: set[ID] = set()
+        self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
                 raise ConfigError("peers: the list contains this node's own peer ID")
@@ -107,7 +142,8 @@ class Node:
         for addr in cfg.listen:  # before the TUN too: a port in use is one line, with nothing to undo
             check_port_free(multiaddr.Multiaddr(addr))
         async with trio.open_nursery() as nursery:
-            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control)
+            await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control,
+                                self.failures.reporter("control"))
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
             v6 = ipaddress.IPv6Interface((self.addresses.ipv6, addressing.OVERLAY_V6_PREFIXLEN))
             tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)
@@ -116,14 +152,16 @@ class Node:
                 host = Host(self.key_pair, cfg.listen, announce=cfg.announce, exclude_interfaces=(cfg.tun,),
                             mdns=cfg.mdns, limits=ResourceManager(Limits.from_config(cfg)))
                 self.host = host
+                host.on_handler_failure = self.failures.reporter("stream handler")
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
-                        allow_any_peer=cfg.allow_any_peer,
+                        allow_any_peer=cfg.allow_any_peer, failures=self.failures,
                     )
                     self.manager = manager
+                    manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     bootstrap = {p for p, _ in cfg.bootstrap_infos()}
@@ -284,9 +322,11 @@ class Node:
 
     # -- control -------------------------------------------------------------
 
-    def handle_control(self, cmd: str) -> dict[str, Any]:
+    async def handle_control(self, cmd: str) -> dict[str, Any]:
+        """One control request (inside the control server's failure boundary)."""
         if cmd == "status":
-            return self.status()
+            listen = await trio.to_thread.run_sync(self._listen_addrs, limiter=NETLINK_THREADS)
+            return self.status(listen)
         if cmd == "peers":
             return {"peers": self.peers()}
         if cmd == "exits":
@@ -308,6 +348,7 @@ class Node:
             "routing_table": d.dht.routing_table_size(),
             "members": len(d.known),
             "rejected_records": d.rejected + d.dht.rejected,
+            "rejected_addrs": self.manager.rejected_addrs if self.manager else 0,
             "rounds": d.rounds,
             "last_published": d.last_published,
             "address_index": self.addresses.index,
@@ -320,7 +361,12 @@ class Node:
         return {"mode": client.mode, "current": str(client.current) if client.current else None,
                 "since": client.since or None, "switches": max(0, len(client.history) - 1)}
 
-    def status(self) -> dict[str, Any]:
+    def _listen_addrs(self) -> list[str]:
+        """Our addresses (a netlink dump when listening on 0.0.0.0): called in a thread, off the event loop."""
+        return self.host.addrs() if self.host else []
+
+    def status(self, listen: list[str] | None = None) -> dict[str, Any]:
+        """The node's state; ``listen`` as computed off the loop (``_listen_addrs``), or computed here."""
         manager = self.manager
         return {
             "peer_id": str(self.peer_id),
@@ -331,9 +377,11 @@ class Node:
             "mtu": self.config.mtu,
             "offload": bool(self.tun is not None and self.tun.offload),
             "protocol": PROTOCOL_ID,
-            "listen": self.host.addrs() if self.host else [],
+            "listen": self._listen_addrs() if listen is None else listen,
             "uptime": round(time.time() - self.started, 1),
             "drops": dict(manager.drops) if manager else {},
+            "drops_total": dict(manager.drops_total()) if manager else {},
+            "failures": self.failures.as_dict(),
             "icmp_sent": dict(manager.icmp_sent) if manager else {},
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,

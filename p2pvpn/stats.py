@@ -13,6 +13,7 @@ class DropReason:
     PEER_DOWN = "peer_down"          # egress: queued packets discarded when a peer was removed
     TOO_BIG = "too_big"              # larger than the MTU agreed with the peer
     SPOOFED_SOURCE = "spoofed_source"  # ingress: source is not the sending peer's overlay address
+    BAD_DESTINATION = "bad_destination"  # ingress: destination is neither ours nor a route we serve
     TUN_WRITE = "tun_write"          # ingress: the kernel refused the packet
     BAD_OFFLOAD = "bad_offload"      # a virtio-net header that breaks the offload rules (docs/protocol.md §5.3.1)
 

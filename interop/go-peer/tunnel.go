@@ -282,10 +282,9 @@ func (t *tunnel) fail(err error) {
 		emit("protocol_error", map[string]any{"peer": t.remote.String(), "error": pe.msg})
 		t.closeWith(pe.code, pe.msg, true)
 	case errors.Is(err, errTimeout):
-		if t.hello == nil {
-			t.end()
-			_ = t.s.Reset()
+		if t.hello == nil { // §7.1: Close(HELLO_TIMEOUT), then close the stream
 			emit("hello_timeout", map[string]any{"peer": t.remote.String()})
+			t.closeWith(closeHelloTimeout, "no Hello within 10 s", false)
 			return
 		}
 		t.closeWith(closeTimeout, "nothing received", false)

@@ -35,12 +35,14 @@ const (
 	closeDuplicate       = 5
 	closeNotAuthorized   = 6
 	closeTimeout         = 7
+	closeHelloTimeout    = 8
 )
 
 var closeNames = map[uint32]string{
 	closeNormal: "NORMAL", closeProtocolError: "PROTOCOL_ERROR", closeVersionMismatch: "VERSION_MISMATCH",
 	closeWrongNetwork: "WRONG_NETWORK", closeAddressMismatch: "ADDRESS_MISMATCH", closeDuplicate: "DUPLICATE",
 	closeNotAuthorized: "NOT_AUTHORIZED", closeTimeout: "TIMEOUT",
+	closeHelloTimeout: "HELLO_TIMEOUT",
 }
 
 func closeName(code uint32) string {

@@ -4,27 +4,37 @@ A Unix stream socket, mode 0600 in a 0700 directory owned by the node's
 user, and every connection's peer credentials are checked (root or the same
 uid), so only the operator can read peer lists and counters. Protocol: one
 JSON request line ``{"cmd": "status"}``, one JSON response line.
+
+The socket lives in /run/p2pvpn/ by default (p2pvpn.node.control_path).
+A file at its path that is not a socket is never removed: we refuse to
+start instead. Each request runs in a failure boundary: a handler that
+raises gets an error reply and a count (``control_error``), never ends the
+node. Handlers may be async, so slow parts (netlink dumps) run in a thread.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import socket
+import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from p2pvpn.errors import ControlError
+from p2pvpn.supervisor import OnFailure, contained
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096
-Handler = Callable[[str], dict[str, Any]]
+Handler = Callable[[str], dict[str, Any] | Awaitable[dict[str, Any]]]
+REQUEST_TIMEOUT = 10.0  # one request, reading and answering, at most this long
 
 
 def _peer_uid(sock: trio.socket.SocketType) -> int:
@@ -33,9 +43,25 @@ def _peer_uid(sock: trio.socket.SocketType) -> int:
     return uid
 
 
-async def serve(path: Path, handler: Handler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Answer control requests until cancelled; removes the socket file on the way out."""
-    if path.exists():
+def _ignore(kind: str, detail: str) -> None:
+    log.warning("%s: %s", kind, detail)
+
+
+async def serve(
+    path: Path,
+    handler: Handler,
+    on_failure: OnFailure = _ignore,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer control requests until cancelled; removes the socket file on the way out.
+
+    ``on_failure(kind, detail)`` hears of every request whose handler raised.
+    """
+    _make_parent(path)
+    if path.is_symlink() or path.exists():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ControlError(f"{path} exists and is not a socket; remove it or choose another --control-socket")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
@@ -62,7 +88,7 @@ async def serve(path: Path, handler: Handler, *, task_status: trio.TaskStatus[No
         async with listener, trio.open_nursery() as nursery:
             while True:
                 conn = await listener.accept()
-                nursery.start_soon(_answer, conn, handler)
+                nursery.start_soon(_answer, conn, handler, on_failure)
     finally:
         try:
             path.unlink()
@@ -70,14 +96,27 @@ async def serve(path: Path, handler: Handler, *, task_status: trio.TaskStatus[No
             pass
 
 
-async def _answer(conn: trio.SocketStream, handler: Handler) -> None:
+def _make_parent(path: Path) -> None:
+    """Create the socket's directory (e.g. /run/p2pvpn) as 0700 if it is missing."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ControlError(f"cannot create {path.parent} for the control socket: {exc.strerror}") from None
+
+
+async def _reply(handler: Handler, cmd: str) -> dict[str, Any]:
+    result = handler(cmd)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _answer(conn: trio.SocketStream, handler: Handler, on_failure: OnFailure = _ignore) -> None:
     async with conn:
         try:
             uid = _peer_uid(conn.socket)
             if uid not in (0, os.getuid()):
                 await conn.send_all(b'{"error": "permission denied"}\n')
                 return
-            with trio.move_on_after(5):
+            with trio.move_on_after(REQUEST_TIMEOUT):
                 data = b""
                 while b"\n" not in data and len(data) < MAX_REQUEST:
                     chunk = await conn.receive_some(MAX_REQUEST)
@@ -87,9 +126,12 @@ async def _answer(conn: trio.SocketStream, handler: Handler) -> None:
                 try:
                     request = json.loads(data.split(b"\n", 1)[0] or b"{}")
                     cmd = str(request.get("cmd", ""))
-                    reply = handler(cmd)
                 except (ValueError, AttributeError) as exc:
-                    reply = {"error": f"bad request: {exc}"}
-                await conn.send_all(json.dumps(reply).encode() + b"\n")
+                    encoded = json.dumps({"error": f"bad request: {exc}"})
+                else:
+                    encoded = json.dumps({"error": f"internal error answering {cmd!r} (see status failures)"})
+                    with contained(on_failure, "control_error"):
+                        encoded = json.dumps(await _reply(handler, cmd))  # unserializable is a failure too
+                await conn.send_all(encoded.encode() + b"\n")
         except (trio.BrokenResourceError, OSError) as exc:
             log.debug("control client went away: %r", exc)

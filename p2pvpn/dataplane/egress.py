@@ -12,7 +12,8 @@
    one frame's budget, and shape it for this tunnel (``_for_peer``): records
    go as they are to a peer that does offload too (``gso/1``), in wire form;
    for any other peer they are cut into plain packets with complete
-   checksums. What exceeds the peer's MTU is dropped (``too_big``). A batch
+   checksums. What exceeds the peer's MTU is cut into fragments if it is
+   IPv4 without DF (p2pvpn.dataplane.fragment), else dropped (``too_big``). A batch
    whose write never happened goes back to the front of the queue for the
    next tunnel.
 5. One ``stream.write`` per Data frame: py-libp2p's per-write cost (~300 µs
@@ -28,6 +29,7 @@ import trio
 from libp2p.peer.id import ID
 
 from p2pvpn.dataplane import offload
+from p2pvpn.dataplane.fragment import fragment_ipv4, needs_df
 from p2pvpn.dataplane import packet as ip
 from p2pvpn.dataplane.offload import VNET_HDR_LEN, ZERO_VNET_HDR
 from p2pvpn.routing import RouteTable
@@ -146,10 +148,18 @@ def _for_peer(
 
 
 def _fitting(packets: list[bytes], mtu: int, oversized: list[bytes]) -> list[bytes]:
+    """The packets within ``mtu``, IPv4 without DF fragmented to fit (RFC 791); the rest go to ``oversized``."""
     if all(len(p) <= mtu for p in packets):
         return packets
-    oversized += (p for p in packets if len(p) > mtu)
-    return [p for p in packets if len(p) <= mtu]
+    fitting: list[bytes] = []
+    for packet in packets:
+        if len(packet) <= mtu:
+            fitting.append(packet)
+        elif (fragments := fragment_ipv4(packet, mtu)) is not None:
+            fitting += fragments
+        else:
+            oversized.append(packet)
+    return fitting
 
 
 def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str], oversized: list[bytes]) -> list[bytes]:
@@ -172,6 +182,11 @@ def _wire_records(batch: list[bytes], mtu: int, drops: Counter[str], oversized: 
         if not record.startswith(header):
             record = header + record[VNET_HDR_LEN:]
         if offload.segment_size(record) > mtu:
+            if record[1] == offload.GSO_NONE and not needs_df(record[VNET_HDR_LEN:]):
+                plain = offload.segment(record)  # checksum completed first: fragments carry a final one
+                if plain is not None:
+                    records += (ZERO_VNET_HDR + p for p in _fitting(plain, mtu, oversized))
+                    continue
             oversized.append(record[VNET_HDR_LEN:])
             continue
         records.append(record)

@@ -6,7 +6,10 @@
 3. For each packet of a Data frame, the source check: the packet's source
    address must be an overlay address routed to the peer that sent it
    (anti-spoofing, WireGuard's cryptokey routing). Failures are dropped and
-   counted (``malformed``, ``spoofed_source``, ``too_big``).
+   counted (``malformed``, ``spoofed_source``, ``too_big``). Then the
+   destination check: the packet must be addressed to us or to a route we
+   serve for the peer (p2pvpn.dataplane.destinations), else
+   ``bad_destination``.
 4. Write the packet to the TUN; a refusal is counted (``tun_write``).
 Offload records (Data.offload_packets, only if both sides announced
 ``gso/1``) take the same ladder plus one rung: the virtio-net header must
@@ -41,11 +44,14 @@ async def receive_from_peer(
     tun: TunDevice,
     on_control: Callable[[Frame], Awaitable[None]],
     offload: bool = False,
+    destination_ok: Callable[[bytes], bool] | None = None,
 ) -> None:
     """Steps 1-4 until the stream ends (returns) or fails (raises).
 
     ``offload``: both sides announced ``gso/1`` (and so our TUN takes records).
+    ``destination_ok``: the destination check (None: every destination, for tests of other steps).
     """
+    accept = destination_ok or _any
     stats = peer.stats
     drops = stats.drops
     peer_id = peer.peer_id
@@ -62,6 +68,8 @@ async def receive_from_peer(
                     drops[DropReason.MALFORMED] += 1
                 elif not routes.source_allowed(peer_id, source):
                     drops[DropReason.SPOOFED_SOURCE] += 1
+                elif not accept(ip.destination(packet)):  # type: ignore[arg-type]  # parsed: source was
+                    drops[DropReason.BAD_DESTINATION] += 1
                 elif len(packet) > mtu:
                     drops[DropReason.TOO_BIG] += 1
                 elif not tun.write(packet):
@@ -77,6 +85,8 @@ async def receive_from_peer(
                     drops[DropReason.MALFORMED] += 1
                 elif not routes.source_allowed(peer_id, source):
                     drops[DropReason.SPOOFED_SOURCE] += 1
+                elif not accept(ip.destination(record, VNET_HDR_LEN)):  # type: ignore[arg-type]
+                    drops[DropReason.BAD_DESTINATION] += 1
                 elif canonical_header(record) != record[:VNET_HDR_LEN]:
                     drops[DropReason.BAD_OFFLOAD] += 1
                 elif segment_size(record) > mtu:
@@ -90,3 +100,7 @@ async def receive_from_peer(
         if not data:
             return
         decoder.feed(data)
+
+
+def _any(destination: bytes) -> bool:
+    return True

@@ -430,6 +430,31 @@ def _addr_from_bytes(raw: bytes, *, relay: bool) -> Multiaddr:
         raise RecordError("multiaddr could not be decoded") from None
 
 
+def dialable(addr: Address, allow_loopback: bool = False) -> bool:
+    """Whether an address learnt from a record may be dialed, judged by its IP's scope.
+
+    Never: unspecified, link-local, multicast or limited broadcast (they
+    cannot name the publisher), nor loopback (it names *our* host, so a
+    record could point every member at their own local services) unless
+    ``allow_loopback``: a node that itself listens only on loopback, where
+    every member shares the host (tests, a single-host setup). A DNS name
+    is judged by whoever resolves it. For a relay address the relay's IP
+    is judged.
+    """
+    try:
+        parts = _components(_addr_bytes(addr))
+    except (RecordError, MultiaddrLibError, ValueError):
+        return False
+    if not parts or parts[0][0] not in (_IP4, _IP6):
+        return bool(parts)
+    ip = ipaddress.ip_address(parts[0][1])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_link_local or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return False
+    return allow_loopback or not ip.is_loopback
+
+
 def usable_addrs(addrs: Iterable[Address]) -> tuple[Multiaddr, ...]:
     """The addresses a record may carry, from a host's listen addresses.
 

@@ -5,8 +5,9 @@ the node's peer ID, so a node only ever creates, reads and deletes its own
 table and never touches another rule on the machine:
 
 * ``p2pvpn_exit_<id8>`` on an exit: the policy for packets arriving from
-  the TUN, named counters, masquerade of overlay sources out of every other
-  interface (:func:`render_exit_table`);
+  the TUN (forwarded, and delivered to the host itself), named counters,
+  masquerade of overlay sources out of every other interface
+  (:func:`render_exit_table`);
 * ``p2pvpn_client_<id8>`` on a client using an exit: copies the socket mark
   of our own underlay connections to conntrack and back, so replies pass a
   strict reverse-path filter (:func:`render_client_table`).
@@ -33,8 +34,13 @@ from p2pvpn.exit.policy import ExitPolicy, IPNetwork
 
 REJECT = "reject with icmpx admin-prohibited"
 NFT_TIMEOUT = 10.0
-COUNTERS = ("forwarded", "returned", "denied", "not_allowed", "overlay", "rate_limited")
-"""Named counters of the exit table: what was let out, what came back, and why the rest was refused."""
+COUNTERS = ("forwarded", "returned", "denied", "not_allowed", "overlay", "rate_limited", "host_denied")
+"""Named counters of the exit table: what was let out, what came back, and why the rest was refused.
+
+``host_denied``: packets from the overlay to the exit host itself (input),
+other than to its own overlay addresses: its LAN and underlay addresses,
+loopback services bound to 0.0.0.0, and so on.
+"""
 
 
 class ExitSetupError(P2pvpnError):
@@ -89,6 +95,16 @@ def render_exit_table(table: ExitTable) -> str:
         "    type filter hook forward priority filter; policy accept;",
         f"    iifname {tun} jump from_overlay",
         f"    oifname {tun} jump to_overlay",
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority filter; policy accept;",
+        f"    iifname {tun} jump to_host",
+        "  }",
+        # From the overlay the host itself is reachable on its overlay addresses only: the only
+        # local addresses inside the overlay prefixes are ours, so "in the overlay" is enough.
+        "  chain to_host {",
+        *(f"    {_match(net)} return" for net in policy.overlay),
+        f"    counter name host_denied {REJECT}",
         "  }",
         "  chain from_overlay {",
     ]

@@ -8,8 +8,12 @@ matches every protocol. Two kinds of destination never leave, whatever
 the configuration says: the overlay itself (100.64.0.0/10 and the
 network's ULA /64: peers are reached through their own tunnels, and an
 exit must not become a way around the source check). Everything else
-that RFC 6890 marks as not globally reachable is in :data:`DEFAULT_DENY`,
-which a configuration may replace (a lab, a company exit into its LAN).
+that the IANA special-purpose registries (RFC 6890 and its updates) mark
+as not globally reachable is kept out by the defaults, which a
+configuration may replace (a lab, a company exit into its LAN): IPv4 by
+:data:`DEFAULT_DENY`, IPv6 mostly by :data:`DEFAULT_ALLOW` letting out
+only global unicast 2000::/3 (a record holds at most 16 entries per list,
+too few to list every IPv6 block), the rest of IPv6 by DEFAULT_DENY.
 
 The same object renders the nftables rules that enforce it
 (:mod:`p2pvpn.exit.nft`) and the summary published in the exit's record;
@@ -33,8 +37,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 TCP = 6
 UDP = 17
 
-DEFAULT_ALLOW: tuple[str, ...] = ("0.0.0.0/0", "[::/0]")
-"""Everything that is not denied."""
+DEFAULT_ALLOW: tuple[str, ...] = ("0.0.0.0/0", "[2000::/3]")
+"""All IPv4 that is not denied; IPv6 global unicast only.
+
+2000::/3 leaves out, without spending deny entries: ::/128, ::1/128,
+::ffff:0:0/96 (IPv4-mapped), 64:ff9b::/96 (NAT64: would reach IPv4 around
+the IPv4 denies), 64:ff9b:1::/48 (local NAT64), 100::/64 (discard),
+5f00::/16 (SRv6), fc00::/7 (unique local, our overlay inside),
+fe80::/10 (link-local) and ff00::/8 (multicast).
+"""
 
 DEFAULT_DENY: tuple[str, ...] = (
     "0.0.0.0/8",         # "this network"
@@ -43,15 +54,23 @@ DEFAULT_DENY: tuple[str, ...] = (
     "127.0.0.0/8",       # loopback
     "169.254.0.0/16",    # link-local
     "172.16.0.0/12",     # private (RFC 1918)
+    "192.0.0.0/24",      # IETF protocol assignments
+    "192.0.2.0/24",      # documentation, TEST-NET-1
     "192.168.0.0/16",    # private (RFC 1918)
-    "224.0.0.0/4",       # multicast
-    "240.0.0.0/4",       # reserved, and the limited broadcast address
-    "[::/127]",          # unspecified and loopback
-    "[fc00::/7]",        # unique local (our overlay's ULA is inside)
-    "[fe80::/10]",       # link-local
-    "[ff00::/8]",        # multicast
+    "198.18.0.0/15",     # benchmarking (RFC 2544)
+    "198.51.100.0/24",   # documentation, TEST-NET-2
+    "203.0.113.0/24",    # documentation, TEST-NET-3
+    "224.0.0.0/3",       # multicast 224/4, reserved 240/4, limited broadcast
+    "[2001::/23]",       # IETF protocol assignments (Teredo, benchmarking 2001:2::/48, ORCHID, ...)
+    "[2001:db8::/32]",   # documentation
+    "[3fff::/20]",       # documentation (RFC 9637)
 )
-"""Not globally reachable (RFC 6890); 198.18.0.0/15 (benchmarking) is deliberately not here."""
+"""Not globally reachable per the IANA IPv4/IPv6 special-purpose registries (IPv6 outside 2000::/3: DEFAULT_ALLOW).
+
+Exactly MAX_POLICY_ENTRIES (16) entries. Our tests and labs use 198.18.0.0/15
+(underlay), 203.0.113.0/24 and 2001:db8::/32 (simulated internet): their
+exits set ``exit_deny`` explicitly, replacing this list.
+"""
 
 
 class Verdict(enum.StrEnum):

@@ -77,7 +77,10 @@ class LabProcess:
 
     @property
     def control_path(self) -> Path:
-        return self.directory / "control.sock"
+        from p2pvpn.config import Config
+        from p2pvpn.node import find_control_path
+
+        return find_control_path(Config(), self.directory)  # labs never set control_socket
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

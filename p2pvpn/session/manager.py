@@ -21,6 +21,12 @@ Theory of operation:
   frames in flight. The smaller side does it so that peers applying only
   the older rules (initiator, then newer) reach the same answer.
 * A peer's queue and counters outlive its tunnels; only the send loop moves.
+* Every tunnel runs inside a failure boundary (p2pvpn.supervisor): an
+  error in one tunnel (a write the peer never takes, a bug) ends that
+  tunnel only, is logged once and counted in ``failures``; the peer is then
+  redialed after a per-peer backoff (1 s doubling to 30 s, ±20 %) that a
+  tunnel lasting STABLE_AFTER resets. A fatal local error (the TUN is gone)
+  still ends the node.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from libp2p.peer.id import ID
 
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
+from p2pvpn.dataplane.destinations import LocalDestinations
+from p2pvpn.discovery.record import dialable
 from p2pvpn.dataplane.peer_queue import PacketQueue
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer, source_key
 from p2pvpn.limits import Ticket
@@ -46,8 +54,9 @@ from p2pvpn.nat.circuit import CircuitError
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, make_hello
 from p2pvpn.session.peer import Peer, PeerState
-from p2pvpn.session.tunnel import Tunnel
+from p2pvpn.session.tunnel import Tunnel, WriteTimeout
 from p2pvpn.stats import DropReason
+from p2pvpn.supervisor import Backoff, Failures, contained, one_line
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
 
@@ -64,15 +73,14 @@ POLITE_DELAY = 1.0       # the larger peer ID waits this long before its first d
 MIGRATE_INTERVAL = 0.5   # seconds between checks for relayed tunnels that could go direct
 MIGRATE_RETRY = 5.0      # seconds before trying again after a failed move
 TOO_BIG_PER_SECOND, TOO_BIG_BURST = 10.0, 20  # ICMP "packet too big" answers (p2pvpn.dataplane.icmp)
+FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX = 1.0, 30.0  # redial delay after a tunnel failed (see the boundary)
 
 
 def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
     """0.5, 1, 2, 4, 4, ... seconds, each with ±20 % jitter so peers don't redial in lockstep."""
-    rng = rng or random.Random()
-    delay = BACKOFF_MIN
+    backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, rng=rng)
     while True:
-        yield delay * rng.uniform(0.8, 1.2)
-        delay = min(delay * 2, BACKOFF_MAX)
+        yield backoff.next_delay()
 
 
 def preferred(a: Tunnel, b: Tunnel) -> Tunnel:
@@ -98,6 +106,7 @@ class SessionManager:
         keepalive: float,
         allow_peers: Iterable[ID] = (),
         allow_any_peer: bool = False,
+        failures: Failures | None = None,
     ) -> None:
         self.host = host
         self.tun = tun
@@ -114,14 +123,24 @@ class SessionManager:
         self.icmp_sent: Counter[str] = Counter()  # "too_big" answered, "too_big_limited" not (rate limit)
         self._too_big_bucket = icmp.TokenBucket(TOO_BIG_PER_SECOND, TOO_BIG_BURST)
         self.handshake_failures: Counter[str] = Counter()
+        self.failures = failures or Failures()  # contained failures, node-wide (the node's control_error too)
+        # Node-wide totals of per-peer drops, kept when a peer is removed (status ``drops_total``).
+        self.removed_peer_drops: Counter[str] = Counter()
+        self._retry: dict[ID, Backoff] = {}
+        self._retry_at: dict[ID, float] = {}  # trio time before which we don't redial a peer whose tunnel failed
         self._hello = make_hello(network, local, mtu, offload=tun.offload)
         # Admission bounds what waits here (_admit), so the channel never overflows before it does.
         limits = host.limits.limits
         pending = max(MAX_PENDING_INBOUND, limits.handshakes_known + limits.handshakes)
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](pending)
         self._admitted: dict[int, Ticket] = {}  # id(stream) -> its handshake ticket
+        self.destinations = LocalDestinations(local, network)  # ingress destination check; the exit role widens it
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
+        self.rejected_addrs = 0  # record addresses never dialed because of their scope (discovery.record.dialable)
+        # Loopback in a record names our own host, unless every node here lives on loopback (tests).
+        listen = list(getattr(host, "listen_addrs", ()))
+        self._loopback_only = bool(listen) and all(_is_loopback(a) for a in listen)
         # Set by the node when discovery runs: look an unknown caller up in the DHT;
         # told when a member with a lower peer ID claims our IPv4.
         self.member_lookup: Callable[[ID], Awaitable[NodeRecord | None]] | None = None
@@ -181,6 +200,9 @@ class SessionManager:
         peer.record = record
         peer.record_fetched = time.time()
         addrs = [multiaddr.Multiaddr(str(a)) for a in (*record.addrs, *record.relay_addrs)]
+        if len(kept := [a for a in addrs if dialable(a, self._loopback_only)]) != len(addrs):
+            self.rejected_addrs += len(addrs) - len(kept)  # never dialed: loopback, link-local, ... (by scope)
+            addrs = kept
         if self.rewrite_dial_addrs is not None:
             addrs = self.rewrite_dial_addrs(peer_id, addrs)
         if addrs != peer.dial_addrs:
@@ -202,6 +224,7 @@ class SessionManager:
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local
+        self.destinations.set_local(local)
         self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload)
         for peer in self.peers.values():
             if peer.tunnel is not None:
@@ -237,7 +260,10 @@ class SessionManager:
             ) from None
 
     def _remove_peer(self, peer: Peer) -> None:
+        self.removed_peer_drops.update(peer.stats.drops)
         self.routes.remove_peer(peer.peer_id)
+        self._retry.pop(peer.peer_id, None)
+        self._retry_at.pop(peer.peer_id, None)
         dropped = peer.queue.clear()
         if dropped:
             self.drops[DropReason.PEER_DOWN] += dropped
@@ -315,6 +341,10 @@ class SessionManager:
             if peer.tunnel is not None:
                 await peer.tunnel_changed.wait()
                 continue
+            if (wait := self._retry_at.get(peer.peer_id, 0.0) - trio.current_time()) > 0:
+                with trio.move_on_after(wait):  # its last tunnel failed: back off (a new tunnel ends the wait)
+                    await peer.tunnel_changed.wait()
+                continue
             try:
                 stream = await self._dial_once(peer)
             except (trio.TooSlowError, CircuitError, *STREAM_ERRORS) as exc:  # a relay's refusal is a failed dial too
@@ -386,6 +416,23 @@ class SessionManager:
         log.info("moving the tunnel with %s to a direct connection", peer.peer_id)
         await self._run_tunnel(stream, self.host.peer_id)
 
+    def tunnel_failed(self, peer_id: ID, kind: str, detail: str) -> None:
+        """Count a tunnel's failure and push the peer's next dial back (bounded, jittered backoff)."""
+        self.failures.record(kind, peer_id, detail)
+        peer = self.peers.get(peer_id)
+        if peer is None or not peer.wanted:
+            return  # we never dial it, so there is nothing to back off (and no state per stranger)
+        backoff = self._retry.setdefault(peer_id, Backoff(FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX))
+        self._retry_at[peer_id] = trio.current_time() + backoff.next_delay()
+
+    def drops_total(self) -> Counter[str]:
+        """Drops node-wide: the node's own plus every peer's, present and removed (survive tunnels closing)."""
+        total = Counter(self.drops)
+        total.update(self.removed_peer_drops)
+        for peer in self.peers.values():
+            total.update(peer.stats.drops)
+        return total
+
     def _answer_too_big(self, packet: bytes, mtu: int) -> None:
         """A packet over a peer's MTU was dropped: tell its sender (ICMP), at most a few per second."""
         if not self._too_big_bucket.take(time.monotonic()):
@@ -396,10 +443,28 @@ class SessionManager:
             self.icmp_sent["too_big"] += 1
 
     async def _run_tunnel(self, stream: INetStream, initiator: ID) -> None:
-        """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
+        """One tunnel inside its failure boundary: whatever it raises ends it alone (fatal errors aside)."""
         remote_id = remote_peer(stream)
+        failed: list[str] = []
+
+        def on_failure(kind: str, detail: str) -> None:
+            failed.append(kind)
+            self.tunnel_failed(remote_id, kind, detail)
+
+        with contained(on_failure, "tunnel_error", {WriteTimeout: "tunnel_write_timeout"}):
+            await self._tunnel(stream, initiator, remote_id)
+        if failed:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await stream.reset()  # the tunnel died mid-way: nothing it wrote last can be trusted
+                except STREAM_ERRORS:
+                    pass
+
+    async def _tunnel(self, stream: INetStream, initiator: ID, remote_id: ID) -> None:
+        """Handshake, attach to the peer, carry traffic; always leaves the stream closed."""
         tunnel = Tunnel(stream, remote_id, initiator)
         tunnel.too_big = self._answer_too_big
+        tunnel.destination_ok = self.destinations.allowed
         try:
             peer = await self._handshake(tunnel)
         except HandshakeError as exc:
@@ -413,7 +478,7 @@ class SessionManager:
         except (ProtocolError, trio.TooSlowError, *STREAM_ERRORS) as exc:
             self.handshake_failures["failed"] += 1
             log.debug("handshake with %s failed: %r", remote_id, exc)
-            tunnel.close(CloseCode.PROTOCOL_ERROR, _one_line(exc))
+            tunnel.close(CloseCode.PROTOCOL_ERROR, one_line(exc))
             await tunnel.shutdown()
             return
         finally:
@@ -421,18 +486,29 @@ class SessionManager:
         self._attach(peer, tunnel)
         via = f" via {tunnel.path['relay']}" if tunnel.path.get("relay") else ""
         log.info("tunnel with %s up (%s, %s%s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"), via)
+        started = trio.current_time()
         try:
             await tunnel.run(peer, self.routes, self.tun, self.keepalive)
         finally:
             self._detach(peer, tunnel)
+        if tunnel.failure is not None:
+            self.tunnel_failed(remote_id, tunnel.failure, tunnel.close_reason)
+        elif trio.current_time() - started >= STABLE_AFTER and (backoff := self._retry.get(remote_id)) is not None:
+            backoff.reset()
 
     async def _handshake(self, tunnel: Tunnel) -> Peer:
+        """Hellos first, then authorization (docs/protocol.md §7.1-7.2).
+
+        Every peer gets our Hello before any Close, and the Hello checks run
+        before the authorization check, which may cost a DHT lookup: a stranger
+        with a wrong network or a forged address is refused without one.
+        """
         remote_id = tunnel.remote_id
+        params = await tunnel.handshake(self._hello, self.network)
         if not self.authorized(remote_id):
             record = await self.member_lookup(remote_id) if self.member_lookup is not None else None
             if record is None or self.learn(record, "dht") is None:
                 raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers, nor a member")
-        params = await tunnel.handshake(self._hello, self.network)
         peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
         if params.ipv4 != peer.addresses.ipv4:  # the peer moved to another address candidate
             peer.addresses = addressing.OverlayAddresses(params.ipv4, params.ipv6, params.address_index)
@@ -460,6 +536,11 @@ class SessionManager:
             log.info("tunnel with %s down: %s", peer.peer_id, tunnel.close_reason or "closed")
             if not peer.wanted:
                 self._remove_peer(peer)
+
+
+def _is_loopback(addr: multiaddr.Multiaddr) -> bool:
+    host = str(addr).split("/")[2:3]
+    return host in (["127.0.0.1"], ["::1"]) or (host != [] and host[0].startswith("127."))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -37,6 +37,14 @@ WRITE_TIMEOUT = 10.0
 RETIRE_GRACE = 3.0
 
 
+class WriteTimeout(trio.TooSlowError):
+    """A write to the peer did not finish within WRITE_TIMEOUT: it stopped reading (or its path died).
+
+    The write was cut short, so the stream may hold half a frame: the
+    tunnel is closed by a reset, never by another write (no Close frame).
+    """
+
+
 class Tunnel:
     def __init__(self, stream: INetStream, remote_id: ID, initiator: ID) -> None:
         self.stream = stream
@@ -51,6 +59,9 @@ class Tunnel:
         self.remote_close: Close | None = None
         self.offload = False  # both Hellos carried gso/1: Data may use offload_packets
         self.too_big: Callable[[bytes, int], None] | None = None  # told of packets over the peer's MTU
+        self.destination_ok: Callable[[bytes], bool] | None = None  # ingress destination check
+        self.failure: str | None = None  # kind of failure that ended the tunnel, for the node's ``failures``
+        self.write_failed = False  # a write timed out: nothing more may be written, the stream gets reset
         self._decoder = FrameDecoder()
         self._write_lock = trio.Lock()
         self._active = trio.Event()
@@ -69,20 +80,34 @@ class Tunnel:
         frame on the connection and corrupt every stream on it, so writes are
         shielded and bounded by their own timeout instead.
         """
+        if self.write_failed:
+            raise WriteTimeout("an earlier write timed out; the stream is unusable")
         async with self._write_lock:
             with trio.CancelScope(shield=True):
-                with trio.fail_after(WRITE_TIMEOUT):
-                    await self.stream.write(data)
+                try:
+                    with trio.fail_after(WRITE_TIMEOUT):
+                        await self.stream.write(data)
+                except trio.TooSlowError:
+                    self.write_failed = True
+                    raise WriteTimeout(f"a write to the peer did not finish within {WRITE_TIMEOUT:g} s") from None
 
     async def handshake(self, hello: Hello, network: str) -> RemoteParams:
-        """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error."""
-        with trio.fail_after(HANDSHAKE_TIMEOUT):
-            await self.write(encode(hello))
-            while (frame := self._decoder.next_frame()) is None:
-                data = await self.stream.read(READ_SIZE)
-                if not data:
-                    raise ProtocolError("stream closed during handshake")
-                self._decoder.feed(data)
+        """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error.
+
+        No Hello within HANDSHAKE_TIMEOUT is Close(HELLO_TIMEOUT) (docs/protocol.md §7.1).
+        """
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await self.write(encode(hello))
+                while (frame := self._decoder.next_frame()) is None:
+                    data = await self.stream.read(READ_SIZE)
+                    if not data:
+                        raise ProtocolError("stream closed during handshake")
+                    self._decoder.feed(data)
+        except WriteTimeout:
+            raise
+        except trio.TooSlowError:
+            raise HandshakeError(CloseCode.HELLO_TIMEOUT, f"no Hello within {HANDSHAKE_TIMEOUT:g} s") from None
         if isinstance(frame, Close):
             raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"peer refused the tunnel: {_describe_close(frame)}")
         params = check_hello(frame, self.remote_id.to_bytes(), network)
@@ -147,9 +172,12 @@ class Tunnel:
             await self._on_control(frame)
 
         try:
-            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload)
+            await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload,
+                                    self.destination_ok)
         except ProtocolError as exc:
             self.close(CloseCode.PROTOCOL_ERROR, str(exc))
+        except WriteTimeout as exc:  # a keepalive reply the peer would not take (it stopped reading)
+            self._write_timed_out(exc)
         except STREAM_ERRORS as exc:
             self._note_gone(f"stream ended: {type(exc).__name__}")
         else:
@@ -188,6 +216,8 @@ class Tunnel:
                     return
                 await self.probe()
         except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+            if isinstance(exc, WriteTimeout):
+                self._write_timed_out(exc)
             self._note_gone(f"keepalive failed: {type(exc).__name__}")
             if self._scope is not None:
                 self._scope.cancel()
@@ -213,9 +243,16 @@ class Tunnel:
                 gap = RELAYED_FRAME_GAP if self.path.get("path") == "relayed" else 0.0
                 await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap, too_big=self.too_big)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+                if isinstance(exc, WriteTimeout):
+                    self._write_timed_out(exc)
                 self._note_gone(f"write failed: {type(exc).__name__}")
                 if self._scope is not None:
                     self._scope.cancel()
+
+    def _write_timed_out(self, exc: WriteTimeout) -> None:
+        """The peer took no data for WRITE_TIMEOUT: end this tunnel only, counted as tunnel_write_timeout."""
+        self.failure = "tunnel_write_timeout"
+        self.close(CloseCode.TIMEOUT, str(exc))
 
     def _note_gone(self, reason: str) -> None:
         if not self.close_reason:
@@ -227,9 +264,15 @@ class Tunnel:
             await self.write(encode(Close(code=int(self.close_code), reason=fit_reason(self.close_reason))))
 
     async def shutdown(self) -> None:
-        """Tell the peer why (if we chose to close), then close the stream; bounded in time."""
+        """Tell the peer why (if we chose to close), then close the stream; bounded in time.
+
+        After a write timeout the stream may end in half a frame, so it is reset instead.
+        """
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             try:
+                if self.write_failed:
+                    await self.stream.reset()
+                    return
                 await self._send_close()
                 await self.stream.close()
             except (trio.TooSlowError, *STREAM_ERRORS):

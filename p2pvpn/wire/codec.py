@@ -119,6 +119,7 @@ class CloseCode(enum.IntEnum):
     DUPLICATE = 5
     NOT_AUTHORIZED = 6
     TIMEOUT = 7
+    HELLO_TIMEOUT = 8  # no Hello within the handshake timeout (docs/protocol.md §7.1)
 
 
 _CLOSE_CODES: dict[int, CloseCode] = {code.value: code for code in CloseCode}

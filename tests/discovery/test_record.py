@@ -400,3 +400,30 @@ def test_index_whose_candidate_is_skipped_is_rejected(monkeypatch: pytest.Monkey
     record = full_record(address_index=3, ipv4=real(PEER1.to_bytes(), "default", 4)[0])
     with pytest.raises(RecordError, match="index 4"):
         check(record, network="default", now=NOW)
+
+
+@pytest.mark.parametrize(("addr", "ok"), [
+    ("/ip4/198.18.0.1/tcp/4242", True),
+    ("/ip4/203.0.113.5/udp/4242/quic-v1", True),
+    ("/ip6/2001:db8::1/tcp/4242", True),
+    ("/dns4/relay.example.org/tcp/4242", True),
+    ("/ip4/127.0.0.1/tcp/4242", False),
+    ("/ip4/127.3.2.1/tcp/4242", False),
+    ("/ip6/::1/tcp/4242", False),
+    ("/ip6/::ffff:127.0.0.1/tcp/4242", False),
+    ("/ip4/0.0.0.0/tcp/4242", False),
+    ("/ip6/::/tcp/4242", False),
+    ("/ip4/169.254.1.1/tcp/4242", False),
+    ("/ip6/fe80::1/tcp/4242", False),
+    ("/ip4/224.0.0.251/udp/5353/quic-v1", False),
+    ("/ip6/ff02::1/tcp/4242", False),
+    ("/ip4/255.255.255.255/tcp/4242", False),
+    ("/ip4/127.0.0.1/tcp/4242/p2p/12D3KooWGpanFDaS8ELZwauZyb6a9NGERvQQxbgckzJ49CeAb4Ez/p2p-circuit", False),
+    ("/ip4/198.18.0.9/tcp/4242/p2p/12D3KooWGpanFDaS8ELZwauZyb6a9NGERvQQxbgckzJ49CeAb4Ez/p2p-circuit", True),
+])  # fmt: skip
+def test_record_addresses_are_dialed_only_in_a_sane_scope(addr: str, ok: bool) -> None:
+    from p2pvpn.discovery.record import dialable
+
+    assert dialable(addr) is ok
+    if "/127." in addr or addr.startswith("/ip6/::1/"):
+        assert dialable(addr, allow_loopback=True)  # nodes that all live on loopback (tests)

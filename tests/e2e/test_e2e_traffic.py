@@ -91,6 +91,12 @@ def test_a_packet_over_the_peers_mtu_is_dropped_counted_and_answered_with_icmp(m
     lab = make_lab(2, mtus=[1500, 1400])
     a, b = lab.nodes
     assert a.ping(b.ipv4, "-M", "do", "-s", str(1400 - 28)).returncode == 0  # the smaller MTU is the limit
+    # Without DF a bigger IPv4 packet is fragmented on the way (RFC 791), before any PMTU is learnt:
+    # a's kernel sends 1500 bytes into its TUN, a's egress cuts them to b's 1400, b's kernel reassembles.
+    before = _peer(b, a)["packets_in"]
+    assert a.ping(b.ipv4, "-M", "dont", "-s", str(1500 - 28), count=1).returncode == 0
+    assert _peer(b, a)["packets_in"] >= before + 2  # one echo request, two fragments
+    assert "too_big" not in _peer(a, b)["drops"]
     delivered = _peer(b, a)["packets_in"]
     r4 = a.ping(b.ipv4, "-M", "do", "-s", str(1500 - 28))
     r6 = a.ping(b.ipv6, "-M", "do", "-s", str(1500 - 48))

@@ -78,6 +78,11 @@ def test_pinned_exit_carries_web_traffic_with_its_own_address_and_stop_restores_
     view = lab.exits_view()
     assert view["mode"] == "pinned" and view["current"] == exit1.peer_id, dump(view)
 
+    # The exit host itself: reachable from the overlay on its overlay address, not on its others.
+    assert client.ping(exit1.ipv4, count=1).returncode == 0
+    assert client.ping(lab.exit_net_ip(exit1), count=1).returncode != 0
+    assert wait_for(lambda: counters(exit1).get("host_denied", {}).get("packets", 0) >= 1, 10), counters(exit1)
+
     # The node's own connection to the exit kept the real routes: it still runs over the underlay.
     peer = client.peer_status(exit1) or {}
     assert peer.get("state") == "up" and str(peer.get("remote", "")).startswith("198.18.1.1:"), peer

@@ -13,7 +13,8 @@ from p2pvpn.addressing import network_v6_prefix
 from p2pvpn.exit import nft
 from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, ExitPolicy
 
-POLICY = ExitPolicy.build(("0.0.0.0/0:80,443,8000-8999", "[::/0]"), (*DEFAULT_DENY, "203.0.113.20/32"), "default")
+POLICY = ExitPolicy.build(("0.0.0.0/0:80,443,8000-8999", "[::/0]"),
+                          ("10.0.0.0/8", "192.168.0.0/16", "[fc00::/7]", "203.0.113.20/32"), "default")
 
 
 def rules_of(script: str, chain: str) -> list[str]:
@@ -47,6 +48,17 @@ def test_exit_table_replaces_itself_and_hooks_only_traffic_of_our_tun() -> None:
     for counter in nft.COUNTERS:
         assert f"  counter {counter} {{ }}" in script
     assert "set up4" not in script  # no rate limit configured
+
+
+def test_input_chain_lets_the_overlay_reach_only_the_exit_hosts_overlay_addresses() -> None:
+    script = nft.render_exit_table(nft.ExitTable("t", "tun0", POLICY))
+    assert rules_of(script, "input") == ["type filter hook input priority filter; policy accept;",
+                                         'iifname "tun0" jump to_host']
+    assert rules_of(script, "to_host") == [
+        "ip daddr 100.64.0.0/10 return",
+        f"ip6 daddr {network_v6_prefix('default')} return",
+        "counter name host_denied reject with icmpx admin-prohibited",
+    ]
 
 
 def test_policy_rules_come_in_verdict_order_overlay_deny_allow_then_refuse() -> None:

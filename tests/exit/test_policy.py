@@ -24,18 +24,25 @@ def default() -> ExitPolicy:
 
 @pytest.mark.parametrize("destination", [
     "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "127.0.0.1", "169.254.169.254",
-    "224.0.0.251", "239.255.255.250", "255.255.255.255", "0.1.2.3",
-    "::1", "fe80::1", "ff02::1", "fc00::1", "fd12:3456::1",
+    "224.0.0.251", "239.255.255.250", "255.255.255.255", "0.1.2.3", "240.0.0.1",
+    "192.0.0.8", "192.0.2.1", "198.18.0.1", "198.19.255.255", "198.51.100.7", "203.0.113.10",
+    "2001::1", "2001:2::1", "2001:db8::1", "3fff::1",
 ])  # fmt: skip
-def test_default_policy_refuses_what_is_not_globally_reachable(default: ExitPolicy, destination: str) -> None:
+def test_default_policy_denies_what_is_not_globally_reachable(default: ExitPolicy, destination: str) -> None:
     assert default.check(ip(destination), TCP, 443) == Verdict.DENY
 
 
-@pytest.mark.parametrize("destination", ["203.0.113.10", "8.8.8.8", "198.18.0.1", "2001:db8::1", "2606:4700::1111"])
-def test_default_policy_lets_public_destinations_out_including_the_benchmark_range(
-    default: ExitPolicy, destination: str,
-) -> None:
-    """198.18.0.0/15 is RFC 2544 benchmarking space, not private: the default follows the RFCs."""
+@pytest.mark.parametrize("destination", [
+    "::", "::1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "64:ff9b:1::1", "100::1", "5f00::1",
+    "fe80::1", "ff02::1", "fc00::1", "fd12:3456::1",
+])  # fmt: skip
+def test_default_policy_lets_out_no_ipv6_outside_global_unicast(default: ExitPolicy, destination: str) -> None:
+    """NAT64 (64:ff9b::/96) included: through a translator it would reach IPv4 the IPv4 denies keep out."""
+    assert default.check(ip(destination), TCP, 443) in (Verdict.NOT_ALLOWED, Verdict.OVERLAY)
+
+
+@pytest.mark.parametrize("destination", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2a00:1450::1"])
+def test_default_policy_lets_public_destinations_out(default: ExitPolicy, destination: str) -> None:
     assert default.check(ip(destination), TCP, 443) == Verdict.ALLOW
     assert default.check(ip(destination), ICMP, None) == Verdict.ALLOW
 
@@ -87,7 +94,8 @@ def test_bad_entries_are_one_line_config_errors_naming_the_key(key: str, entries
 
 
 def test_summary_publishes_the_configuration_and_adds_the_overlay_when_deny_was_replaced(default: ExitPolicy) -> None:
-    assert default.summary() == (DEFAULT_ALLOW, DEFAULT_DENY)  # fc00::/7 and 100.64.0.0/10 cover the overlay
+    # 100.64.0.0/10 covers the IPv4 overlay; the list is full, and the IPv6 overlay is outside 2000::/3 anyway.
+    assert default.summary() == (DEFAULT_ALLOW, DEFAULT_DENY)
     replaced = ExitPolicy.build(("0.0.0.0/0",), ("203.0.113.20/32",), "n")
     allow, deny = replaced.summary()
     assert allow == ("0.0.0.0/0",)

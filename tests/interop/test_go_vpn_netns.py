@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 from gopeer import GoPeer
 
+from p2pvpn.config import Config
 from p2pvpn.control import client
+from p2pvpn.node import find_control_path
 from p2pvpn.lab.topology import Topology
 
 PORT = 4001
@@ -73,7 +75,7 @@ def test_ping_through_a_real_tun_reaches_the_go_vpn_peer(go_peer_bin: Path, tmp_
                 sys.executable, "-m", "p2pvpn", "up", "--dir", str(node_dir),
                 "--listen", f"/ip4/{ips['py']}/tcp/{PORT}", "--bootstrap", boot_addr,
                 "--discovery-interval", "0.5", stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-            peer = wait_tunnel(node_dir / "control.sock", go["peer_id"], proc)
+            peer = wait_tunnel(find_control_path(Config(), node_dir), go["peer_id"], proc)
             assert peer["learned_from"] == "dht" and (peer["ipv4"], peer["ipv6"]) == (go["ipv4"], go["ipv6"])
 
             for family, dest in (("-4", go["ipv4"]), ("-6", go["ipv6"])):

@@ -57,3 +57,45 @@ def test_backoff_doubles_to_cap_with_jitter() -> None:
     delays = list(itertools.islice(backoff_delays(random.Random(1)), 8))
     for got, nominal in zip(delays, [0.5, 1, 2, 4, 4, 4, 4, 4]):
         assert 0.8 * nominal <= got <= 1.2 * nominal
+
+
+async def test_no_hello_in_time_is_close_hello_timeout_with_a_readable_reason(autojump_clock: object) -> None:
+    """docs/protocol.md §7.1 rule 5: Close(HELLO_TIMEOUT), reason in words, not an exception name."""
+    import trio
+    from libp2p.peer.id import ID
+
+    from p2pvpn import addressing
+    from p2pvpn.session.handshake import make_hello
+    from p2pvpn.session.tunnel import HANDSHAKE_TIMEOUT, Tunnel
+    from p2pvpn.wire.codec import Close, CloseCode, FrameDecoder
+
+    class SilentStream:
+        muxed_conn = None
+        written = b""
+
+        async def write(self, data: bytes) -> None:
+            self.written += data
+
+        async def read(self, n: int) -> bytes:
+            await trio.sleep_forever()
+            return b""
+
+        async def close(self) -> None:
+            pass
+
+    stream = SilentStream()
+    me = ID(b"\x00\x24me")
+    tunnel = Tunnel(stream, ID(b"\x00\x24silent"), me)  # type: ignore[arg-type]
+    hello = make_hello("default", addressing.derive(me.to_bytes(), "default"), 1400)
+    start = trio.current_time()
+    with pytest.raises(HandshakeError) as info:
+        await tunnel.handshake(hello, "default")
+    assert trio.current_time() - start == pytest.approx(HANDSHAKE_TIMEOUT)
+    assert info.value.code is CloseCode.HELLO_TIMEOUT and str(info.value) == "no Hello within 10 s"
+    tunnel.close(info.value.code, str(info.value))
+    await tunnel.shutdown()
+    decoder = FrameDecoder()
+    decoder.feed(stream.written)
+    frames = list(decoder.frames())
+    assert frames[0] == hello  # our Hello went first
+    assert frames[1] == Close(CloseCode.HELLO_TIMEOUT, "no Hello within 10 s")

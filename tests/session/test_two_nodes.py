@@ -136,7 +136,12 @@ async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
             while b.manager.handshake_failures["not_authorized"] < 1:
                 await trio.sleep(0.05)
         assert a.peer_id not in b.manager.peers
-        assert a.manager.peers[b.peer_id].tunnel is None
+        # b sent its Hello first, then Close(NOT_AUTHORIZED) (docs/protocol.md §7.1): a saw the
+        # Close after the handshake, not instead of it.
+        with trio.fail_after(10):
+            while "NOT_AUTHORIZED" not in a.manager.peers[b.peer_id].last_error:
+                await trio.sleep(0.05)
+        assert a.manager.peers[b.peer_id].last_error.startswith("peer closed the tunnel: NOT_AUTHORIZED")
 
 
 async def test_tunnel_returns_after_peer_restarts(tmp_path: Path) -> None:
@@ -172,3 +177,24 @@ async def test_port_in_use_fails_cleanly_and_first_node_keeps_running(tmp_path: 
             await other.run()
         assert lab.tuns["c"].closed
         assert a.status()["listen"]
+
+
+async def test_node_wide_drop_totals_survive_the_tunnel(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    pa, pb = _free_port(), _free_port()
+    a = lab.node("a", pa)
+    b = lab.node("b", pb, allow_peers=(str(a.peer_id),))  # a is inbound only: b forgets it when it leaves
+    a = lab.node("a", pa, peers=[addr(b, pb)])
+    async with running(b):
+        async with running(a):
+            await wait_up(a, b)
+            await wait_up(b, a)
+            good = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"good")
+            lab.tuns["a"].inject(udp4("100.64.0.99", str(b.addresses.ipv4), b"forged"))
+            lab.tuns["a"].inject(good)
+            with trio.fail_after(5):
+                assert await lab.tuns["b"].delivered.receive() == good
+        with trio.fail_after(10):
+            while a.peer_id in b.manager.peers:
+                await trio.sleep(0.05)
+        assert b.status()["drops_total"]["spoofed_source"] == 1

@@ -111,6 +111,7 @@ def test_constants_are_the_documented_ones() -> None:
         "DUPLICATE": 5,
         "NOT_AUTHORIZED": 6,
         "TIMEOUT": 7,
+        "HELLO_TIMEOUT": 8,
     }
 
 
