@@ -54,12 +54,15 @@ class Echo:
         self._seq = (self._seq + 1) & 0xFFFF
         head = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, self.ident, self._seq)
         packet = struct.pack("!BBHHH", ECHO_REQUEST, 0, checksum(head + PAYLOAD), self.ident, self._seq)
+        # Stamped before sending: a preemption between the two then lengthens
+        # the RTT we report, never shortens it below the path's.
+        sent_at = time.monotonic()
         try:
             self.sock.sendto(packet + PAYLOAD, (self.dst, 0))
         except OSError:
             self.send_errors += 1
             return
-        self.sent_at[self._seq] = time.monotonic()
+        self.sent_at[self._seq] = sent_at
 
     def receive(self, until: float) -> int | None:
         """Wait until ``until`` (monotonic) for one of our replies; its sequence number or None."""

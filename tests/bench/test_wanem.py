@@ -94,7 +94,7 @@ def test_delay_shows_as_rtt_and_clean_transfer_completes(topo: Topology, wanem_b
     rtt = _rtt(a, wan.addr_b)
     assert rtt["received"] >= 18, rtt
     # 4 ms one way, nothing back: the RTT is 4 ms plus a little scheduling.
-    assert 3.9 <= rtt["median_ms"] <= 6.0, rtt
+    assert 3.9 <= rtt["median_ms"] <= 8.0, rtt
     assert rtt["min_ms"] >= 3.9, rtt
     _transfer(a, b, wan.addr_b, 4 * 1024 * 1024)
     counters = wan.stop()
@@ -108,7 +108,7 @@ def test_no_delay_adds_little(topo: Topology, wanem_bin: Path) -> None:
     a, b = _hosts(topo)
     wan = WanLink(topo, a, b, wanem_bin)
     rtt = _rtt(a, wan.addr_b)
-    assert rtt["received"] >= 18 and rtt["median_ms"] < 2.0, rtt
+    assert rtt["received"] >= 18 and rtt["median_ms"] < 3.0, rtt
     _accounted(wan.stop())
 
 
