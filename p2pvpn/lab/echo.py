@@ -32,6 +32,9 @@ ECHO_REQUEST, ECHO_REPLY = 8, 0
 PAYLOAD = b"p2pvpn-echo-" + bytes(20)
 MAX_COUNT = 10_000
 MAX_TIMEOUT = 600.0
+# Lab traffic only: loopback, the underlay, the overlay and the simulated internet.
+ALLOWED = tuple(ipaddress.IPv4Network(n) for n in ("127.0.0.0/8", "198.18.0.0/15", "100.64.0.0/10",
+                                                   "203.0.113.0/24"))
 
 
 class Echo:
@@ -135,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     p_first.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     try:
-        ipaddress.IPv4Address(args.dst)
+        dst = ipaddress.IPv4Address(args.dst)
     except ValueError:
         parser.error(f"{args.dst!r} is not an IPv4 address")
+    if not any(dst in net for net in ALLOWED):
+        parser.error(f"{dst} is outside the lab ranges ({', '.join(str(n) for n in ALLOWED)})")
     if not 0.001 <= args.interval <= 10 or not 0 < args.timeout <= MAX_TIMEOUT:
         parser.error(f"--interval must be within 0.001..10 and --timeout within 0..{MAX_TIMEOUT:g}")
     if args.cmd == "rtt" and not 1 <= args.count <= MAX_COUNT:
