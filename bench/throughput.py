@@ -33,7 +33,7 @@ through wanem with 4 ms delay, 0.5 % loss and 1 % reordering in each
 direction, as netem on both hosts' egress would do).
 
     python bench/throughput.py --profiles unshaped,clean,lossy,low [--runs 5]
-        [--seconds 10] [--json] [--json-out FILE]
+        [--seconds 10] [--cc reno] [--json] [--json-out FILE]
 
 It prints a markdown table of min/median/max over the runs (or, with
 ``--json``, one JSON document with every run). The ratios tunnel/raw and
@@ -321,8 +321,15 @@ def _measure(results: dict[str, Any], key: str, fn: Callable[[], dict[str, Any]]
         results[key] = {"error": str(exc) or type(exc).__name__}
 
 
-def run_profile(profile: Profile, seconds: float, runs: int, tunnel_reason: str | None,
-                wanem: Path | None, progress: Callable[[str], None]) -> dict[str, Any]:  # fmt: skip
+def run_profile(
+    profile: Profile,
+    seconds: float,
+    runs: int,
+    tunnel_reason: str | None,
+    wanem: Path | None,
+    progress: Callable[[str], None],
+    cc: str | None = None,
+) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
                            "loss_pct": profile.loss_per_mille / 10, "runs": []}  # fmt: skip
@@ -330,6 +337,10 @@ def run_profile(profile: Profile, seconds: float, runs: int, tunnel_reason: str 
         res["wan"] = profile.wan.__dict__
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         a, b = topo.add_host("a"), topo.add_host("b")
+        for host in (a, b):  # per namespace; a new one starts with the machine's default
+            if cc is not None:
+                host.run("sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
+        res["congestion_control"] = a.run("sysctl", "-n", "net.ipv4.tcp_congestion_control").stdout.strip()
         wan = None
         if profile.wan is not None:
             assert wanem is not None
@@ -459,6 +470,13 @@ def _failed(results: list[dict[str, Any]]) -> bool:
                                                                        for r in results)  # fmt: skip
 
 
+def _allowed_cc() -> list[str]:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+    except OSError:
+        return []
+
+
 def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any]:
     meta = {
         "runs": args.runs,
@@ -480,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
+    parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
+                        "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.profiles.split(",") if n.strip()]
     unknown = [n for n in names if n not in PROFILES]
@@ -489,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be within 1..120")
     if not 1 <= args.runs <= MAX_RUNS:
         parser.error(f"--runs must be within 1..{MAX_RUNS}")
+    if args.cc is not None and args.cc not in _allowed_cc():
+        parser.error(f"--cc {args.cc!r} is not in net.ipv4.tcp_allowed_congestion_control ({' '.join(_allowed_cc())})")
     needs_wan = any(PROFILES[n].wan is not None for n in names)
     reason = require_netns("iperf3", "tc", "nft", "ss", *(("ethtool",) if needs_wan else ()))
     if reason is not None:
@@ -512,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"throughput: cannot run: {exc}", file=sys.stderr)
                 return 2
         for name in names:
-            results.append(run_profile(PROFILES[name], args.seconds, args.runs, tunnel_reason, wanem, progress))
+            profile = PROFILES[name]
+            results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)
