@@ -1,27 +1,44 @@
-"""Throughput and RTT of the VPN against its ceilings, in one run, per link profile.
+"""Throughput, RTT, CPU and start-up time of the VPN against its ceilings, per link profile.
 
 Topology (a fresh one per profile, torn down even on failure)::
 
     host a  eth0 198.18.0.1/24 ───veth─── eth0 198.18.0.2/24  host b
             [tun p2v0 overlay]                [tun p2v0 overlay]
 
-Traffic always flows a -> b. Per profile it measures, in this order:
+or, for the impairment profiles, the same two hosts joined through a third
+namespace running the WAN emulator (bench/wanem, see p2pvpn/lab/wan.py)::
 
-1. ``veth``    iperf3 TCP over the plain veth: the no-VPN number;
-2. ``raw``     one py-libp2p stream (TCP + Noise + yamux, bench/rawstream.py),
-               counted at the receiver: the ceiling a libp2p tunnel can reach;
-3. ``ping``    RTT over the veth (20 pings, 50 ms apart);
-4. ``tunnel``  iperf3 TCP and ping RTT over the overlay, with ``python -m
-               p2pvpn up`` running in both namespaces.
+    host a  eth0 ──veth── wa [wanem] wb ──veth── eth0  host b
+
+Traffic always flows a -> b. Per profile it repeats ``--runs`` times (default
+5), in this order:
+
+1. ``veth``      iperf3 TCP over the underlay: the no-VPN number;
+2. ``raw``       one py-libp2p stream (TCP + Noise + yamux, bench/rawstream.py),
+                 counted at the receiver: the ceiling a libp2p tunnel can reach;
+3. ``ping_veth`` RTT over the underlay (20 ICMP echoes from Python, 50 ms apart);
+4. ``tunnel``    both nodes started (``python -m p2pvpn up``, fresh identities),
+                 the time from starting them to the first answered echo over
+                 the overlay (``first_ping``, echoes every 10 ms from Python),
+                 iperf3 TCP over the overlay with each node's CPU seconds per
+                 GiB carried (utime+stime from /proc/<pid>/stat across the
+                 iperf3 run), then the overlay RTT; the nodes stop with SIGTERM.
 
 Profiles: ``unshaped`` (bare veth), ``clean`` (tbf 1gbit on both veth ends),
 ``lossy`` (clean + 0.5 % random drop at b's prerouting ingress on eth0, nft
-priority -300, so only underlay packets are dropped, never the TUN's).
+priority -300, so only underlay packets are dropped, never the TUN's),
+``wanclean`` (clean through wanem with no impairment: the emulator's and
+offloads-off cost alone) and ``low`` (vpn-bench's low impairment: clean
+through wanem with 4 ms delay, 0.5 % loss and 1 % reordering in each
+direction, as netem on both hosts' egress would do).
 
-    python bench/throughput.py --profiles unshaped,clean,lossy [--seconds 10] [--json]
+    python bench/throughput.py --profiles unshaped,clean,lossy,low [--runs 5]
+        [--seconds 10] [--cc reno] [--json] [--json-out FILE]
 
-The ratios tunnel/raw and tunnel/no-VPN compare numbers from the same run,
-which is what stays meaningful on a small, shared, noisy machine.
+It prints a markdown table of min/median/max over the runs (or, with
+``--json``, one JSON document with every run). The ratios tunnel/raw and
+tunnel/no-VPN are taken per run, from numbers of the same run, which is what
+stays meaningful on a small, shared, noisy machine.
 """
 
 from __future__ import annotations
@@ -30,9 +47,9 @@ import argparse
 import json
 import os
 import platform
-import re
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from p2pvpn.lab.topology import Host, LabError, Topology, require_netns  # noqa: E402
+from p2pvpn.lab.wan import Impairment, WanLink, build_wanem  # noqa: E402
 
 SUBNET = "198.18.0.0/24"
 IFACE = "eth0"
@@ -55,30 +73,42 @@ RAW_PORT = 4010
 IPERF_VETH_PORT = 5201
 IPERF_TUNNEL_PORT = 5202
 PING_COUNT = 20
-PING_INTERVAL = "0.05"
+PING_INTERVAL = 0.05
+FIRST_PING_INTERVAL = 0.01
 STARTUP_TIMEOUT = 60.0  # node start + handshake, bounded
 CLI_TIMEOUT = 30.0
+MAX_RUNS = 20
 RAWSTREAM = REPO / "bench" / "rawstream.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GIB = 1 << 30
 
-# Measurement failures we report per profile and carry on from.
-MeasureError = (LabError, subprocess.SubprocessError, OSError, ValueError, KeyError)
+# Measurement failures we report per run and carry on from.
+MeasureError = (LabError, subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """How the veth between a and b is impaired."""
+    """How the underlay between a and b is impaired."""
 
     name: str
-    rate: str | None  # tbf on both veth ends; None = unshaped
-    loss_per_mille: int  # random drop at b's ingress
+    rate: str | None  # tbf on both hosts' eth0; None = unshaped
+    loss_per_mille: int  # random drop at b's ingress (nft)
+    wan: Impairment | None = None  # through wanem, the same in both directions
 
+
+# vpn-bench's "low impairment"; a reordered frame is held back by the delay
+# itself, the distance netem's reorder gives it (netem sends it undelayed).
+LOW = Impairment(delay_ms=4, loss_pct=0.5, reorder_pct=1, reorder_extra_ms=4)
 
 PROFILES = {
     "unshaped": Profile("unshaped", None, 0),
     "clean": Profile("clean", "1gbit", 0),
     "lossy": Profile("lossy", "1gbit", 5),
+    "wanclean": Profile("wanclean", "1gbit", 0, Impairment()),
+    "low": Profile("low", "1gbit", 0, LOW),
 }
+DEFAULT_PROFILES = "unshaped,clean,lossy,low"
 
 
 class BenchError(Exception):
@@ -89,7 +119,7 @@ class BenchError(Exception):
 
 
 def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float) -> dict[str, Any]:
-    """iperf3 TCP client -> server for ``seconds``; Mbit/s as counted by the receiver."""
+    """iperf3 TCP client -> server for ``seconds``; Mbit/s and bytes as counted by the receiver."""
     server.popen("iperf3", "-s", "-1", "-B", addr, "-p", str(port),
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server.wait_listening(port)
@@ -99,6 +129,7 @@ def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float) -> 
     end = json.loads(out)["end"]
     return {
         "mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 1),
+        "bytes": end["sum_received"]["bytes"],
         "retransmits": end["sum_sent"].get("retransmits"),
     }
 
@@ -120,22 +151,36 @@ def rawstream(client: Host, server: Host, addr: str, seconds: float) -> dict[str
         timeout=seconds + 60, env=ENV,
     ).stdout  # fmt: skip
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    srv.wait(timeout=30)  # --once: it exits after the report; the next run reuses the port
     return result
 
 
-_RTT_RE = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
-_LOSS_RE = re.compile(r"([\d.]+)% packet loss")
-
-
 def ping(client: Host, addr: str) -> dict[str, Any]:
-    """RTT of PING_COUNT pings; loss is reported, not hidden."""
-    out = client.run("ping", "-q", "-c", str(PING_COUNT), "-i", PING_INTERVAL, "-W", "1", addr,
-                     check=False, timeout=30).stdout  # fmt: skip
-    rtt, loss = _RTT_RE.search(out), _LOSS_RE.search(out)
-    if rtt is None or loss is None:
+    """RTT of PING_COUNT ICMP echoes sent from Python (p2pvpn/lab/echo.py); loss is reported."""
+    out = client.run(sys.executable, "-m", "p2pvpn.lab.echo", "rtt", addr, "--count", str(PING_COUNT),
+                     "--interval", f"{PING_INTERVAL:g}", check=False, timeout=30, env=ENV, cwd=REPO).stdout  # fmt: skip
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    if not result.get("received"):
         raise BenchError(f"ping {addr} got no reply")
-    return {"avg_ms": float(rtt.group(2)), "min_ms": float(rtt.group(1)),
-            "max_ms": float(rtt.group(3)), "loss_pct": float(loss.group(1))}  # fmt: skip
+    return result
+
+
+def first_ping(client: Host, addr: str, since: float) -> dict[str, Any]:
+    """Seconds from ``since`` (monotonic) to the first answered echo to ``addr``."""
+    out = client.run(sys.executable, "-m", "p2pvpn.lab.echo", "first", addr, "--since", repr(since),
+                     "--interval", f"{FIRST_PING_INTERVAL:g}", "--timeout", f"{STARTUP_TIMEOUT:g}",
+                     check=False, timeout=STARTUP_TIMEOUT + 30, env=ENV, cwd=REPO).stdout  # fmt: skip
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    if result.get("first_reply_s") is None:
+        raise BenchError(f"no echo to {addr} answered within {STARTUP_TIMEOUT:g} s of starting the nodes")
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
 # -- the VPN ----------------------------------------------------------------------
@@ -164,16 +209,19 @@ def _peer_up(status: dict[str, Any], peer_id: str) -> bool:
     return any(p.get("state") == "up" and p.get("peer_id", peer_id) == peer_id for p in entries)
 
 
-def start_vpn(a: Host, b: Host, workdir: Path, procs: list[subprocess.Popen[Any]]) -> dict[str, dict[str, Any]]:
-    """Init and start both nodes (appended to ``procs``), wait until each reports the other "up".
-
-    Returns each node's ``id --json``.
-    """
+def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
+    """``init`` a fresh identity for each node; returns each node's ``id --json``."""
     ids: dict[str, dict[str, Any]] = {}
     for host in (a, b):
         d = workdir / host.name
         _p2pvpn(host, "init", "--dir", str(d))
         ids[host.name] = json.loads(_p2pvpn(host, "id", "--dir", str(d), "--json"))
+    return ids
+
+
+def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
+                procs: list[subprocess.Popen[Any]]) -> None:  # fmt: skip
+    """Start both nodes (appended to ``procs``), each with the other as a static peer."""
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
             procs.append(host.popen(
@@ -183,6 +231,11 @@ def start_vpn(a: Host, b: Host, workdir: Path, procs: list[subprocess.Popen[Any]
                 "--tun", TUN,
                 stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
             ))  # fmt: skip
+
+
+def wait_up(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
+            procs: list[subprocess.Popen[Any]]) -> None:  # fmt: skip
+    """Wait until each node's ``status --json`` shows the other "up" (bounded)."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     pending = {a.name: (a, ids[b.name]["peer_id"]), b.name: (b, ids[a.name]["peer_id"])}
     for _ in range(int(STARTUP_TIMEOUT / 0.5)):
@@ -195,14 +248,15 @@ def start_vpn(a: Host, b: Host, workdir: Path, procs: list[subprocess.Popen[Any]
             break
         time.sleep(0.5)
     if pending:
-        codes = {h.name: p.poll() for h, p in zip((a, b), procs)}
-        why = "; ".join(
-            f"{n} {'still starting' if codes[n] is None else f'exited ({codes[n]})'}, "
-            f"{_log_tail(workdir / f'{n}.log')}"
-            for n in pending
-        )
-        raise BenchError(f"tunnel not up (waited up to {STARTUP_TIMEOUT:g} s): {why}")
-    return ids
+        raise BenchError(f"tunnel not up (waited up to {STARTUP_TIMEOUT:g} s): {_why(a, b, workdir, procs)}")
+
+
+def _why(a: Host, b: Host, workdir: Path, procs: list[subprocess.Popen[Any]]) -> str:
+    codes = {h.name: p.poll() for h, p in zip((a, b), procs)}
+    return "; ".join(
+        f"{n} {'running' if codes[n] is None else f'exited ({codes[n]})'}, {_log_tail(workdir / f'{n}.log')}"
+        for n in codes
+    )
 
 
 def _log_tail(path: Path) -> str:
@@ -227,6 +281,35 @@ def stop_vpn(procs: list[subprocess.Popen[Any]]) -> list[int | None]:
     return codes
 
 
+def tunnel(a: Host, b: Host, workdir: Path, seconds: float) -> dict[str, Any]:
+    """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[Any]] = []
+    out: dict[str, Any] = {}
+    try:
+        ids = init_nodes(a, b, workdir)
+        overlay_b = ids[b.name]["ipv4"]
+        out["overlay_b"] = overlay_b
+        started = time.monotonic()
+        start_nodes(a, b, workdir, ids, procs)
+        try:
+            out["first_ping"] = first_ping(a, overlay_b, started)
+        except BenchError as exc:
+            raise BenchError(f"{exc}: {_why(a, b, workdir, procs)}") from exc
+        wait_up(a, b, workdir, ids, procs)
+        before = [cpu_seconds(p.pid) for p in procs]
+        out.update(iperf3(a, b, overlay_b, IPERF_TUNNEL_PORT, seconds))
+        after = [cpu_seconds(p.pid) for p in procs]
+        gib = out["bytes"] / GIB
+        out["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
+        out["cpu_s_per_gib"] = {h.name: round((y - x) / gib, 2) if gib else None
+                                for h, x, y in zip((a, b), before, after)}  # fmt: skip
+        out["ping"] = ping(a, overlay_b)
+    finally:
+        out["node_exit_codes"] = stop_vpn(procs)
+    return out
+
+
 # -- one profile ----------------------------------------------------------------
 
 
@@ -238,96 +321,185 @@ def _measure(results: dict[str, Any], key: str, fn: Callable[[], dict[str, Any]]
         results[key] = {"error": str(exc) or type(exc).__name__}
 
 
-def run_profile(profile: Profile, seconds: float, tunnel_reason: str | None) -> dict[str, Any]:
-    """Build the two-host topology for ``profile`` and take every measurement."""
+def run_profile(
+    profile: Profile,
+    seconds: float,
+    runs: int,
+    tunnel_reason: str | None,
+    wanem: Path | None,
+    progress: Callable[[str], None],
+    cc: str | None = None,
+) -> dict[str, Any]:
+    """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
-                           "loss_pct": profile.loss_per_mille / 10}  # fmt: skip
+                           "loss_pct": profile.loss_per_mille / 10, "runs": []}  # fmt: skip
+    if profile.wan is not None:
+        res["wan"] = profile.wan.__dict__
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         a, b = topo.add_host("a"), topo.add_host("b")
-        _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
+        for host in (a, b):  # per namespace; a new one starts with the machine's default
+            if cc is not None:
+                host.run("sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
+        res["congestion_control"] = a.run("sysctl", "-n", "net.ipv4.tcp_congestion_control").stdout.strip()
+        wan = None
+        if profile.wan is not None:
+            assert wanem is not None
+            wan = WanLink(topo, a, b, wanem, SUBNET, ab=profile.wan, iface=IFACE)
+            addr_b = wan.addr_b
+        else:
+            _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
         if profile.rate is not None:
             a.shape(IFACE, profile.rate)
             b.shape(IFACE, profile.rate)
         if profile.loss_per_mille:
             b.add_ingress_loss(profile.loss_per_mille, iface=IFACE)
-        _measure(res, "veth", lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds))
-        _measure(res, "raw", lambda: rawstream(a, b, addr_b, seconds))
-        _measure(res, "ping_veth", lambda: ping(a, addr_b))
-        if tunnel_reason is not None:
-            res["tunnel"] = {"pending": tunnel_reason}
-        else:
-            _measure(res, "tunnel", lambda: tunnel(a, b, Path(tmp), seconds))
+        for i in range(runs):
+            progress(f"[{profile.name}] run {i + 1}/{runs}")
+            run: dict[str, Any] = {}
+            _measure(run, "veth", lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds))
+            _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
+            _measure(run, "ping_veth", lambda: ping(a, addr_b))
+            if tunnel_reason is not None:
+                run["tunnel"] = {"pending": tunnel_reason}
+            else:
+                _measure(run, "tunnel", lambda: tunnel(a, b, Path(tmp) / f"run{i}", seconds))
+            add_ratios(run)
+            res["runs"].append(run)
         if profile.loss_per_mille:
             seen, dropped = b.ingress_counters()
             res["ingress"] = {"seen": seen, "dropped": dropped}
-    add_ratios(res)
+        if wan is not None:
+            _measure(res, "wanem", wan.stop)
+    res["summary"] = summarize(res["runs"])
     return res
 
 
-def tunnel(a: Host, b: Host, workdir: Path, seconds: float) -> dict[str, Any]:
-    """iperf3 and ping a -> b over the overlay, nodes started by the CLI."""
-    procs: list[subprocess.Popen[Any]] = []
-    try:
-        ids = start_vpn(a, b, workdir, procs)
-        overlay_b = ids[b.name]["ipv4"]
-        out: dict[str, Any] = {"overlay_b": overlay_b}
-        out.update(iperf3(a, b, overlay_b, IPERF_TUNNEL_PORT, seconds))
-        out["ping"] = ping(a, overlay_b)
-    finally:
-        codes = stop_vpn(procs)
-    out["node_exit_codes"] = codes
+def add_ratios(run: dict[str, Any]) -> None:
+    """Same-run ratios; None when a number is missing."""
+    t = run.get("tunnel", {}).get("mbit_s")
+    raw = run.get("raw", {}).get("mbit_s")
+    veth = run.get("veth", {}).get("mbit_s")
+    run["tunnel_over_raw"] = round(t / raw, 3) if t and raw else None
+    run["tunnel_over_veth"] = round(t / veth, 3) if t and veth else None
+    run["raw_over_veth"] = round(raw / veth, 3) if raw and veth else None
+
+
+# name -> path into one run's results
+METRICS: dict[str, tuple[str, ...]] = {
+    "veth_mbit_s": ("veth", "mbit_s"),
+    "raw_mbit_s": ("raw", "mbit_s"),
+    "tunnel_mbit_s": ("tunnel", "mbit_s"),
+    "tunnel_over_veth": ("tunnel_over_veth",),
+    "tunnel_over_raw": ("tunnel_over_raw",),
+    "raw_over_veth": ("raw_over_veth",),
+    "rtt_veth_ms": ("ping_veth", "avg_ms"),
+    "rtt_tunnel_ms": ("tunnel", "ping", "avg_ms"),
+    "first_ping_s": ("tunnel", "first_ping", "first_reply_s"),
+    "cpu_s_per_gib_a": ("tunnel", "cpu_s_per_gib", "a"),
+    "cpu_s_per_gib_b": ("tunnel", "cpu_s_per_gib", "b"),
+    "veth_retransmits": ("veth", "retransmits"),
+    "tunnel_retransmits": ("tunnel", "retransmits"),
+}
+
+
+def _get(d: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """min/median/max (and how many runs had the number) of every metric."""
+    out: dict[str, dict[str, float]] = {}
+    for name, path in METRICS.items():
+        values = [v for r in runs if isinstance(v := _get(r, path), (int, float))]
+        if values:
+            out[name] = {"min": min(values), "median": statistics.median(values), "max": max(values),
+                         "n": len(values)}  # fmt: skip
     return out
-
-
-def add_ratios(res: dict[str, Any]) -> None:
-    """Same-run ratios; absent when a number is missing."""
-    t = res.get("tunnel", {}).get("mbit_s")
-    raw = res.get("raw", {}).get("mbit_s")
-    veth = res.get("veth", {}).get("mbit_s")
-    res["tunnel_over_raw"] = round(t / raw, 3) if t and raw else None
-    res["tunnel_over_veth"] = round(t / veth, 3) if t and veth else None
-    res["raw_over_veth"] = round(raw / veth, 3) if raw and veth else None
 
 
 # -- output ----------------------------------------------------------------------
 
+COLUMNS = (  # header, metric, format
+    ("no-VPN Mbit/s", "veth_mbit_s", "{:.0f}"),
+    ("raw stream Mbit/s", "raw_mbit_s", "{:.0f}"),
+    ("tunnel Mbit/s", "tunnel_mbit_s", "{:.0f}"),
+    ("tunnel / no-VPN", "tunnel_over_veth", "{:.0%}"),
+    ("tunnel / raw", "tunnel_over_raw", "{:.0%}"),
+    ("RTT no-VPN ms", "rtt_veth_ms", "{:.2f}"),
+    ("RTT tunnel ms", "rtt_tunnel_ms", "{:.2f}"),
+    ("first ping s", "first_ping_s", "{:.2f}"),
+    ("CPU s/GiB a", "cpu_s_per_gib_a", "{:.1f}"),
+    ("CPU s/GiB b", "cpu_s_per_gib_b", "{:.1f}"),
+    ("retransmits no-VPN", "veth_retransmits", "{:.0f}"),
+    ("retransmits tunnel", "tunnel_retransmits", "{:.0f}"),
+)
 
-def _num(d: dict[str, Any], *path: str, fmt: str = "{:.0f}") -> str:
-    cur: Any = d
-    for key in path:
-        cur = cur.get(key) if isinstance(cur, dict) else None
-    return fmt.format(cur) if isinstance(cur, (int, float)) else "-"
+
+def _cell(stat: dict[str, float] | None, fmt: str) -> str:
+    """``median (min–max)``; ``-`` when no run had the number."""
+    if not stat:
+        return "-"
+    med, lo, hi = (fmt.format(stat[k]) for k in ("median", "min", "max"))
+    return med if lo == hi else f"{med} ({lo}–{hi})"
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = ("profile", "no-VPN", "raw", "tunnel", "tun/raw", "tun/noVPN", "rtt veth", "rtt tun")
-    rows = [head, ("", "Mbit/s", "Mbit/s", "Mbit/s", "", "", "ms", "ms")]
+    """A markdown table: one row per profile, median (min–max) over the runs; failures listed below."""
+    lines = ["| profile | runs | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
+             "| --- " * (len(COLUMNS) + 2) + "|"]  # fmt: skip
     notes: list[str] = []
     for r in results:
-        rows.append((
-            r["profile"], _num(r, "veth", "mbit_s"), _num(r, "raw", "mbit_s"),
-            _num(r, "tunnel", "mbit_s"),
-            _num(r, "tunnel_over_raw", fmt="{:.0%}"), _num(r, "tunnel_over_veth", fmt="{:.0%}"),
-            _num(r, "ping_veth", "avg_ms", fmt="{:.3f}"), _num(r, "tunnel", "ping", "avg_ms", fmt="{:.3f}"),
-        ))  # fmt: skip
-        for key in ("veth", "raw", "ping_veth", "tunnel"):
-            entry = r.get(key, {})
-            for what in ("error", "pending"):
-                if what in entry:
-                    notes.append(f"{r['profile']} {key}: {what}: {entry[what]}")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in rows]  # fmt: skip
-    return "\n".join(lines + notes)
+        summary = r["summary"]
+        cells = [_cell(summary.get(metric), fmt) for _, metric, fmt in COLUMNS]
+        lines.append(f"| {r['profile']} | {len(r['runs'])} | " + " | ".join(cells) + " |")
+        for i, run in enumerate(r["runs"]):
+            for key in ("veth", "raw", "ping_veth", "tunnel"):
+                for what in ("error", "pending"):
+                    if what in run.get(key, {}):
+                        notes.append(f"- {r['profile']} run {i + 1} {key}: {what}: {run[key][what]}")
+        if "error" in r.get("wanem", {}):
+            notes.append(f"- {r['profile']} wanem: {r['wanem']['error']}")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _failed(results: list[dict[str, Any]]) -> bool:
+    return any("error" in run.get(k, {}) for r in results for run in r["runs"]
+               for k in ("veth", "raw", "ping_veth", "tunnel")) or any("error" in r.get("wanem", {})
+                                                                       for r in results)  # fmt: skip
+
+
+def _allowed_cc() -> list[str]:
+    try:
+        return Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control").read_text().split()
+    except OSError:
+        return []
+
+
+def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[str, Any]:
+    meta = {
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_after": os.getloadavg(),
+    }
+    return {"meta": meta, "profiles": results}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profiles", default="unshaped,clean,lossy",
-                        help=f"comma-separated, from {', '.join(PROFILES)}")  # fmt: skip
+    parser.add_argument("--profiles", default=DEFAULT_PROFILES,
+                        help=f"comma-separated, from {', '.join(PROFILES)} (default {DEFAULT_PROFILES})")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=5, help="repetitions per profile (default 5)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each throughput test")
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
+    parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
+                        "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.profiles.split(",") if n.strip()]
     unknown = [n for n in names if n not in PROFILES]
@@ -335,7 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown profile(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PROFILES)}")
     if not 1 <= args.seconds <= 120:
         parser.error("--seconds must be within 1..120")
-    reason = require_netns("iperf3", "ping", "tc", "nft", "ss")
+    if not 1 <= args.runs <= MAX_RUNS:
+        parser.error(f"--runs must be within 1..{MAX_RUNS}")
+    if args.cc is not None and args.cc not in _allowed_cc():
+        parser.error(f"--cc {args.cc!r} is not in net.ipv4.tcp_allowed_congestion_control ({' '.join(_allowed_cc())})")
+    needs_wan = any(PROFILES[n].wan is not None for n in names)
+    reason = require_netns("iperf3", "tc", "nft", "ss", *(("ethtool",) if needs_wan else ()))
     if reason is not None:
         print(f"throughput: cannot run: {reason}", file=sys.stderr)
         return 2
@@ -344,24 +521,26 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     tunnel_reason = "skipped (--no-tunnel)" if args.no_tunnel else cli_available()
 
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
     results = []
-    for name in names:
-        if not args.json:
-            print(f"[{name}] measuring ...", file=sys.stderr, flush=True)
-        results.append(run_profile(PROFILES[name], args.seconds, tunnel_reason))
-    meta = {
-        "seconds": args.seconds,
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "loadavg_after": os.getloadavg(),
-    }
-    if args.json:
-        print(json.dumps({"meta": meta, "profiles": results}, indent=2))
-    else:
-        print(table(results))
-    failed = any("error" in r.get(k, {}) for r in results for k in ("veth", "raw", "ping_veth", "tunnel"))
-    return 1 if failed else 0
+    with tempfile.TemporaryDirectory(prefix="p2v-wanem-") as build_dir:
+        wanem = None
+        if needs_wan:
+            try:
+                wanem = build_wanem(Path(build_dir))
+            except LabError as exc:
+                print(f"throughput: cannot run: {exc}", file=sys.stderr)
+                return 2
+        for name in names:
+            profile = PROFILES[name]
+            results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc))
+            if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
+                args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
+    doc = _document(args, results)
+    print(json.dumps(doc, indent=2) if args.json else table(results))
+    return 1 if _failed(results) else 0
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class LabNode(LabProcess):
 
         Never raises for a lost echo; a destination that did not answer has ``ok`` False.
         """
-        argv = [sys.executable, "-m", "p2pvpn.lab.echo", "--count", str(count), "--timeout", str(timeout), *dests]
+        argv = [sys.executable, "-m", "p2pvpn.lab.echo", "ping", "--count", str(count), "--timeout", str(timeout), *dests]
         budget = count * 0.2 + timeout + CLI_TIMEOUT / 4  # echoes plus an interpreter start on a busy machine
         try:
             result = self.host.run(*argv, check=False, timeout=budget)

@@ -1,18 +1,26 @@
-"""ICMP and ICMPv6 echo from Python, so the lab needs no ``ping`` binary.
+"""ICMP and ICMPv6 echo from Python, so the lab and the benchmarks need no ``ping`` binary.
 
 Theory of operation
 -------------------
-The lab runs this module inside a node's namespace (``ip netns exec NS
-python -m p2pvpn.lab.echo DEST...``): one process per source node pings
-every destination, through one raw socket per address family, and prints
-one JSON line per destination. Raw ICMP sockets need root (or
-CAP_NET_RAW), which the lab has anyway.
+The lab and the benchmarks run this module inside a namespace::
+
+    python -m p2pvpn.lab.echo ping 100.64.0.2 fd00::2 --count 3     # the lab: every destination at once
+    python -m p2pvpn.lab.echo rtt 198.18.0.2 --count 20 --interval 0.05
+    python -m p2pvpn.lab.echo first 100.64.0.2 --since 1234.5 --timeout 30
+
+``ping`` echoes every destination (IPv4 and IPv6) through one raw socket per
+family and prints one JSON line per destination; ``rtt`` gives RTT
+statistics of one IPv4 destination; ``first`` sends an echo every
+``--interval`` until one is answered and reports how long after ``--since``
+(a CLOCK_MONOTONIC reading, which all processes share) the answer came.
+Each prints JSON; bad input exits 2 with one line. Raw ICMP sockets need
+root (or CAP_NET_RAW), which the lab has anyway. Only the lab's own ranges
+(loopback, underlay, overlay, simulated internet) are accepted as targets.
 
 The packet work is sans-IO: :func:`echo_request` builds a request,
 :func:`parse_echo_reply` recognises our replies among everything else a
-raw socket sees (other pings, errors, our own requests on loopback). The
-socket loop, :func:`ping_many`, is bounded in time: it ends when every
-reply arrived or the last request's timeout passed.
+raw socket sees (other pings, errors, our own requests on loopback). Every
+socket loop is bounded in time.
 """
 
 from __future__ import annotations
@@ -28,10 +36,17 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 PAYLOAD = b"p2pvpn-lab-echo!" * 3  # 48 bytes, like ping's default 56 minus its timestamp
+MAX_COUNT = 10_000
+MAX_TIMEOUT = 600.0
+# Lab traffic only: loopback, the underlay, the overlay and the simulated internet.
+ALLOWED = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "198.18.0.0/15", "100.64.0.0/10", "203.0.113.0/24", "::1/128", "fd00::/8", "2001:db8::/32",
+))  # fmt: skip
 
 
 def _checksum(data: bytes) -> int:
@@ -153,22 +168,144 @@ def ping_many(dests: Sequence[str], count: int = 3, interval: float = 0.2, timeo
     return [results[d] for d in dests]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m p2pvpn.lab.echo [--count N] DEST...``: one JSON line per destination; 0 if all answered."""
-    parser = argparse.ArgumentParser(prog="p2pvpn.lab.echo", description=__doc__.splitlines()[0])
-    parser.add_argument("dests", nargs="+", type=lambda s: str(ipaddress.ip_address(s)))
-    parser.add_argument("--count", type=int, default=3)
-    parser.add_argument("--interval", type=float, default=0.2)
-    parser.add_argument("--timeout", type=float, default=2.0)
-    args = parser.parse_args(argv)
+class Echo:
+    """A raw ICMP socket that sends numbered echoes and times their replies."""
+
+    def __init__(self, dst: str) -> None:
+        self.dst = str(ipaddress.IPv4Address(dst))
+        self.ident = os.getpid() & 0xFFFF
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        self.sent_at: dict[int, float] = {}
+        self.rtts: dict[int, float] = {}
+        self.send_errors = 0
+        self._seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self) -> None:
+        """Send the next echo; a failure (no route yet, ...) is counted."""
+        self._seq = (self._seq + 1) & 0xFFFF
+        packet = echo_request(4, self.ident, self._seq)
+        # Stamped before sending: a preemption between the two then lengthens
+        # the RTT we report, never shortens it below the path's.
+        sent_at = time.monotonic()
+        try:
+            self.sock.sendto(packet, (self.dst, 0))
+        except OSError:
+            self.send_errors += 1
+            return
+        self.sent_at[self._seq] = sent_at
+
+    def receive(self, until: float) -> int | None:
+        """Wait until ``until`` (monotonic) for one of our replies; its sequence number or None."""
+        while (left := until - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                return None
+            data, (src, _) = self.sock.recvfrom(2048)
+            now = time.monotonic()
+            reply = parse_echo_reply(4, data)
+            if src != self.dst or reply is None:
+                continue
+            ident, seq = reply
+            if ident == self.ident and seq in self.sent_at and seq not in self.rtts:
+                self.rtts[seq] = now - self.sent_at[seq]
+                return seq
+        return None
+
+
+def rtt(dst: str, count: int, interval: float, timeout: float) -> dict[str, Any]:
+    """``count`` echoes ``interval`` apart; RTT statistics in ms and the loss."""
+    echo = Echo(dst)
     try:
-        results = ping_many(args.dests, args.count, args.interval, args.timeout)
+        for _ in range(count):
+            echo.send()
+            next_send = time.monotonic() + interval
+            while echo.receive(next_send) is not None:
+                pass
+        end = time.monotonic() + timeout
+        while len(echo.rtts) < len(echo.sent_at) and echo.receive(end) is not None:
+            pass
+    finally:
+        echo.close()
+    values = sorted(v * 1000 for v in echo.rtts.values())
+    out: dict[str, Any] = {"sent": count, "received": len(values), "send_errors": echo.send_errors,
+                           "loss_pct": round(100 * (1 - len(values) / count), 1)}  # fmt: skip
+    if values:
+        out.update(min_ms=round(values[0], 3), avg_ms=round(sum(values) / len(values), 3),
+                   median_ms=round(values[len(values) // 2], 3), max_ms=round(values[-1], 3))  # fmt: skip
+    return out
+
+
+def first(dst: str, since: float, interval: float, timeout: float) -> dict[str, Any]:
+    """Echo every ``interval`` until one is answered; seconds from ``since`` to that answer."""
+    echo = Echo(dst)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            echo.send()
+            if echo.receive(min(deadline, time.monotonic() + interval)) is not None:
+                return {"first_reply_s": round(time.monotonic() - since, 3), "sent": len(echo.sent_at),
+                        "send_errors": echo.send_errors}  # fmt: skip
+    finally:
+        echo.close()
+    return {"first_reply_s": None, "sent": len(echo.sent_at), "send_errors": echo.send_errors}
+
+
+def _target(text: str) -> str:
+    """A destination inside the lab's ranges, else a usage error."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    if not any(address in net for net in ALLOWED if net.version == address.version):
+        raise argparse.ArgumentTypeError(f"{address} is outside the lab ranges ({', '.join(map(str, ALLOWED))})")
+    return str(address)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one mode; JSON on stdout; 0 if answered, 1 if not, 2 for bad input or no permission."""
+    parser = argparse.ArgumentParser(prog="python -m p2pvpn.lab.echo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_ping = sub.add_parser("ping", help="--count echoes to each destination; one JSON line per destination")
+    p_ping.add_argument("dests", nargs="+", type=_target)
+    p_ping.add_argument("--count", type=int, default=3)
+    p_ping.add_argument("--interval", type=float, default=0.2)
+    p_ping.add_argument("--timeout", type=float, default=2.0, help="wait for replies after the last send")
+    p_rtt = sub.add_parser("rtt", help="RTT statistics of --count echoes")
+    p_rtt.add_argument("dst", type=_target)
+    p_rtt.add_argument("--count", type=int, default=20)
+    p_rtt.add_argument("--interval", type=float, default=0.05)
+    p_rtt.add_argument("--timeout", type=float, default=1.0, help="wait for replies after the last send")
+    p_first = sub.add_parser("first", help="time from --since to the first answered echo")
+    p_first.add_argument("dst", type=_target)
+    p_first.add_argument("--since", type=float, default=None, help="CLOCK_MONOTONIC start (default: now)")
+    p_first.add_argument("--interval", type=float, default=0.01)
+    p_first.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    if args.cmd in ("rtt", "first") and ipaddress.ip_address(args.dst).version != 4:
+        parser.error(f"{args.cmd} takes an IPv4 address")
+    if not 0.001 <= args.interval <= 10 or not 0 < args.timeout <= MAX_TIMEOUT:
+        parser.error(f"--interval must be within 0.001..10 and --timeout within 0..{MAX_TIMEOUT:g}")
+    if args.cmd != "first" and not 1 <= args.count <= MAX_COUNT:
+        parser.error(f"--count must be within 1..{MAX_COUNT}")
+    try:
+        if args.cmd == "ping":
+            results = ping_many(args.dests, args.count, args.interval, args.timeout)
+            for r in results:
+                print(json.dumps({**asdict(r), "ok": r.ok, "avg_ms": r.avg_ms}))
+            return 0 if all(r.ok for r in results) else 1
+        if args.cmd == "rtt":
+            out = rtt(args.dst, args.count, args.interval, args.timeout)
+        else:
+            since = time.monotonic() if args.since is None else args.since
+            out = first(args.dst, since, args.interval, args.timeout)
     except PermissionError:
-        print("p2pvpn.lab.echo: error: raw ICMP sockets need root or CAP_NET_RAW", file=sys.stderr)
+        print("python -m p2pvpn.lab.echo: error: raw ICMP sockets need root (CAP_NET_RAW)", file=sys.stderr)
         return 2
-    for r in results:
-        print(json.dumps({**asdict(r), "ok": r.ok, "avg_ms": r.avg_ms}))
-    return 0 if all(r.ok for r in results) else 1
+    print(json.dumps(out))
+    return 0 if out.get("received", 1) and out.get("first_reply_s", 0) is not None else 1
 
 
 if __name__ == "__main__":
