@@ -37,6 +37,9 @@ from p2pvpn.exit.multihop import HiddenPath, hidden_config, keep_relay_slots
 from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host
+from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
+from p2pvpn.membership.join import JoinService
+from p2pvpn.membership.store import Store
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -80,6 +83,7 @@ class Node:
         self.relay: RelayService | None = None
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
+        self.joins: JoinService | None = None  # answers /p2pvpn/join/1.0.0 when this node is in an owned network
         self._mdns_peers: set[ID] = set()
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
@@ -118,6 +122,9 @@ class Node:
                         allow_any_peer=cfg.allow_any_peer,
                     )
                     self.manager = manager
+                    if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
+                        self.joins = JoinService(Store(self.directory), self.key_pair, host.addrs)
+                        host.set_handler(JOIN_PROTOCOL_ID, self.joins.handle)
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     async with (
