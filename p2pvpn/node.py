@@ -39,7 +39,9 @@ from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host
 from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
 from p2pvpn.membership.join import JoinService
+from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
+from p2pvpn.membership.view import certificate_addresses, load_view
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -72,6 +74,10 @@ class Node:
         self.directory = directory
         self.peer_id: ID = identity.peer_id(key_pair)
         self.addresses = addressing.derive(self.peer_id.to_bytes(), config.network)
+        self.membership = load_view(directory, config.network, self.peer_id.to_bytes())  # None: no owned network
+        if self.membership is not None:  # the certificate decides our addresses (docs/protocol.md §15.9.1)
+            self.addresses = certificate_addresses(self.membership.own, config.network)
+        self.membership_service: MembershipService | None = None
         # The real TUN takes the offload setting; test factories choose their own.
         self._tun_factory = functools.partial(LinuxTun, offload=config.offload) if tun_factory is LinuxTun else tun_factory
         self.host: Host | None = None
@@ -119,7 +125,7 @@ class Node:
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
-                        allow_any_peer=cfg.allow_any_peer,
+                        allow_any_peer=cfg.allow_any_peer, membership=self.membership,
                     )
                     self.manager = manager
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
@@ -141,6 +147,10 @@ class Node:
                             self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
+                        if self.membership is not None:
+                            self.membership_service = MembershipService(Store(self.directory), self.membership,
+                                                                        manager, host)
+                            await inner.start(self.membership_service.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:

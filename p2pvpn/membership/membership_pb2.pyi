@@ -111,3 +111,11 @@ class JoinResponse(_message.Message):
     bootstrap: _containers.RepeatedScalarFieldContainer[bytes]
     revocations: SignedRevocationList
     def __init__(self, status: _Optional[int] = ..., message: _Optional[str] = ..., certificate: _Optional[_Union[SignedCertificate, _Mapping]] = ..., network_name: _Optional[str] = ..., bootstrap: _Optional[_Iterable[bytes]] = ..., revocations: _Optional[_Union[SignedRevocationList, _Mapping]] = ...) -> None: ...
+
+class Membership(_message.Message):
+    __slots__ = ("certificate", "revocations")
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    certificate: SignedCertificate
+    revocations: SignedRevocationList
+    def __init__(self, certificate: _Optional[_Union[SignedCertificate, _Mapping]] = ..., revocations: _Optional[_Union[SignedRevocationList, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,7 @@ from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
 
 if TYPE_CHECKING:
     from p2pvpn.discovery.record import NodeRecord
+    from p2pvpn.membership.view import MembershipView
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class SessionManager:
         keepalive: float,
         allow_peers: Iterable[ID] = (),
         allow_any_peer: bool = False,
+        membership: MembershipView | None = None,
     ) -> None:
         self.host = host
         self.tun = tun
@@ -110,7 +112,10 @@ class SessionManager:
         self.icmp_sent: Counter[str] = Counter()  # "too_big" answered, "too_big_limited" not (rate limit)
         self._too_big_bucket = icmp.TokenBucket(TOO_BIG_PER_SECOND, TOO_BIG_BURST)
         self.handshake_failures: Counter[str] = Counter()
-        self._hello = make_hello(network, local, mtu, offload=tun.offload)
+        # In an owned network (docs/protocol.md §15.9.1) certificates decide who gets a tunnel.
+        self.membership = membership
+        self._certificate = membership.own.raw if membership is not None else b""
+        self._hello = make_hello(network, local, mtu, offload=tun.offload, certificate=self._certificate)
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](MAX_PENDING_INBOUND)
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
@@ -194,7 +199,7 @@ class SessionManager:
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local
-        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload)
+        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload, certificate=self._certificate)
         for peer in self.peers.values():
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
@@ -242,6 +247,12 @@ class SessionManager:
         if existing is not None and existing.wanted and self.member_lookup is not None:
             return True  # a member we discovered, and members are trusted
         return self.allow_any_peer or peer_id in self.allow_peers
+
+    def listed(self, peer_id: ID) -> bool:
+        """Explicitly welcome without a certificate: a static peer, allow_peers, or allow_any_peer."""
+        existing = self.peers.get(peer_id)
+        return (existing is not None and existing.learned_from == "static") or self.allow_any_peer \
+            or peer_id in self.allow_peers
 
     # -- running -----------------------------------------------------------
 
@@ -388,13 +399,15 @@ class SessionManager:
 
     async def _handshake(self, tunnel: Tunnel) -> Peer:
         remote_id = tunnel.remote_id
-        if not self.authorized(remote_id):
+        if self.membership is None and not self.authorized(remote_id):
             record = await self.member_lookup(remote_id) if self.member_lookup is not None else None
             if record is None or self.learn(record, "dht") is None:
                 raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers, nor a member")
-        params = await tunnel.handshake(self._hello, self.network)
+        params = await tunnel.handshake(self._hello, self.network, self.membership)
+        if self.membership is not None and params.certificate is None and not self.listed(remote_id):
+            raise HandshakeError(CloseCode.NOT_AUTHORIZED, "no membership certificate, and not in peers or allow_peers")
         peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
-        if params.ipv4 != peer.addresses.ipv4:  # the peer moved to another address candidate
+        if (params.ipv4, params.ipv6) != (peer.addresses.ipv4, peer.addresses.ipv6):  # moved, or certificate
             peer.addresses = addressing.OverlayAddresses(params.ipv4, params.ipv6, params.address_index)
             self._set_routes(peer)
         peer.mtu = min(self.mtu, params.mtu)

@@ -1,0 +1,158 @@
+"""The running node's membership duties (docs/protocol.md §15.9.2-§15.9.3): revocations in, tunnels out.
+
+1. Every CHECK_INTERVAL the node re-reads ``membership/revocations.json``
+   when it changed (that is how ``p2pvpn revoke`` reaches a running node),
+   and re-checks every certificate presented on a live tunnel (revocation
+   and expiry); a tunnel whose certificate is void is closed with
+   NOT_AUTHORIZED and the peer forgotten.
+2. A revocation list that changed what we know is pushed to every member
+   we have a tunnel to, on its own stream (/p2pvpn/membership/1.0.0);
+   receivers merge, enforce, store and forward only what was new to them,
+   so the flood ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import trio
+from libp2p.peer.id import ID
+
+from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
+from p2pvpn.membership import canonical
+from p2pvpn.membership import membership_pb2 as pb
+from p2pvpn.membership.errors import MembershipError
+from p2pvpn.membership.join import read_message, uvarint
+from p2pvpn.membership.revocation import MAX_LIST_SIZE
+from p2pvpn.membership.store import Store
+from p2pvpn.membership.view import MembershipView
+from p2pvpn.session.manager import SessionManager
+from p2pvpn.wire.codec import CloseCode
+
+log = logging.getLogger(__name__)
+
+PUSH_PROTOCOL_ID = "/p2pvpn/membership/1.0.0"
+CHECK_INTERVAL = 1.0
+PUSH_TIMEOUT = 5.0
+MAX_PUSH_SIZE = MAX_LIST_SIZE + 8192
+
+
+class MembershipService:
+    def __init__(self, store: Store, view: MembershipView, manager: SessionManager, host: Host) -> None:
+        self.store = store
+        self.view = view
+        self.manager = manager
+        self.host = host
+        self.counters: Counter[str] = Counter()
+        self._mtime: int | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.host.set_handler(PUSH_PROTOCOL_ID, self._on_push)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                if self._reload():
+                    self._spread(exclude=None)
+                self.enforce()
+                await trio.sleep(CHECK_INTERVAL)
+
+    def _reload(self) -> bool:
+        """Merge the stored list when the file changed; True when that taught us something."""
+        path = self.store.root / "revocations.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return False
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            stored = self.store.revocations()
+        except MembershipError as exc:
+            log.warning("revocations not reloaded: %s", exc)
+            return False
+        rset = self.view.revocations
+        changed = False
+        for peer, not_before in stored.entries.items():
+            if not_before > rset.entries.get(peer, 0):
+                rset.entries[peer] = not_before
+                changed = True
+        if stored.best is not None and (rset.best is None or (stored.best.seq, stored.best.raw) > (rset.best.seq,
+                                                                                                   rset.best.raw)):
+            rset.best = stored.best
+            changed = True
+        return changed
+
+    def enforce(self) -> None:
+        """Close every tunnel whose peer's certificate is void now (revoked or expired)."""
+        live = {p.peer_id.to_bytes(): p for p in self.manager.peers.values() if p.tunnel is not None}
+        for raw, reason in self.view.invalid_peers(live).items():
+            peer = live[raw]
+            self.counters["tunnels_closed"] += 1
+            log.info("closing tunnel with %s: %s", peer.peer_id, reason)
+            if peer.tunnel is not None:
+                peer.tunnel.close(CloseCode.NOT_AUTHORIZED, reason)
+            self.manager.forget(peer.peer_id)
+            self.view.presented.pop(raw, None)
+
+    def _spread(self, exclude: ID | None) -> None:
+        best = self.view.revocations.best
+        if best is None or self._nursery is None:
+            return
+        message = canonical.encode(pb.Membership(revocations=pb.SignedRevocationList.FromString(best.raw)))
+        for raw in list(self.view.presented):
+            peer = ID(raw)
+            if peer != exclude and peer in self.manager.peers:
+                self._nursery.start_soon(self._push_one, peer, message)
+
+    async def _push_one(self, peer: ID, message: bytes) -> None:
+        try:
+            with trio.fail_after(PUSH_TIMEOUT):
+                stream = await self.host.open_stream(peer, [], PUSH_PROTOCOL_ID)
+                try:
+                    await stream.write(uvarint(len(message)) + message)
+                finally:
+                    await close_quietly(stream)
+            self.counters["pushed"] += 1
+        except (trio.TooSlowError, OSError, *STREAM_ERRORS) as exc:
+            self.counters["push_failed"] += 1
+            log.debug("revocation push to %s failed: %r", peer, exc)
+        except Exception as exc:  # py-libp2p's dial and negotiation errors have no common base
+            self.counters["push_failed"] += 1
+            log.debug("revocation push to %s failed: %r", peer, exc)
+
+    async def _on_push(self, stream: object) -> None:
+        sender = remote_peer(stream)  # type: ignore[arg-type]
+        try:
+            with trio.fail_after(PUSH_TIMEOUT):
+                data = await read_message(stream, MAX_PUSH_SIZE)
+            message = canonical.parse(pb.Membership, data, "membership push")
+            changed = set()
+            if message.HasField("revocations"):
+                changed = self.view.revocations.merge_bytes(canonical.encode(message.revocations), self.view.clock())
+        except (MembershipError, trio.TooSlowError, *STREAM_ERRORS) as exc:
+            self.counters["push_refused"] += 1
+            log.info("membership push from %s refused: %s", sender, exc)
+            await reset_quietly(stream)  # type: ignore[arg-type]
+            return
+        await close_quietly(stream)  # type: ignore[arg-type]
+        self.counters["received"] += 1
+        if changed:
+            log.info("revocation list %d from %s: %d peers revoked or moved", self.view.revocations.seq, sender,
+                     len(changed))
+            self.enforce()
+            await trio.to_thread.run_sync(self._save)
+            self._spread(exclude=sender)
+
+    def _save(self) -> None:
+        with self.store.lock():
+            stored = self.store.revocations()
+            if self.view.revocations.best is not None:
+                stored.merge(self.view.revocations.best)
+            for peer, not_before in self.view.revocations.entries.items():
+                stored.entries[peer] = max(not_before, stored.entries.get(peer, 0))
+            self.store.save_revocations(stored)
+            self._mtime = (self.store.root / "revocations.json").stat().st_mtime_ns

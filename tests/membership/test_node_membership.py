@@ -1,0 +1,109 @@
+"""Certificates in running nodes (real libp2p hosts on loopback, in-memory TUNs): who gets a tunnel,
+and a revocation cutting a member off everywhere (docs/protocol.md §15.9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from p2pvpn import config
+from p2pvpn.cli import app
+from p2pvpn.cli_membership import create_network
+from p2pvpn.membership import cert
+from p2pvpn.node import Node
+from p2pvpn.testing.cluster import Cluster, running, wait_up
+
+
+def cli(*args: str) -> None:
+    app(list(args), standalone_mode=False)
+
+
+def member(cluster: Cluster, tmp_path: Path, name: str, nid: str, capsys: object) -> None:
+    """Give ``name`` (already built once, so it has a key) a certificate from the owner."""
+    from p2pvpn import identity
+
+    pid = str(identity.peer_id(identity.load(tmp_path / name / identity.KEY_FILE)))
+    capsys.readouterr()  # type: ignore[attr-defined]
+    cli("admit", pid, "--dir", str(tmp_path / "owner"), "--name", name)
+    certificate = capsys.readouterr().out.strip()  # type: ignore[attr-defined]
+    cli("join", certificate, "--dir", str(tmp_path / name))
+    assert config.load(tmp_path / name).network == nid
+
+
+def build(tmp_path: Path, capsys: object, names: list[str]) -> tuple[Cluster, str]:
+    cluster = Cluster(tmp_path)
+    for name in ["owner", *names]:
+        cluster.node(name)
+    nid, _ = create_network(tmp_path / "owner", "lab")
+    for name in names:
+        member(cluster, tmp_path, name, nid, capsys)
+    return cluster, nid
+
+
+def tunnel_to(node: Node, other: Node) -> bool:
+    p = node.manager.peers.get(other.peer_id) if node.manager else None
+    return p is not None and p.tunnel is not None
+
+
+async def test_members_get_tunnels_with_certificate_addresses_strangers_do_not(tmp_path: Path, capsys: object) -> None:
+    cluster, nid = build(tmp_path, capsys, ["m1"])
+    cluster.node("stranger")
+    owner = cluster.node("owner", network=nid)
+    m1 = cluster.node("m1", [cluster.addr("owner")], network=nid)
+    # Same network ID, dials the owner, even trusts members: no certificate, so no tunnel.
+    stranger = cluster.node("stranger", [cluster.addr("owner")], network=nid, trust_members="yes")
+    assert m1.membership is not None and stranger.membership is None
+    async with running(owner, m1, stranger):
+        await wait_up(m1, owner, 20)
+        await wait_up(owner, m1, 20)
+        own = m1.membership.own
+        assert (m1.addresses.ipv4, m1.addresses.ipv6) == (own.ipv4, own.ipv6)
+        seen = owner.manager.peers[m1.peer_id]
+        assert (seen.addresses.ipv4, seen.addresses.ipv6) == (own.ipv4, own.ipv6)  # anti-spoofing uses these
+        assert owner.membership is not None and m1.peer_id.to_bytes() in owner.membership.presented
+        with trio.fail_after(15):
+            while owner.manager.handshake_failures["not_authorized"] < 1:
+                await trio.sleep(0.1)
+        assert not tunnel_to(owner, stranger) and not tunnel_to(stranger, owner)
+
+
+async def test_a_listed_stranger_still_gets_a_tunnel(tmp_path: Path, capsys: object) -> None:
+    """The two-host quick start without a network keeps working next to an owned network."""
+    cluster, nid = build(tmp_path, capsys, [])
+    old = cluster.node("old")
+    owner = cluster.node("owner", [cluster.addr("old")], network=nid)
+    old = cluster.node("old", [cluster.addr("owner")], network=nid)
+    async with running(owner, old):
+        await wait_up(owner, old, 20)
+        await wait_up(old, owner, 20)
+
+
+async def test_revocation_cuts_a_member_off_everywhere_within_10_s(tmp_path: Path, capsys: object) -> None:
+    cluster, nid = build(tmp_path, capsys, ["m1", "m2"])
+    for name in ("owner", "m1", "m2"):  # a full mesh of static peers: only certificates can cut m2 off
+        cluster.node(name, network=nid)
+    owner = cluster.node("owner", [cluster.addr("m1"), cluster.addr("m2")], network=nid)
+    m1 = cluster.node("m1", [cluster.addr("owner"), cluster.addr("m2")], network=nid)
+    m2 = cluster.node("m2", [cluster.addr("owner"), cluster.addr("m1")], network=nid)
+    async with running(owner, m1, m2):
+        for a, b in ((owner, m1), (owner, m2), (m1, m2), (m2, m1)):
+            await wait_up(a, b, 20)
+        start = trio.current_time()
+        await trio.to_thread.run_sync(cli, "revoke", "m2", "--dir", str(tmp_path / "owner"))
+        with trio.fail_after(10):
+            while tunnel_to(owner, m2) or tunnel_to(m1, m2) or tunnel_to(m2, m1) or tunnel_to(m2, owner):
+                await trio.sleep(0.05)
+        took = trio.current_time() - start
+        assert m1.membership is not None and m2.peer_id.to_bytes() in m1.membership.revocations.entries
+        assert m1.membership_service is not None and m1.membership_service.counters["received"] >= 1
+        # m1 learned it by push, and stored it: a restart remembers.
+        assert m2.peer_id.to_bytes() in __import__("p2pvpn.membership.store", fromlist=["Store"]).Store(
+            tmp_path / "m1").revocations().entries
+        # m2 keeps dialing (static peers) with its old certificate and is refused for good.
+        await trio.sleep(3)
+        assert not tunnel_to(owner, m2) and not tunnel_to(m1, m2)
+        assert m1.manager.handshake_failures["not_authorized"] + owner.manager.handshake_failures["not_authorized"] > 0
+        assert tunnel_to(owner, m1) and tunnel_to(m1, owner)
+    assert took < 10
+    assert cert.is_revoked(m2.membership.own, m1.membership.revocations.entries)  # type: ignore[union-attr]
