@@ -131,6 +131,9 @@ class Node:
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
                         self.joins = JoinService(Store(self.directory), self.key_pair, host.addrs)
                         host.set_handler(JOIN_PROTOCOL_ID, self.joins.handle)
+                    if self.membership is not None:
+                        self.membership_service = MembershipService(Store(self.directory), self.membership,
+                                                                    manager, host)
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     async with (
@@ -140,6 +143,8 @@ class Node:
                     ):
                         self.traversal = Traversal(host, cfg, discovery.dht if discovery else None, discovery,
                                                    self._republish)
+                        if self.membership_service is not None:
+                            self.traversal.keeper.before_reserve = self.membership_service.present
                         if cfg.exit:  # multi-hop clients reach an exit only through a relay it holds a slot on
                             keep_relay_slots(self.traversal.keeper)
                         await inner.start(self.traversal.run)
@@ -147,9 +152,7 @@ class Node:
                             self.relay = RelayService(host, limits_from_config(cfg), self._is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
-                        if self.membership is not None:
-                            self.membership_service = MembershipService(Store(self.directory), self.membership,
-                                                                        manager, host)
+                        if self.membership_service is not None:
                             await inner.start(self.membership_service.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
                         for exit_part in (self.exit_server, self.exit_client):
@@ -241,6 +244,10 @@ class Node:
     async def _is_member(self, peer_id: ID) -> bool:
         """For the relay role: members get the member limits (a static or allowed peer counts too)."""
         assert self.manager is not None
+        if self.membership_service is not None:  # an owned network: the certificate decides, no DHT lookup
+            known = self.manager.peers.get(peer_id)
+            return self.membership_service.is_member(peer_id) or peer_id in self.manager.allow_peers \
+                or (known is not None and known.learned_from == "static")
         known = self.manager.peers.get(peer_id)
         if known is not None and (known.learned_from == "static" or known.record is not None):
             return True

@@ -9,6 +9,9 @@
    we have a tunnel to, on its own stream (/p2pvpn/membership/1.0.0);
    receivers merge, enforce, store and forward only what was new to them,
    so the flood ends.
+3. Before reserving a slot on a relay, a member pushes its certificate
+   there (``present``); a relay counts a peer as a member from the
+   certificate it presented (push or Hello), never from a DHT lookup.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import trio
 from libp2p.peer.id import ID
 
 from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
-from p2pvpn.membership import canonical
+from p2pvpn.membership import canonical, invite
 from p2pvpn.membership import membership_pb2 as pb
 from p2pvpn.membership.errors import MembershipError
+from p2pvpn.membership.invite import JoinAnswer, JoinStatus
 from p2pvpn.membership.join import read_message, uvarint
 from p2pvpn.membership.revocation import MAX_LIST_SIZE
 from p2pvpn.membership.store import Store
@@ -108,14 +112,29 @@ class MembershipService:
             if peer != exclude and peer in self.manager.peers:
                 self._nursery.start_soon(self._push_one, peer, message)
 
+    async def present(self, peer: ID) -> None:
+        """Show ``peer`` (a relay) our certificate; best effort, bounded, before a reservation."""
+        message = canonical.encode(pb.Membership(certificate=pb.SignedCertificate.FromString(self.view.own.raw)))
+        await self._push_one(peer, message)
+
+    def is_member(self, peer: ID) -> bool:
+        """A peer that presented a certificate which is still valid now."""
+        c = self.view.presented.get(peer.to_bytes())
+        return c is not None and self.view.reason_invalid(c) is None
+
     async def _push_one(self, peer: ID, message: bytes) -> None:
         try:
             with trio.fail_after(PUSH_TIMEOUT):
                 stream = await self.host.open_stream(peer, [], PUSH_PROTOCOL_ID)
                 try:
                     await stream.write(uvarint(len(message)) + message)
+                    answer = invite.parse_response(await read_message(stream, invite.MAX_RESPONSE_SIZE))
                 finally:
                     await close_quietly(stream)
+            if answer.status is not JoinStatus.OK:
+                self.counters["push_refused_by_peer"] += 1
+                log.info("%s refused our membership push: %s", peer, answer.message)
+                return
             self.counters["pushed"] += 1
         except (trio.TooSlowError, OSError, *STREAM_ERRORS) as exc:
             self.counters["push_failed"] += 1
@@ -131,14 +150,22 @@ class MembershipService:
                 data = await read_message(stream, MAX_PUSH_SIZE)
             message = canonical.parse(pb.Membership, data, "membership push")
             changed = set()
+            if message.HasField("certificate"):  # a member introducing itself (to a relay)
+                self.view.verify(canonical.encode(message.certificate), sender.to_bytes())
+                self.counters["certificates"] += 1
             if message.HasField("revocations"):
                 changed = self.view.revocations.merge_bytes(canonical.encode(message.revocations), self.view.clock())
-        except (MembershipError, trio.TooSlowError, *STREAM_ERRORS) as exc:
+        except MembershipError as exc:
             self.counters["push_refused"] += 1
             log.info("membership push from %s refused: %s", sender, exc)
+            await self._answer(stream, JoinAnswer(JoinStatus.BAD_REQUEST, str(exc)))
+            return
+        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+            self.counters["push_refused"] += 1
+            log.info("membership push from %s failed: %r", sender, exc)
             await reset_quietly(stream)  # type: ignore[arg-type]
             return
-        await close_quietly(stream)  # type: ignore[arg-type]
+        await self._answer(stream, JoinAnswer(JoinStatus.OK))  # the sender may now rely on what it pushed
         self.counters["received"] += 1
         if changed:
             log.info("revocation list %d from %s: %d peers revoked or moved", self.view.revocations.seq, sender,
@@ -146,6 +173,16 @@ class MembershipService:
             self.enforce()
             await trio.to_thread.run_sync(self._save)
             self._spread(exclude=sender)
+
+    async def _answer(self, stream: object, answer: JoinAnswer) -> None:
+        data = invite.encode_response(answer)
+        try:
+            with trio.fail_after(PUSH_TIMEOUT):
+                await stream.write(uvarint(len(data)) + data)  # type: ignore[attr-defined]
+        except (trio.TooSlowError, *STREAM_ERRORS):
+            await reset_quietly(stream)  # type: ignore[arg-type]
+            return
+        await close_quietly(stream)  # type: ignore[arg-type]
 
     def _save(self) -> None:
         with self.store.lock():
