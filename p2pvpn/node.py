@@ -41,7 +41,8 @@ from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
 from p2pvpn.membership.join import JoinService
 from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
-from p2pvpn.membership.view import certificate_addresses, load_view
+from p2pvpn.membership.network import ROLE_EXIT
+from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -78,6 +79,8 @@ class Node:
         if self.membership is not None:  # the certificate decides our addresses (docs/protocol.md §15.9.1)
             self.addresses = certificate_addresses(self.membership.own, config.network)
         self.membership_service: MembershipService | None = None
+        if self.membership is not None:
+            check_roles(self.membership.own, relay=config.relay, exit=config.exit)
         # The real TUN takes the offload setting; test factories choose their own.
         self._tun_factory = functools.partial(LinuxTun, offload=config.offload) if tun_factory is LinuxTun else tun_factory
         self.host: Host | None = None
@@ -185,6 +188,9 @@ class Node:
             pinned = None if cfg.use_exit == "auto" else parse_peer_id(cfg.use_exit)
             hidden = HiddenPath(cfg, manager.host, manager, lambda: self.discovery) if cfg.exit_via else None
             self.exit_client = ExitClient(cfg, self.peer_id, self.directory, manager, routes, pinned, hidden)
+            if self.membership is not None:
+                view = self.membership
+                self.exit_client.role_allowed = lambda peer: view.allows(peer.to_bytes(), ROLE_EXIT)
             with self.exit_client.installed():
                 yield
         else:

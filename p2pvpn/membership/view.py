@@ -56,6 +56,11 @@ class MembershipView:
                 out[peer] = reason
         return out
 
+    def allows(self, peer: bytes, role: int) -> bool:
+        """The peer presented a certificate, still valid, that grants ``role`` (a ROLE_* bit)."""
+        c = self.presented.get(peer)
+        return c is not None and c.has_role(role) and self.reason_invalid(c) is None
+
     def own_reason_invalid(self) -> str | None:
         return self.reason_invalid(self.own)
 
@@ -91,3 +96,14 @@ def certificate_addresses(own: Certificate, network: str) -> addressing.OverlayA
             return addressing.OverlayAddresses(own.ipv4, own.ipv6, used)
         index = used
     return addressing.OverlayAddresses(own.ipv4, own.ipv6, 0)
+
+
+def check_roles(own: Certificate, *, relay: bool, exit: bool) -> None:
+    """Refuse to offer a role our certificate does not grant: no one would count it (§15.2)."""
+    from p2pvpn.errors import ConfigError
+    from p2pvpn.membership.network import ROLE_EXIT, ROLE_RELAY
+
+    for wanted, role, name in ((relay, ROLE_RELAY, "relay"), (exit, ROLE_EXIT, "exit")):
+        if wanted and not own.has_role(role):
+            raise ConfigError(f"{name}: this node's certificate does not allow the {name} role; ask an admin for "
+                              f"one that does (p2pvpn admit PEER_ID --roles {name} ...), then p2pvpn join it")

@@ -111,3 +111,23 @@ def test_an_oversized_hello_certificate_is_a_protocol_error(net: Net) -> None:
     with pytest.raises(ProtocolError, match="certificate"):
         encode(Hello(**{**{f: getattr(hello, f) for f in hello.__slots__},  # type: ignore[attr-defined]
                         "certificate": bytes(MAX_CERTIFICATE_LEN + 1)}))
+
+
+def test_roles_count_only_when_the_certificate_grants_them(net: Net) -> None:
+    from p2pvpn.errors import ConfigError
+    from p2pvpn.membership.network import ROLE_EXIT, ROLE_RELAY
+    from p2pvpn.membership.view import check_roles
+
+    plain = cert.open_certificate(net.issue(net.owner, 2), net.nid)
+    exit_only = cert.open_certificate(net.issue(net.owner, 3, roles=ROLE_EXIT), net.nid)
+    check_roles(plain, relay=False, exit=False)
+    check_roles(exit_only, relay=False, exit=True)
+    with pytest.raises(ConfigError, match="does not allow the relay role"):
+        check_roles(exit_only, relay=True, exit=True)
+    v = view(net, T0 + 10)
+    v.verify(plain.raw, net.pids[2])
+    v.verify(exit_only.raw, net.pids[3])
+    assert v.allows(net.pids[3], ROLE_EXIT) and not v.allows(net.pids[2], ROLE_EXIT)
+    assert not v.allows(net.pids[3], ROLE_RELAY) and not v.allows(net.pids[4], ROLE_EXIT)
+    v.revocations.entries[net.pids[3]] = T0 + 5
+    assert not v.allows(net.pids[3], ROLE_EXIT)
