@@ -132,7 +132,9 @@ class Node:
                     )
                     self.manager = manager
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
-                        self.joins = JoinService(Store(self.directory), self.key_pair, host.addrs)
+                        view = self.membership  # its clock, so tests can move time for issuing and checking alike
+                        self.joins = JoinService(Store(self.directory), self.key_pair, host.addrs,
+                                                 (lambda: view.clock()) if view is not None else time.time)
                         host.set_handler(JOIN_PROTOCOL_ID, self.joins.handle)
                     if self.membership is not None:
                         self.membership_service = MembershipService(Store(self.directory), self.membership,

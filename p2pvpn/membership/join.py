@@ -157,7 +157,8 @@ class JoinService:
         if cert.is_revoked(current, revoked) or now >= current.not_after + RENEW_GRACE:
             return JoinStatus.UNAVAILABLE, "the certificate is revoked or expired too long ago", b""
         issued = [c for c in self.store.issued() if c.peer_id != current.peer_id] + [current]
-        admission = authority.admit(signer, network, current.peer_id, issued=issued, revoked=revoked, now=now)  # type: ignore[arg-type]
+        admission = authority.admit(signer, network, current.peer_id, issued=issued, revoked=revoked, now=now,  # type: ignore[arg-type]
+                                    lifetime=current.not_after - current.not_before)  # as long as before
         self.store.save_issued(admission.certificate)
         return JoinStatus.OK, "renewed", admission.certificate
 

@@ -12,6 +12,11 @@
 3. Before reserving a slot on a relay, a member pushes its certificate
    there (``present``); a relay counts a peer as a member from the
    certificate it presented (push or Hello), never from a DHT lookup.
+4. When less than half of our certificate's lifetime is left, we renew it:
+   with the owner key if it is here, else from an admin we have a tunnel
+   with (/p2pvpn/join/1.0.0, ``renew``), then push the new certificate on
+   every tunnel, so peers' re-checks see the new expiry and no tunnel
+   drops.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import trio
 from libp2p.peer.id import ID
 
 from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
-from p2pvpn.membership import canonical, invite
+from p2pvpn.membership import authority, canonical, cert, invite
 from p2pvpn.membership import membership_pb2 as pb
 from p2pvpn.membership.errors import MembershipError
 from p2pvpn.membership.invite import JoinAnswer, JoinStatus
-from p2pvpn.membership.join import read_message, uvarint
+from p2pvpn.membership.cert import Certificate
+from p2pvpn.membership.join import read_message, renew, uvarint
+from p2pvpn.membership.network import ROLE_ADMIN
 from p2pvpn.membership.revocation import MAX_LIST_SIZE
 from p2pvpn.membership.store import Store
 from p2pvpn.membership.view import MembershipView
@@ -51,6 +58,9 @@ class MembershipService:
         self.counters: Counter[str] = Counter()
         self._mtime: int | None = None
         self._nursery: trio.Nursery | None = None
+        self.renew_enabled = True
+        self._renewing = False
+        self._next_renewal = 0.0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.host.set_handler(PUSH_PROTOCOL_ID, self._on_push)
@@ -61,6 +71,9 @@ class MembershipService:
                 if self._reload():
                     self._spread(exclude=None)
                 self.enforce()
+                if self.renew_enabled and not self._renewing and self._renewal_due():
+                    self._renewing = True
+                    nursery.start_soon(self._renew)
                 await trio.sleep(CHECK_INTERVAL)
 
     def _reload(self) -> bool:
@@ -101,6 +114,72 @@ class MembershipService:
                 peer.tunnel.close(CloseCode.NOT_AUTHORIZED, reason)
             self.manager.forget(peer.peer_id)
             self.view.presented.pop(raw, None)
+
+    def _renewal_due(self) -> bool:
+        own, now = self.view.own, self.view.clock()
+        return now >= self._next_renewal and now >= own.not_before + (own.not_after - own.not_before) / 2
+
+    async def _renew(self) -> None:
+        """One renewal attempt; on failure the next one waits a tenth of the lifetime (1..60 s)."""
+        own = self.view.own
+        try:
+            fresh = await self._fresh_certificate()
+        finally:
+            self._renewing = False
+        if fresh is None:
+            self._next_renewal = self.view.clock() + min(60.0, max(1.0, (own.not_after - own.not_before) / 10))
+            self.counters["renewal_failed"] += 1
+            return
+        self.view.own = fresh
+        self.manager.renew_certificate(fresh.raw)
+        await trio.to_thread.run_sync(self.store.save_certificate, fresh.raw)
+        self.counters["renewed"] += 1
+        log.info("certificate renewed until %d", fresh.not_after)
+        message = canonical.encode(pb.Membership(certificate=pb.SignedCertificate.FromString(fresh.raw)))
+        for raw in list(self.view.presented):
+            if self._nursery is not None and ID(raw) in self.manager.peers:
+                self._nursery.start_soon(self._push_one, ID(raw), message)
+
+    async def _fresh_certificate(self) -> Certificate | None:
+        own, now = self.view.own, self.view.clock()
+        me = self.host.peer_id.to_bytes()
+        if self.store.owner_key() is not None:  # the owner's node renews itself
+            def local() -> bytes:
+                with self.store.lock():
+                    return authority.admit(self.store.signer_from_owner(), self.view.network_id, me,
+                                           issued=[own], revoked=self.view.revocations.entries, now=now,
+                                           lifetime=own.not_after - own.not_before).certificate
+            return self._accept(await trio.to_thread.run_sync(local))
+        admins = [ID(raw) for raw, c in self.view.presented.items() if c.has_role(ROLE_ADMIN)
+                  and self.view.reason_invalid(c) is None and (p := self.manager.peers.get(ID(raw))) is not None
+                  and p.tunnel is not None]
+        for admin in admins:
+            try:
+                answer = await renew(self.host, admin, [], own.raw)
+            except (trio.TooSlowError, MembershipError, OSError, *STREAM_ERRORS) as exc:
+                log.info("renewal at %s failed: %r", admin, exc)
+                continue
+            except Exception as exc:  # py-libp2p's dial and negotiation errors have no common base
+                log.info("renewal at %s failed: %r", admin, exc)
+                continue
+            if answer.status is JoinStatus.OK and (fresh := self._accept(answer.certificate)) is not None:
+                return fresh
+            log.info("renewal at %s refused: %s %s", admin, answer.status.name, answer.message)
+        return None
+
+    def _accept(self, data: bytes) -> Certificate | None:
+        """A renewed certificate must be valid now and keep our addresses (else peers would refuse it)."""
+        try:
+            fresh = cert.verify(data, self.view.network_id, self.view.clock(), self.view.revocations.entries,
+                                self.host.peer_id.to_bytes())
+        except MembershipError as exc:
+            log.warning("renewed certificate refused: %s", exc)
+            return None
+        own = self.view.own
+        if (fresh.ipv4, fresh.ipv6) != (own.ipv4, own.ipv6) or fresh.not_after <= own.not_after:
+            log.warning("renewed certificate refused: other addresses or no later expiry")
+            return None
+        return fresh
 
     def _spread(self, exclude: ID | None) -> None:
         best = self.view.revocations.best

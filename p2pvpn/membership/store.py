@@ -90,6 +90,12 @@ class Store:
         path = self.root / OWNER_KEY
         return identity.load(path) if path.exists() else None
 
+    def signer_from_owner(self) -> Signer:
+        owner = self.owner_key()
+        if owner is None:
+            raise MembershipError(f"no owner key in {self.root}")
+        return signer_from_key_pair(owner)
+
     def signer(self, node_key: KeyPair, now: float) -> Signer:
         """The owner key if it is here, else this node's key with its admin certificate."""
         owner = self.owner_key()

@@ -196,6 +196,11 @@ class SessionManager:
             peer.tunnel.close(CloseCode.NORMAL, "record expired")
         self._remove_peer(peer)
 
+    def renew_certificate(self, certificate: bytes) -> None:
+        """A renewed certificate (same addresses): new tunnels send it; live ones learn it by a push."""
+        self._certificate = certificate
+        self._hello = make_hello(self.network, self.local, self.mtu, offload=self.tun.offload, certificate=certificate)
+
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local

@@ -136,3 +136,48 @@ async def test_a_relay_judges_members_by_the_certificate_they_present(tmp_path: 
         with trio.fail_after(5):
             while await owner._is_member(m1.peer_id):
                 await trio.sleep(0.1)
+
+
+async def test_renewal_keeps_tunnels_up_across_expiry(tmp_path: Path, capsys: object) -> None:
+    """Time is moved on every node's membership clock: m1 renews at its admin and stays; m2 may not and is cut."""
+    import time
+
+    from p2pvpn import identity
+
+    cluster = Cluster(tmp_path)
+    for name in ("owner", "m1", "m2"):
+        cluster.node(name)
+    nid, _ = create_network(tmp_path / "owner", "lab")
+    for name in ("m1", "m2"):
+        pid = str(identity.peer_id(identity.load(tmp_path / name / identity.KEY_FILE)))
+        capsys.readouterr()  # type: ignore[attr-defined]
+        cli("admit", pid, "--dir", str(tmp_path / "owner"), "--name", name, "--expires", "10m")
+        cli("join", capsys.readouterr().out.strip(), "--dir", str(tmp_path / name))  # type: ignore[attr-defined]
+        cluster.node(name, network=nid)
+    owner = cluster.node("owner", [cluster.addr("m1"), cluster.addr("m2")], network=nid)
+    m1 = cluster.node("m1", [cluster.addr("owner"), cluster.addr("m2")], network=nid)
+    m2 = cluster.node("m2", [cluster.addr("owner"), cluster.addr("m1")], network=nid)
+    offset = [0.0]
+    for node in (owner, m1, m2):
+        node.membership.clock = lambda: time.time() + offset[0]  # type: ignore[union-attr]
+    old_expiry = m1.membership.own.not_after  # type: ignore[union-attr]
+    async with running(owner, m1, m2):
+        assert m2.membership_service is not None and m1.membership_service is not None
+        m2.membership_service.renew_enabled = False
+        for a, b in ((owner, m1), (owner, m2), (m1, m2), (m1, owner)):
+            await wait_up(a, b, 20)
+        offset[0] = 400.0  # 200 s of 600 left: m1 renews at the owner
+        with trio.fail_after(10):
+            while owner.membership.presented[m1.peer_id.to_bytes()].not_after <= old_expiry:  # type: ignore[union-attr]
+                await trio.sleep(0.1)
+        assert m1.membership_service.counters["renewed"] == 1
+        assert m1.membership.presented[owner.peer_id.to_bytes()] is not None  # type: ignore[union-attr]
+        offset[0] = 600.0 + 301  # past the old certificates' expiry and the clock skew
+        with trio.fail_after(10):
+            while tunnel_to(owner, m2) or tunnel_to(m1, m2):
+                await trio.sleep(0.1)
+        await trio.sleep(2)
+        assert tunnel_to(owner, m1) and tunnel_to(m1, owner)
+    from p2pvpn.membership.store import Store
+
+    assert Store(tmp_path / "m1").certificate().not_after > old_expiry  # type: ignore[union-attr]
