@@ -365,7 +365,20 @@ class Node:
             "relay": self.relay.status() if self.relay else None,
             "exit": self.exit_server.status() if self.exit_server else None,
             "exit_client": self._exit_client_status(),
+            "membership": self._membership_status(),
             "peers": self.peers(),
+        }
+
+    def _membership_status(self) -> dict[str, Any] | None:
+        view, service = self.membership, self.membership_service
+        if view is None:
+            return None
+        return {
+            "network_id": view.network_id, "name": view.own.name, "expires": view.own.not_after,
+            "certificate_problem": view.own_reason_invalid(), "revocation_seq": view.revocations.seq,
+            "revoked_peers": len(view.revocations.entries), "members_seen": len(view.presented),
+            "counters": dict(service.counters) if service else {},
+            "joins": dict(self.joins.answered) if self.joins else {},
         }
 
 

@@ -93,3 +93,23 @@ def test_pending_invite_counts_uses_and_expires(net: Net) -> None:
     late = invite.join_proof(q.secret, net.nid, net.pids[3])
     assert q.judge(net.nid, net.pids[3], "p3", late, T0 + 100) is JoinStatus.EXPIRED
     assert p.used_up(T0) and q.used_up(T0 + 100) and not q.used_up(T0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=st.binary(max_size=300))
+def test_join_messages_fuzz_to_one_error_type(blob: bytes) -> None:
+    for parse in (invite.parse_request, invite.parse_response):
+        try:
+            parse(blob)
+        except MembershipError:
+            pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=300))
+def test_token_parser_fuzz_to_one_error_type(text: str) -> None:
+    try:
+        inv = invite.parse_token("p2pvpn-invite1:" + text)
+    except MembershipError:
+        return
+    assert invite.encode_token(inv) == "p2pvpn-invite1:" + text.strip()

@@ -181,3 +181,13 @@ async def test_renewal_keeps_tunnels_up_across_expiry(tmp_path: Path, capsys: ob
     from p2pvpn.membership.store import Store
 
     assert Store(tmp_path / "m1").certificate().not_after > old_expiry  # type: ignore[union-attr]
+
+
+async def test_status_reports_membership(tmp_path: Path, capsys: object) -> None:
+    cluster, nid = build(tmp_path, capsys, [])
+    owner = cluster.node("owner", network=nid)
+    plain = cluster.node("plain")
+    async with running(owner, plain):
+        info = owner.status()["membership"]
+        assert (info["network_id"], info["name"], info["certificate_problem"]) == (nid, "owner", None)
+        assert plain.status()["membership"] is None
