@@ -191,3 +191,32 @@ async def test_status_reports_membership(tmp_path: Path, capsys: object) -> None
         info = owner.status()["membership"]
         assert (info["network_id"], info["name"], info["certificate_problem"]) == (nid, "owner", None)
         assert plain.status()["membership"] is None
+
+
+async def test_an_invited_member_with_only_the_owner_as_bootstrap_has_a_tunnel_within_10_s(
+        tmp_path: Path, capsys: object) -> None:
+    """The README path: create, invite, join (the token's bootstrap is the owner), up: a tunnel, by the DHT."""
+    import secrets
+    import time
+
+    import multiaddr
+
+    from p2pvpn.cli_membership import new_invite
+    from p2pvpn.membership.invite import Pending
+
+    cluster, nid = build(tmp_path, capsys, [])
+    cluster.node("joiner")
+    owner = cluster.node("owner", network=nid)
+    async with running(owner) as nursery:
+        addr = multiaddr.Multiaddr(cluster.addr("owner").split("/p2p/")[0]).to_bytes()
+        token = new_invite(tmp_path / "owner", Pending(secrets.token_bytes(16), int(time.time()) + 60, 1), [addr])
+        await trio.to_thread.run_sync(cli, "join", token, "--dir", str(tmp_path / "joiner"))
+        cfg = config.load(tmp_path / "joiner")
+        assert cfg.bootstrap == (cluster.addr("owner"),) and cfg.network == nid
+        joiner = cluster.node("joiner", network=nid, bootstrap=cfg.bootstrap, discovery_interval=1.0)
+        start = trio.current_time()
+        await nursery.start(joiner.run)
+        await wait_up(joiner, owner, 10)
+        await wait_up(owner, joiner, 10)
+        assert trio.current_time() - start < 10
+        assert owner.membership.presented[joiner.peer_id.to_bytes()].name.startswith("peer-")  # type: ignore[union-attr]
