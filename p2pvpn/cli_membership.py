@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -394,12 +395,18 @@ def _member_json(c: Certificate, rset: RevocationSet, online: set[str]) -> dict[
             "revoked": cert.is_revoked(c, rset.entries), "online": peer in online}
 
 
-def known_members(store: Store) -> list[Certificate]:
-    """The newest certificate per peer among those this node issued and its own."""
+def known_members(store: Store, presented: Sequence[str] = ()) -> list[Certificate]:
+    """The newest certificate per peer among those this node issued, its own, and ``presented`` (texts)."""
     certs = store.issued()
     own = store.certificate()
     if own is not None:
         certs.append(own)
+    nid, _ = store.network()
+    for text in presented:
+        try:
+            certs.append(cert.open_certificate(cert.from_text(text), nid))
+        except MembershipError:
+            continue  # a certificate the node accepted earlier and that no longer parses: not a member
     newest: dict[bytes, Certificate] = {}
     for c in certs:
         if c.peer_id not in newest or c.not_before > newest[c.peer_id].not_before:
@@ -417,7 +424,8 @@ def members_cmd(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = Fals
     own = store.certificate()
     if own is not None and reply:
         online.add(_peer_text(own.peer_id))  # the node answering is online
-    rows = [_member_json(c, rset, online) for c in known_members(store)]
+    presented = (_running_reply(directory, "members") or {}).get("certificates", []) if reply else []
+    rows = [_member_json(c, rset, online) for c in known_members(store, presented)]
     if as_json:
         print(json.dumps(rows))
         return

@@ -41,6 +41,7 @@ from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
 from p2pvpn.membership.join import JoinService
 from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
+from p2pvpn.membership.cert import to_text as cert_text
 from p2pvpn.membership.network import ROLE_EXIT
 from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
 from p2pvpn.nat.traversal import Traversal
@@ -312,6 +313,9 @@ class Node:
             return self.status()
         if cmd == "peers":
             return {"peers": self.peers()}
+        if cmd == "members":  # certificates presented to us, for `p2pvpn members`
+            view = self.membership
+            return {"certificates": [cert_text(c.raw) for c in view.presented.values()] if view else []}
         if cmd == "exits":
             return self.exit_client.describe() if self.exit_client is not None else list_exits(self.manager)
         return {"error": f"unknown command {cmd!r}"}

@@ -184,6 +184,9 @@ def test_join_with_a_token_from_a_running_node(tmp_path: Path, capsys: pytest.Ca
         assert code != 0 and "already used" in text
         rows = {r["name"]: r for r in json.loads(run(capsys, "members", "--dir", str(owner), "--json")[1])}
         assert rows["owner"]["online"] is True and "laptop" in rows
+        # A plain member lists what the running node saw presented; here only its own (it is not running).
+        mine = json.loads(run(capsys, "members", "--dir", str(member), "--json")[1])
+        assert [r["name"] for r in mine] == ["laptop"]
 
 
 def test_unreachable_or_expired_invites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

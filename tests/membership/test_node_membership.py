@@ -220,3 +220,13 @@ async def test_an_invited_member_with_only_the_owner_as_bootstrap_has_a_tunnel_w
         await wait_up(owner, joiner, 10)
         assert trio.current_time() - start < 10
         assert owner.membership.presented[joiner.peer_id.to_bytes()].name.startswith("peer-")  # type: ignore[union-attr]
+
+
+async def test_control_lists_the_certificates_presented(tmp_path: Path, capsys: object) -> None:
+    cluster, nid = build(tmp_path, capsys, ["m1"])
+    owner = cluster.node("owner", network=nid)
+    m1 = cluster.node("m1", [cluster.addr("owner")], network=nid)
+    async with running(owner, m1):
+        await wait_up(m1, owner, 20)
+        texts = m1.handle_control("members")["certificates"]
+        assert [cert.open_certificate(cert.from_text(t), nid).name for t in texts] == ["owner"]
