@@ -225,6 +225,8 @@ class Node:
                 needs_refresh=self._unreachable,
             )
             self.discovery = discovery
+            if self.membership_service is not None:  # the revocation list lives in the DHT too
+                self.membership_service.attach_dht(dht)
             if cfg.trusts_members():
                 manager.member_lookup = discovery.lookup
             manager.on_local_collision = self._on_collision

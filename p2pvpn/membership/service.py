@@ -12,7 +12,10 @@
 3. Before reserving a slot on a relay, a member pushes its certificate
    there (``present``); a relay counts a peer as a member from the
    certificate it presented (push or Hello), never from a DHT lookup.
-4. When less than half of our certificate's lifetime is left, we renew it:
+4. The best list also lives in the DHT (``attach_dht``): fetched at start
+   and every DHT_INTERVAL, stored whenever ours is better than what the
+   DHT holds, so a member that was offline during a push learns it.
+5. When less than half of our certificate's lifetime is left, we renew it:
    with the owner key if it is here, else from an admin we have a tunnel
    with (/p2pvpn/join/1.0.0, ``renew``), then push the new certificate on
    every tunnel, so peers' re-checks see the new expiry and no tunnel
@@ -27,6 +30,7 @@ from collections import Counter
 import trio
 from libp2p.peer.id import ID
 
+from p2pvpn.discovery.dht import Dht
 from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
 from p2pvpn.membership import authority, canonical, cert, invite
 from p2pvpn.membership import membership_pb2 as pb
@@ -35,7 +39,8 @@ from p2pvpn.membership.invite import JoinAnswer, JoinStatus
 from p2pvpn.membership.cert import Certificate
 from p2pvpn.membership.join import read_message, renew, uvarint
 from p2pvpn.membership.network import ROLE_ADMIN
-from p2pvpn.membership.revocation import MAX_LIST_SIZE
+from p2pvpn.membership.dhtlist import RevocationListValidator, revocations_key
+from p2pvpn.membership.revocation import MAX_LIST_SIZE, open_list
 from p2pvpn.membership.store import Store
 from p2pvpn.membership.view import MembershipView
 from p2pvpn.session.manager import SessionManager
@@ -46,6 +51,10 @@ log = logging.getLogger(__name__)
 PUSH_PROTOCOL_ID = "/p2pvpn/membership/1.0.0"
 CHECK_INTERVAL = 1.0
 PUSH_TIMEOUT = 5.0
+DHT_INTERVAL = 30.0
+DHT_EARLY_RETRY = 2.0    # while the DHT has given us nothing yet (e.g. just after start, before bootstrap)
+DHT_EARLY_TRIES = 10
+DHT_TIMEOUT = 20.0
 MAX_PUSH_SIZE = MAX_LIST_SIZE + 8192
 
 
@@ -59,6 +68,10 @@ class MembershipService:
         self._mtime: int | None = None
         self._nursery: trio.Nursery | None = None
         self.renew_enabled = True
+        self.dht: Dht | None = None
+        self._next_dht = 0.0
+        self._dht_syncing = False
+        self._dht_misses = 0
         self._renewing = False
         self._next_renewal = 0.0
 
@@ -70,7 +83,11 @@ class MembershipService:
             while True:
                 if self._reload():
                     self._spread(exclude=None)
+                    self._next_dht = 0.0  # and into the DHT
                 self.enforce()
+                if self.dht is not None and not self._dht_syncing and trio.current_time() >= self._next_dht:
+                    self._dht_syncing = True
+                    nursery.start_soon(self._dht_sync)
                 if self.renew_enabled and not self._renewing and self._renewal_due():
                     self._renewing = True
                     nursery.start_soon(self._renew)
@@ -114,6 +131,50 @@ class MembershipService:
                 peer.tunnel.close(CloseCode.NOT_AUTHORIZED, reason)
             self.manager.forget(peer.peer_id)
             self.view.presented.pop(raw, None)
+
+    def attach_dht(self, dht: Dht) -> None:
+        """Validate, fetch and publish the revocation list in ``dht`` from now on."""
+        dht.extra_validators[revocations_key(self.view.network_id)] = RevocationListValidator(
+            self.view.network_id, lambda: self.view.revocations.entries, self.view.clock)
+        self.dht = dht
+        self._next_dht = 0.0
+
+    async def _dht_sync(self) -> None:
+        """Take in the DHT's list; put ours there when it is better (or the DHT has none)."""
+        assert self.dht is not None
+        key = revocations_key(self.view.network_id)
+        try:
+            with trio.move_on_after(DHT_TIMEOUT):
+                value = await self.dht.get(key)
+                theirs = None
+                if value is not None:
+                    try:
+                        theirs = open_list(value, self.view.network_id, self.view.clock(),
+                                           self.view.revocations.entries)
+                    except MembershipError as exc:
+                        self.counters["dht_refused"] += 1
+                        log.info("revocation list in the DHT refused: %s", exc)
+                if theirs is None:
+                    self._dht_misses += 1
+                else:
+                    self._dht_misses = DHT_EARLY_TRIES
+                    self.counters["dht_fetched"] += 1
+                    if self.view.revocations.merge(theirs):
+                        self.enforce()
+                        await trio.to_thread.run_sync(self._save)
+                        self._spread(exclude=None)
+                best = self.view.revocations.best
+                if best is not None and (theirs is None or (best.seq, best.raw) > (theirs.seq, theirs.raw)):
+                    await self.dht.put(key, best.raw)
+                    self.counters["dht_published"] += 1
+        except (OSError, *STREAM_ERRORS) as exc:
+            log.info("revocation list DHT sync failed: %r", exc)
+        except Exception as exc:  # py-libp2p's KadDHT raises assorted types on lookups and stores
+            log.info("revocation list DHT sync failed: %r", exc)
+        finally:
+            self._dht_syncing = False
+            early = self._dht_misses < DHT_EARLY_TRIES and self.view.revocations.best is None
+            self._next_dht = trio.current_time() + (DHT_EARLY_RETRY if early else DHT_INTERVAL)
 
     def _renewal_due(self) -> bool:
         own, now = self.view.own, self.view.clock()
@@ -252,6 +313,7 @@ class MembershipService:
             self.enforce()
             await trio.to_thread.run_sync(self._save)
             self._spread(exclude=sender)
+            self._next_dht = 0.0
 
     async def _answer(self, stream: object, answer: JoinAnswer) -> None:
         data = invite.encode_response(answer)
