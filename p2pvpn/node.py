@@ -37,12 +37,12 @@ from p2pvpn.exit.multihop import HiddenPath, hidden_config, keep_relay_slots
 from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host
+from p2pvpn.membership.cert import to_text as cert_text
 from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
 from p2pvpn.membership.join import JoinService
+from p2pvpn.membership.network import ROLE_EXIT
 from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
-from p2pvpn.membership.cert import to_text as cert_text
-from p2pvpn.membership.network import ROLE_EXIT
 from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
@@ -279,6 +279,9 @@ class Node:
     def _on_collision(self, record: NodeRecord) -> None:
         """A member whose peer ID sorts lower holds our IPv4: move to our next candidate."""
         assert self.manager is not None and self.discovery is not None
+        if self.membership is not None:  # our certificate decides our address; no tie-break (§15.9.1)
+            log.warning("%s claims our overlay address %s; our certificate keeps it", record.peer_id, record.ipv4)
+            return
         taken = {p.record.ipv4 for p in self.manager.peers.values() if p.record is not None}
         taken.add(record.ipv4)
         index = self.addresses.index + 1
