@@ -357,6 +357,11 @@ def lab(
     raise typer.Exit(code)
 
 
+from p2pvpn.cli_membership import register as _register_membership  # noqa: E402  network, invite, join, ...
+
+_register_membership(app)
+
+
 def _control_path(directory: Path) -> Path:
     from p2pvpn.node import find_control_path
 

@@ -42,6 +42,13 @@ from p2pvpn.exit.nft import require_nft
 from p2pvpn.exit.service import ExitClient, ExitServer, list_exits
 from p2pvpn.host import Host, check_port_free
 from p2pvpn.limits import Limits, ResourceManager
+from p2pvpn.membership.cert import to_text as cert_text
+from p2pvpn.membership.invite import PROTOCOL_ID as JOIN_PROTOCOL_ID
+from p2pvpn.membership.join import JoinService
+from p2pvpn.membership.network import ROLE_EXIT
+from p2pvpn.membership.service import MembershipService
+from p2pvpn.membership.store import Store
+from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -106,6 +113,12 @@ class Node:
         self.directory = directory
         self.peer_id: ID = identity.peer_id(key_pair)
         self.addresses = addressing.derive(self.peer_id.to_bytes(), config.network)
+        self.membership = load_view(directory, config.network, self.peer_id.to_bytes())  # None: no owned network
+        if self.membership is not None:  # the certificate decides our addresses (docs/protocol.md §15.9.1)
+            self.addresses = certificate_addresses(self.membership.own, config.network)
+        self.membership_service: MembershipService | None = None
+        if self.membership is not None:
+            check_roles(self.membership.own, relay=config.relay, exit=config.exit)
         # The real TUN takes the offload setting; test factories choose their own.
         self._tun_factory = functools.partial(LinuxTun, offload=config.offload) if tun_factory is LinuxTun else tun_factory
         self.host: Host | None = None
@@ -117,6 +130,7 @@ class Node:
         self.relay: RelayService | None = None
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
+        self.joins: JoinService | None = None  # answers /p2pvpn/join/1.0.0 when this node is in an owned network
         self._mdns_peers: set[ID] = set()
         self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
         for pid, _ in config.peer_infos():
@@ -158,10 +172,18 @@ class Node:
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
-                        allow_any_peer=cfg.allow_any_peer, failures=self.failures,
+                        allow_any_peer=cfg.allow_any_peer, failures=self.failures, membership=self.membership,
                     )
                     self.manager = manager
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
+                    if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
+                        view = self.membership  # its clock, so tests can move time for issuing and checking alike
+                        self.joins = JoinService(Store(self.directory), self.key_pair, host.addrs,
+                                                 (lambda: view.clock()) if view is not None else time.time)
+                        host.set_handler(JOIN_PROTOCOL_ID, self.joins.handle)
+                    if self.membership is not None:
+                        self.membership_service = MembershipService(Store(self.directory), self.membership,
+                                                                    manager, host)
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     bootstrap = {p for p, _ in cfg.bootstrap_infos()}
@@ -173,6 +195,8 @@ class Node:
                     ):
                         self.traversal = Traversal(host, cfg, discovery.dht if discovery else None, discovery,
                                                    self._republish)
+                        if self.membership_service is not None:
+                            self.traversal.keeper.before_reserve = self.membership_service.present
                         if cfg.exit:  # multi-hop clients reach an exit only through a relay it holds a slot on
                             keep_relay_slots(self.traversal.keeper)
                         await inner.start(self.traversal.run)
@@ -181,6 +205,8 @@ class Node:
                                                       host.is_member)
                             await inner.start(self.relay.run)
                         await inner.start(manager.run)
+                        if self.membership_service is not None:
+                            await inner.start(self.membership_service.run)
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:
@@ -212,6 +238,9 @@ class Node:
             pinned = None if cfg.use_exit == "auto" else parse_peer_id(cfg.use_exit)
             hidden = HiddenPath(cfg, manager.host, manager, lambda: self.discovery) if cfg.exit_via else None
             self.exit_client = ExitClient(cfg, self.peer_id, self.directory, manager, routes, pinned, hidden)
+            if self.membership is not None:
+                view = self.membership
+                self.exit_client.role_allowed = lambda peer: view.allows(peer.to_bytes(), ROLE_EXIT)
             with self.exit_client.installed():
                 yield
         else:
@@ -243,6 +272,8 @@ class Node:
                 needs_refresh=self._unreachable,
             )
             self.discovery = discovery
+            if self.membership_service is not None:  # the revocation list lives in the DHT too
+                self.membership_service.attach_dht(dht)
             if cfg.trusts_members():
                 manager.member_lookup = discovery.lookup
             manager.on_local_collision = self._on_collision
@@ -271,6 +302,10 @@ class Node:
     async def _is_member(self, peer_id: ID) -> bool:
         """For the relay role: members get the member limits (a static or allowed peer counts too)."""
         assert self.manager is not None
+        if self.membership_service is not None:  # an owned network: the certificate decides, no DHT lookup
+            known = self.manager.peers.get(peer_id)
+            return self.membership_service.is_member(peer_id) or peer_id in self.manager.allow_peers \
+                or (known is not None and known.learned_from == "static")
         known = self.manager.peers.get(peer_id)
         if known is not None and (known.learned_from == "static" or known.record is not None):
             return True
@@ -291,6 +326,9 @@ class Node:
     def _on_collision(self, record: NodeRecord) -> None:
         """A member whose peer ID sorts lower holds our IPv4: move to our next candidate."""
         assert self.manager is not None and self.discovery is not None
+        if self.membership is not None:  # our certificate decides our address; no tie-break (§15.9.1)
+            log.warning("%s claims our overlay address %s; our certificate keeps it", record.peer_id, record.ipv4)
+            return
         taken = {p.record.ipv4 for p in self.manager.peers.values() if p.record is not None}
         taken.add(record.ipv4)
         index = self.addresses.index + 1
@@ -329,6 +367,9 @@ class Node:
             return self.status(listen)
         if cmd == "peers":
             return {"peers": self.peers()}
+        if cmd == "members":  # certificates presented to us, for `p2pvpn members`
+            view = self.membership
+            return {"certificates": [cert_text(c.raw) for c in view.presented.values()] if view else []}
         if cmd == "exits":
             return self.exit_client.describe() if self.exit_client is not None else list_exits(self.manager)
         return {"error": f"unknown command {cmd!r}"}
@@ -391,7 +432,20 @@ class Node:
             "relay": self.relay.status() if self.relay else None,
             "exit": self.exit_server.status() if self.exit_server else None,
             "exit_client": self._exit_client_status(),
+            "membership": self._membership_status(),
             "peers": self.peers(),
+        }
+
+    def _membership_status(self) -> dict[str, Any] | None:
+        view, service = self.membership, self.membership_service
+        if view is None:
+            return None
+        return {
+            "network_id": view.network_id, "name": view.own.name, "expires": view.own.not_after,
+            "certificate_problem": view.own_reason_invalid(), "revocation_seq": view.revocations.seq,
+            "revoked_peers": len(view.revocations.entries), "members_seen": len(view.presented),
+            "counters": dict(service.counters) if service else {},
+            "joins": dict(self.joins.answered) if self.joins else {},
         }
 
 

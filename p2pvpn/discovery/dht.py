@@ -38,6 +38,7 @@ import multiaddr
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.records.validator import Validator
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.peer.peerstore import PeerStoreError
 
@@ -84,7 +85,9 @@ class Dht:
         self.server = server
         self.rejected = 0  # invalid records found in our own store (counted, then dropped)
         self._validator = rec.RecordValidator(network)
-        validator = NamespacedValidator({"p2pvpn": self._validator}, strict_validation=True)
+        # Other kinds of value in our namespace, by key (e.g. the revocation list, docs/protocol.md §15.9.4).
+        self.extra_validators: dict[str, Validator] = {}
+        validator = NamespacedValidator({"p2pvpn": _ByKey(self)}, strict_validation=True)
         self.kad = KadDHT(
             host.libp2p,
             DHTMode.SERVER if server else DHTMode.CLIENT,
@@ -254,6 +257,18 @@ class Dht:
         self._closest[key] = (trio.current_time(), table, closest)
         return closest
 
+    async def put(self, key: str, value: bytes) -> None:
+        """Store a value of a kind registered in ``extra_validators`` at the peers closest to ``key``."""
+        await self.kad.put_value(key, value)
+
+    async def get(self, key: str) -> bytes | None:
+        """The best value the DHT has for ``key`` (the caller validates it again), or None."""
+        try:
+            return await self.kad.get_value(key)
+        except Exception as exc:  # py-libp2p raises assorted types when nothing is found
+            log.debug("no value for %s: %r", key, exc)
+            return None
+
     async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
 
@@ -369,3 +384,19 @@ class Dht:
             return candidates[self._validator.select(key, candidates)]
         except rec.RecordError:
             return None
+
+
+class _ByKey(Validator):
+    """Our namespace's validator: node records, or a registered kind of value for an exact key."""
+
+    def __init__(self, dht: Dht) -> None:
+        self._dht = dht
+
+    def _for(self, key: str) -> Validator:
+        return self._dht.extra_validators.get(key, self._dht._validator)
+
+    def validate(self, key: str, value: bytes) -> None:
+        self._for(key).validate(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return self._for(key).select(key, values)

@@ -123,6 +123,8 @@ class ExitClient:
         self.since = 0.0
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY)
         self._v6_prefix = network_v6_prefix(cfg.network).network_address.packed[:8]
+        # Set in an owned network: a record's exit role counts only if the peer's certificate allows it.
+        self.role_allowed: Callable[[ID], bool] | None = None
         self._probed: dict[ID, float] = {}
         self._probing: set[ID] = set()
 
@@ -154,7 +156,8 @@ class ExitClient:
 
     def exit_peers(self) -> list[Peer]:
         """Peers offering the exit role (their verified record says so), plus the pinned one."""
-        out = [p for p in self.manager.peers.values() if p.record is not None and p.record.exit is not None]
+        out = [p for p in self.manager.peers.values() if p.record is not None and p.record.exit is not None
+               and (self.role_allowed is None or self.role_allowed(p.peer_id))]
         if self.pinned is not None and (pinned := self.manager.peers.get(self.pinned)) is not None and pinned not in out:
             out.append(pinned)
         return out

@@ -59,6 +59,8 @@ class RelayKeeper:
         self._next_search = 0.0
         self._backoff: dict[ID, tuple[float, float]] = {}  # relay -> (retry at, current delay)
         self.failures: Counter[str] = Counter()
+        # Set in an owned network: show the relay our certificate before reserving (docs/protocol.md §15.9.4).
+        self.before_reserve: Callable[[ID], Awaitable[None]] | None = None
 
     def enable(self, on: bool) -> None:
         on = on or self.always
@@ -157,6 +159,8 @@ class RelayKeeper:
         try:
             with trio.fail_after(RESERVE_TIMEOUT):
                 await self.host.connect(relay, addrs)
+                if self.before_reserve is not None:
+                    await self.before_reserve(relay)
                 rsv = await c.reserve(self.host, relay)
         except (trio.TooSlowError, c.CircuitError, *STREAM_ERRORS) as exc:
             log.info("no reservation on relay %s: %s", relay, exc if str(exc) else type(exc).__name__)

@@ -62,6 +62,7 @@ from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
 
 if TYPE_CHECKING:
     from p2pvpn.discovery.record import NodeRecord
+    from p2pvpn.membership.view import MembershipView
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class SessionManager:
         allow_peers: Iterable[ID] = (),
         allow_any_peer: bool = False,
         failures: Failures | None = None,
+        membership: MembershipView | None = None,
     ) -> None:
         self.host = host
         self.tun = tun
@@ -128,7 +130,10 @@ class SessionManager:
         self.removed_peer_drops: Counter[str] = Counter()
         self._retry: dict[ID, Backoff] = {}
         self._retry_at: dict[ID, float] = {}  # trio time before which we don't redial a peer whose tunnel failed
-        self._hello = make_hello(network, local, mtu, offload=tun.offload)
+        # In an owned network (docs/protocol.md §15.9.1) certificates decide who gets a tunnel.
+        self.membership = membership
+        self._certificate = membership.own.raw if membership is not None else b""
+        self._hello = make_hello(network, local, mtu, offload=tun.offload, certificate=self._certificate)
         # Admission bounds what waits here (_admit), so the channel never overflows before it does.
         limits = host.limits.limits
         pending = max(MAX_PENDING_INBOUND, limits.handshakes_known + limits.handshakes)
@@ -221,11 +226,16 @@ class SessionManager:
             peer.tunnel.close(CloseCode.NORMAL, "record expired")
         self._remove_peer(peer)
 
+    def renew_certificate(self, certificate: bytes) -> None:
+        """A renewed certificate (same addresses): new tunnels send it; live ones learn it by a push."""
+        self._certificate = certificate
+        self._hello = make_hello(self.network, self.local, self.mtu, offload=self.tun.offload, certificate=certificate)
+
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local
         self.destinations.set_local(local)
-        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload)
+        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload, certificate=self._certificate)
         for peer in self.peers.values():
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
@@ -283,6 +293,12 @@ class SessionManager:
         if existing is not None and existing.wanted and self.member_lookup is not None:
             return True  # a member we discovered, and members are trusted
         return self.allow_any_peer or peer_id in self.allow_peers
+
+    def listed(self, peer_id: ID) -> bool:
+        """Explicitly welcome without a certificate: a static peer, allow_peers, or allow_any_peer."""
+        existing = self.peers.get(peer_id)
+        return (existing is not None and existing.learned_from == "static") or self.allow_any_peer \
+            or peer_id in self.allow_peers
 
     # -- running -----------------------------------------------------------
 
@@ -504,13 +520,16 @@ class SessionManager:
         with a wrong network or a forged address is refused without one.
         """
         remote_id = tunnel.remote_id
-        params = await tunnel.handshake(self._hello, self.network)
-        if not self.authorized(remote_id):
+        params = await tunnel.handshake(self._hello, self.network, self.membership)
+        if self.membership is not None:
+            if params.certificate is None and not self.listed(remote_id):
+                raise HandshakeError(CloseCode.NOT_AUTHORIZED, "no membership certificate, and not in peers or allow_peers")
+        elif not self.authorized(remote_id):
             record = await self.member_lookup(remote_id) if self.member_lookup is not None else None
             if record is None or self.learn(record, "dht") is None:
                 raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers, nor a member")
         peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
-        if params.ipv4 != peer.addresses.ipv4:  # the peer moved to another address candidate
+        if (params.ipv4, params.ipv6) != (peer.addresses.ipv4, peer.addresses.ipv6):  # moved, or certificate
             peer.addresses = addressing.OverlayAddresses(params.ipv4, params.ipv6, params.address_index)
             self._set_routes(peer)
         peer.mtu = min(self.mtu, params.mtu)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p.abc import INetStream
@@ -27,6 +27,9 @@ from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello, 
 from p2pvpn.session.peer import Peer
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import fit_reason, Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
+
+if TYPE_CHECKING:
+    from p2pvpn.membership.view import MembershipView
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,7 @@ class Tunnel:
                     self.write_failed = True
                     raise WriteTimeout(f"a write to the peer did not finish within {WRITE_TIMEOUT:g} s") from None
 
-    async def handshake(self, hello: Hello, network: str) -> RemoteParams:
+    async def handshake(self, hello: Hello, network: str, membership: MembershipView | None = None) -> RemoteParams:
         """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error.
 
         No Hello within HANDSHAKE_TIMEOUT is Close(HELLO_TIMEOUT) (docs/protocol.md §7.1).
@@ -110,7 +113,7 @@ class Tunnel:
             raise HandshakeError(CloseCode.HELLO_TIMEOUT, f"no Hello within {HANDSHAKE_TIMEOUT:g} s") from None
         if isinstance(frame, Close):
             raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"peer refused the tunnel: {_describe_close(frame)}")
-        params = check_hello(frame, self.remote_id.to_bytes(), network)
+        params = check_hello(frame, self.remote_id.to_bytes(), network, membership)
         self.offload = offload_agreed(hello, params)
         return params
 

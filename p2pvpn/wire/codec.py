@@ -100,6 +100,8 @@ MAX_CAPABILITY_LEN = 64
 """UTF-8 bytes of one capability string."""
 MAX_REASON_LEN = 256
 """UTF-8 bytes of ``Close.reason``."""
+MAX_CERTIFICATE_LEN = 4096
+"""Bytes of ``Hello.certificate`` (a membership certificate, docs/protocol.md §15)."""
 
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
@@ -158,6 +160,7 @@ class Hello:
     mtu: int
     capabilities: tuple[str, ...] = ()
     address_index: int = 0
+    certificate: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +373,9 @@ def _hello_to_pb(hello: Hello) -> _pb.Frame:
     body.mtu = hello.mtu
     body.capabilities.extend(hello.capabilities)
     body.address_index = hello.address_index
+    if len(hello.certificate) > MAX_CERTIFICATE_LEN:
+        raise ProtocolError(f"Hello certificate is over the {MAX_CERTIFICATE_LEN}-byte limit")
+    body.certificate = hello.certificate
     body.SetInParent()
     return message
 
@@ -487,6 +493,8 @@ def _hello_from_pb(hello: _pb.Hello) -> Hello:
         raise ProtocolError(f"Hello ipv6 is {len(hello.ipv6)} bytes, expected 16")
     if len(hello.network.encode()) > MAX_NETWORK_LEN:
         raise ProtocolError(f"Hello network name is over the {MAX_NETWORK_LEN}-byte limit")
+    if len(hello.certificate) > MAX_CERTIFICATE_LEN:
+        raise ProtocolError(f"Hello certificate is over the {MAX_CERTIFICATE_LEN}-byte limit")
     capabilities = tuple(hello.capabilities)
     if len(capabilities) > MAX_CAPABILITIES:
         raise ProtocolError(f"Hello has {len(capabilities)} capabilities, over the limit of {MAX_CAPABILITIES}")
@@ -501,6 +509,7 @@ def _hello_from_pb(hello: _pb.Hello) -> Hello:
         mtu=hello.mtu,
         capabilities=capabilities,
         address_index=hello.address_index,
+        certificate=hello.certificate,
     )
 
 

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0ctunnel.proto\x12\x10p2pvpn.tunnel.v1\"\x7f\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04ipv4\x18\x03 \x01(\x0c\x12\x0c\n\x04ipv6\x18\x04 \x01(\x0c\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x15\n\raddress_index\x18\x07 \x01(\r\"0\n\x04\x44\x61ta\x12\x0f\n\x07packets\x18\x01 \x03(\x0c\x12\x17\n\x0foffload_packets\x18\x02 \x03(\x0c\"\'\n\tKeepalive\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05reply\x18\x02 \x01(\x08\"%\n\x05\x43lose\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbd\x01\n\x05\x46rame\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.p2pvpn.tunnel.v1.HelloH\x00\x12&\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x16.p2pvpn.tunnel.v1.DataH\x00\x12\x30\n\tkeepalive\x18\x03 \x01(\x0b\x32\x1b.p2pvpn.tunnel.v1.KeepaliveH\x00\x12(\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x17.p2pvpn.tunnel.v1.CloseH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0ctunnel.proto\x12\x10p2pvpn.tunnel.v1\"\x94\x01\n\x05Hello\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0f\n\x07network\x18\x02 \x01(\t\x12\x0c\n\x04ipv4\x18\x03 \x01(\x0c\x12\x0c\n\x04ipv6\x18\x04 \x01(\x0c\x12\x0b\n\x03mtu\x18\x05 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x06 \x03(\t\x12\x15\n\raddress_index\x18\x07 \x01(\r\x12\x13\n\x0b\x63\x65rtificate\x18\x08 \x01(\x0c\"0\n\x04\x44\x61ta\x12\x0f\n\x07packets\x18\x01 \x03(\x0c\x12\x17\n\x0foffload_packets\x18\x02 \x03(\x0c\"\'\n\tKeepalive\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05reply\x18\x02 \x01(\x08\"%\n\x05\x43lose\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xbd\x01\n\x05\x46rame\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.p2pvpn.tunnel.v1.HelloH\x00\x12&\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x16.p2pvpn.tunnel.v1.DataH\x00\x12\x30\n\tkeepalive\x18\x03 \x01(\x0b\x32\x1b.p2pvpn.tunnel.v1.KeepaliveH\x00\x12(\n\x05\x63lose\x18\x04 \x01(\x0b\x32\x17.p2pvpn.tunnel.v1.CloseH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunnel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HELLO']._serialized_start=34
-  _globals['_HELLO']._serialized_end=161
-  _globals['_DATA']._serialized_start=163
-  _globals['_DATA']._serialized_end=211
-  _globals['_KEEPALIVE']._serialized_start=213
-  _globals['_KEEPALIVE']._serialized_end=252
-  _globals['_CLOSE']._serialized_start=254
-  _globals['_CLOSE']._serialized_end=291
-  _globals['_FRAME']._serialized_start=294
-  _globals['_FRAME']._serialized_end=483
+  _globals['_HELLO']._serialized_start=35
+  _globals['_HELLO']._serialized_end=183
+  _globals['_DATA']._serialized_start=185
+  _globals['_DATA']._serialized_end=233
+  _globals['_KEEPALIVE']._serialized_start=235
+  _globals['_KEEPALIVE']._serialized_end=274
+  _globals['_CLOSE']._serialized_start=276
+  _globals['_CLOSE']._serialized_end=313
+  _globals['_FRAME']._serialized_start=316
+  _globals['_FRAME']._serialized_end=505
 # @@protoc_insertion_point(module_scope)

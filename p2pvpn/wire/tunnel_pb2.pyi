@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("version", "network", "ipv4", "ipv6", "mtu", "capabilities", "address_index")
+    __slots__ = ("version", "network", "ipv4", "ipv6", "mtu", "capabilities", "address_index", "certificate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     IPV4_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class Hello(_message.Message):
     MTU_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     version: int
     network: str
     ipv4: bytes
@@ -22,7 +23,8 @@ class Hello(_message.Message):
     mtu: int
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     address_index: int
-    def __init__(self, version: _Optional[int] = ..., network: _Optional[str] = ..., ipv4: _Optional[bytes] = ..., ipv6: _Optional[bytes] = ..., mtu: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., address_index: _Optional[int] = ...) -> None: ...
+    certificate: bytes
+    def __init__(self, version: _Optional[int] = ..., network: _Optional[str] = ..., ipv4: _Optional[bytes] = ..., ipv6: _Optional[bytes] = ..., mtu: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., address_index: _Optional[int] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class Data(_message.Message):
     __slots__ = ("packets", "offload_packets")

@@ -29,7 +29,9 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     # The script calls `python`; make that this interpreter, whatever PATH says.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a symlinked venv python outside the venv loses the venv's site-packages.
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     result = subprocess.run(

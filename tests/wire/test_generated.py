@@ -1,4 +1,4 @@
-"""The checked-in protobuf code matches proto/tunnel.proto.
+"""The checked-in protobuf code matches proto/tunnel.proto and proto/membership.proto.
 
 Runs the real scripts/gen-proto in a scratch copy of the repo, so both the
 script and the committed output are checked: editing the .proto without
@@ -18,7 +18,9 @@ import pytest
 pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is not installed (pip install -e '.[test]')")
 
 REPO = Path(__file__).resolve().parents[2]
-GENERATED = ("tunnel_pb2.py", "tunnel_pb2.pyi")
+GENERATED = (
+    "wire/tunnel_pb2.py", "wire/tunnel_pb2.pyi", "membership/membership_pb2.py", "membership/membership_pb2.pyi",
+)
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
@@ -26,10 +28,13 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     (tmp_path / "scripts").mkdir()
     shutil.copy2(REPO / "scripts" / "gen-proto", tmp_path / "scripts" / "gen-proto")
     (tmp_path / "p2pvpn" / "wire").mkdir(parents=True)
+    (tmp_path / "p2pvpn" / "membership").mkdir(parents=True)
     # The script calls `python`; make that this interpreter, whatever PATH says.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").symlink_to(sys.executable)
+    # A wrapper, not a symlink: a symlinked venv python outside the venv loses the venv's site-packages.
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
 
     result = subprocess.run(
@@ -43,6 +48,6 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
     for name in GENERATED:
-        fresh = (tmp_path / "p2pvpn" / "wire" / name).read_bytes()
-        checked_in = (REPO / "p2pvpn" / "wire" / name).read_bytes()
-        assert fresh == checked_in, f"p2pvpn/wire/{name} is stale: run scripts/gen-proto"
+        fresh = (tmp_path / "p2pvpn" / name).read_bytes()
+        checked_in = (REPO / "p2pvpn" / name).read_bytes()
+        assert fresh == checked_in, f"p2pvpn/{name} is stale: run scripts/gen-proto"
