@@ -228,5 +228,5 @@ async def test_control_lists_the_certificates_presented(tmp_path: Path, capsys: 
     m1 = cluster.node("m1", [cluster.addr("owner")], network=nid)
     async with running(owner, m1):
         await wait_up(m1, owner, 20)
-        texts = m1.handle_control("members")["certificates"]
+        texts = (await m1.handle_control("members"))["certificates"]
         assert [cert.open_certificate(cert.from_text(t), nid).name for t in texts] == ["owner"]
