@@ -298,15 +298,19 @@ def validate(cfg: Config) -> Config:
 def read_file(path: Path) -> dict[str, Any]:
     """Parse config.toml into raw values; a missing file means all defaults."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table, without a limit
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     for key in data:
         if key not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")
