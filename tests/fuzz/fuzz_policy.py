@@ -10,7 +10,7 @@ prints back (canonical form) to the same entry; the summary an exit
 publishes parses and fits the record's limits; and for destinations that
 are not the overlay, ``ExitPolicy.check`` of a TCP packet agrees with what
 the published summary says (``PolicyEntry.matches``, deny wins), probed
-at each entry's edges.
+just inside and outside the first entries' edges.
 """
 
 from __future__ import annotations
@@ -50,17 +50,18 @@ def _parse(entry: str) -> PolicyEntry | None:
 
 
 def _probes(entries: list[PolicyEntry]) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-    """(destination, port) pairs at the edges of the first few entries, plus a few fixed ones."""
+    """(destination, port) pairs just inside and outside the first two entries, plus a few fixed ones."""
     probes = [(address, 443) for address in _FIXED_PROBES]
-    for entry in entries[:4]:
+    for entry in entries[:2]:
         net = entry.network
         top = (1 << net.max_prefixlen) - 1
-        low, high = entry.ports[0] if entry.ports else (443, 443)
-        for value in {int(net.network_address) - 1, int(net.network_address), int(net.broadcast_address),
-                      int(net.broadcast_address) + 1}:  # fmt: skip
+        low, high = entry.ports[-1] if entry.ports else (443, 443)
+        ports = (max(low - 1, 1), low, high, min(high + 1, 65535))
+        edges = (int(net.network_address) - 1, int(net.network_address), int(net.broadcast_address) + 1)
+        for index, value in enumerate(edges):
             if 0 <= value <= top:
-                address = ipaddress.ip_address(value) if net.version == 4 else ipaddress.IPv6Address(value)
-                probes += [(address, port) for port in {max(low - 1, 1), low, high, min(high + 1, 65535)}]
+                address = ipaddress.IPv4Address(value) if net.version == 4 else ipaddress.IPv6Address(value)
+                probes += [(address, ports[index]), (address, ports[index + 1])]
     return probes
 
 
@@ -85,4 +86,4 @@ def one_input(data: bytes) -> None:
             e.matches(destination, port) for e in allow_entries
         )
         assert (verdict == Verdict.ALLOW) == published, (str(destination), port, verdict)
-        policy.check(destination, 1, None)  # ICMP: no port
+    policy.check(_FIXED_PROBES[0], 1, None)  # ICMP: no port
