@@ -22,7 +22,7 @@ from p2pvpn.errors import ConfigError
 from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, TCP, ExitPolicy, Verdict
 
 EXPECTED = (RecordError, ConfigError)
-MAX_LEN = 2048
+MAX_LEN = 1024  # room for more than 2 x MAX_POLICY_ENTRIES short entries
 _NETWORK = "default"
 _FIXED_PROBES = (ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("100.64.0.1"))
 
