@@ -79,7 +79,7 @@ def _as_kernel_would(record: bytes, header: bytes) -> bytes:
 
 
 def _check_segments(record: bytes, segments: list[bytes]) -> None:
-    flags, gso_type, hdr_len, gso_size, csum_start, _ = struct.unpack_from("<BBHHHH", record)
+    _, gso_type, hdr_len, gso_size, csum_start, _ = struct.unpack_from("<BBHHHH", record)
     packet = record[VNET_HDR_LEN:]
     limit = segment_size(record)
     for piece in segments:
