@@ -91,3 +91,12 @@ def test_config_nested_too_deeply_is_a_one_line_error(tmp_path: Path, value: str
     (tmp_path / "config.toml").write_text(f"mtu = {value}\n")
     with pytest.raises(ConfigError, match="invalid TOML: arrays or tables nested too deeply$"):
         config.load(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["static_relays", "bootstrap", "peers", "announce", "listen"])
+def test_multiaddr_errors_quoting_a_line_break_stay_one_line(tmp_path: Path, key: str) -> None:
+    """Found by tests/fuzz (config target): the multiaddr library's message quotes the raw text, newline and all."""
+    (tmp_path / "config.toml").write_text(f'{key} = ["/ip4/198.18.0.9/tcp/4242/p2p/12D3KooW\\n15CSbiaQ\\u2028x"]\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path)
+    assert len(str(info.value).splitlines()) == 1 and "malformed multiaddr" in str(info.value)
