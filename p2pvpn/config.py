@@ -186,12 +186,17 @@ def _read_field_docs() -> dict[str, str]:
 _FIELD_DOCS = _read_field_docs()
 
 
+def _one_line(exc: Exception) -> str:
+    """A library's error text with line breaks and other unprintables escaped: it may quote the raw input."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+
+
 def split_peer_addr(text: str, key: str = "peers") -> tuple[ID, multiaddr.Multiaddr]:
     """Parse '<multiaddr>/p2p/<peer-id>' into its parts, or raise a one-line ConfigError."""
     try:
         maddr = multiaddr.Multiaddr(text)
     except Exception as exc:  # multiaddr raises several unrelated types for bad input
-        raise ConfigError(f"{key}: malformed multiaddr {text!r}: {exc}") from None
+        raise ConfigError(f"{key}: malformed multiaddr {text!r}: {_one_line(exc)}") from None
     # The last /p2p names the peer: in .../p2p/<relay>/p2p-circuit/p2p/<peer> the first one is the relay.
     canonical = str(maddr)
     head, sep, peer = canonical.rpartition("/p2p/")
@@ -294,7 +299,7 @@ def validate(cfg: Config) -> Config:
         try:
             multiaddr.Multiaddr(addr)
         except Exception as exc:  # multiaddr raises several unrelated types for bad input
-            raise ConfigError(f"announce: malformed multiaddr {addr!r}: {exc}") from None
+            raise ConfigError(f"announce: malformed multiaddr {addr!r}: {_one_line(exc)}") from None
     if cfg.trust_members not in ("auto", "yes", "no"):
         raise ConfigError(f"trust_members: {cfg.trust_members!r} is not one of auto, yes, no")
     ExitPolicy.build(cfg.exit_allow, cfg.exit_deny, cfg.network)  # one-line ConfigError for a bad entry
@@ -322,7 +327,7 @@ def validate(cfg: Config) -> Config:
         try:
             maddr = multiaddr.Multiaddr(addr)
         except Exception as exc:  # multiaddr raises several unrelated types for bad input
-            raise ConfigError(f"listen: malformed multiaddr {addr!r}: {exc}") from None
+            raise ConfigError(f"listen: malformed multiaddr {addr!r}: {_one_line(exc)}") from None
         names = [p.name for p in maddr.protocols()]
         if not names or names[0] not in ("ip4", "ip6") or not ("tcp" in names or "quic-v1" in names):
             raise ConfigError(f"listen: {addr!r} must be /ip4|ip6/<addr>/tcp/<port> or /udp/<port>/quic-v1")
@@ -336,15 +341,19 @@ def validate(cfg: Config) -> Config:
 def read_file(path: Path) -> dict[str, Any]:
     """Parse config.toml into raw values; a missing file means all defaults."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8, whatever the locale
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table, without a limit
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     for key in data:
         if key not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")

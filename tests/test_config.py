@@ -76,3 +76,27 @@ def test_a_relayed_peer_address_names_the_peer_not_the_relay() -> None:
 def test_static_relays_and_peers_must_end_in_a_peer_id(text: str) -> None:
     with pytest.raises(ConfigError, match="static_relays: .* must end in /p2p/<peer-id>"):
         config.validate(config.Config(static_relays=(text,)))
+
+
+def test_config_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    """Found by tests/fuzz (config target): read_text raised UnicodeDecodeError, a traceback for the user."""
+    (tmp_path / "config.toml").write_bytes(b"mtu = \xcf\xcf\xcf\xfa")
+    with pytest.raises(ConfigError, match=r"config.toml: invalid TOML: not UTF-8 \(byte 6\)$"):
+        config.load(tmp_path)
+
+
+@pytest.mark.parametrize("value", ["[" * 600 + "]" * 600, "{a=" * 600 + "1" + "}" * 600])
+def test_config_nested_too_deeply_is_a_one_line_error(tmp_path: Path, value: str) -> None:
+    """Found writing the config fuzz harness: tomllib's recursion has no limit of its own (RecursionError)."""
+    (tmp_path / "config.toml").write_text(f"mtu = {value}\n")
+    with pytest.raises(ConfigError, match="invalid TOML: arrays or tables nested too deeply$"):
+        config.load(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["static_relays", "bootstrap", "peers", "announce", "listen"])
+def test_multiaddr_errors_quoting_a_line_break_stay_one_line(tmp_path: Path, key: str) -> None:
+    """Found by tests/fuzz (config target): the multiaddr library's message quotes the raw text, newline and all."""
+    (tmp_path / "config.toml").write_text(f'{key} = ["/ip4/198.18.0.9/tcp/4242/p2p/12D3KooW\\n15CSbiaQ\\u2028x"]\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path)
+    assert len(str(info.value).splitlines()) == 1 and "malformed multiaddr" in str(info.value)
