@@ -28,7 +28,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from p2pvpn import compat_yamux
+from p2pvpn import libp2p_tuning
 from p2pvpn.errors import NetworkSetupError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Host:
         self._announce = [multiaddr.Multiaddr(a) for a in announce]
         self._exclude_interfaces = set(exclude_interfaces)
         self.relay_dialer: RelayDialer | None = None  # set when NAT traversal runs
-        compat_yamux.install()  # one WINDOW_UPDATE per half window, not per read (latency, CPU)
+        libp2p_tuning.install()  # yamux credit per half window; no 250 ms wait per dial (latency)
         enable_quic = any("quic-v1" in a for a in listen)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._host: IHost = new_host(

@@ -1,19 +1,28 @@
-"""A Data frame is not answered by a yamux WINDOW_UPDATE each (p2pvpn.compat_yamux).
+"""p2pvpn.libp2p_tuning: its canaries, and the behaviour each change buys.
 
-py-libp2p's default credits the window on every read: one more frame, Noise
-record and peer wake-up per Data frame, which doubled the frames on the
-wire for a ping. We credit in batches, as go-yamux does.
+* A Data frame is not answered by a yamux WINDOW_UPDATE each: py-libp2p's
+  default credited the window on every read (one more frame, Noise record
+  and peer wake-up per Data frame); we credit in batches, as go-yamux does.
+* A dial to one address returns when the connection is up, without the
+  250 ms happy-eyeballs wait: shown on a frozen trio clock, where any wait
+  for a timer would never end (a real-time watchdog bounds the test).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import multiaddr
 import trio
+import trio.testing
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network import swarm
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-from p2pvpn import compat_yamux
+from p2pvpn import libp2p_tuning
+from p2pvpn.host import Host
 from p2pvpn.testing.cluster import Cluster, running, wait_up
 from p2pvpn.testing.packets import udp4
 
@@ -48,9 +57,33 @@ async def test_small_frames_are_credited_in_batches(tmp_path: Path, monkeypatch:
 
 
 def test_compat_canary_installed_and_idempotent() -> None:
-    compat_yamux.install()
-    compat_yamux.install()
-    assert YamuxStream._auto_tune_and_send_window_update is compat_yamux._credit_in_batches
+    libp2p_tuning.install()
+    libp2p_tuning.install()
+    assert YamuxStream._auto_tune_and_send_window_update is libp2p_tuning._credit_in_batches
+    assert swarm._HAPPY_EYEBALLS_DELAY == 0.0
+
+
+async def test_dial_returns_without_waiting_for_a_timer(mock_clock: trio.testing.MockClock) -> None:
+    proto = "/p2pvpn/test/dial/1.0.0"
+    a = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+    b = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+
+    async def handler(stream: object) -> None:
+        await stream.close()  # type: ignore[attr-defined]
+
+    b.set_handler(proto, handler)
+    async with a.running(), b.running(), trio.open_nursery() as nursery:
+
+        async def watchdog() -> None:  # real time: the frozen clock cannot time out
+            await trio.to_thread.run_sync(time.sleep, 60, abandon_on_cancel=True)
+            raise AssertionError("the dial waited for a timer (the clock is frozen)")
+
+        nursery.start_soon(watchdog)
+        addrs = [multiaddr.Multiaddr(str(x)) for x in b.libp2p.get_transport_addrs()]
+        stream = await a.open_stream(b.peer_id, addrs, proto)
+        assert trio.current_time() == 0.0
+        await stream.reset()
+        nursery.cancel_scope.cancel()
 
 
 async def test_bulk_transfer_is_credited_and_completes(tmp_path: Path) -> None:
