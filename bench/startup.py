@@ -44,7 +44,11 @@ from p2pvpn.lab.topology import LabError, Topology, require_netns  # noqa: E402
 
 FIRST_TIMEOUT = 30.0
 _LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
-MARKS = {"node up": re.compile(r"^node \S+ up:"), "tunnel up": re.compile(r"^tunnel with \S+ up")}
+MARKS = {
+    "tun": re.compile(r"^TUN offload"),  # the first line a node logs: Python and p2pvpn are imported
+    "node up": re.compile(r"^node \S+ up:"),
+    "tunnel up": re.compile(r"^tunnel with \S+ up"),
+}
 
 
 def import_seconds() -> float:
