@@ -49,6 +49,14 @@ def iperf3(a: lab.Host, b: lab.Host, addr: str, seconds: float) -> dict[str, Any
             "retransmits": end["sum_sent"].get("retransmits")}  # fmt: skip
 
 
+def peer_stats(a: lab.Host, workdir: Path) -> dict[str, Any]:
+    """Node a's counters for its peer b (frames and packets each way, drops), from ``peers --json``."""
+    reply = json.loads(lab.cli(a, "peers", "--dir", str(workdir / a.name), "--json"))
+    peers = reply["peers"] if isinstance(reply, dict) else reply
+    keys = ("frames_out", "packets_out", "bytes_out", "frames_in", "packets_in", "bytes_in", "drops")
+    return {k: peers[0].get(k) for k in keys} if peers else {}
+
+
 def measure(trees: dict[str, Path], rounds: int, shape: str | None, seconds: float) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     base_env = dict(lab.ENV)
@@ -72,6 +80,7 @@ def measure(trees: dict[str, Path], rounds: int, shape: str | None, seconds: flo
                         lab.wait_first_echo(a, overlay_b)
                         echo = lab.summary(lab.echo(a, "rtt", overlay_b, "--count", "200", "--interval", "0.01")["rtts"])
                         res = {"echo": echo, **iperf3(a, b, overlay_b, seconds)}
+                        res["node_a"] = peer_stats(a, workdir)
                     finally:
                         res_codes = [lab.stop_node(p) for p in procs]
                     res["node_exit_codes"] = res_codes
