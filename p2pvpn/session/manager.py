@@ -2,8 +2,10 @@
 
 Theory of operation:
 * Each static peer has a dial task: while the peer has no tunnel it dials
-  with exponential backoff (0.5 s doubling to 4 s, ±20 % jitter), runs the
-  tunnel to its end, and starts over.
+  with exponential backoff (0.1 s doubling to 4 s, ±20 % jitter), runs the
+  tunnel to its end, and starts over; after a tunnel that worked (lived
+  STABLE_AFTER) the backoff starts again from 0.1 s, so a restarted peer is
+  redialed at once.
 * Inbound streams arrive through a bounded channel (the libp2p handler only
   hands them over) and run as tasks of our nursery. Each holds a ticket
   until its handshake ends: known peers from their own gauge, strangers from
@@ -66,11 +68,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKOFF_MIN = 0.5
+BACKOFF_MIN = 0.1        # a peer that is starting up listens within a fraction of a second
 BACKOFF_MAX = 4.0
-STABLE_AFTER = 5.0       # a tunnel that lived this long resets the backoff
+STABLE_AFTER = 2.0       # a tunnel that lived this long resets the backoff
 MAX_PENDING_INBOUND = 64
-POLITE_DELAY = 1.0       # the larger peer ID waits this long before its first dial
+POLITE_DELAY = 0.25      # the larger peer ID waits this long before its first dial (the smaller dials first)
 MIGRATE_INTERVAL = 0.5   # seconds between checks for relayed tunnels that could go direct
 MIGRATE_RETRY = 5.0      # seconds before trying again after a failed move
 TOO_BIG_PER_SECOND, TOO_BIG_BURST = 10.0, 20  # ICMP "packet too big" answers (p2pvpn.dataplane.icmp)
@@ -78,7 +80,7 @@ FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX = 1.0, 30.0  # redial delay after a tun
 
 
 def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
-    """0.5, 1, 2, 4, 4, ... seconds, each with ±20 % jitter so peers don't redial in lockstep."""
+    """0.1, 0.2, 0.4, ... 4, 4 seconds, each with ±20 % jitter so peers don't redial in lockstep."""
     backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, rng=rng)
     while True:
         yield backoff.next_delay()

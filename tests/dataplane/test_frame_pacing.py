@@ -66,3 +66,9 @@ async def test_without_a_gap_every_arrival_is_a_frame(autojump_clock: trio.testi
 async def test_a_lone_packet_after_a_quiet_spell_is_not_delayed(autojump_clock: trio.testing.MockClock) -> None:
     sent = await run_paced([(0.0, 1), (0.050, 1)], GAP)
     assert [(t, len(p)) for t, p in sent] == [(0.0, 1), (0.050, 1)]
+
+
+async def test_a_lone_packet_leaves_without_waiting(autojump_clock: trio.testing.MockClock) -> None:
+    # no gap (a direct tunnel): nothing waits for company; the frame is written at the instant of the put
+    sent = await run_paced([(0.0, 1), (0.010, 1)], 0.0)
+    assert sent == [(0.0, [packet(0)]), (0.010, [packet(1)])]

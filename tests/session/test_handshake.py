@@ -55,7 +55,7 @@ def test_backoff_doubles_to_cap_with_jitter() -> None:
     import random
 
     delays = list(itertools.islice(backoff_delays(random.Random(1)), 8))
-    for got, nominal in zip(delays, [0.5, 1, 2, 4, 4, 4, 4, 4]):
+    for got, nominal in zip(delays, [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 4, 4]):
         assert 0.8 * nominal <= got <= 1.2 * nominal
 
 

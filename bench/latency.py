@@ -1,0 +1,179 @@
+"""Ping RTT through the VPN against the bare veth, in one run.
+
+Topology (fresh, torn down even on failure)::
+
+    host a  eth0 198.18.0.1/24 ───veth─── eth0 198.18.0.2/24  host b
+            [tun p2v0 overlay]                [tun p2v0 overlay]
+
+Both nodes run ``python -m p2pvpn up`` with each other as static peer and
+``--dht off``. Echoes are sent from Python with a raw ICMP socket
+(bench/echo.py), one at a time, ``--interval`` apart, alternating rounds of
+veth and tunnel so load from other processes hits both alike. Reported:
+min / median / p99 / max of each and the added RTT (tunnel - veth) of each
+statistic.
+
+    python bench/latency.py [--count 500] [--rounds 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from p2pvpn.lab.topology import Host, LabError, Topology, require_netns  # noqa: E402
+
+SUBNET = "198.18.0.0/24"
+IFACE = "eth0"
+TUN = "p2v0"
+VPN_PORT = 4001
+CLI_TIMEOUT = 30.0
+UP_TIMEOUT = 60.0
+ECHO = REPO / "bench" / "echo.py"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+class BenchError(Exception):
+    """A measurement could not be taken; the message says which and why."""
+
+
+def cli(host: Host, *argv: str) -> str:
+    return host.run(sys.executable, "-m", "p2pvpn", *argv, timeout=CLI_TIMEOUT, env=ENV, cwd=REPO).stdout
+
+
+def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
+    """``p2pvpn init`` in a and b; each one's ``id --json``."""
+    ids = {}
+    for host in (a, b):
+        d = workdir / host.name
+        cli(host, "init", "--dir", str(d))
+        ids[host.name] = json.loads(cli(host, "id", "--dir", str(d), "--json"))
+    return ids
+
+
+def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
+               extra: tuple[str, ...] = ()) -> subprocess.Popen[Any]:  # fmt: skip
+    """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log."""
+    with open(workdir / f"{host.name}.log", "ab") as log:
+        return host.popen(
+            sys.executable, "-m", "p2pvpn", "up", "--dir", str(workdir / host.name),
+            "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
+            "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
+            "--tun", TUN, "--dht", "off", *extra,
+            stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
+        )  # fmt: skip
+
+
+def stop_node(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int | None:
+    """Signal the node's process group and wait (bounded); its exit code, None if it hung."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        return proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        return None  # Topology.close() kills it
+
+
+def echo(host: Host, mode: str, addr: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
+    res = host.run(sys.executable, str(ECHO), mode, addr, *args, check=False, timeout=timeout, env=ENV)
+    lines = res.stdout.strip().splitlines()
+    if not lines:
+        raise BenchError(f"echo {mode} {addr} printed nothing: {res.stderr.strip()[-200:]}")
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+def wait_first_echo(host: Host, addr: str, timeout: float = UP_TIMEOUT) -> float:
+    """Wall-clock time of the first answered echo to ``addr`` (one try every 10 ms)."""
+    out = echo(host, "first", addr, "--interval", "0.01", "--timeout", f"{timeout:g}", timeout=timeout + 30)
+    if out["answered_at"] is None:
+        raise BenchError(f"no echo answered by {addr} within {timeout:g} s")
+    return float(out["answered_at"])
+
+
+def summary(rtts: list[float | None]) -> dict[str, Any]:
+    got = sorted(r * 1000 for r in rtts if r is not None)
+    if not got:
+        raise BenchError("no echo was answered")
+    p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
+    return {"n": len(rtts), "lost": len(rtts) - len(got), "min_ms": round(got[0], 3),
+            "median_ms": round(statistics.median(got), 3), "p99_ms": round(p99, 3), "max_ms": round(got[-1], 3)}  # fmt: skip
+
+
+def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...]) -> dict[str, Any]:
+    with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
+        workdir = Path(tmp)
+        a, b = topo.add_host("a"), topo.add_host("b")
+        _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
+        ids = init_nodes(a, b, workdir)
+        procs = [start_node(a, b, ids, workdir, extra), start_node(b, a, ids, workdir, extra)]
+        try:
+            overlay_b = ids[b.name]["ipv4"]
+            wait_first_echo(a, overlay_b)
+            veth: list[float | None] = []
+            tunnel: list[float | None] = []
+            per_round = max(1, count // rounds)
+            args = ("--count", str(per_round), "--interval", f"{interval:g}")
+            for _ in range(rounds):
+                veth += echo(a, "rtt", addr_b, *args)["rtts"]
+                tunnel += echo(a, "rtt", overlay_b, *args)["rtts"]
+        finally:
+            codes = [stop_node(p) for p in procs]
+    res: dict[str, Any] = {"veth": summary(veth), "tunnel": summary(tunnel), "node_exit_codes": codes}
+    res["added_ms"] = {k: round(res["tunnel"][k] - res["veth"][k], 3) for k in ("min_ms", "median_ms", "p99_ms")}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500, help="echoes per path, in total")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating veth/tunnel rounds")
+    parser.add_argument("--interval", type=float, default=0.01, help="seconds between echoes")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
+    args = parser.parse_args(argv)
+    if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
+        parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
+    reason = require_netns()
+    if reason is not None:
+        print(f"latency: cannot run: {reason}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    started = time.monotonic()
+    try:
+        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args))
+    except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
+        print(f"latency: {exc}", file=sys.stderr)
+        return 1
+    res["seconds"] = round(time.monotonic() - started, 1)
+    res["loadavg_after"] = os.getloadavg()
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{'path':8} {'n':>5} {'lost':>4} {'min':>7} {'median':>7} {'p99':>7} {'max':>7}  (ms)")
+    for key in ("veth", "tunnel"):
+        s = res[key]
+        print(f"{key:8} {s['n']:5d} {s['lost']:4d} {s['min_ms']:7.3f} {s['median_ms']:7.3f} "
+              f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
+    d = res["added_ms"]
+    print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
