@@ -19,6 +19,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 
 from p2pvpn import identity, libp2p_compat
 from p2pvpn.discovery import record as rec
@@ -52,6 +53,13 @@ async def dhts(count: int) -> AsyncIterator[list[Dht]]:
 
 async def connect(a: Host, b: Host) -> None:
     await a.libp2p.connect(PeerInfo(b.peer_id, b.listen_addrs))
+
+
+def _protocols(host: Host, peer_id: ID) -> list[str]:
+    try:
+        return list(host.libp2p.get_peerstore().get_protocols(peer_id) or [])
+    except PeerStoreError:  # identify has not run yet
+        return []
 
 
 def test_the_start_up_check_passes_on_the_installed_py_libp2p() -> None:
@@ -94,6 +102,9 @@ async def test_kad_mode_switch_keeps_the_routing_table_and_the_handler_reads_it(
     from libp2p.kad_dht.kad_dht import DHTMode
 
     async with dhts(2) as (a, b):
+        with trio.fail_after(10):  # identify tells a that b serves the DHT (our add_peer filter needs it)
+            while PROTOCOL_ID not in _protocols(a.host, b.host.peer_id):
+                await trio.sleep(0.05)
         await a.kad.add_peer(b.host.peer_id)
         before = a.routing_table_size()
         libp2p_compat.set_kad_mode(a.kad, server=False)

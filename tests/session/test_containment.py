@@ -27,6 +27,7 @@ from p2pvpn import addressing, identity
 from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.session import tunnel as tunnel_module
 from p2pvpn.session.handshake import make_hello
+from p2pvpn.limits import ResourceManager
 from p2pvpn.testing.cluster import Cluster, running, wait_up
 from p2pvpn.testing.packets import udp4
 from p2pvpn.wire.codec import PROTOCOL_ID, Keepalive, encode
@@ -100,7 +101,8 @@ def test_learned_record_addresses_outside_a_sane_scope_are_never_dialed(tmp_path
 
     ours = identity.peer_id(identity.create(tmp_path / "ours.key"))
     theirs = identity.peer_id(identity.create(tmp_path / "theirs.key"))
-    host = SimpleNamespace(peer_id=ours, listen_addrs=[multiaddr.Multiaddr("/ip4/0.0.0.0/tcp/4242")])
+    host = SimpleNamespace(peer_id=ours, listen_addrs=[multiaddr.Multiaddr("/ip4/0.0.0.0/tcp/4242")],
+                           limits=ResourceManager())
     routes: RouteTable[ID] = RouteTable()
     manager = SessionManager(host, MemoryTun(), routes, "default", addressing.derive(ours.to_bytes(), "default"),  # type: ignore[arg-type]
                              1400, 64, 5.0)
@@ -161,7 +163,7 @@ async def test_a_wanted_peer_whose_tunnels_fail_is_redialed_later_and_later(
     ours = identity.peer_id(identity.create(tmp_path / "ours.key"))
     static = identity.peer_id(identity.create(tmp_path / "static.key"))
     stranger = identity.peer_id(identity.create(tmp_path / "stranger.key"))
-    host = SimpleNamespace(peer_id=ours, listen_addrs=[])
+    host = SimpleNamespace(peer_id=ours, listen_addrs=[], limits=ResourceManager())
     routes: RouteTable[ID] = RouteTable()
     manager = SessionManager(host, MemoryTun(), routes, "default", addressing.derive(ours.to_bytes(), "default"),  # type: ignore[arg-type]
                              1400, 64, 5.0)
