@@ -29,7 +29,6 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from p2pvpn import libp2p_compat
-from p2pvpn import libp2p_tuning
 from p2pvpn.errors import NetworkSetupError
 from p2pvpn.limits import ResourceManager
 from p2pvpn.supervisor import OnFailure, contained
@@ -83,7 +82,7 @@ class Host:
         self._exclude_interfaces = set(exclude_interfaces)
         self.relay_dialer: RelayDialer | None = None  # set when NAT traversal runs
         self.on_handler_failure: OnFailure = _log_handler_failure  # the node counts them in status
-        libp2p_tuning.install()  # yamux credit per half window; no 250 ms wait per dial (latency)
+        libp2p_compat.install_tuning()  # yamux credit per half window; no 250 ms wait per dial (latency)
         enable_quic = any("quic-v1" in a for a in listen)
         noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
         self._host: IHost = new_host(

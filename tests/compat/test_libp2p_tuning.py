@@ -1,4 +1,4 @@
-"""p2pvpn.libp2p_tuning: its canaries, and the behaviour each change buys.
+"""p2pvpn.libp2p_compat.install_tuning: its canaries, and the behaviour each change buys.
 
 * A Data frame is not answered by a yamux WINDOW_UPDATE each: py-libp2p's
   default credited the window on every read (one more frame, Noise record
@@ -21,7 +21,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network import swarm
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
-from p2pvpn import libp2p_tuning
+from p2pvpn import libp2p_compat
 from p2pvpn.host import Host
 from p2pvpn.testing.cluster import Cluster, running, wait_up
 from p2pvpn.testing.packets import udp4
@@ -57,9 +57,9 @@ async def test_small_frames_are_credited_in_batches(tmp_path: Path, monkeypatch:
 
 
 def test_compat_canary_installed_and_idempotent() -> None:
-    libp2p_tuning.install()
-    libp2p_tuning.install()
-    assert YamuxStream._auto_tune_and_send_window_update is libp2p_tuning._credit_in_batches
+    libp2p_compat.install_tuning()
+    libp2p_compat.install_tuning()
+    assert YamuxStream._auto_tune_and_send_window_update is libp2p_compat._credit_in_batches
     assert swarm._HAPPY_EYEBALLS_DELAY == 0.0
 
 
