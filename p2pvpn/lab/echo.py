@@ -38,6 +38,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from p2pvpn.dataplane.packet import checksum  # stdlib only behind it: a fast start
+
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 PAYLOAD = b"p2pvpn-lab-echo!" * 3  # 48 bytes, like ping's default 56 minus its timestamp
@@ -47,16 +49,6 @@ MAX_TIMEOUT = 600.0
 ALLOWED = tuple(ipaddress.ip_network(n) for n in (
     "127.0.0.0/8", "198.18.0.0/15", "100.64.0.0/10", "203.0.113.0/24", "::1/128", "fd00::/8", "2001:db8::/32",
 ))  # fmt: skip
-
-
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071); kept here so this module imports only the stdlib (fast start)."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def echo_request(version: int, ident: int, seq: int, payload: bytes = PAYLOAD) -> bytes:
@@ -69,7 +61,7 @@ def echo_request(version: int, ident: int, seq: int, payload: bytes = PAYLOAD) -
     header = struct.pack("!BBHHH", kind, 0, 0, ident & 0xFFFF, seq & 0xFFFF)
     if version == 6:
         return header + payload
-    csum = _checksum(header + payload)
+    csum = checksum(header + payload)
     return struct.pack("!BBHHH", kind, 0, csum, ident & 0xFFFF, seq & 0xFFFF) + payload
 
 
