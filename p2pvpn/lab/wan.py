@@ -74,20 +74,25 @@ def find_go() -> str | None:
     return str(fallback) if fallback.exists() else None
 
 
-def build_wanem(out_dir: Path, timeout: float = BUILD_TIMEOUT) -> Path:
-    """``go build`` bench/wanem into ``out_dir``; LabError with the compiler's tail on failure."""
+def build_wanem(out_dir: Path, timeout: float = BUILD_TIMEOUT, source: Path = WANEM_DIR) -> Path:
+    """``go build`` bench/wanem (``source``: a checkout's, as an installed package has none) into ``out_dir``.
+
+    LabError with the compiler's tail on failure.
+    """
+    if not (source / "go.mod").is_file():
+        raise LabError(f"no wanem source at {source} (bench/wanem of a p2pvpn checkout)")
     go = find_go()
     if go is None:
         raise LabError("building wanem needs Go: `go` is not on PATH and /usr/local/go/bin/go is missing")
     out = out_dir / "wanem"
     env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "CGO_ENABLED": "0"}
     try:
-        res = subprocess.run([go, "build", "-trimpath", "-o", str(out), "."], cwd=WANEM_DIR, env=env,
+        res = subprocess.run([go, "build", "-trimpath", "-o", str(out), "."], cwd=source, env=env,
                              capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
     except subprocess.TimeoutExpired as exc:
-        raise LabError(f"`go build` of {WANEM_DIR} took over {timeout:g} s") from exc
+        raise LabError(f"`go build` of {source} took over {timeout:g} s") from exc
     if res.returncode != 0:
-        raise LabError(f"`go build` of {WANEM_DIR} failed: {res.stderr.strip()[-2000:]}")
+        raise LabError(f"`go build` of {source} failed: {res.stderr.strip()[-2000:]}")
     return out
 
 

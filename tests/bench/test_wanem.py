@@ -23,13 +23,15 @@ from p2pvpn.lab.wan import Impairment, WanLink, build_wanem, find_go
 
 IPERF_PORT = 5201
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: an installed p2pvpn carries no bench/
+
 
 @pytest.fixture(scope="session")
 def wanem_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if find_go() is None:
         pytest.skip("building wanem needs Go: `go` is not on PATH and /usr/local/go/bin/go is missing")
     try:
-        return build_wanem(tmp_path_factory.mktemp("wanem"))
+        return build_wanem(tmp_path_factory.mktemp("wanem"), source=REPO / "bench" / "wanem")
     except LabError as exc:
         pytest.fail(str(exc), pytrace=False)
 
