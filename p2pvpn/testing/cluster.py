@@ -58,6 +58,12 @@ class Cluster:
         self.nodes[name] = node
         return node
 
+    def pair(self, a: str = "a", b: str = "b", **settings: Any) -> tuple[Node, Node]:
+        """Two nodes that list each other as static peers (keys and ports made first, so each knows the other)."""
+        self.node(a, **settings)
+        self.node(b, **settings)
+        return (self.node(a, peers=[self.addr(b)], **settings), self.node(b, peers=[self.addr(a)], **settings))
+
     def addr(self, name: str, quic: bool = False) -> str:
         """The multiaddr (with /p2p) other nodes use to reach ``name``."""
         node = self.nodes[name]

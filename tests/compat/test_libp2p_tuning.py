@@ -39,10 +39,7 @@ async def test_small_frames_are_credited_in_batches(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(YamuxStream, "send_window_update", counting)
     cluster = Cluster(tmp_path)
-    cluster.node("a", dht="off")
-    cluster.node("b", dht="off")
-    a = cluster.node("a", peers=[cluster.addr("b")], dht="off")
-    b = cluster.node("b", peers=[cluster.addr("a")], dht="off")
+    a, b = cluster.pair(dht="off")
     async with running(a, b):
         await wait_up(a, b)
         await wait_up(b, a)
@@ -89,10 +86,7 @@ async def test_dial_returns_without_waiting_for_a_timer(mock_clock: trio.testing
 async def test_bulk_transfer_is_credited_and_completes(tmp_path: Path) -> None:
     """Far more than a window (256 KiB) crosses: credit must arrive, or the sender would stall."""
     cluster = Cluster(tmp_path)
-    cluster.node("a", dht="off")
-    cluster.node("b", dht="off")
-    a = cluster.node("a", peers=[cluster.addr("b")], dht="off")
-    b = cluster.node("b", peers=[cluster.addr("a")], dht="off")
+    a, b = cluster.pair(dht="off")
     async with running(a, b):
         await wait_up(a, b)
         await wait_up(b, a)
