@@ -4,9 +4,11 @@
 //	go-peer relay [--listen MA]... [--seed HEX]
 //	go-peer vpn   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]... [--peer MA]...
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
+//	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
+//	go-peer membership id|network|issue|revoke|verify ...   (see memtool.go)
 //
 // Every long-running mode prints {"event":"ready",...} with its peer ID and
 // multiaddrs on stdout when it is ready, then one JSON event per line; SIGUSR1
@@ -38,6 +40,9 @@ func main() {
 	case "frame":
 		runFrameTool(args)
 		return
+	case "membership":
+		runMembershipTool(args)
+		return
 	case "dht", "relay", "vpn", "probe":
 	default:
 		fatal("unknown mode %q", mode)
@@ -58,6 +63,8 @@ func main() {
 	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
 	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
+	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
+	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
 	_ = fs.Parse(args)
 	if len(listen) == 0 && mode != "probe" {
@@ -132,6 +139,14 @@ func main() {
 			}
 			v.allow[id] = true
 		}
+		if *certText != "" { // §15: the certificate decides our addresses
+			if v.member, err = newMember(v, *network, *certText, *revFile); err != nil {
+				fatal("--cert: %v", err)
+			}
+			v.self = v.member.overlay()
+			v.resp.self = v.self
+			go v.member.run(ctx)
+		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
 		peerInfos, err := parsePeerAddrs(peers)
 		if err != nil {
@@ -140,7 +155,7 @@ func main() {
 		for _, info := range peerInfos {
 			go v.dialLoop(ctx, info)
 		}
-		ready["network"], ready["ipv4"], ready["ipv6"] = *network, self.IPv4.String(), self.IPv6.String()
+		ready["network"], ready["ipv4"], ready["ipv6"] = *network, v.self.IPv4.String(), v.self.IPv6.String()
 		statsFn = v.stats
 		if *dhtMode != "off" {
 			d, err := newDHT(h, *network, *dhtMode == "server")

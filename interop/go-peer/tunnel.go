@@ -183,10 +183,15 @@ func (t *tunnel) run() (received *uint32) {
 		}
 	}()
 	go t.writeLoop()
-	t.send(&Hello{
+	ours := &Hello{
 		Version: protocolVersion, Network: v.network, IPv4: v.self.IPv4, IPv6: v.self.IPv6,
 		MTU: v.mtu, AddressIndex: v.self.Index, Capabilities: []string{"go-interop/1"},
-	})
+	}
+	if v.member != nil { // §15.9.1: our certificate, whose addresses v.self holds
+		ours.Capabilities = append(ours.Capabilities, membershipCapability)
+		ours.Certificate = v.member.own.Raw
+	}
+	t.send(ours)
 	r := msgio.NewVarintReaderSize(t.s, maxFrameLen)
 
 	// 2. The peer's Hello, first (§7.1).

@@ -34,6 +34,7 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
+	member    *Member // nil unless the network has an owner (§15)
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -82,12 +83,18 @@ func (v *VPN) checkHello(h *Hello, remote peer.ID) (uint32, string) {
 	if h.AddressIndex > maxAddressIndex {
 		return closeAddressMismatch, "address_index over 1024"
 	}
+	if v.member != nil && len(h.Certificate) > 0 { // §15.9.1: the certificate replaces the derivation
+		return v.member.checkHello(h, remote)
+	}
 	v4, used, err := deriveIPv4([]byte(remote), v.network, h.AddressIndex)
 	if err != nil || used != h.AddressIndex || v4 != h.IPv4 {
 		return closeAddressMismatch, "ipv4/address_index do not match the peer ID"
 	}
 	if deriveIPv6([]byte(remote), v.network) != h.IPv6 {
 		return closeAddressMismatch, "ipv6 does not match the peer ID"
+	}
+	if v.member != nil && !v.allow[remote] { // a stranger in an owned network: only if listed
+		return closeNotAuthorized, "no membership certificate, and not on the allow list"
 	}
 	if !v.allowAny && !v.allow[remote] {
 		return closeNotAuthorized, "peer is not on the allow list"

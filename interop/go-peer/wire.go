@@ -21,6 +21,7 @@ const (
 	maxCapabilities    = 32
 	maxCapabilityLen   = 64
 	maxReasonLen       = 256
+	maxCertificateLen  = 4096 // Hello.certificate (§5.2, §15.9.1)
 	minMTU             = 1280
 	maxMTU             = 65535
 )
@@ -72,6 +73,7 @@ type Hello struct {
 	MTU          uint32
 	Capabilities []string
 	AddressIndex uint32
+	Certificate  []byte // a SignedCertificate, with capability membership/1 (§15.9.1)
 }
 
 type Data struct{ Packets [][]byte }
@@ -112,6 +114,7 @@ func encodeFrame(f Frame) []byte {
 			inner.repeated(6, []byte(c))
 		}
 		inner.varint(7, uint64(m.AddressIndex))
+		inner.bytes(8, m.Certificate)
 	case *Data:
 		member = frameData
 		for _, p := range m.Packets {
@@ -234,6 +237,8 @@ func decodeHello(b []byte) (*Hello, error) {
 				return err
 			}
 			h.Capabilities = append(h.Capabilities, s)
+		case 8:
+			h.Certificate = f.bytes
 		}
 		return nil
 	})
@@ -250,6 +255,9 @@ func decodeHello(b []byte) (*Hello, error) {
 	h.IPv6 = netip.AddrFrom16([16]byte(v6))
 	if len(h.Network) > maxNetworkLen {
 		return nil, perr("Hello network is %d bytes, over %d", len(h.Network), maxNetworkLen)
+	}
+	if len(h.Certificate) > maxCertificateLen {
+		return nil, perr("Hello certificate is %d bytes, over %d", len(h.Certificate), maxCertificateLen)
 	}
 	if len(h.Capabilities) > maxCapabilities {
 		return nil, perr("Hello has %d capabilities, over %d", len(h.Capabilities), maxCapabilities)
