@@ -8,7 +8,7 @@ package main
 //	go-peer membership network --owner-seed HEX
 //	go-peer membership issue   --signer-seed HEX [--issuer-cert CERT] --network NID --peer ID [--name N]
 //	                           [--roles relay,exit,admin] [--groups g1,g2] [--not-before T] [--lifetime 7d]
-//	                           [--ipv4 A --ipv6 A]
+//	                           [--ipv4 A --ipv6 A] [--forge]
 //	go-peer membership revoke  --signer-seed HEX [--issuer-cert CERT] --network NID --seq N --entry ID=T...
 //	go-peer membership verify  --network NID --cert CERT [--peer ID] [--now T] [--list B64]...
 
@@ -82,6 +82,7 @@ func runMembershipTool(args []string) {
 	lifetime := fs.String("lifetime", "7d", "issue: validity")
 	ipv4 := fs.String("ipv4", "", "issue: overlay IPv4 (default: the derivation of §3 with net = network ID)")
 	ipv6 := fs.String("ipv6", "", "issue: overlay IPv6 (default: the derivation)")
+	forge := fs.Bool("forge", false, "issue: sign without checking that the signer may (for refusal tests)")
 	seq := fs.Uint64("seq", 1, "revoke: the list's sequence number")
 	certArg := fs.String("cert", "", "verify: p2pvpn-cert1:...")
 	now := fs.Uint64("now", 0, "verify: Unix seconds (default now)")
@@ -156,10 +157,15 @@ func runMembershipTool(args []string) {
 				gs = append(gs, g)
 			}
 		}
-		data, err := issueCertificate(s, Certificate{
+		fields := Certificate{
 			NetworkID: *nid, PeerID: []byte(id), Name: n, IPv4: v4.AsSlice(), IPv6: v6.AsSlice(), Roles: r,
 			Groups: gs, NotBefore: nb, NotAfter: nb + life,
-		})
+		}
+		if *forge { // signed as asked, checked by no one: what a stranger would make for itself
+			out["certificate"] = certText(signCertificate(s, &fields))
+			break
+		}
+		data, err := issueCertificate(s, fields)
 		if err != nil {
 			fatal("%v", err)
 		}

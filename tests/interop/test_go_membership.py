@@ -1,0 +1,272 @@
+"""Networks with an owner across implementations: the Go peer (interop/go-peer, written from
+docs/protocol.md §15 alone) and Python nodes judge each other's certificates and revocations.
+
+Both directions, on real libp2p connections on loopback (Python nodes with in-memory TUNs):
+
+* A Python-owned network: the owner admits the Go peer (``p2pvpn admit``); the Go member gets a
+  tunnel with a Python member and answers its pings. A Go peer presenting a forged, expired or
+  revoked certificate is refused with NOT_AUTHORIZED. A revocation the Python owner signs reaches
+  the Go peer by push, and the Go peer cuts the revoked Python member off and refuses it after.
+* A Go-owned network: Go issues the certificates (owner-signed, and admin-signed by the Go node's
+  own key); ``p2pvpn join`` accepts them and Python nodes run on them. A revocation list the Go
+  admin signs is enforced by the Go node, pushed to the Python members, and enforced there too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import trio
+from gopeer import LOOPBACK_LISTEN, GoPeer, icmp4_echo, parse_reply, run_tool, transport_checksum_ok
+from libp2p.peer.id import ID
+
+from p2pvpn import addressing
+from p2pvpn.cli import app
+from p2pvpn.cli_membership import create_network
+from p2pvpn.membership import cert
+from p2pvpn.membership.store import Store
+from p2pvpn.node import Node
+from p2pvpn.testing.cluster import Cluster, running, wait_up
+
+GO_SEED = "47" * 32
+OWNER_SEED = "0f" * 32
+ADMIN_SEED = "a1" * 32
+DAY = 86400
+
+
+def cli(*args: str) -> None:
+    app(list(args), standalone_mode=False)
+
+
+def go_peer_id(binary: Path, seed: str) -> str:
+    return str(run_tool(binary, ["membership", "id", "--seed", seed])[0]["peer_id"])
+
+
+def go_vpn(binary: Path, seed: str, nid: str, certificate: str, *extra: str) -> GoPeer:
+    return GoPeer(binary, "vpn", "--seed", seed, "--network", nid, "--cert", certificate, "--dht", "off",
+                  "--keepalive", "1s", *extra, *(f"--listen={a}" for a in LOOPBACK_LISTEN))
+
+
+def tunnel_to(node: Node, peer_id: ID) -> bool:
+    p = node.manager.peers.get(peer_id) if node.manager else None
+    return p is not None and p.tunnel is not None
+
+
+async def ping_go(node: Node, tun: object, go: GoPeer, seq: int) -> None:
+    """An ICMP echo from the node's TUN to the Go peer's certificate address, answered by Go."""
+    me4, go4 = str(node.addresses.ipv4), go.ready()["ipv4"]
+    tun.inject(icmp4_echo(me4, go4, ident=0x4D, seq=seq))  # type: ignore[attr-defined]
+    with trio.fail_after(10):
+        reply = await tun.delivered.receive()  # type: ignore[attr-defined]
+    assert transport_checksum_ok(reply)
+    r = parse_reply(reply)
+    assert (r["type"], r["src"], r["dst"], r["seq"]) == (0, go4, me4, seq)
+
+
+# -- a network owned by Python ---------------------------------------------------------------------------
+
+
+class PyNet:
+    """A Python owner directory, members made from it, and certificates for the Go peer."""
+
+    def __init__(self, tmp_path: Path, capsys: pytest.CaptureFixture[str], names: list[str]) -> None:
+        self.tmp, self.capsys = tmp_path, capsys
+        self.cluster = Cluster(tmp_path)
+        for name in ["owner", *names]:
+            self.cluster.node(name)  # keys first
+        self.nid, _ = create_network(tmp_path / "owner", "lab")
+        for name in names:
+            pid = str(self.cluster.nodes[name].peer_id)
+            cli("join", self.admit(pid, name)["certificate"], "--dir", str(tmp_path / name))
+        capsys.readouterr()
+
+    def admit(self, peer_id: str, name: str, *extra: str) -> dict:
+        self.capsys.readouterr()
+        cli("admit", peer_id, "--dir", str(self.tmp / "owner"), "--name", name, "--json", *extra)
+        return json.loads(self.capsys.readouterr().out)
+
+    def node(self, name: str, peers: list[str] = ()) -> Node:  # type: ignore[assignment]
+        return self.cluster.node(name, list(peers), network=self.nid)
+
+
+async def test_a_go_member_with_a_python_certificate_gets_a_tunnel_and_answers(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net = PyNet(tmp_path, capsys, ["m1"])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher")
+    m1 = net.node("m1")  # m1 lists no one: the Go peer gets in by its certificate alone
+    async with running(m1):
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"], "--peer", net.cluster.addr("m1")) as go:
+            ready = await go.aready()
+            assert (ready["ipv4"], ready["ipv6"]) == (issued["ipv4"], issued["ipv6"])  # the certificate decides
+            accepted = await go.await_event("certificate_accepted", lambda e: e["peer"] == str(m1.peer_id))
+            own = m1.membership.own  # type: ignore[union-attr]
+            assert (accepted["name"], accepted["ipv4"], accepted["ipv6"]) == ("m1", str(own.ipv4), str(own.ipv6))
+            await go.await_event("tunnel_up", lambda e: e["peer"] == str(m1.peer_id))
+            await wait_up_id(m1, ID.from_base58(go_id))
+            seen = m1.membership.presented[ID.from_base58(go_id).to_bytes()]  # type: ignore[union-attr]
+            assert (seen.name, str(seen.ipv4)) == ("gopher", issued["ipv4"])
+            await ping_go(m1, net.cluster.tuns["m1"], go, seq=1)
+            counters = (await go.stats())["counters"]
+            assert not counters.get("spoofed_source") and not counters.get("certificate_refused")
+
+
+async def wait_up_id(node: Node, peer_id: ID, timeout: float = 20) -> None:
+    with trio.fail_after(timeout):
+        while not tunnel_to(node, peer_id):
+            await trio.sleep(0.05)
+
+
+def forged(binary: Path, nid: str, go_id: str) -> str:
+    """A certificate for the network, signed by a key that is neither the owner's nor an admin's."""
+    out = run_tool(binary, ["membership", "issue", "--signer-seed", "66" * 32, "--network", nid, "--peer", go_id,
+                            "--name", "mallory", "--forge"])
+    return str(out[0]["certificate"])
+
+
+def expired(owner_dir: Path, nid: str, go_id: str) -> str:
+    """Owner-signed, but over three days ago, for two days: void now, skew or not."""
+    pid = ID.from_base58(go_id).to_bytes()
+    a = addressing.derive(pid, nid)
+    start = int(time.time()) - 5 * DAY
+    data = cert.issue(Store(owner_dir).signer_from_owner(), network=nid, peer_id=pid, name="late", ipv4=a.ipv4,
+                      ipv6=a.ipv6, roles=0, groups=(), not_before=start, not_after=start + 2 * DAY)
+    return cert.to_text(data)
+
+
+@pytest.mark.parametrize("kind", ["forged", "tampered", "expired", "revoked"])
+async def test_python_refuses_a_go_peer_with_a_bad_certificate(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    net = PyNet(tmp_path, capsys, [])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    if kind == "forged":
+        certificate = forged(go_peer_bin, net.nid, go_id)
+    elif kind == "tampered":  # an owner-signed certificate with one signature bit flipped
+        raw = bytearray(cert.from_text(net.admit(go_id, "gopher")["certificate"]))
+        raw[-1] ^= 0x01
+        certificate = cert.to_text(bytes(raw))
+    elif kind == "expired":
+        certificate = expired(tmp_path / "owner", net.nid, go_id)
+    else:
+        certificate = net.admit(go_id, "gopher")["certificate"]
+        cli("revoke", go_id, "--dir", str(tmp_path / "owner"))
+        await trio.sleep(1.1)  # the revocation's not_before is now + 1: wait until it applies
+    owner = net.node("owner")
+    async with running(owner):
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, certificate, "--peer", net.cluster.addr("owner")) as go:
+            await go.aready()
+            if kind != "revoked":  # Go checks its own certificate too, and says so, but presents it
+                await go.await_event("own_certificate_invalid")
+            closed = await go.await_event("close_received", lambda e: e["peer"] == str(owner.peer_id))
+            assert closed["code"] == "NOT_AUTHORIZED", closed
+            assert {"forged": "neither the network owner", "tampered": "bad signature", "expired": "expired",
+                    "revoked": "revoked"}[kind] in closed["reason"], closed
+            assert owner.manager.handshake_failures["not_authorized"] >= 1
+            assert not tunnel_to(owner, ID.from_base58(go_id))
+            assert go.find("tunnel_up") is None or not tunnel_to(owner, ID.from_base58(go_id))
+
+
+async def test_a_python_revocation_reaches_the_go_peer_which_cuts_the_member_off(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The owner revokes m1: the list is pushed to the Go member, which closes its tunnel to m1 with
+    NOT_AUTHORIZED and refuses m1's Hello from then on (it keeps dialing m1)."""
+    net = PyNet(tmp_path, capsys, ["m1"])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher")
+    owner, m1 = net.node("owner"), net.node("m1", [net.cluster.addr("owner")])
+    async with running(owner, m1):
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"], "--peer", net.cluster.addr("owner"),
+                    "--peer", net.cluster.addr("m1")) as go:
+            await go.aready()
+            for who in (owner, m1):
+                await go.await_event("tunnel_up", lambda e, w=who: e["peer"] == str(w.peer_id))
+            await wait_up(m1, owner, 20)
+            mark = go.mark()
+            start = trio.current_time()
+            await trio.to_thread.run_sync(cli, "revoke", "m1", "--dir", str(tmp_path / "owner"))
+            merged = await go.await_event("revocations_merged", lambda e: e["via"] == "push", start=mark, timeout=10)
+            assert merged["changed"] == [str(m1.peer_id)], merged
+            down = await go.await_event("tunnel_down", lambda e: e["peer"] == str(m1.peer_id), start=mark, timeout=10)
+            assert trio.current_time() - start < 10
+            assert down.get("sent_close") == "NOT_AUTHORIZED" or down.get("received_close") == "NOT_AUTHORIZED", down
+            # Go re-dials m1 and refuses its (revoked) certificate.
+            refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(m1.peer_id), start=mark,
+                                           timeout=15)
+            assert refused["code"] == "NOT_AUTHORIZED" and "revoked" in refused["reason"], refused
+            assert tunnel_to(owner, ID.from_base58(go_id))  # the Go member itself stays in
+            assert go.find("close_received", lambda e: e["peer"] == str(owner.peer_id), start=mark) is None
+
+
+# -- a network owned by Go ---------------------------------------------------------------------------------
+
+
+async def test_python_nodes_run_on_go_issued_certificates_and_enforce_a_go_signed_revocation(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Go is the owner (offline tool) and the Go node an admin: p1 holds an owner-signed certificate,
+    p2 one the Go admin signed with its node key. The Go admin then revokes p2 with a list of its own."""
+    tool = ["membership"]
+    nid = run_tool(go_peer_bin, [*tool, "network", "--owner-seed", OWNER_SEED])[0]["network_id"]
+    admin_id = go_peer_id(go_peer_bin, ADMIN_SEED)
+    admin_cert = run_tool(go_peer_bin, [*tool, "issue", "--signer-seed", OWNER_SEED, "--network", nid, "--peer",
+                                        admin_id, "--name", "goadmin", "--roles", "relay,admin", "--lifetime", "30d"])
+    admin_text = admin_cert[0]["certificate"]
+    cluster = Cluster(tmp_path)
+    for name in ("p1", "p2"):
+        cluster.node(name)
+    certs = {
+        "p1": run_tool(go_peer_bin, [*tool, "issue", "--signer-seed", OWNER_SEED, "--network", nid, "--peer",
+                                     str(cluster.nodes["p1"].peer_id), "--name", "p1", "--groups", "dev"])[0],
+        "p2": run_tool(go_peer_bin, [*tool, "issue", "--signer-seed", ADMIN_SEED, "--issuer-cert", admin_text,
+                                     "--network", nid, "--peer", str(cluster.nodes["p2"].peer_id), "--name", "p2"])[0],
+    }
+    assert certs["p2"]["admin_signed"] and not certs["p1"]["admin_signed"]
+    for name, issued in certs.items():
+        cli("join", issued["certificate"], "--dir", str(tmp_path / name))  # Python verifies Go's certificate
+        c = Store(tmp_path / name).certificate()
+        assert c is not None and (str(c.ipv4), c.name) == (issued["ipv4"], name)
+        assert (c.admin is not None) == (name == "p2")
+    capsys.readouterr()
+
+    revocations = tmp_path / "go-revocations"
+    with go_vpn(go_peer_bin, ADMIN_SEED, nid, admin_text, "--revocations", str(revocations)) as go:
+        await go.aready()
+        go_addr = go.addr()
+        p2 = cluster.node("p2", [go_addr, cluster.addr("p1")], network=nid)
+        p1 = cluster.node("p1", [go_addr, cluster.addr("p2")], network=nid)
+        assert p1.membership is not None and p2.membership is not None
+        async with running(p1, p2):
+            for node in (p1, p2):
+                await go.await_event("certificate_accepted", lambda e, n=node: e["peer"] == str(n.peer_id))
+                await wait_up_id(node, ID.from_base58(admin_id))
+            await wait_up(p1, p2, 20)
+            await wait_up(p2, p1, 20)
+            go_cert = p1.membership.presented[ID.from_base58(admin_id).to_bytes()]
+            assert go_cert.name == "goadmin" and go_cert.has_role(4)
+            await ping_go(p1, cluster.tuns["p1"], go, seq=7)
+
+            # The Go admin revokes p2: a list signed with its node key, its admin certificate attached.
+            mark = go.mark()
+            start = trio.current_time()
+            listed = run_tool(go_peer_bin, [*tool, "revoke", "--signer-seed", ADMIN_SEED, "--issuer-cert", admin_text,
+                                            "--network", nid, "--seq", "1",
+                                            "--entry", f"{p2.peer_id}={int(time.time()) + 1}"])[0]
+            await trio.sleep(1.1)  # not_before = now + 1
+            revocations.write_text(listed["list"] + "\n")
+            await go.await_event("revocations_merged", lambda e: e["via"] == "file", start=mark, timeout=10)
+            await go.await_event("membership_closed", lambda e: e["peer"] == str(p2.peer_id), start=mark, timeout=10)
+            with trio.fail_after(10):
+                while tunnel_to(p1, p2.peer_id) or tunnel_to(p2, p1.peer_id) or tunnel_to(p2, ID.from_base58(admin_id)):
+                    await trio.sleep(0.05)
+            assert trio.current_time() - start < 12
+            assert p2.peer_id.to_bytes() in p1.membership.revocations.entries  # learned from Go's push
+            assert p1.membership_service is not None and p1.membership_service.counters["received"] >= 1
+            assert go.find("pushed", lambda e: e["peer"] == str(p1.peer_id) and e.get("status") == 0, start=mark)
+            # p2 keeps dialing both (static peers) and is refused by Go and by p1.
+            refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(p2.peer_id), start=mark,
+                                           timeout=15)
+            assert refused["code"] == "NOT_AUTHORIZED" and "revoked" in refused["reason"], refused
+            assert tunnel_to(p1, ID.from_base58(admin_id))  # everyone else stays connected
+            await ping_go(p1, cluster.tuns["p1"], go, seq=8)
