@@ -200,6 +200,58 @@ async def test_a_python_revocation_reaches_the_go_peer_which_cuts_the_member_off
             assert go.find("close_received", lambda e: e["peer"] == str(owner.peer_id), start=mark) is None
 
 
+@pytest.mark.parametrize("kind", ["stranger", "expired"])
+async def test_the_go_member_refuses_a_python_peer_without_a_valid_certificate(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """A node with the network ID but no certificate, or an expired one, dials the Go member: refused."""
+    net = PyNet(tmp_path, capsys, [])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher")
+    py = net.cluster.node("py")
+    if kind == "expired":
+        store = Store(tmp_path / "py")
+        store.create(net.nid, "lab")
+        store.save_certificate(cert.from_text(expired(tmp_path / "owner", net.nid, str(py.peer_id))))
+    with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"]) as go:
+        await go.aready()
+        py = net.cluster.node("py", [go.addr()], network=net.nid)
+        assert (py.membership is None) == (kind == "stranger")
+        async with running(py):
+            refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(py.peer_id))
+            assert refused["code"] == "NOT_AUTHORIZED", refused
+            assert {"stranger": "no membership certificate", "expired": "expired"}[kind] in refused["reason"]
+            with trio.fail_after(10):
+                while py.manager.peers.get(ID.from_base58(go_id)) is None or \
+                        py.manager.peers[ID.from_base58(go_id)].last_error is None:
+                    await trio.sleep(0.05)
+            assert go.find("tunnel_up") is None
+            assert (await go.stats())["counters"].get("certificate_refused", 0) == (kind == "expired")
+
+
+async def test_a_python_member_renews_and_pushes_its_certificate_to_the_go_member(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """m1's certificate lives 20 s; at half-time m1 renews it at the owner and pushes it on its tunnels:
+    the Go member verifies the pushed certificate (same peer, same addresses) and keeps the tunnel."""
+    net = PyNet(tmp_path, capsys, [])
+    net.cluster.node("m1")
+    cli("join", net.admit(str(net.cluster.nodes["m1"].peer_id), "m1", "--expires", "20s")["certificate"],
+        "--dir", str(tmp_path / "m1"))
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher")
+    owner, m1 = net.node("owner"), net.node("m1", [net.cluster.addr("owner")])
+    first = m1.membership.own.not_after  # type: ignore[union-attr]
+    async with running(owner, m1):
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"], "--peer", net.cluster.addr("m1")) as go:
+            await go.aready()
+            up = await go.await_event("tunnel_up", lambda e: e["peer"] == str(m1.peer_id))
+            pushed = await go.await_event("certificate_pushed", lambda e: e["peer"] == str(m1.peer_id), timeout=25)
+            assert pushed["name"] == "m1" and pushed["not_after"] > first, (pushed, first)
+            assert m1.membership.own.not_after == pushed["not_after"]  # type: ignore[union-attr]
+            assert go.find("tunnel_down", lambda e: e["peer"] == str(m1.peer_id)) is None
+            assert go.events.index(up) < go.events.index(pushed)
+            await ping_go(m1, net.cluster.tuns["m1"], go, seq=3)
+
+
 # -- a network owned by Go ---------------------------------------------------------------------------------
 
 
