@@ -120,6 +120,13 @@ func (m *Member) checkHello(h *Hello, remote peer.ID) (uint32, string) {
 		return closeAddressMismatch, fmt.Sprintf("peer claims %s/%s, its certificate says %s/%s", h.IPv4, h.IPv6, c.Addr4(), c.Addr6())
 	}
 	m.mu.Lock()
+	for id, other := range m.presented { // §15.9.1: one address, one peer (whoever was first)
+		if id != remote && m.v.current(id) != nil && (other.Addr4() == c.Addr4() || other.Addr6() == c.Addr6()) {
+			m.mu.Unlock()
+			m.v.count("certificate_address_taken")
+			return closeAddressMismatch, fmt.Sprintf("overlay address %s is already used by %s", c.Addr4(), id)
+		}
+	}
 	m.presented[remote] = c
 	m.mu.Unlock()
 	emit("certificate_accepted", map[string]any{

@@ -252,6 +252,46 @@ async def test_a_python_member_renews_and_pushes_its_certificate_to_the_go_membe
             await ping_go(m1, net.cluster.tuns["m1"], go, seq=3)
 
 
+def clashing(owner_dir: Path, nid: str, peer_id: ID, holder: Node) -> bytes:
+    """Owner-signed for ``peer_id``, but with ``holder``'s addresses: a signer's error (§15.9.1)."""
+    own = holder.membership.own  # type: ignore[union-attr]
+    now = int(time.time())
+    return cert.issue(Store(owner_dir).signer_from_owner(), network=nid, peer_id=peer_id.to_bytes(), name="clash",
+                      ipv4=own.ipv4, ipv6=own.ipv6, roles=0, groups=(), not_before=now, not_after=now + DAY)
+
+
+async def test_one_address_one_peer_in_both_directions(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid certificate claiming m1's addresses is refused with ADDRESS_MISMATCH: by a Python node that
+    knows m1 (the Go peer presents it), and by the Go peer that has m1 (a Python peer presents it)."""
+    net = PyNet(tmp_path, capsys, ["m1"])
+    go_id = ID.from_base58(go_peer_id(go_peer_bin, GO_SEED))
+    owner, m1 = net.node("owner"), net.node("m1", [net.cluster.addr("owner")])
+    net.cluster.node("m2")
+    store = Store(tmp_path / "m2")
+    store.create(net.nid, "lab")
+    store.save_certificate(clashing(tmp_path / "owner", net.nid, net.cluster.nodes["m2"].peer_id, m1))
+    async with running(owner, m1):
+        await wait_up(owner, m1, 20)
+        # 1. Python judges: the Go peer claims m1's addresses.
+        bad = cert.to_text(clashing(tmp_path / "owner", net.nid, go_id, m1))
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, bad, "--peer", net.cluster.addr("owner")) as go:
+            await go.aready()
+            closed = await go.await_event("close_received", lambda e: e["peer"] == str(owner.peer_id))
+            assert closed["code"] == "ADDRESS_MISMATCH", closed
+            assert owner.manager.handshake_failures["address_mismatch"] >= 1 and tunnel_to(owner, m1.peer_id)
+        # 2. Go judges: m1 has a tunnel with the Go member; m2 comes with m1's addresses.
+        good = net.admit(str(go_id), "gopher")["certificate"]
+        with go_vpn(go_peer_bin, GO_SEED, net.nid, good, "--peer", net.cluster.addr("m1")) as go:
+            await go.aready()
+            await go.await_event("tunnel_up", lambda e: e["peer"] == str(m1.peer_id))
+            m2 = net.cluster.node("m2", [go.addr()], network=net.nid)
+            async with running(m2):
+                refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(m2.peer_id))
+                assert refused["code"] == "ADDRESS_MISMATCH" and "already used" in refused["reason"], refused
+                assert go.find("tunnel_down", lambda e: e["peer"] == str(m1.peer_id)) is None
+
+
 # -- a network owned by Go ---------------------------------------------------------------------------------
 
 
