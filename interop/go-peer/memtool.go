@@ -11,6 +11,7 @@ package main
 //	                           [--ipv4 A --ipv6 A] [--forge]
 //	go-peer membership revoke  --signer-seed HEX [--issuer-cert CERT] --network NID --seq N --entry ID=T...
 //	go-peer membership verify  --network NID --cert CERT [--peer ID] [--now T] [--list B64]...
+//	go-peer membership check   stdin {"network","now","cert"|"list" (hex),"peer"?,"revoked"?} -> {"ok","error",...}
 
 import (
 	"crypto/ed25519"
@@ -62,7 +63,63 @@ func describeCert(c *Certificate) map[string]any {
 	}
 }
 
+// checkLine judges one JSON line {"network", "now", "cert"|"list" (hex), "peer"?, "revoked"?: {ID: T}}:
+// Go's verdict on a certificate (§15.4) or a revocation list (§15.5), to compare with Python's.
+func checkLine(line []byte) any {
+	var in struct {
+		Network string            `json:"network"`
+		Now     uint64            `json:"now"`
+		Cert    string            `json:"cert"`
+		List    string            `json:"list"`
+		Peer    string            `json:"peer"`
+		Revoked map[string]uint64 `json:"revoked"`
+	}
+	if err := json.Unmarshal(line, &in); err != nil {
+		return map[string]any{"ok": false, "error": "bad input line: " + err.Error()}
+	}
+	r := map[string]uint64{}
+	for text, t := range in.Revoked {
+		id, err := peer.Decode(text)
+		if err != nil {
+			return map[string]any{"ok": false, "error": "bad revoked peer ID"}
+		}
+		r[string(id)] = t
+	}
+	var holder []byte
+	if in.Peer != "" {
+		id, err := peer.Decode(in.Peer)
+		if err != nil {
+			return map[string]any{"ok": false, "error": "bad peer ID"}
+		}
+		holder = []byte(id)
+	}
+	var err error
+	out := map[string]any{}
+	if in.List != "" {
+		raw, _ := hex.DecodeString(in.List)
+		var l *RevocationList
+		if l, err = openList(raw, in.Network, in.Now, r); err == nil {
+			out["seq"], out["entries"] = l.Seq, len(l.Entries)
+		}
+	} else {
+		raw, _ := hex.DecodeString(in.Cert)
+		var c *Certificate
+		if c, err = verifyCertificate(raw, in.Network, in.Now, r, holder); c != nil && err == nil {
+			out = describeCert(c)
+		}
+	}
+	out["ok"] = err == nil
+	if err != nil {
+		out["error"] = err.Error()
+	}
+	return out
+}
+
 func runMembershipTool(args []string) {
+	if len(args) >= 1 && args[0] == "check" {
+		eachLine(checkLine)
+		return
+	}
 	if len(args) < 1 {
 		fatal("usage: go-peer membership id|network|issue|revoke|verify [flags]")
 	}

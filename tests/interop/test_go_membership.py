@@ -1,6 +1,10 @@
 """Networks with an owner across implementations: the Go peer (interop/go-peer, written from
 docs/protocol.md §15 alone) and Python nodes judge each other's certificates and revocations.
 
+First, offline: Go and Python give the same verdict on several hundred certificates and lists,
+most of them validly signed but off the rules in one way (canonical form, field limits, chains,
+time, revocation), plus random mutations of the §15.10 vectors.
+
 Both directions, on real libp2p connections on loopback (Python nodes with in-memory TUNs):
 
 * A Python-owned network: the owner admits the Go peer (``p2pvpn admit``); the Go member gets a
@@ -15,6 +19,7 @@ Both directions, on real libp2p connections on loopback (Python nodes with in-me
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
@@ -26,7 +31,10 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.cli import app
 from p2pvpn.cli_membership import create_network
-from p2pvpn.membership import cert
+from p2pvpn.membership import cert, revocation
+from p2pvpn.membership import membership_pb2 as pb
+from p2pvpn.membership.errors import MembershipError
+from p2pvpn.membership.network import Signer, network_id, peer_id_bytes, signer_from_seed
 from p2pvpn.membership.store import Store
 from p2pvpn.node import Node
 from p2pvpn.testing.cluster import Cluster, running, wait_up
@@ -64,6 +72,221 @@ async def ping_go(node: Node, tun: object, go: GoPeer, seq: int) -> None:
     assert transport_checksum_ok(reply)
     r = parse_reply(reply)
     assert (r["type"], r["src"], r["dst"], r["seq"]) == (0, go4, me4, seq)
+
+
+# -- the same verdicts, offline -----------------------------------------------------------------------------
+
+T0 = 1767225600
+OWNER = signer_from_seed(bytes([0x10]) * 32)
+NID = network_id(OWNER.public_key)
+KEYS = {n: signer_from_seed(bytes([n]) * 32) for n in (1, 2, 3)}
+PIDS = {n: peer_id_bytes(k.public_key) for n, k in KEYS.items()}
+
+
+def uv(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        if n < 0x80:
+            return bytes(out + bytes([n]))
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+
+
+def ld(num: int, payload: bytes) -> bytes:
+    return uv(num << 3 | 2) + uv(len(payload)) + payload
+
+
+def body(n: int = 1, **changes: object) -> pb.Certificate:
+    a = addressing.derive(PIDS[n], NID)
+    fields: dict[str, object] = dict(network_id=NID, peer_id=PIDS[n], name=f"peer{n}", ipv4=a.ipv4.packed,
+                                     ipv6=a.ipv6.packed, roles=0, groups=[], not_before=T0, not_after=T0 + 7 * DAY,
+                                     issuer=OWNER.public_key)
+    fields.update(changes)
+    return pb.Certificate(**fields)  # type: ignore[arg-type]
+
+
+def sign_raw(raw_body: bytes, signer: Signer = OWNER, issuer_cert: bytes | None = None,
+             context: bytes = cert.CERT_CONTEXT) -> bytes:
+    """A SignedCertificate around any body bytes, validly signed: only the rules can refuse it."""
+    out = ld(1, raw_body) + ld(2, signer.sign(context + raw_body))
+    return out + (ld(3, issuer_cert) if issuer_cert is not None else b"")
+
+
+def certificate_cases() -> list[tuple[str, bytes, dict]]:
+    """(name, SignedCertificate bytes, check arguments) in many shapes, most validly signed."""
+    enc = lambda m: m.SerializeToString(deterministic=True)  # noqa: E731
+    at = {"now": T0}
+    admin_body = body(1, roles=5, not_after=T0 + 365 * DAY)
+    admin = sign_raw(enc(admin_body))
+    member_of_admin = lambda **c: enc(body(2, issuer=KEYS[1].public_key, **c))  # noqa: E731
+    cases: list[tuple[str, bytes, dict]] = [
+        ("valid", sign_raw(enc(body())), at),
+        ("valid, admin-signed", sign_raw(member_of_admin(), KEYS[1], admin), at),
+        ("valid, all roles and 16 groups", sign_raw(enc(body(roles=7, groups=sorted(f"g{i:02}" for i in range(16))))), at),
+        ("17 groups", sign_raw(enc(body(groups=sorted(f"g{i:02}" for i in range(17))))), at),
+        ("groups unsorted", sign_raw(enc(body(groups=["b", "a"]))), at),
+        ("groups duplicate", sign_raw(enc(body(groups=["a", "a"]))), at),
+        ("group of 32", sign_raw(enc(body(groups=["x" * 32]))), at),
+        ("group of 33", sign_raw(enc(body(groups=["x" * 33]))), at),
+        ("group with a space", sign_raw(enc(body(groups=["a b"]))), at),
+        ("name of 63", sign_raw(enc(body(name="a" * 63))), at),
+        ("name of 64", sign_raw(enc(body(name="a" * 64))), at),
+        ("name with a leading hyphen", sign_raw(enc(body(name="-a"))), at),
+        ("name upper-case", sign_raw(enc(body(name="Alpha"))), at),
+        ("name empty", sign_raw(enc(body(name=""))), at),
+        ("unknown role bits", sign_raw(enc(body(roles=0xFFFFFFF8 | 1))), at),
+        ("ipv4 100.64.0.0", sign_raw(enc(body(ipv4=bytes([100, 64, 0, 0])))), at),
+        ("ipv4 100.127.255.255", sign_raw(enc(body(ipv4=bytes([100, 127, 255, 255])))), at),
+        ("ipv4 100.64.0.1", sign_raw(enc(body(ipv4=bytes([100, 64, 0, 1])))), at),
+        ("ipv4 100.128.0.1", sign_raw(enc(body(ipv4=bytes([100, 128, 0, 1])))), at),
+        ("ipv4 of 5 bytes", sign_raw(enc(body(ipv4=bytes([100, 64, 0, 1, 0])))), at),
+        ("ipv6 outside the /64", sign_raw(enc(body(ipv6=bytes.fromhex("fd00" + "00" * 13 + "01")))), at),
+        ("ipv6 zero IID", sign_raw(enc(body(ipv6=body().ipv6[:8] + bytes(8)))), at),
+        ("not_before 0", sign_raw(enc(body(not_before=0, not_after=100))), {"now": 50}),
+        ("lifetime MAX", sign_raw(enc(body(not_after=T0 + 400 * DAY))), at),
+        ("lifetime MAX + 1", sign_raw(enc(body(not_after=T0 + 400 * DAY + 1))), at),
+        ("not_after == not_before", sign_raw(enc(body(not_after=T0))), at),
+        ("issuer of 31 bytes", sign_raw(enc(body(issuer=OWNER.public_key[:31]))), at),
+        ("peer_id not Ed25519", sign_raw(enc(body(peer_id=b"\x12\x20" + bytes(32)))), at),
+        ("other network", sign_raw(enc(body(network_id="a" * 32))), at),
+        ("network_id upper-case", sign_raw(enc(body(network_id=NID.upper()))), at),
+        ("signed by a stranger", sign_raw(enc(body(issuer=KEYS[3].public_key)), KEYS[3]), at),
+        ("signature over the list context", sign_raw(enc(body()), context=revocation.REVOCATION_CONTEXT), at),
+        ("admin without the admin bit", sign_raw(member_of_admin(), KEYS[1], sign_raw(enc(body(1, roles=1)))), at),
+        ("admin for another key", sign_raw(enc(body(2, issuer=KEYS[3].public_key)), KEYS[3], admin), at),
+        ("chain of three", sign_raw(enc(body(3, issuer=KEYS[2].public_key)), KEYS[2],
+                                    sign_raw(member_of_admin(roles=4), KEYS[1], admin)), at),
+        ("empty issuer_certificate", sign_raw(enc(body()), issuer_cert=b""), at),
+        ("owner-signed with an admin attached", sign_raw(enc(body()), issuer_cert=admin), at),
+        ("unknown field", sign_raw(enc(body()) + bytes([0x78, 0x01])), at),
+        ("name twice", sign_raw(enc(body()) + ld(3, b"other")), at),
+        ("fields out of order", sign_raw(ld(3, b"peer1") + enc(body(name=""))), at),
+        ("explicit empty name", sign_raw(ld(3, b"") + enc(body(name=""))), at),
+        ("roles non-minimal", sign_raw(enc(body(roles=0)).replace(b"\x40", b"\x30\x85\x00\x40", 1)), at),
+        ("roles above 2^32", sign_raw(enc(body(roles=0)).replace(b"\x40", b"\x30" + uv(2**32 + 1) + b"\x40", 1)), at),
+        ("name as a varint", sign_raw(enc(body()) + bytes([0x18, 0x01])), at),
+        ("name invalid UTF-8", sign_raw(enc(body(name="")).replace(b"\x22\x04", b"\x1a\x01\xff\x22\x04", 1)), at),
+    ]
+    valid = sign_raw(enc(body()))
+    nb, na = T0, T0 + 7 * DAY
+    cases += [
+        ("time: not_before - 301", valid, {"now": nb - 301}), ("time: not_before - 300", valid, {"now": nb - 300}),
+        ("time: not_after + 299", valid, {"now": na + 299}), ("time: not_after + 300", valid, {"now": na + 300}),
+        ("revoked at not_before", valid, {"now": T0, "revoked": {PIDS[1]: nb}}),
+        ("revoked at not_before + 1", valid, {"now": T0, "revoked": {PIDS[1]: nb + 1}}),
+        ("its admin revoked", sign_raw(member_of_admin(), KEYS[1], admin), {"now": T0, "revoked": {PIDS[1]: T0 + 1}}),
+        ("its admin expired", sign_raw(member_of_admin(), KEYS[1], sign_raw(enc(body(1, roles=4, not_after=T0 + DAY)))),
+         {"now": T0 + 2 * DAY}),
+        ("held by another peer", valid, {"now": T0, "peer": PIDS[2]}),
+        ("held by its peer", valid, {"now": T0, "peer": PIDS[1]}),
+        ("over 4096 bytes, with an unknown field", sign_raw(enc(body(groups=[f"{i:03}" + "x" * 28 for i in range(16)])) + ld(15, bytes(3600))), at),
+    ]
+    return cases
+
+
+def list_cases() -> list[tuple[str, bytes, dict]]:
+    enc = lambda m: m.SerializeToString(deterministic=True)  # noqa: E731
+    admin = sign_raw(enc(body(1, roles=4, not_after=T0 + 365 * DAY)))
+
+    def lst(entries: list[tuple[bytes, int]], signer: Signer = OWNER, issuer_cert: bytes | None = None,
+            seq: int = 1, network: str = NID, extra: bytes = b"") -> bytes:
+        b = enc(pb.RevocationList(network_id=network, seq=seq, issuer=signer.public_key,
+                                  revocations=[pb.Revocation(peer_id=p, not_before=t) for p, t in entries])) + extra
+        return sign_raw(b, signer, issuer_cert, context=revocation.REVOCATION_CONTEXT)
+
+    one = [(PIDS[3], T0 + DAY)]
+    ordered = sorted([(PIDS[1], T0), (PIDS[2], T0), (PIDS[3], T0)])
+    at = {"now": T0}
+    return [
+        ("valid", lst(one), at), ("valid, empty, seq 0", lst([], seq=0), at), ("valid, three", lst(ordered), at),
+        ("unsorted", lst(ordered[::-1]), at), ("duplicate", lst([ordered[0], ordered[0]]), at),
+        ("not_before 0", lst([(PIDS[3], 0)]), at), ("peer_id not Ed25519", lst([(b"\x00\x01", 5)]), at),
+        ("other network", lst(one, network="b" * 32), at), ("signed by a stranger", lst(one, KEYS[3]), at),
+        ("admin-signed", lst(one, KEYS[1], admin), at),
+        ("admin-signed, admin revoked", lst(one, KEYS[1], admin), {"now": T0, "revoked": {PIDS[1]: T0 + 1}}),
+        ("admin-signed, admin expired", lst(one, KEYS[1], admin), {"now": T0 + 366 * DAY}),
+        ("signed by a member", lst(one, KEYS[2], sign_raw(enc(body(2, roles=3)))), at),
+        ("unknown field", lst(one, extra=bytes([0x78, 0x01])), at),
+        ("certificate context", sign_raw(enc(pb.RevocationList(network_id=NID, seq=1, issuer=OWNER.public_key)),
+                                         context=cert.CERT_CONTEXT), at),
+        ("1025 entries", lst(sorted((peer_id_bytes(i.to_bytes(32, "big")), 1) for i in range(1025))), at),
+    ]
+
+
+def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
+    """Random byte flips, insertions, deletions and truncations of ``data`` (seeded: the same every run)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            op, i = rng.randrange(4), rng.randrange(len(b))
+            if op == 0:
+                b[i] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                b.insert(i, rng.randrange(256))
+            elif op == 2 and len(b) > 1:
+                del b[i]
+            else:
+                b = b[:i + 1]
+        out.append(bytes(b))
+    return out
+
+
+def python_verdict(kind: str, data: bytes, args: dict) -> bool:
+    try:
+        if kind == "cert":
+            cert.verify(data, NID, args["now"], args.get("revoked", {}), args.get("peer"))
+        else:
+            revocation.open_list(data, NID, args["now"], args.get("revoked", {}))
+    except MembershipError:
+        return False
+    return True
+
+
+def test_go_and_python_give_the_same_verdicts(go_peer_bin: Path) -> None:
+    doc_b = cert.from_text(cert.to_text(bytes.fromhex(_section_hex("Certificate B"))))
+    doc_l = bytes.fromhex(_section_hex("Revocation list L"))
+    cases = [("cert", name, data, args) for name, data, args in certificate_cases()]
+    cases += [("list", name, data, args) for name, data, args in list_cases()]
+    cases += [("cert", f"B mutation {i}", d, {"now": T0}) for i, d in enumerate(mutations(doc_b, 300, 1))]
+    cases += [("list", f"L mutation {i}", d, {"now": T0}) for i, d in enumerate(mutations(doc_l, 150, 2))]
+    body_b = pb.SignedCertificate.FromString(doc_b).certificate
+    issuer_a = pb.SignedCertificate.FromString(doc_b).issuer_certificate.SerializeToString(deterministic=True)
+    cases += [("cert", f"re-signed B body mutation {i}", sign_raw(d, KEYS[1], issuer_a), {"now": T0})
+              for i, d in enumerate(mutations(body_b, 300, 3))]
+    lines = []
+    for kind, _name, data, args in cases:
+        line: dict = {"network": NID, "now": args["now"], kind: data.hex()}
+        if "peer" in args:
+            line["peer"] = ID(args["peer"]).to_base58()
+        if "revoked" in args:
+            line["revoked"] = {ID(p).to_base58(): t for p, t in args["revoked"].items()}
+        lines.append(line)
+    answers = run_tool(go_peer_bin, ["membership", "check"], lines)
+    assert len(answers) == len(cases)
+    verdicts = {name: (python_verdict(kind, data, args), answer["ok"], answer.get("error"))
+                for (kind, name, data, args), answer in zip(cases, answers, strict=True)}
+    differ = {name: v for name, v in verdicts.items() if v[0] != v[1]}
+    assert not differ, differ
+    accepted = {name for name, (py, _go, _e) in verdicts.items() if py}
+    assert {"valid", "valid, admin-signed", "valid, all roles and 16 groups", "group of 32", "name of 63",
+            "unknown role bits", "ipv4 100.64.0.1", "lifetime MAX", "time: not_before - 300", "time: not_after + 299",
+            "revoked at not_before", "held by its peer", "valid, empty, seq 0", "valid, three",
+            "admin-signed"} <= accepted
+    refused = set(verdicts) - accepted
+    assert len(refused) > 700 and {"unknown field", "name twice", "fields out of order", "roles non-minimal",
+                                    "roles above 2^32", "chain of three", "signature over the list context",
+                                    "its admin revoked", "admin-signed, admin revoked", "unsorted"} <= refused
+
+
+def _section_hex(title: str) -> str:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    m = re.search(rf"^{re.escape(title)}, \d+ bytes:\n\n```\n([0-9a-f\n]+)```", doc, flags=re.MULTILINE)
+    assert m, title
+    return m.group(1).replace("\n", "")
 
 
 # -- a network owned by Python ---------------------------------------------------------------------------
