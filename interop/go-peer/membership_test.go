@@ -435,3 +435,52 @@ func TestAddressIndexFor(t *testing.T) {
 		t.Fatalf("a non-derived address gave index %d", i)
 	}
 }
+
+// Fuzz targets (go test runs the seeds; go test -fuzz=FuzzOpenCertificate explores): no input
+// panics, and whatever is accepted is exactly the canonical encoding of what was read.
+func FuzzOpenCertificate(f *testing.F) {
+	f.Add(certA(&testing.T{}))
+	admin := Signer{Key: seedKey(1), IssuerCert: certA(&testing.T{})}
+	v4, v6 := netip.MustParseAddr("100.101.133.182"), netip.MustParseAddr("fdf0:4a77:a1c4:0:f252:99a9:2ff8:69a")
+	b, _ := issueCertificate(admin, Certificate{NetworkID: vecNID(), PeerID: pidOf(2), Name: "bravo",
+		IPv4: v4.AsSlice(), IPv6: v6.AsSlice(), Roles: roleExit, Groups: []string{"dev"}, NotBefore: t0, NotAfter: t0 + day})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := openCertificate(data, vecNID())
+		if err != nil {
+			return
+		}
+		s, err := parseSigned(data, "certificate")
+		if err != nil || !bytes.Equal(encodeCertBody(c), s.body) || !bytes.Equal(c.Raw, data) {
+			t.Fatalf("accepted %x but it does not re-encode", data)
+		}
+		_ = checkCert(c, t0, map[string]uint64{string(c.PeerID): c.NotBefore + 1}, nil)
+	})
+}
+
+func FuzzOpenList(f *testing.F) {
+	l, _ := signRevocationList(ownerSigner, vecNID(), 1, map[string]uint64{string(pidOf(3)): t0 + day, string(pidOf(1)): 5})
+	f.Add(l)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		opened, err := openList(data, vecNID(), t0, map[string]uint64{})
+		if err != nil {
+			return
+		}
+		set := &RevocationSet{Entries: map[string]uint64{}}
+		set.merge(opened)
+		if len(set.Entries) != len(opened.Entries) {
+			t.Fatalf("accepted %x with duplicate entries", data)
+		}
+	})
+}
+
+func FuzzHelloCertificateField(f *testing.F) {
+	f.Add(encodeFrame(&Hello{Version: 1, Network: vecNID(), IPv4: netip.MustParseAddr("100.64.0.1"),
+		IPv6: netip.MustParseAddr("fdf0:4a77:a1c4::1"), MTU: 1400, Certificate: certA(&testing.T{})})[2:])
+	f.Fuzz(func(t *testing.T, body []byte) {
+		fr, err := decodeBody(body)
+		if h, ok := fr.(*Hello); err == nil && ok && len(h.Certificate) > maxCertificateLen {
+			t.Fatalf("a Hello with a %d-byte certificate was accepted", len(h.Certificate))
+		}
+	})
+}
