@@ -360,7 +360,15 @@ def expired(owner_dir: Path, nid: str, go_id: str) -> str:
     return cert.to_text(data)
 
 
-@pytest.mark.parametrize("kind", ["forged", "tampered", "expired", "revoked"])
+def foreign(binary: Path, peer_id: str) -> tuple[str, str]:
+    """(network ID, certificate): a valid certificate of another network, owned by a Go key."""
+    other = run_tool(binary, ["membership", "network", "--owner-seed", "b0" * 32])[0]["network_id"]
+    out = run_tool(binary, ["membership", "issue", "--signer-seed", "b0" * 32, "--network", other, "--peer", peer_id,
+                            "--name", "abroad"])
+    return other, str(out[0]["certificate"])
+
+
+@pytest.mark.parametrize("kind", ["forged", "tampered", "foreign", "expired", "revoked"])
 async def test_python_refuses_a_go_peer_with_a_bad_certificate(
         go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
     net = PyNet(tmp_path, capsys, [])
@@ -373,6 +381,8 @@ async def test_python_refuses_a_go_peer_with_a_bad_certificate(
         certificate = cert.to_text(bytes(raw))
     elif kind == "expired":
         certificate = expired(tmp_path / "owner", net.nid, go_id)
+    elif kind == "foreign":  # valid in its own network; the Go peer claims ours in its Hello
+        certificate = foreign(go_peer_bin, go_id)[1]
     else:
         certificate = net.admit(go_id, "gopher")["certificate"]
         cli("revoke", go_id, "--dir", str(tmp_path / "owner"))
@@ -386,7 +396,7 @@ async def test_python_refuses_a_go_peer_with_a_bad_certificate(
             closed = await go.await_event("close_received", lambda e: e["peer"] == str(owner.peer_id))
             assert closed["code"] == "NOT_AUTHORIZED", closed
             assert {"forged": "neither the network owner", "tampered": "bad signature", "expired": "expired",
-                    "revoked": "revoked"}[kind] in closed["reason"], closed
+                    "revoked": "revoked", "foreign": "is for network"}[kind] in closed["reason"], closed
             assert owner.manager.handshake_failures["not_authorized"] >= 1
             assert not tunnel_to(owner, ID.from_base58(go_id))
             assert go.find("tunnel_up") is None or not tunnel_to(owner, ID.from_base58(go_id))
@@ -423,10 +433,11 @@ async def test_a_python_revocation_reaches_the_go_peer_which_cuts_the_member_off
             assert go.find("close_received", lambda e: e["peer"] == str(owner.peer_id), start=mark) is None
 
 
-@pytest.mark.parametrize("kind", ["stranger", "expired"])
+@pytest.mark.parametrize("kind", ["stranger", "expired", "foreign"])
 async def test_the_go_member_refuses_a_python_peer_without_a_valid_certificate(
         go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
-    """A node with the network ID but no certificate, or an expired one, dials the Go member: refused."""
+    """A node with the network ID but no certificate, or an expired one, or a member of another network,
+    dials the Go member: refused (NOT_AUTHORIZED, or WRONG_NETWORK before any certificate is looked at)."""
     net = PyNet(tmp_path, capsys, [])
     go_id = go_peer_id(go_peer_bin, GO_SEED)
     issued = net.admit(go_id, "gopher")
@@ -435,14 +446,19 @@ async def test_the_go_member_refuses_a_python_peer_without_a_valid_certificate(
         store = Store(tmp_path / "py")
         store.create(net.nid, "lab")
         store.save_certificate(cert.from_text(expired(tmp_path / "owner", net.nid, str(py.peer_id))))
+    network = net.nid
+    if kind == "foreign":
+        network, text = foreign(go_peer_bin, str(py.peer_id))
+        cli("join", text, "--dir", str(tmp_path / "py"))
     with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"]) as go:
         await go.aready()
-        py = net.cluster.node("py", [go.addr()], network=net.nid)
+        py = net.cluster.node("py", [go.addr()], network=network)
         assert (py.membership is None) == (kind == "stranger")
         async with running(py):
             refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(py.peer_id))
-            assert refused["code"] == "NOT_AUTHORIZED", refused
-            assert {"stranger": "no membership certificate", "expired": "expired"}[kind] in refused["reason"]
+            assert refused["code"] == ("WRONG_NETWORK" if kind == "foreign" else "NOT_AUTHORIZED"), refused
+            assert {"stranger": "no membership certificate", "expired": "expired",
+                    "foreign": "is not " + net.nid}[kind] in refused["reason"]
             with trio.fail_after(10):
                 while py.manager.peers.get(ID.from_base58(go_id)) is None or \
                         py.manager.peers[ID.from_base58(go_id)].last_error is None:
