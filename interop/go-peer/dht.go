@@ -19,7 +19,9 @@ import (
 
 const dhtPrefix = "/p2pvpn" // -> /p2pvpn/kad/1.0.0
 
-func newDHT(h host.Host, network string, server bool) (*dht.IpfsDHT, error) {
+// newDHT starts the DHT; revoked (nil outside an owned network) is the set the revocation-list
+// validator checks an admin signer against (§15.9.4).
+func newDHT(h host.Host, network string, server bool, revoked func() map[string]uint64) (*dht.IpfsDHT, error) {
 	v := NodeRecordValidator{
 		Network: network,
 		Now:     func() int64 { return time.Now().Unix() },
@@ -37,7 +39,9 @@ func newDHT(h host.Host, network string, server bool) (*dht.IpfsDHT, error) {
 	}
 	return dht.New(h,
 		dht.ProtocolPrefix(dhtPrefix),
-		dht.Validator(record.NamespacedValidator{"p2pvpn": v}),
+		dht.Validator(record.NamespacedValidator{"p2pvpn": byKey{records: v, lists: RevocationListValidator{
+			Network: network, Revoked: revoked, OnVerdict: v.OnVerdict,
+		}}}),
 		dht.Mode(mode),
 	)
 }

@@ -107,7 +107,7 @@ func main() {
 			fatal("relay: %v", err)
 		}
 	case "dht":
-		d, err := newDHT(h, *network, true)
+		d, err := newDHT(h, *network, true, nil)
 		if err != nil {
 			fatal("dht: %v", err)
 		}
@@ -158,13 +158,20 @@ func main() {
 		ready["network"], ready["ipv4"], ready["ipv6"] = *network, v.self.IPv4.String(), v.self.IPv6.String()
 		statsFn = v.stats
 		if *dhtMode != "off" {
-			d, err := newDHT(h, *network, *dhtMode == "server")
+			var revoked func() map[string]uint64
+			if v.member != nil {
+				revoked = v.member.revoked
+			}
+			d, err := newDHT(h, *network, *dhtMode == "server", revoked)
 			if err != nil {
 				fatal("dht: %v", err)
 			}
 			defer d.Close()
 			bootstrapDHT(ctx, h, d, bootInfos)
 			go publishLoop(ctx, h, d, key, v, *ttl)
+			if v.member != nil {
+				go v.member.dhtLoop(ctx, d)
+			}
 		}
 	}
 

@@ -54,7 +54,9 @@ def go_peer_id(binary: Path, seed: str) -> str:
 
 
 def go_vpn(binary: Path, seed: str, nid: str, certificate: str, *extra: str) -> GoPeer:
-    return GoPeer(binary, "vpn", "--seed", seed, "--network", nid, "--cert", certificate, "--dht", "off",
+    """A Go member; without a DHT unless ``extra`` names a --bootstrap."""
+    dht = () if any(a == "--bootstrap" for a in extra) else ("--dht", "off")
+    return GoPeer(binary, "vpn", "--seed", seed, "--network", nid, "--cert", certificate, *dht,
                   "--keepalive", "1s", *extra, *(f"--listen={a}" for a in LOOPBACK_LISTEN))
 
 
@@ -529,6 +531,32 @@ async def test_one_address_one_peer_in_both_directions(
                 refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(m2.peer_id))
                 assert refused["code"] == "ADDRESS_MISMATCH" and "already used" in refused["reason"], refused
                 assert go.find("tunnel_down", lambda e: e["peer"] == str(m1.peer_id)) is None
+
+
+async def test_a_python_revocation_list_travels_through_a_go_dht_to_a_go_member(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """§15.9.4: the owner stores its list under /p2pvpn/<network ID>/revocations in a Go DHT server (which
+    validates it); a Go member started later reads it there, and refuses the revoked member."""
+    net = PyNet(tmp_path, capsys, ["m1"])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher")
+    key = f"/p2pvpn/{net.nid}/revocations"
+    with GoPeer(go_peer_bin, "dht", "--network", net.nid, *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as boot:
+        await boot.aready()
+        owner = net.cluster.node("owner", network=net.nid, bootstrap=[boot.addr()], discovery_interval=0.5)
+        async with running(owner):
+            await trio.to_thread.run_sync(cli, "revoke", "m1", "--dir", str(tmp_path / "owner"))
+            stored = await boot.await_event("record_validated", lambda e: e["key"] == key, timeout=30)
+            assert stored["ok"], stored
+            await trio.sleep(1.1)  # the revocation's not_before is now + 1
+            with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"], "--bootstrap", boot.addr()) as go:
+                await go.aready()
+                merged = await go.await_event("revocations_merged", lambda e: e["via"] == "dht", timeout=40)
+                assert merged["changed"] == [str(net.cluster.nodes["m1"].peer_id)], merged
+                m1 = net.node("m1", [go.addr()])
+                async with running(m1):
+                    refused = await go.await_event("hello_rejected", lambda e: e["peer"] == str(m1.peer_id))
+                    assert refused["code"] == "NOT_AUTHORIZED" and "revoked" in refused["reason"], refused
 
 
 # -- a network owned by Go ---------------------------------------------------------------------------------
