@@ -132,11 +132,13 @@ def _run(count: int, keep: float, console: Console, report: Report) -> None:
         console.print("1. n1 creates the network (it holds the owner key) and starts its node")
         report.network_id = lab.create_network(NETWORK_LABEL)
         lab.start_owner()
+        report.commands.append(_up_entry(lab.nodes[0]))
         console.print(f"   {_up_line(lab.nodes[0])}", highlight=False)
 
         console.print("2. n1 invites each other node by name; each joins with its one-use token and starts its "
                       "node, with no peer given: n1 (from the token) is its bootstrap, the DHT does the rest")
         lab.invite_join_up()
+        report.commands += [_up_entry(node) for node in lab.nodes[1:]]
         console.print(f"   {_up_line(lab.nodes[1])}", highlight=False)
         with console.status("   waiting for every tunnel (noise, then a Hello with each certificate)..."):
             took = lab.wait_mesh()
@@ -202,6 +204,11 @@ def _run(count: int, keep: float, console: Console, report: Report) -> None:
         f"[green]✓ all {len(results)} pings answered[/green], then {revoked.name} was cut off "
         f"{max(gone.values()):.1f} s after its revocation while the others kept talking"
     )
+
+
+def _up_entry(node: LabNode) -> dict[str, Any]:
+    """A running ``up`` for the summary: the command line as typed (no interpreter path)."""
+    return {"node": node.name, "command": "p2pvpn " + " ".join(node.argv[3:]), "seconds": None}
 
 
 def _up_line(node: LabNode) -> str:
