@@ -43,7 +43,8 @@ from p2pvpn.lab.topology import Host, LabError
 from p2pvpn.membership.store import Store
 
 CUT_TIMEOUT = 10.0  # seconds: every member closes its tunnels to a revoked peer within this (issue 11)
-READY_TIMEOUT = 30.0  # seconds for the inviter's `up` to answer on its control socket
+READY_TIMEOUT = 60.0  # seconds for the inviter's `up` to answer on its control socket (a busy machine)
+MESH_TIMEOUT = 60.0  # seconds for the mesh, plus 2 per node: members start, then find each other in the DHT
 JOIN_WORKERS = 4  # joins at once (each an interpreter start plus a libp2p host)
 
 
@@ -178,7 +179,7 @@ class OwnedLab(LabBase):
 
     def wait_mesh(self, timeout: float | None = None) -> float:
         """Seconds until every node holds a settled tunnel to every other one."""
-        return wait_mesh(self.nodes, timeout)
+        return wait_mesh(self.nodes, MESH_TIMEOUT + 2.0 * len(self.nodes) if timeout is None else timeout)
 
     def revoke(self, node: LabNode, timeout: float = CUT_TIMEOUT) -> dict[str, float]:
         """``p2pvpn revoke NAME`` on the owner; per other node, seconds from the revocation until its tunnel went.
