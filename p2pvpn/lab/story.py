@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from p2pvpn.errors import P2pvpnError
 from p2pvpn.lab.demo import SUBNET, LabNode, PingResult, ping_mesh
 from p2pvpn.lab.owned import CUT_TIMEOUT, CliRun, OwnedLab, judge_cut
 from p2pvpn.lab.topology import LabError, require_netns
@@ -100,7 +101,7 @@ def _run_guarded(nodes: int, keep: float, console: Console, report: Report) -> i
             report.error = "interrupted"
             console.print("[yellow]interrupted[/yellow]: the lab is torn down")
             return 128 + (received[0] if received else signal.SIGINT)
-        except LabError as exc:
+        except P2pvpnError as exc:  # LabError, or a membership file the commands wrote that does not read
             report.error = str(exc)
             console.print(f"[red]lab failed:[/red] {exc}")
             return 1
@@ -117,8 +118,8 @@ def _run(count: int, keep: float, console: Console, report: Report) -> None:
         first = run.stdout.strip().splitlines()[0] if run.stdout.strip() else ""
         if run.args[:1] == ("members",):
             first = "(JSON: the table below)"
-        elif len(first) > 72:
-            first = first[:64] + "…"
+        elif len(first) > 100:
+            first = first[:96] + "…"
         console.print(Text.assemble((f"   {run.node}$ ", "dim"), (run.shown(), "bold")), soft_wrap=True)
         if first:
             console.print(Text(f"       {first}", style="dim"), soft_wrap=True)
@@ -129,7 +130,8 @@ def _run(count: int, keep: float, console: Console, report: Report) -> None:
             f"Built namespaces [cyan]{lab.prefix}-*[/cyan]. Every command below runs in its node's namespace, "
             f"as you would type it (--dir D is each node's directory under {lab.workdir})."
         )
-        console.print("1. n1 creates the network (it holds the owner key) and starts its node")
+        console.print("1. n1 creates the network: it holds the owner key and becomes member \"owner\", an admin; "
+                      "then it starts its node")
         report.network_id = lab.create_network(NETWORK_LABEL)
         lab.start_owner()
         report.commands.append(_up_entry(lab.nodes[0]))
