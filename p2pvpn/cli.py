@@ -349,11 +349,16 @@ def exits(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) -> 
 def lab(
     nodes: Annotated[int, typer.Option("--nodes", min=3, max=12, help="How many nodes to start.")] = 3,
     keep: Annotated[float, typer.Option("--keep", help="Seconds to keep the lab up after the checks.")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout; the story goes to stderr.")] = False,
 ) -> None:
-    """Demo: build namespaces on this host, start a node in each, ping across the overlay, tear down."""
+    """Demo: namespaces on this host; create a network, invite and join, ping across it, revoke one node, tear down."""
     from p2pvpn.lab.demo import run_lab
 
-    code = run_lab(nodes=nodes, keep=keep, console=out)
+    if as_json:
+        code = run_lab(nodes=nodes, keep=keep, console=Console(stderr=True),
+                       summary=lambda s: print(json.dumps(s), flush=True))
+    else:
+        code = run_lab(nodes=nodes, keep=keep, console=out)
     raise typer.Exit(code)
 
 

@@ -1,4 +1,4 @@
-"""``p2pvpn lab``: a small VPN on this machine, in network namespaces, checked by ICMP echoes.
+"""Labs on this machine: VPN nodes in network namespaces, driven as processes, checked by ICMP echoes.
 
 Theory of operation
 -------------------
@@ -12,14 +12,15 @@ process, its own TUN and its own node directory (a temporary one)::
       eth0 198.18.1.1  eth0 198.18.1.2  eth0 198.18.1.3
       TUN 100.x / fd..  TUN 100.y / fd..  TUN 100.z / fd..
 
-Every node lists every other node as a static peer (a full mesh), so each
-pair has one noise-encrypted libp2p stream; pings between overlay
+In :class:`Lab` every node lists every other node as a static peer (a full
+mesh; :class:`p2pvpn.lab.owned.OwnedLab` forms an owned network instead), so
+each pair has one noise-encrypted libp2p stream; pings between overlay
 addresses travel TUN -> node -> stream -> node -> TUN. The echoes come
 from Python (:mod:`p2pvpn.lab.echo`), so the lab needs nothing but root,
 iproute2 and this package.
 
 :class:`Lab` is the reusable part (the end-to-end tests drive nodes with
-it); :func:`run_lab` is the narrated demo. Everything is torn down on the
+it); :func:`run_lab` is ``p2pvpn lab`` (p2pvpn.lab.story). Everything is torn down on the
 way out, also on Ctrl-C or SIGTERM: node processes stopped, namespaces
 deleted (their TUNs and veths go with them), node directories removed.
 """
@@ -27,30 +28,27 @@ deleted (their TUNs and veths go with them), node directories removed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from p2pvpn import addressing, config, identity
 from p2pvpn.control import client
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.echo import EchoResult
-from p2pvpn.lab.topology import Host, LabError, Topology, require_netns
+from p2pvpn.lab.topology import Host, LabError, Topology
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SUBNET = "198.18.1.0/24"
 PORT = 4242
@@ -299,44 +297,51 @@ class Lab(LabBase):
     def wait_up(
         self, timeout: float | None = None, nodes: Sequence[LabNode] | None = None, stable_for: float = SETTLE
     ) -> float:
-        """Wait until each of ``nodes`` (default: all) reports the others "up" for ``stable_for`` s; seconds it took.
-
-        Two nodes that dial each other at once briefly hold two tunnels and
-        keep one; waiting until the states settle keeps that out of the checks.
-        Raises LabError naming what is missing (and the log of a node that died).
-        """
-        nodes = list(nodes) if nodes is not None else self.nodes
+        """Wait until each of ``nodes`` (default: all) reports the others "up" for ``stable_for`` s; seconds it took."""
         if timeout is None:  # every node is a Python process starting up on the same few cores
             timeout = UP_TIMEOUT + 2.0 * len(self.nodes)
-        start = time.monotonic()
+        return wait_mesh(self.nodes if nodes is None else nodes, timeout, stable_for)
+
+
+def wait_mesh(nodes: Sequence[LabNode], timeout: float | None = None, stable_for: float = SETTLE) -> float:
+    """Wait until each of ``nodes`` reports every other one "up" for ``stable_for`` s; seconds it took.
+
+    Two nodes that dial each other at once briefly hold two tunnels and
+    keep one; waiting until the states settle keeps that out of the checks.
+    Raises LabError naming what is missing (and the log of a node that died).
+    """
+    nodes = list(nodes)
+    if timeout is None:  # every node is a Python process starting up on the same few cores
+        timeout = UP_TIMEOUT + 2.0 * len(nodes)
+    start = time.monotonic()
+    missing = ""
+    for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
         missing = ""
-        for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
-            missing = ""
-            for node in nodes:
-                if not node.running():
-                    code = node.proc.returncode if node.proc else None
-                    raise LabError(f"node {node.name} exited ({code}):\n{node.log_tail()}")
-                try:
-                    peers = {p["peer_id"]: p for p in node.status(timeout=2)["peers"]}
-                except ControlError as exc:
-                    missing = f"{node.name}: {exc}"
-                    break
-                settled = time.time() - stable_for
-
-                def steady(other: LabNode) -> bool:
-                    view = peers.get(other.peer_id, {})
-                    return bool(view.get("state") == "up" and view.get("since", 0) <= settled)
-
-                down = [n.name for n in nodes if n is not node and not steady(n)]
-                if down:
-                    missing = f"{node.name} has no tunnel to {', '.join(down)}"
-                    break
-            if not missing:
-                return time.monotonic() - start
-            if time.monotonic() - start >= timeout:
+        for node in nodes:
+            if not node.running():
+                code = node.proc.returncode if node.proc else None
+                raise LabError(f"node {node.name} exited ({code}):\n{node.log_tail()}")
+            try:
+                peers = {p["peer_id"]: p for p in node.status(timeout=2)["peers"]}
+            except ControlError as exc:
+                missing = f"{node.name}: {exc}"
                 break
-            time.sleep(0.1)
-        raise LabError(f"tunnels not up after {timeout:g} s: {missing}")
+            settled = time.time() - stable_for
+
+            def steady(other: LabNode) -> bool:
+                view = peers.get(other.peer_id, {})
+                return bool(view.get("state") == "up" and view.get("since", 0) <= settled)
+
+            down = [n.name for n in nodes if n is not node and not steady(n)]
+            if down:
+                missing = f"{node.name} has no tunnel to {', '.join(down)}"
+                break
+        if not missing:
+            return time.monotonic() - start
+        if time.monotonic() - start >= timeout:
+            break
+        time.sleep(0.1)
+    raise LabError(f"tunnels not up after {timeout:g} s: {missing}")
 
 
 def node_id(directory: Path) -> dict[str, str]:
@@ -367,8 +372,14 @@ class PingResult:
     source: LabNode
     target: LabNode
     family: str  # "IPv4" or "IPv6"
-    ok: bool
+    ok: bool  # every echo answered
     rtt_ms: float | None
+    received: int = 0
+
+    @property
+    def answered(self) -> bool:
+        """At least one echo came back."""
+        return self.received > 0
 
 
 def ping_mesh(nodes: Sequence[LabNode]) -> list[PingResult]:
@@ -377,132 +388,18 @@ def ping_mesh(nodes: Sequence[LabNode]) -> list[PingResult]:
     def from_node(src: LabNode) -> list[PingResult]:
         targets = [(dst, fam) for dst in nodes if dst is not src for fam in ("IPv4", "IPv6")]
         answers = src.echo([dst.ipv4 if fam == "IPv4" else dst.ipv6 for dst, fam in targets])
-        return [PingResult(src, dst, fam, a.ok, a.avg_ms) for (dst, fam), a in zip(targets, answers)]
+        return [PingResult(src, dst, fam, a.ok, a.avg_ms, a.received) for (dst, fam), a in zip(targets, answers)]
 
     with ThreadPoolExecutor(max_workers=PING_WORKERS) as pool:
         return [r for rs in pool.map(from_node, nodes) for r in rs]
 
 
-def _nodes_text(nodes: Sequence[LabNode]) -> Text:
-    """One line per node, narrow enough for an 80-column terminal."""
-    lines = [f"   {'node':<5}{'underlay':<13}{'overlay IPv4':<16}overlay IPv6"]
-    lines += [f"   {n.name:<5}{n.address:<13}{n.ipv4:<16}{n.ipv6}" for n in nodes]
-    return Text("\n".join(lines), no_wrap=True, overflow="ignore")
+def run_lab(nodes: int = 3, keep: float = 0.0, console: Console | None = None,
+            summary: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """The narrated ``p2pvpn lab`` (p2pvpn.lab.story); 0 only if every step did what it should."""
+    from p2pvpn.lab.story import run_lab as run  # the story builds on this module
 
-
-def _ping_table(results: list[PingResult]) -> Table:
-    table = Table(title="ping over the overlay, 3 packets each")
-    for col in ("from", "to", "IPv4", "IPv6"):
-        table.add_column(col)
-    pairs: dict[tuple[str, str], dict[str, PingResult]] = {}
-    for r in results:
-        pairs.setdefault((r.source.name, r.target.name), {})[r.family] = r
-
-    def cell(r: PingResult) -> str:
-        if not r.ok:
-            return "[red]✗ no reply[/red]"
-        return f"[green]✓[/green] {r.rtt_ms:.2f} ms" if r.rtt_ms is not None else "[green]✓[/green]"
-
-    for (src, dst), fams in pairs.items():
-        table.add_row(src, dst, cell(fams["IPv4"]), cell(fams["IPv6"]))
-    return table
-
-
-def _show_cli(console: Console, node: LabNode, *args: str) -> None:
-    """Run a p2pvpn command the way a user would, and show its output."""
-    env = {**os.environ, "COLUMNS": str(console.width)}
-    if console.is_terminal:
-        env["FORCE_COLOR"] = "1"
-    argv = p2pvpn_argv(*args, "--dir", str(node.directory))
-    console.print(f"[bold]$ p2pvpn {' '.join(args)} --dir {node.directory}[/bold]   [dim](node {node.name})[/dim]")
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env, check=False)
-    console.print(Text.from_ansi(result.stdout.rstrip() or result.stderr.rstrip()))
-
-
-@contextmanager
-def _signals_end_the_lab() -> Iterator[list[int]]:
-    """The first SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored so teardown finishes.
-
-    Yields the list of signals received.
-    """
-    received: list[int] = []
-    stop_signals = (signal.SIGINT, signal.SIGTERM)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        for sig in stop_signals:
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in stop_signals}
-    except ValueError:  # not the main thread: leave signals alone
-        yield received
-        return
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def run_lab(nodes: int = 3, keep: float = 0.0, console: Console | None = None) -> int:
-    """Build a lab of ``nodes`` nodes, check it with ping, tear it down; 0 if every ping answered."""
-    console = console or Console()
-    if os.geteuid() != 0:
-        console.print("p2pvpn lab needs root (it creates network namespaces); try: sudo p2pvpn lab")
-        return 1
-    reason = require_netns()
-    if reason is not None:
-        console.print(f"p2pvpn lab cannot run here: {reason}")
-        return 1
-    with _signals_end_the_lab() as received:
-        try:
-            return _run(nodes, keep, console)
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/yellow]: the lab is torn down")
-            return 128 + (received[0] if received else signal.SIGINT)
-        except LabError as exc:
-            console.print(f"[red]lab failed:[/red] {exc}")
-            return 1
-
-
-def _run(count: int, keep: float, console: Console) -> int:
-    console.print(
-        f"[bold]p2pvpn lab[/bold]: {count} VPN nodes on this machine, each in its own network namespace, "
-        f"joined by a virtual switch ({SUBNET}). Nothing here touches your real interfaces."
-    )
-    with Lab(count) as lab:
-        console.print(
-            f"1. built namespaces [cyan]{lab.prefix}-*[/cyan]; each node got an identity with "
-            "[bold]p2pvpn init[/bold], and its overlay addresses follow from its peer ID:"
-        )
-        console.print(_nodes_text(lab.nodes))
-        console.print("2. starting [bold]p2pvpn up[/bold] in every namespace, each with all the others as --peer")
-        lab.start()
-        with console.status("   waiting for the tunnels (noise handshake, then a p2pvpn hello each way)..."):
-            took = lab.wait_up()
-        tunnels = count * (count - 1) // 2
-        console.print(f"   all {tunnels} tunnels up after {took:.1f} s")
-        console.print("3. every node pings every other node's overlay IPv4 and IPv6 through its TUN")
-        results = ping_mesh(lab.nodes)
-        console.print(_ping_table(results))
-        _show_cli(console, lab.nodes[0], "peers")
-        failed = [r for r in results if not r.ok]
-        if keep > 0:
-            first = lab.nodes[0]
-            console.print(
-                f"the lab stays up for {keep:g} s (Ctrl-C ends it). Try, in another shell:\n"
-                f"   ip netns exec {first.host.netns} ping {lab.nodes[-1].ipv4}\n"
-                f"   p2pvpn status --dir {first.directory}"
-            )
-            time.sleep(keep)
-        console.print("4. tearing down: stopping nodes, deleting namespaces and node directories")
-    if failed:
-        console.print(f"[red]✗ {len(failed)} of {len(results)} pings got no reply[/red]")
-        return 1
-    console.print(f"[green]✓ all {len(results)} pings answered[/green]: the overlay works")
-    return 0
+    return run(nodes, keep, console, summary)
 
 
 def wait_for(check: Any, timeout: float, poll: float = 0.2) -> Any:
