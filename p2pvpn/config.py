@@ -43,7 +43,7 @@ class Config:
     bootstrap: tuple[str, ...] = ()
     """DHT bootstrap peers, each a multiaddr ending in /p2p/<peer-id>; any node can serve as one."""
     dht: str = "auto"
-    """DHT mode: auto (server unless AutoNAT finds us behind a NAT, then client), server, client (only ask), or off (static peers only)."""
+    """DHT mode: auto (a client until AutoNAT finds us reachable; a node without bootstrap peers or with reachability public serves from the start), server, client (only ask), or off (static peers only)."""
     reachability: str = "auto"
     """auto (find out with AutoNAT), public (dialable from outside) or private (behind a NAT: use relays)."""
     hole_punch: bool = True

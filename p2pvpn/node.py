@@ -98,6 +98,20 @@ def _run_path(directory: Path) -> Path:
     return RUN_DIR / f"{name}-{digest}.sock"
 
 
+
+def serves_dht_at_start(cfg: Config) -> bool:
+    """Whether the DHT starts in server mode.
+
+    auto is a client until AutoNAT finds us reachable, as go-libp2p's ModeAuto: a node behind a NAT must
+    never enter the others' routing tables, where it would stall their lookups. Two exceptions serve at
+    once: a node told it is public, and a node without bootstrap peers. The latter is the network's first
+    node (an owner, a headless relay): everyone else bootstraps off it, and its AutoNAT has nobody to ask
+    until they come, so as a client it would answer their first lookups with "protocol not supported".
+    """
+    if cfg.dht != "auto":
+        return cfg.dht == "server"
+    return cfg.reachability == "public" or (not cfg.bootstrap and cfg.reachability != "private")
+
 class Node:
     def __init__(
         self,
@@ -255,9 +269,7 @@ class Node:
         if cfg.dht == "off":
             yield None
             return
-        # auto: a client until AutoNAT finds us reachable, as go-libp2p's ModeAuto: a node behind a NAT
-        # must never enter the others' routing tables, where it would stall their lookups.
-        dht = Dht(host, cfg.network, server=cfg.dht == "server")
+        dht = Dht(host, cfg.network, server=serves_dht_at_start(cfg))
         async with dht.running():
             discovery = Discovery(
                 dht, self.key_pair, self.peer_id, cfg.network,
