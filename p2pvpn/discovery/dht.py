@@ -83,7 +83,7 @@ class Dht:
         self.host = host
         self.network = network
         self.server = server
-        self.rejected = 0  # invalid records found in our own store (counted, then dropped)
+        self.rejected = 0  # invalid records: found in our own store, or refused by the validator (a PUT_VALUE, an answer)
         self._validator = rec.RecordValidator(network)
         # Other kinds of value in our namespace, by key (e.g. the revocation list, docs/protocol.md §15.9.4).
         self.extra_validators: dict[str, Validator] = {}
@@ -396,7 +396,11 @@ class _ByKey(Validator):
         return self._dht.extra_validators.get(key, self._dht._validator)
 
     def validate(self, key: str, value: bytes) -> None:
-        self._for(key).validate(key, value)
+        try:
+            self._for(key).validate(key, value)
+        except Exception:  # any refusal (RecordError, a registered kind's own error) is counted, then passed on
+            self._dht.rejected += 1  # status: discovery.rejected_records (a PUT_VALUE flood shows here)
+            raise
 
     def select(self, key: str, values: list[bytes]) -> int:
         return self._for(key).select(key, values)
