@@ -376,6 +376,31 @@ def _check_host() -> None:
         raise _fail("connection direction", "is missing (SwarmConn.direction)")
 
 
+# -- yamux's own stall timeout ------------------------------------------------------------------------
+
+YAMUX_WINDOW_TIMEOUT = "Timed out waiting for window update"
+
+
+def is_send_window_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is py-libp2p's yamux giving up on a peer that granted no send window for 5 s.
+
+    Relies on: ``YamuxStream.write`` raising ``MuxedStreamError("Timed out
+    waiting for window update after 5 seconds.")``, and on no other way to
+    tell that error apart. For a tunnel it means what our own write timeout
+    means, a peer that stopped reading (p2pvpn.session.tunnel.WriteTimeout),
+    and it usually fires first: a py-libp2p peer that stops reading its
+    stream keeps reading its socket, so only the window runs dry.
+    """
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    return isinstance(exc, MuxedStreamError) and YAMUX_WINDOW_TIMEOUT in str(exc)
+
+
+def _check_yamux_window_timeout() -> None:
+    if YAMUX_WINDOW_TIMEOUT not in inspect.getsource(yamux.YamuxStream.write):
+        raise _fail("yamux's send window timeout", f"no longer raises {YAMUX_WINDOW_TIMEOUT!r} (YamuxStream.write)")
+
+
 def _check_dcutr() -> None:
     from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
@@ -402,6 +427,7 @@ def check(*, multihop: bool = False) -> None:
     _check_kad()
     _check_host()
     _check_dcutr()
+    _check_yamux_window_timeout()
     if multihop:
         check_dial_guard()
 
