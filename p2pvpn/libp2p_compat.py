@@ -385,15 +385,23 @@ def is_send_window_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is py-libp2p's yamux giving up on a peer that granted no send window for 5 s.
 
     Relies on: ``YamuxStream.write`` raising ``MuxedStreamError("Timed out
-    waiting for window update after 5 seconds.")``, and on no other way to
-    tell that error apart. For a tunnel it means what our own write timeout
+    waiting for window update after 5 seconds.")``, which ``NetStream.write``
+    re-raises as ``StreamReset`` from it (so the cause is looked at too), and
+    on no other way to tell that error apart. For a tunnel it means what our own write timeout
     means, a peer that stopped reading (p2pvpn.session.tunnel.WriteTimeout),
     and it usually fires first: a py-libp2p peer that stops reading its
     stream keeps reading its socket, so only the window runs dry.
     """
     from libp2p.stream_muxer.exceptions import MuxedStreamError
 
-    return isinstance(exc, MuxedStreamError) and YAMUX_WINDOW_TIMEOUT in str(exc)
+    seen: BaseException | None = exc
+    for _ in range(4):  # the error itself, or what it was raised from
+        if seen is None:
+            return False
+        if isinstance(seen, MuxedStreamError) and YAMUX_WINDOW_TIMEOUT in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _check_yamux_window_timeout() -> None:

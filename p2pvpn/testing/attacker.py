@@ -291,24 +291,40 @@ async def spoof(target: Target, counts: Counter[str]) -> None:
         await close_quietly(stream)
 
 
-async def keepalive_burst(target: Target, counts: Counter[str]) -> None:
-    """Issue 12 point 1 over a real network: a burst of Keepalives, then never a read again.
+KEEPALIVE_CHUNK = 1000  # Keepalives per write
+BIG_SEQ = 2**63  # 10-byte varints: each reply takes 16 bytes of our window (9 for a small seq)
 
-    Each Keepalive asks the victim for a reply; with nobody reading them the
-    replies fill the stream's window and the victim's writes stall (the
-    in-process twin is tests/session/test_containment.py).
+
+async def keepalive_burst(target: Target, counts: Counter[str]) -> None:
+    """Issue 12 point 1 over a real network: ``per`` Keepalives, and never a read after the Hello.
+
+    Each Keepalive asks the victim for a reply; nobody reads them, so the
+    replies fill our receive window (256 KiB: 16 400 replies) and the
+    victim's writes stall. The in-process twin is
+    tests/session/test_containment.py. The burst goes out in chunks, each
+    only when the victim has granted us window for it: a write of ours that
+    waited 5 s would make our own yamux give up and reset the stream first.
     """
-    burst = b"".join(encode(Keepalive(seq=i)) for i in range(1, target.per + 1))
     async with fresh_host(target, target.key) as host:
         stream = await _member_tunnel(host, target, counts)
         if stream is None:
             return
+        window = stream.muxed_stream  # type: ignore[attr-defined]  # py-libp2p yamux: how much we may send
+        sent = 0
         with trio.move_on_after(target.duration):
-            try:
-                await stream.write(burst)  # type: ignore[attr-defined]
-                counts["keepalives"] += target.per
-            except STREAM_ERRORS:
-                counts["write_failed"] += 1
+            while sent < target.per:
+                n = min(KEEPALIVE_CHUNK, target.per - sent)
+                chunk = b"".join(encode(Keepalive(seq=BIG_SEQ + i)) for i in range(sent, sent + n))
+                if window.send_window < len(chunk):
+                    await trio.sleep(0.02)
+                    continue
+                try:
+                    await stream.write(chunk)  # type: ignore[attr-defined]
+                except STREAM_ERRORS:
+                    counts["write_failed"] += 1
+                    break
+                sent += n
+                counts["keepalives"] = sent
             await trio.sleep_forever()  # hold the connection, read nothing
 
 
