@@ -115,6 +115,27 @@ def filter_kad_add_peer(kad: Any, refuse: Callable[[ID, bool], bool]) -> None:
     kad.add_peer = add_peer
 
 
+def filter_kad_providers(kad: Any, accept: Callable[[bytes], bool], refused: Callable[[], None]) -> None:
+    """Wrap ``kad.provider_store.add_provider`` so that only keys ``accept`` names are stored.
+
+    Relies on: ``ProviderStore.add_provider(key, provider)`` being where
+    ``KadDHT``'s ADD_PROVIDER handler (and our own ``provide``) store a
+    provider record. py-libp2p caps providers per key (20) but not keys: a
+    stream of fresh identities, each allowed 10 ADD_PROVIDERs per 10 s,
+    grows the store without bound (tests/adversarial, ``dht-flood``).
+    """
+    store = kad.provider_store
+    original = store.add_provider
+
+    def add_provider(key: bytes, provider: Any) -> None:
+        if not accept(key):
+            refused()
+            return
+        original(key, provider)
+
+    store.add_provider = add_provider
+
+
 def set_kad_mode(kad: Any, server: bool) -> None:
     """Switch ``kad`` between server and client without emptying its routing table.
 
@@ -317,6 +338,9 @@ def _check_kad() -> None:
     _require_method(ProviderStore, "_get_providers_from_peer_with_closers", ("self", "peer_id", "key"),
                     "GET_PROVIDERS to one peer")
     _require_method(ValueStore, "_get_from_peer", ("self", "peer_id", "key"), "GET_VALUE to one peer")
+    _require_method(ProviderStore, "add_provider", ("self", "key", "provider"), "the provider-key filter")
+    if "provider_store.add_provider" not in inspect.getsource(KadDHT._do_handle_stream):
+        raise _fail("the provider-key filter", "ADD_PROVIDER no longer stores through provider_store.add_provider")
     if "mode" not in inspect.getsource(KadDHT.handle_stream):
         raise _fail("KadDHT's mode switch", "no longer reads KadDHT.mode in handle_stream")
     # Public methods of KadDHT's parts (no interface promises them): p2pvpn.discovery.dht uses them directly.

@@ -186,42 +186,42 @@ class Attack:
 ATTACKS: dict[str, Attack] = {
     # 20 strangers x 20 streams = 400 tunnel streams that never carry a byte.
     "silent-streams": Attack(
-        ("--identities", "20", "--per", "20", "--duration", "15"),
+        ("--identities", "20", "--per", "20", "--duration", "12"),
         lambda a, b, s: handshake(s, "limit") - handshake(b, "limit") >= 50
         and hits(s, "conns_per_ip", "handshakes_per_ip", "handshakes_per_peer") > hits(b, "conns_per_ip", "handshakes_per_ip", "handshakes_per_peer"),
     ),
     "garbage": Attack(
-        ("--duration", "15"), lambda a, b, s: handshake(s, "failed") - handshake(b, "failed") >= 3, member=True,
+        ("--duration", "12"), lambda a, b, s: handshake(s, "failed") - handshake(b, "failed") >= 3, member=True,
     ),
     "wrong-network": Attack(
-        ("--identities", "3", "--duration", "15"),
+        ("--identities", "3", "--duration", "12"),
         lambda a, b, s: handshake(s, "wrong_network") > handshake(b, "wrong_network")
         and handshake(s, "not_authorized") > handshake(b, "not_authorized"),
     ),
     "spoof": Attack(
-        ("--duration", "15"),
+        ("--duration", "12"),
         lambda a, b, s: s["drops_total"].get("spoofed_source", 0) - b["drops_total"].get("spoofed_source", 0) >= 1000,
         member=True,
     ),
     # The crash, over a real network: 24 000 Keepalives, and mallory reads no reply.
     "keepalive-burst": Attack(
-        ("--per", "24000", "--duration", "30"),
+        ("--per", "24000", "--duration", "25"),
         lambda a, b, s: (m := mallory(a, s)) is not None and m["state"] == "up",
         member=True,
         settle=lambda a, b, s: s["failures"].get("tunnel_write_timeout", 0) > b["failures"].get("tunnel_write_timeout", 0)
         and ((m := mallory(a, s)) is None or m["state"] != "up"),
     ),
     "conn-flood": Attack(
-        ("--identities", "300", "--per", "24", "--duration", "15"),
+        ("--identities", "300", "--per", "24", "--duration", "12"),
         lambda a, b, s: hits(s, "conns_per_ip") - hits(b, "conns_per_ip") >= 10,
     ),
     "reserve-flood": Attack(
-        ("--identities", "40", "--per", "8", "--duration", "15"),
+        ("--identities", "40", "--per", "8", "--duration", "12"),
         lambda a, b, s: sum(s["relay"]["refused"].values()) - sum(b["relay"]["refused"].values()) >= 5
         or hits(s, "conns_per_ip") - hits(b, "conns_per_ip") >= 5,
     ),
     "dht-flood": Attack(
-        ("--identities", "200", "--per", "5", "--duration", "15"),
+        ("--identities", "200", "--per", "5", "--duration", "12"),
         lambda a, b, s: s["discovery"]["rejected_records"] - b["discovery"]["rejected_records"] >= 20,
     ),
 }

@@ -334,3 +334,18 @@ async def test_a_peer_that_never_reads_is_told_apart_as_a_send_window_timeout() 
                 await stream.write(b"x" * 65536)
         assert libp2p_compat.is_send_window_timeout(caught.value), repr(caught.value)
     assert not libp2p_compat.is_send_window_timeout(ConnectionResetError())
+
+
+async def test_a_dht_server_stores_providers_of_our_role_keys_only() -> None:
+    """ADD_PROVIDER over the wire: a foreign key is refused and counted, our "members" key is stored."""
+    async with dhts(2) as (server, client):
+        await trio.sleep(0.5)  # identify: the client learns that the server serves our KAD protocol
+        foreign = "1220" + "ab" * 32
+        ours = rec.provider_key(NETWORK, "members")
+        with trio.fail_after(20):
+            await client.kad.provide(foreign)
+            await client.kad.provide(ours)
+            while not server.kad.provider_store.get_providers(bytes.fromhex(ours)):
+                await trio.sleep(0.05)
+        assert server.kad.provider_store.get_providers(bytes.fromhex(foreign)) == []
+        assert server.rejected >= 1 and client.rejected >= 1  # the client's own store refused it too
