@@ -71,6 +71,7 @@ class Target:
     certificate: bytes  # that member's certificate (owned network), or b""
     spoof_src: str  # spoof: the member address we pretend to be
     dst: str  # spoof: where the packets go (the victim's overlay IPv4)
+    retry: float = 1.0  # silent-streams: seconds before a refused or ended stream is opened again
 
 
 Attack = Callable[[Target, Counter[str]], Awaitable[None]]
@@ -140,7 +141,8 @@ def member_hello(target: Target, key: KeyPair, network: str | None = None, certi
 async def silent_streams(target: Target, counts: Counter[str]) -> None:
     """``identities`` strangers each keep ``per`` tunnel streams open that never carry a byte.
 
-    A stream the victim resets or closes is opened again at once, until ``duration`` is over.
+    A stream the victim refuses, resets or closes is opened again after ``retry`` seconds, until
+    ``duration`` is over.
     """
     deadline = trio.current_time() + target.duration
 
@@ -151,10 +153,11 @@ async def silent_streams(target: Target, counts: Counter[str]) -> None:
             stream = await open_tunnel(host, target)
             if stream is None:
                 counts["refused"] += 1
-                await trio.sleep(0.1)
+                await trio.sleep(target.retry)
                 continue
             counts["opened"] += 1
             counts[await drain(stream, max(0.1, deadline - trio.current_time()))] += 1
+            await trio.sleep(target.retry)
 
     async def one_identity() -> None:
         async with fresh_host(target) as host:
@@ -464,6 +467,7 @@ def parse_args(argv: list[str]) -> tuple[str, Target]:
     p.add_argument("--cert", type=Path, help="that member's certificate (text, p2pvpn-cert1:...)")
     p.add_argument("--spoof-src", default="")
     p.add_argument("--dst", default="")
+    p.add_argument("--retry", type=float, default=1.0, help="silent-streams: seconds before reopening a stream")
     a = p.parse_args(argv)
     if not 0 < a.duration <= 120 or not 0 <= a.identities <= 2000 or not 0 <= a.per <= 100_000:
         p.error("--duration 0..120 s, --identities 0..2000, --per 0..100000")
@@ -476,18 +480,18 @@ def parse_args(argv: list[str]) -> tuple[str, Target]:
         peer_id=peer_id, addr=addr, network=a.network, listen_ip=a.listen_ip, duration=a.duration,
         identities=a.identities, per=a.per, key=identity.load(a.key) if a.key else None,
         certificate=certs.from_text(a.cert.read_text()) if a.cert else b"", spoof_src=a.spoof_src, dst=a.dst,
+        retry=max(0.01, a.retry),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     name, target = parse_args(sys.argv[1:] if argv is None else argv)
     counts: Counter[str] = Counter()
-    started = trio.current_time  # bound to trio.run below
 
     async def run() -> float:
-        t0 = started()
+        start = trio.current_time()
         await ATTACKS[name](target, counts)
-        return started() - t0
+        return trio.current_time() - start
 
     seconds = trio.run(run)
     print(json.dumps({"attack": name, "seconds": round(seconds, 1), "pid": os.getpid(), **counts}), flush=True)
