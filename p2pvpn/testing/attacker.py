@@ -33,6 +33,7 @@ import ipaddress
 import json
 import os
 import random
+import signal
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -489,8 +490,20 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter[str] = Counter()
 
     async def run() -> float:
+        """The attack, until its duration is over or SIGTERM/SIGINT ends it early (the report is printed either way)."""
         start = trio.current_time()
-        await ATTACKS[name](target, counts)
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        counts["stopped_by_signal"] = 1
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(stop_on_signal)
+            await ATTACKS[name](target, counts)
+            nursery.cancel_scope.cancel()
         return trio.current_time() - start
 
     seconds = trio.run(run)
