@@ -428,7 +428,17 @@ def is_send_window_timeout(exc: BaseException) -> bool:
     return False
 
 
+def send_window(stream: Any) -> int:
+    """Bytes we may still send on ``stream`` before the peer grants more (test attackers pace by it).
+
+    Relies on: ``NetStream.muxed_stream`` and ``YamuxStream.send_window``.
+    """
+    return int(stream.muxed_stream.send_window)
+
+
 def _check_yamux_window_timeout() -> None:
+    if "self.send_window" not in inspect.getsource(yamux.YamuxStream.write):
+        raise _fail("yamux's send window", "is no longer YamuxStream.send_window")
     if YAMUX_WINDOW_TIMEOUT not in inspect.getsource(yamux.YamuxStream.write):
         raise _fail("yamux's send window timeout", f"no longer raises {YAMUX_WINDOW_TIMEOUT!r} (YamuxStream.write)")
 

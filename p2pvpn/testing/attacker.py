@@ -49,7 +49,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
-from p2pvpn import addressing, identity
+from p2pvpn import addressing, identity, libp2p_compat
 from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.session.handshake import make_hello
 from p2pvpn.testing.packets import udp4
@@ -313,13 +313,12 @@ async def keepalive_burst(target: Target, counts: Counter[str]) -> None:
         stream = await _member_tunnel(host, target, counts)
         if stream is None:
             return
-        window = stream.muxed_stream  # type: ignore[attr-defined]  # py-libp2p yamux: how much we may send
         sent = 0
         with trio.move_on_after(target.duration):
             while sent < target.per:
                 n = min(KEEPALIVE_CHUNK, target.per - sent)
                 chunk = b"".join(encode(Keepalive(seq=BIG_SEQ + i)) for i in range(sent, sent + n))
-                if window.send_window < len(chunk):
+                if libp2p_compat.send_window(stream) < len(chunk):
                     await trio.sleep(0.02)
                     continue
                 try:
