@@ -115,6 +115,27 @@ def filter_kad_add_peer(kad: Any, refuse: Callable[[ID, bool], bool]) -> None:
     kad.add_peer = add_peer
 
 
+def filter_kad_providers(kad: Any, accept: Callable[[bytes], bool], refused: Callable[[], None]) -> None:
+    """Wrap ``kad.provider_store.add_provider`` so that only keys ``accept`` names are stored.
+
+    Relies on: ``ProviderStore.add_provider(key, provider)`` being where
+    ``KadDHT``'s ADD_PROVIDER handler (and our own ``provide``) store a
+    provider record. py-libp2p caps providers per key (20) but not keys: a
+    stream of fresh identities, each allowed 10 ADD_PROVIDERs per 10 s,
+    grows the store without bound (tests/adversarial, ``dht-flood``).
+    """
+    store = kad.provider_store
+    original = store.add_provider
+
+    def add_provider(key: bytes, provider: Any) -> None:
+        if not accept(key):
+            refused()
+            return
+        original(key, provider)
+
+    store.add_provider = add_provider
+
+
 def set_kad_mode(kad: Any, server: bool) -> None:
     """Switch ``kad`` between server and client without emptying its routing table.
 
@@ -317,6 +338,9 @@ def _check_kad() -> None:
     _require_method(ProviderStore, "_get_providers_from_peer_with_closers", ("self", "peer_id", "key"),
                     "GET_PROVIDERS to one peer")
     _require_method(ValueStore, "_get_from_peer", ("self", "peer_id", "key"), "GET_VALUE to one peer")
+    _require_method(ProviderStore, "add_provider", ("self", "key", "provider"), "the provider-key filter")
+    if "provider_store.add_provider" not in inspect.getsource(KadDHT._do_handle_stream):
+        raise _fail("the provider-key filter", "ADD_PROVIDER no longer stores through provider_store.add_provider")
     if "mode" not in inspect.getsource(KadDHT.handle_stream):
         raise _fail("KadDHT's mode switch", "no longer reads KadDHT.mode in handle_stream")
     # Public methods of KadDHT's parts (no interface promises them): p2pvpn.discovery.dht uses them directly.
@@ -376,6 +400,49 @@ def _check_host() -> None:
         raise _fail("connection direction", "is missing (SwarmConn.direction)")
 
 
+# -- yamux's own stall timeout ------------------------------------------------------------------------
+
+YAMUX_WINDOW_TIMEOUT = "Timed out waiting for window update"
+
+
+def is_send_window_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is py-libp2p's yamux giving up on a peer that granted no send window for 5 s.
+
+    Relies on: ``YamuxStream.write`` raising ``MuxedStreamError("Timed out
+    waiting for window update after 5 seconds.")``, which ``NetStream.write``
+    re-raises as ``StreamReset`` from it (so the cause is looked at too), and
+    on no other way to tell that error apart. For a tunnel it means what our own write timeout
+    means, a peer that stopped reading (p2pvpn.session.tunnel.WriteTimeout),
+    and it usually fires first: a py-libp2p peer that stops reading its
+    stream keeps reading its socket, so only the window runs dry.
+    """
+    from libp2p.stream_muxer.exceptions import MuxedStreamError
+
+    seen: BaseException | None = exc
+    for _ in range(4):  # the error itself, or what it was raised from
+        if seen is None:
+            return False
+        if isinstance(seen, MuxedStreamError) and YAMUX_WINDOW_TIMEOUT in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def send_window(stream: Any) -> int:
+    """Bytes we may still send on ``stream`` before the peer grants more (test attackers pace by it).
+
+    Relies on: ``NetStream.muxed_stream`` and ``YamuxStream.send_window``.
+    """
+    return int(stream.muxed_stream.send_window)
+
+
+def _check_yamux_window_timeout() -> None:
+    if "self.send_window" not in inspect.getsource(yamux.YamuxStream.write):
+        raise _fail("yamux's send window", "is no longer YamuxStream.send_window")
+    if YAMUX_WINDOW_TIMEOUT not in inspect.getsource(yamux.YamuxStream.write):
+        raise _fail("yamux's send window timeout", f"no longer raises {YAMUX_WINDOW_TIMEOUT!r} (YamuxStream.write)")
+
+
 def _check_dcutr() -> None:
     from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
@@ -402,6 +469,7 @@ def check(*, multihop: bool = False) -> None:
     _check_kad()
     _check_host()
     _check_dcutr()
+    _check_yamux_window_timeout()
     if multihop:
         check_dial_guard()
 

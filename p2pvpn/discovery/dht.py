@@ -8,7 +8,10 @@ process, before any DHT exists (p2pvpn.libp2p_compat.use_kad_protocol_id). This 
 one DHT per process. go-libp2p gets the same with ``dht.ProtocolPrefix("/p2pvpn")``.
 
 Strict validation is on and the only namespace is "p2pvpn", so a node stores
-nothing but signed NodeRecords of its own network (docs/protocol.md).
+nothing but signed NodeRecords of its own network (docs/protocol.md), and
+provider records only for its network's role keys (py-libp2p bounds
+providers per key, not keys; a flood of fresh identities would grow the
+store without end). Refusals of both count in ``rejected``.
 
 Only DHT servers belong in a routing table (Kademlia spec: "nodes add
 another node to their routing table if and only if that node operates in
@@ -83,7 +86,7 @@ class Dht:
         self.host = host
         self.network = network
         self.server = server
-        self.rejected = 0  # invalid records found in our own store (counted, then dropped)
+        self.rejected = 0  # records refused: invalid ones (our store, a PUT_VALUE, an answer), providers of foreign keys
         self._validator = rec.RecordValidator(network)
         # Other kinds of value in our namespace, by key (e.g. the revocation list, docs/protocol.md §15.9.4).
         self.extra_validators: dict[str, Validator] = {}
@@ -100,6 +103,9 @@ class Dht:
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
+        # We serve provider records for our network's role keys only; anything else is a flood (counted).
+        ours = {bytes.fromhex(rec.provider_key(network, role)) for role in rec.ROLES}
+        libp2p_compat.filter_kad_providers(self.kad, ours.__contains__, self._refused_provider)
         if server:  # KadDHT set its own handler; ours bounds strangers' streams (p2pvpn.admission)
             host.set_handler(PROTOCOL_ID, self.kad.handle_stream)
 
@@ -115,6 +121,9 @@ class Dht:
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
+
+    def _refused_provider(self) -> None:
+        self.rejected += 1
 
     def _check_servers(self) -> None:
         """Make ``KadDHT.add_peer`` refuse, for inbound requests, peers that are not DHT servers."""
@@ -396,7 +405,11 @@ class _ByKey(Validator):
         return self._dht.extra_validators.get(key, self._dht._validator)
 
     def validate(self, key: str, value: bytes) -> None:
-        self._for(key).validate(key, value)
+        try:
+            self._for(key).validate(key, value)
+        except Exception:  # any refusal (RecordError, a registered kind's own error) is counted, then passed on
+            self._dht.rejected += 1  # status: discovery.rejected_records (a PUT_VALUE flood shows here)
+            raise
 
     def select(self, key: str, values: list[bytes]) -> int:
         return self._for(key).select(key, values)

@@ -19,6 +19,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
+from p2pvpn import libp2p_compat
 from p2pvpn.dataplane.egress import RELAYED_FRAME_GAP, send_to_peer
 from p2pvpn.dataplane.ingress import READ_SIZE, receive_from_peer
 from p2pvpn.host import STREAM_ERRORS, describe_path
@@ -93,6 +94,11 @@ class Tunnel:
                 except trio.TooSlowError:
                     self.write_failed = True
                     raise WriteTimeout(f"a write to the peer did not finish within {WRITE_TIMEOUT:g} s") from None
+                except STREAM_ERRORS as exc:
+                    if not libp2p_compat.is_send_window_timeout(exc):
+                        raise
+                    self.write_failed = True  # the same stall, caught by py-libp2p's yamux first (5 s)
+                    raise WriteTimeout("the peer granted no send window for 5 s (it stopped reading)") from None
 
     async def handshake(self, hello: Hello, network: str, membership: MembershipView | None = None) -> RemoteParams:
         """Send our Hello, read theirs and judge it; raises HandshakeError/ProtocolError or a stream error.

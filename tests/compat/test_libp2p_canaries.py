@@ -313,3 +313,39 @@ async def test_kad_parts_the_dht_module_uses_directly_are_there_on_a_real_kad() 
             part = getattr(kad, attr)
             for method in methods:
                 assert callable(getattr(part, method)), f"KadDHT.{attr}.{method}"
+
+
+# -- yamux's send window timeout (p2pvpn.session.tunnel counts it as tunnel_write_timeout) ------------
+
+
+async def test_a_peer_that_never_reads_is_told_apart_as_a_send_window_timeout() -> None:
+    async with hosts(2) as (writer, reader):
+        accepted: list[object] = []
+
+        async def never_read(stream: object) -> None:
+            accepted.append(stream)
+            await trio.sleep_forever()
+
+        reader.set_handler("/canary/never-read/1", never_read)
+        target = [a for a in reader.libp2p.get_addrs() if "/tcp/" in str(a)][0].decapsulate_code(421)
+        stream = await writer.open_stream(reader.peer_id, [target], "/canary/never-read/1")
+        with trio.fail_after(30), pytest.raises(STREAM_ERRORS) as caught:
+            for _ in range(64):  # 64 x 64 KiB: far more than the 256 KiB window
+                await stream.write(b"x" * 65536)
+        assert libp2p_compat.is_send_window_timeout(caught.value), repr(caught.value)
+    assert not libp2p_compat.is_send_window_timeout(ConnectionResetError())
+
+
+async def test_a_dht_server_stores_providers_of_our_role_keys_only() -> None:
+    """ADD_PROVIDER over the wire: a foreign key is refused and counted, our "members" key is stored."""
+    async with dhts(2) as (server, client):
+        await trio.sleep(0.5)  # identify: the client learns that the server serves our KAD protocol
+        foreign = "1220" + "ab" * 32
+        ours = rec.provider_key(NETWORK, "members")
+        with trio.fail_after(20):
+            await client.kad.provide(foreign)
+            await client.kad.provide(ours)
+            while not server.kad.provider_store.get_providers(bytes.fromhex(ours)):
+                await trio.sleep(0.05)
+        assert server.kad.provider_store.get_providers(bytes.fromhex(foreign)) == []
+        assert server.rejected >= 1 and client.rejected >= 1  # the client's own store refused it too
