@@ -420,11 +420,14 @@ def test_after_the_relay_restarts_a_relayed_tunnel_between_members_behind_nats_c
         time.sleep(0.5)
     took = time.monotonic() - restarted
     assert back is not None, f"no {BULK >> 20} MiB through the relay {took:.0f} s after its restart: {tunnel(a, b)}"
-    received = back["end"]["sum_received"]["bytes"]
-    print(f"relay restart: {received >> 20} MiB a->b through the relay {took:.1f} s after it listened again "
+    sent, received = back["end"]["sum_sent"]["bytes"], back["end"]["sum_received"]["bytes"]
+    print(f"relay restart: {sent >> 20} MiB sent, {received / 2**20:.1f} MiB counted by the server, a->b through the relay {took:.1f} s after it listened again "
           f"({time.monotonic() - stopped:.1f} s after it was stopped), "
           f"{back['end']['sum_received']['bits_per_second'] / 1e6:.0f} Mbit/s")
-    assert received >= BULK and took <= RELAY_BACK_WITHIN
+    # iperf3's server stops counting at the test's end message, with the last segments still in flight
+    # over a slow relay (6.3 of 8 MiB in one run): it counts less than was sent. Both are far past the
+    # stranger limit (128 KiB), which would have cut the circuit.
+    assert sent >= BULK and received >= BULK // 2 and took <= RELAY_BACK_WITHIN
     relay = status(owner).get("relay") or {}
     assert relay.get("member_reservations") == 2 and relay.get("reservations") == 2, relay
     assert (tunnel(a, b) or {}).get("relay") == owner.peer_id
