@@ -140,6 +140,8 @@ class Config:
     """Relay limit: slots held by non-members from one IP address."""
     limit_relay_member_reservations: int = 32
     """Relay: slots of relay_max_reservations that non-members can never take (kept for members)."""
+    test_clock_skew: int = 300
+    """For tests only (no flag, not in the template): seconds of clock difference tolerated when checking membership certificates (CLOCK_SKEW of docs/protocol.md §15.4); a short one lets a test see certificates expire."""
 
     def peer_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         """Static peers as (peer ID, address without /p2p) pairs."""
@@ -285,6 +287,8 @@ def validate(cfg: Config) -> Config:
         low = 0 if name == "limit_relay_member_reservations" else 1
         if not low <= getattr(cfg, name) <= 1_000_000:
             raise ConfigError(f"{name}: {getattr(cfg, name)} is out of range {low}..1000000")
+    if not 0 <= cfg.test_clock_skew <= 3600:
+        raise ConfigError(f"test_clock_skew: {cfg.test_clock_skew} is out of range 0..3600 seconds")
     if not 2 <= cfg.record_ttl <= 24 * 3600:
         raise ConfigError(f"record_ttl: {cfg.record_ttl} is out of range 2..86400 seconds")
     if not 0.2 <= cfg.discovery_interval <= 3600:
@@ -379,6 +383,8 @@ def template(cfg: Config = Config()) -> str:
     """A commented config.toml listing every key with its default."""
     lines = ["# p2pvpn node configuration. Every key is also a flag of 'p2pvpn up'.", ""]
     for name, f in FIELDS.items():
+        if name.startswith("test_"):  # hidden: for tests, documented in the field's docstring
+            continue
         value = getattr(cfg, name)
         lines.append(f"# {field_doc(name)}")
         rendered = _toml_value(value)

@@ -127,7 +127,8 @@ class Node:
         self.directory = directory
         self.peer_id: ID = identity.peer_id(key_pair)
         self.addresses = addressing.derive(self.peer_id.to_bytes(), config.network)
-        self.membership = load_view(directory, config.network, self.peer_id.to_bytes())  # None: no owned network
+        self.membership = load_view(directory, config.network, self.peer_id.to_bytes(),  # None: no owned network
+                                    skew=config.test_clock_skew)
         if self.membership is not None:  # the certificate decides our addresses (docs/protocol.md §15.9.1)
             self.addresses = certificate_addresses(self.membership.own, config.network)
         self.membership_service: MembershipService | None = None

@@ -138,16 +138,20 @@ def open_certificate(data: bytes, expected_network: str, *, _depth: int = 0) -> 
     )
 
 
-def check(cert: Certificate, now: float, revoked: Mapping[bytes, int], peer_id: bytes | None = None) -> None:
-    """Steps 7-9 of §15.4: the holder, the clock (±CLOCK_SKEW) and revocations, for the cert and its admin's."""
+def check(cert: Certificate, now: float, revoked: Mapping[bytes, int], peer_id: bytes | None = None,
+          skew: int = CLOCK_SKEW) -> None:
+    """Steps 7-9 of §15.4: the holder, the clock (±``skew``) and revocations, for the cert and its admin's.
+
+    ``skew`` is CLOCK_SKEW but in tests (the ``test_clock_skew`` config key), which shorten it to see expiry.
+    """
     if peer_id is not None and cert.peer_id != peer_id:
         raise MembershipError("certificate belongs to another peer")
     for c, who in ((cert, "certificate"), (cert.admin, "its admin's certificate")):
         if c is None:
             continue
-        if now < c.not_before - CLOCK_SKEW:
+        if now < c.not_before - skew:
             raise MembershipError(f"{who} is not valid yet (from {c.not_before})")
-        if now >= c.not_after + CLOCK_SKEW:
+        if now >= c.not_after + skew:
             raise MembershipError(f"{who} expired at {c.not_after}")
         if is_revoked(c, revoked):
             raise MembershipError(f"{who} is revoked")
@@ -160,10 +164,10 @@ def is_revoked(cert: Certificate, revoked: Mapping[bytes, int]) -> bool:
 
 
 def verify(data: bytes, expected_network: str, now: float, revoked: Mapping[bytes, int],
-           peer_id: bytes | None = None) -> Certificate:
+           peer_id: bytes | None = None, skew: int = CLOCK_SKEW) -> Certificate:
     """The whole validation algorithm of §15.4."""
     cert = open_certificate(data, expected_network)
-    check(cert, now, revoked, peer_id)
+    check(cert, now, revoked, peer_id, skew)
     return cert
 
 

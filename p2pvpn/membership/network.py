@@ -17,9 +17,10 @@ NETWORK_ID_CONTEXT = b"p2pvpn/membership/network-id/1\x00"
 ED25519_PUBKEY_PROTO_PREFIX = bytes.fromhex("08011220")
 ED25519_PEER_ID_PREFIX = bytes.fromhex("002408011220")
 NETWORK_ID_LEN = 32
-NETWORK_ID_RE = re.compile(r"^[a-z2-7]{32}$")
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_GROUP_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+# Matched with fullmatch: "$" would also match before a final newline ("alpha\n" is no DNS label).
+NETWORK_ID_RE = re.compile(r"[a-z2-7]{32}")
+_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_GROUP_RE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 
 SignFn = Callable[[bytes], bytes]
 
@@ -38,7 +39,7 @@ def network_id(owner_public_key: bytes) -> str:
 
 
 def is_network_id(text: str) -> bool:
-    return bool(NETWORK_ID_RE.match(text))
+    return bool(NETWORK_ID_RE.fullmatch(text))
 
 
 def peer_id_bytes(public_key: bytes) -> bytes:
@@ -55,11 +56,11 @@ def public_key_of(peer_id: bytes) -> bytes | None:
 
 def is_dns_label(name: str) -> bool:
     """Lowercase RFC 1123 label: 1..63 of a-z 0-9 -, no hyphen at either end."""
-    return bool(_LABEL_RE.match(name))
+    return bool(_LABEL_RE.fullmatch(name))
 
 
 def is_group(name: str) -> bool:
-    return bool(_GROUP_RE.match(name))
+    return bool(_GROUP_RE.fullmatch(name))
 
 
 def roles_to_names(roles: int) -> list[str]:

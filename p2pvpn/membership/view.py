@@ -32,17 +32,19 @@ class MembershipView:
     clock: Callable[[], float] = time.time
     presented: dict[bytes, Certificate] = field(default_factory=dict)
     """peer_id_bytes -> the certificate that peer presented on its current tunnel."""
+    skew: int = cert.CLOCK_SKEW
+    """Clock difference tolerated at both ends of a validity window (config ``test_clock_skew``)."""
 
     def verify(self, data: bytes, peer_id: bytes) -> Certificate:
         """A Hello's certificate, fully checked (§15.4); remembered for later re-checks."""
-        c = cert.verify(data, self.network_id, self.clock(), self.revocations.entries, peer_id)
+        c = cert.verify(data, self.network_id, self.clock(), self.revocations.entries, peer_id, self.skew)
         self.presented[peer_id] = c
         return c
 
     def reason_invalid(self, c: Certificate) -> str | None:
         """Why a certificate accepted earlier is no longer good (revoked, expired), or None."""
         try:
-            cert.check(c, self.clock(), self.revocations.entries)
+            cert.check(c, self.clock(), self.revocations.entries, skew=self.skew)
         except MembershipError as exc:
             return str(exc)
         return None
@@ -65,8 +67,8 @@ class MembershipView:
         return self.reason_invalid(self.own)
 
 
-def load_view(directory: Path, network: str, peer_id: bytes, clock: Callable[[], float] = time.time
-              ) -> MembershipView | None:
+def load_view(directory: Path, network: str, peer_id: bytes, clock: Callable[[], float] = time.time,
+              skew: int = cert.CLOCK_SKEW) -> MembershipView | None:
     """The view of the node in ``directory``, or None when it is not a member of an owned network ``network``."""
     from p2pvpn.membership.store import Store
 
@@ -78,7 +80,7 @@ def load_view(directory: Path, network: str, peer_id: bytes, clock: Callable[[],
         return None
     if own.peer_id != peer_id:
         raise MembershipError(f"{store.root / 'certificate'} belongs to another peer; run 'p2pvpn join' again")
-    view = MembershipView(network, own, store.revocations(), clock)
+    view = MembershipView(network, own, store.revocations(), clock, skew=skew)
     if (reason := view.own_reason_invalid()) is not None:
         log.warning("this node's own certificate is not valid: %s (peers will refuse it)", reason)
     return view

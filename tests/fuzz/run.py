@@ -46,6 +46,9 @@ INSTRUMENT: dict[str, tuple[str, ...]] = {
     "record": ("p2pvpn", "multiaddr"),
     "policy": ("p2pvpn",),
     "config": ("p2pvpn", "tomllib", "multiaddr"),
+    "cert": ("p2pvpn",),
+    "invite": ("p2pvpn", "multiaddr"),
+    "revocation": ("p2pvpn",),
 }
 """Per target, the top-level packages whose Python code gets coverage feedback
 (atheris instruments whole top-level packages, imported in the child after this)."""
@@ -100,13 +103,13 @@ class Result:
     def row(self) -> str:
         status = "ok" if self.ok else ("CRASH " + (self.crash or f"exit {self.returncode}"))
         return (
-            f"{self.target:<8} {self.executed or 0:>10} {self.seconds:>8.1f} {self.exec_per_s:>8.0f} "
+            f"{self.target:<10} {self.executed or 0:>10} {self.seconds:>8.1f} {self.exec_per_s:>8.0f} "
             f"{0 if self.crash is None else 1:>7} {self.coverage or 0:>5} {self.features or 0:>6} "
             f"{self.corpus or 0:>6}  {status}"
         )
 
 
-HEADER = f"{'target':<8} {'inputs':>10} {'time_s':>8} {'exec/s':>8} {'crashes':>7} {'cov':>5} {'ft':>6} {'corpus':>6}  status"
+HEADER = f"{'target':<10} {'inputs':>10} {'time_s':>8} {'exec/s':>8} {'crashes':>7} {'cov':>5} {'ft':>6} {'corpus':>6}  status"
 
 
 def _last_int(pattern: str, text: str) -> int | None:
