@@ -219,12 +219,19 @@ class SessionManager:
         return peer
 
     def forget(self, peer_id: ID) -> None:
-        """A discovered peer's record lapsed: drop its tunnel, routes and queue (static peers stay)."""
+        """A discovered peer's record lapsed: stop dialing it, drop its routes and queue (static peers stay).
+
+        In an owned network a live tunnel stays: its peer proved membership with a certificate, which
+        revocation and expiry already judge (§15.9.3), and a record lapses for reasons that say nothing
+        about membership (a DHT server restarting). The peer goes when that tunnel ends.
+        """
         peer = self.peers.get(peer_id)
         if peer is None or peer.learned_from == "static":
             return
         peer.wanted = False
         if peer.tunnel is not None:
+            if self.membership is not None:
+                return
             peer.tunnel.close(CloseCode.NORMAL, "record expired")
         self._remove_peer(peer)
 

@@ -230,3 +230,19 @@ async def test_control_lists_the_certificates_presented(tmp_path: Path, capsys: 
         await wait_up(m1, owner, 20)
         texts = (await m1.handle_control("members"))["certificates"]
         assert [cert.open_certificate(cert.from_text(t), nid).name for t in texts] == ["owner"]
+
+
+async def test_a_lapsed_record_does_not_cut_a_certified_members_tunnel(tmp_path: Path, capsys: object) -> None:
+    """A record lapses when a DHT server restarts; the certificate, not the record, decides membership."""
+    cluster, nid = build(tmp_path, capsys, ["m1"])
+    owner = cluster.node("owner", network=nid)
+    m1 = cluster.node("m1", [cluster.addr("owner")], network=nid)
+    async with running(owner, m1):
+        await wait_up(owner, m1, 20)
+        assert owner.manager is not None
+        peer = owner.manager.peers[m1.peer_id]
+        peer.learned_from = "dht"  # as if its record had brought it
+        owner.manager.forget(m1.peer_id)  # what discovery does when the record expires
+        await trio.sleep(1)
+        assert tunnel_to(owner, m1) and tunnel_to(m1, owner)
+        assert not owner.manager.peers[m1.peer_id].wanted  # no redial once the tunnel ends
