@@ -144,12 +144,13 @@ class RelayKeeper:
         log.debug("relay candidates: %s", [str(r) for r, _ in candidates])
         changed = False
         now = time.monotonic()
+        connected = set(self.host.connected_peers())
         for relay, addrs in candidates:
             if len(self.reservations) >= self.want:
                 break
             if relay == self.host.peer_id or relay in self.reservations:
                 continue
-            if self._backoff.get(relay, (0.0, 0.0))[0] > now:
+            if self._backing_off(relay, now, relay in connected):
                 continue
             if await self._reserve(relay, list(addrs)):
                 changed = True
@@ -173,6 +174,17 @@ class RelayKeeper:
         log.info("reserved a slot on relay %s until %s%s", relay, time.strftime("%H:%M:%S", time.localtime(rsv.expire)),
                  "" if rsv.limit.unlimited else f" (limit {rsv.limit})")
         return True
+
+    def _backing_off(self, relay: ID, now: float, connected: bool) -> bool:
+        """Whether ``relay`` failed too recently to try again.
+
+        A relay we are connected to again (it restarted and came back) waits only BACKOFF_MIN after its
+        last failure, whatever the doubling reached while it was down: its members want their slots back.
+        """
+        retry_at, delay = self._backoff.get(relay, (0.0, 0.0))
+        if connected:
+            retry_at = min(retry_at, retry_at - delay + BACKOFF_MIN)
+        return retry_at > now
 
     def _fail(self, relay: ID, what: str) -> None:
         self.failures[what] += 1
