@@ -291,7 +291,9 @@ class MembershipService:
             message = canonical.parse(pb.Membership, data, "membership push")
             changed = set()
             if message.HasField("certificate"):  # a member introducing itself (to a relay)
-                self.view.verify(canonical.encode(message.certificate), sender.to_bytes())
+                peer = self.manager.peers.get(sender)
+                tunnel = (peer.addresses.ipv4, peer.addresses.ipv6) if peer is not None and peer.tunnel is not None else None
+                self.view.verify(canonical.encode(message.certificate), sender.to_bytes(), tunnel)
                 self.counters["certificates"] += 1
             if message.HasField("revocations"):
                 changed = self.view.revocations.merge_bytes(canonical.encode(message.revocations), self.view.clock())

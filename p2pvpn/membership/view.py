@@ -8,6 +8,7 @@ revocation or clock tick and closes those tunnels.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -35,9 +36,15 @@ class MembershipView:
     skew: int = cert.CLOCK_SKEW
     """Clock difference tolerated at both ends of a validity window (config ``test_clock_skew``)."""
 
-    def verify(self, data: bytes, peer_id: bytes) -> Certificate:
-        """A Hello's certificate, fully checked (§15.4); remembered for later re-checks."""
+    def verify(self, data: bytes, peer_id: bytes, addresses: tuple[ipaddress.IPv4Address, ipaddress.IPv6Address] | None = None) -> Certificate:
+        """A Hello's or a push's certificate, fully checked (§15.4); remembered for later re-checks.
+
+        ``addresses`` (ipv4, ipv6): those of a live tunnel with the peer, which a pushed renewal must keep
+        (§15.9.2), else the routes of one tunnel would change under it.
+        """
         c = cert.verify(data, self.network_id, self.clock(), self.revocations.entries, peer_id, self.skew)
+        if addresses is not None and (c.ipv4, c.ipv6) != addresses:
+            raise MembershipError("certificate: its addresses are not those of the tunnel with this peer")
         self.presented[peer_id] = c
         return c
 

@@ -131,3 +131,17 @@ def test_roles_count_only_when_the_certificate_grants_them(net: Net) -> None:
     assert not v.allows(net.pids[3], ROLE_RELAY) and not v.allows(net.pids[4], ROLE_EXIT)
     v.revocations.entries[net.pids[3]] = T0 + 5
     assert not v.allows(net.pids[3], ROLE_EXIT)
+
+
+def test_a_pushed_renewal_must_keep_the_tunnels_addresses(net: Net) -> None:
+    """§15.9.2: a certificate pushed on a tunnel is checked against that tunnel's addresses."""
+    from p2pvpn.membership.errors import MembershipError
+
+    data = net.issue(net.owner, 2)
+    c = cert.open_certificate(data, net.nid)
+    v = view(net, T0 + 10)
+    assert v.verify(data, net.pids[2], (c.ipv4, c.ipv6)).raw == data
+    v.presented.clear()
+    with pytest.raises(MembershipError, match="addresses"):
+        v.verify(data, net.pids[2], (ipaddress.IPv4Address("100.64.0.9"), c.ipv6))
+    assert net.pids[2] not in v.presented  # refused, so not remembered
