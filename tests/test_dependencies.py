@@ -34,7 +34,7 @@ def top_level_imports(tree: Path) -> dict[str, set[str]]:
     ``import_module("x")`` and ``__import__("x")`` with a literal name count
     too: an import by name is still an import.
     """
-    local = {p.stem for p in tree.rglob("*.py")} | {p.name for p in tree.rglob("*") if p.is_dir()}
+    local = {p.stem for p in tree.rglob("*.py")} | {p.name for p in tree.rglob("*") if p.is_dir()} | {tree.name}
     found: dict[str, set[str]] = {}
     for path in tree.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

@@ -43,12 +43,13 @@ from pathlib import Path
 
 import multiaddr
 import trio
-import varint
+
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
+from p2pvpn.membership.join import uvarint
 from p2pvpn import addressing, identity, libp2p_compat
 from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.session.handshake import make_hello
@@ -197,7 +198,7 @@ async def garbage(target: Target, counts: Counter[str]) -> None:
             if kind == "random":
                 payload = rng.randbytes(4096)
             elif kind == "oversized":  # a length prefix just over the limit, then a body that never ends
-                payload = varint.encode(MAX_FRAME_LEN + 1) + rng.randbytes(8192)
+                payload = uvarint(MAX_FRAME_LEN + 1) + rng.randbytes(8192)
             elif kind == "overlong_varint":
                 payload = b"\xff" * 12
             else:
@@ -416,7 +417,7 @@ async def dht_flood(target: Target, counts: Counter[str]) -> None:
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
                 stream = await host.libp2p.new_stream(target.peer_id, [KAD])
-                await stream.write(varint.encode(len(body)) + body)
+                await stream.write(uvarint(len(body)) + body)
                 answer = await drain(stream, 1.0)
         except (trio.TooSlowError, *STREAM_ERRORS):
             counts[f"{kind}_refused"] += 1
