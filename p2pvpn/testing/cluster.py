@@ -64,6 +64,38 @@ class Cluster:
         self.node(b, **settings)
         return (self.node(a, peers=[self.addr(b)], **settings), self.node(b, peers=[self.addr(a)], **settings))
 
+    def owned(self, owner: str, members: Sequence[str] = (), roles: int | None = None) -> str:
+        """An owned network (docs/protocol.md §15): ``owner`` creates it, each member gets a certificate.
+
+        Offline, as ``p2pvpn network create`` / ``admit`` / ``join CERT`` do it. Nodes are built
+        once here (keys, ports); build them again with ``network=<the returned ID>``. ``roles``
+        (ROLE_* bits) for the members; None: relay and exit.
+        """
+        import time
+
+        from p2pvpn.cli_membership import create_network
+        from p2pvpn.membership import authority
+        from p2pvpn.membership.network import ROLE_EXIT, ROLE_RELAY
+        from p2pvpn.membership.revocation import RevocationSet
+        from p2pvpn.membership.store import Store
+
+        for name in (owner, *members):
+            self.node(name)
+        nid, _ = create_network(self.directory / owner, "test")
+        store = Store(self.directory / owner)
+        now = time.time()
+        signer = store.signer(identity.load(self.directory / owner / identity.KEY_FILE), now)
+        for name in members:
+            admission = authority.admit(signer, nid, self.nodes[name].peer_id.to_bytes(), issued=store.issued(),
+                                        revoked={}, now=now, name=name.lower(),
+                                        roles=ROLE_RELAY | ROLE_EXIT if roles is None else roles, groups=())
+            store.save_issued(admission.certificate)
+            member = Store(self.directory / name)
+            member.create(nid, "test")
+            member.save_certificate(admission.certificate)
+            member.save_revocations(RevocationSet(nid))
+        return nid
+
     def addr(self, name: str, quic: bool = False) -> str:
         """The multiaddr (with /p2p) other nodes use to reach ``name``."""
         node = self.nodes[name]
