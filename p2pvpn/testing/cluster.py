@@ -71,29 +71,11 @@ class Cluster:
         once here (keys, ports); build them again with ``network=<the returned ID>``. ``roles``
         (ROLE_* bits) for the members; None: relay and exit.
         """
-        import time
-
-        from p2pvpn.cli_membership import create_network
-        from p2pvpn.membership import authority
-        from p2pvpn.membership.network import ROLE_EXIT, ROLE_RELAY
-        from p2pvpn.membership.revocation import RevocationSet
-        from p2pvpn.membership.store import Store
+        from p2pvpn.testing.owned import make_owned_network
 
         for name in (owner, *members):
             self.node(name)
-        nid, _ = create_network(self.directory / owner, "test")
-        store = Store(self.directory / owner)
-        now = time.time()
-        signer = store.signer(identity.load(self.directory / owner / identity.KEY_FILE), now)
-        for name in members:
-            admission = authority.admit(signer, nid, self.nodes[name].peer_id.to_bytes(), issued=store.issued(),
-                                        revoked={}, now=now, name=name.lower(),
-                                        roles=ROLE_RELAY | ROLE_EXIT if roles is None else roles, groups=())
-            store.save_issued(admission.certificate)
-            member = Store(self.directory / name)
-            member.create(nid, "test")
-            member.save_certificate(admission.certificate)
-            member.save_revocations(RevocationSet(nid))
+        nid, _ = make_owned_network(self.directory / owner, {m: self.directory / m for m in members}, roles)
         return nid
 
     def addr(self, name: str, quic: bool = False) -> str:
