@@ -32,8 +32,10 @@ FAST = {"record_ttl": 30.0, "discovery_interval": 0.5}
 
 async def test_python_nodes_find_each_other_through_the_go_dht(go_dht: GoPeer, tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
-    a = cluster.node("a", bootstrap=[go_dht.addr()], **FAST)
-    b = cluster.node("b", bootstrap=[go_dht.addr()], **FAST)
+    cluster.node("a")
+    cluster.node("b")  # keys first: without a network owner, each must list the other to get a tunnel
+    a = cluster.node("a", bootstrap=[go_dht.addr()], allow_peers=(str(cluster.nodes["b"].peer_id),), **FAST)
+    b = cluster.node("b", bootstrap=[go_dht.addr()], allow_peers=(str(a.peer_id),), **FAST)
     async with running(a, b):
         await wait_mesh([a, b], timeout=45)
         assert a.manager.peers[b.peer_id].learned_from == "dht"
