@@ -125,3 +125,33 @@ async def test_only_certified_records_and_roles_count_in_an_owned_network(tmp_pa
         assert m2_record is not None and m2_record.relay is None and m2_record.certificate
         assert m2.discovery.own_record().relay is not None  # it did publish the role
         assert owner.manager.peers.get(stranger.peer_id) is None or owner.manager.peers[stranger.peer_id].tunnel is None
+
+
+async def test_a_headless_relay_with_a_certificate_is_found_with_its_relay_role(tmp_path: Path) -> None:
+    """``p2pvpn relay`` in a directory that joined the network publishes its certificate (§15.9.4)."""
+    from p2pvpn import identity
+    from p2pvpn.config import Config, validate
+    from p2pvpn.relay_node import RelayNode
+    from p2pvpn.testing.cluster import free_port
+    from p2pvpn.testing.owned import make_owned_network
+
+    cluster = Cluster(tmp_path)
+    cluster.node("owner")
+    cluster.node("m1")
+    (tmp_path / "relay").mkdir()
+    relay_key = identity.create(tmp_path / "relay" / identity.KEY_FILE)
+    nid, certs = make_owned_network(tmp_path / "owner", {"m1": tmp_path / "m1", "relay": tmp_path / "relay"})
+    owner = cluster.node("owner", network=nid, **MESH)
+    m1 = cluster.node("m1", bootstrap=[cluster.addr("owner")], network=nid, **MESH)
+    relay_cfg = validate(Config(listen=(f"/ip4/127.0.0.1/tcp/{free_port()}",), network=nid, dht="server",
+                                bootstrap=(cluster.addr("owner"),), record_ttl=30.0, discovery_interval=0.5))
+    relay = RelayNode(relay_cfg, relay_key, tmp_path / "relay")
+    async with running(owner, m1) as nursery:
+        await nursery.start(relay.run)
+        assert m1.discovery is not None
+        with trio.fail_after(30):
+            while (found := await m1.discovery.fetch_record(relay.peer_id)) is None:
+                await trio.sleep(0.5)
+        assert found.relay is not None and found.certificate == certs["relay"].raw
+        assert (found.ipv4, found.ipv6) == (certs["relay"].ipv4, certs["relay"].ipv6)
+        nursery.cancel_scope.cancel()
