@@ -112,9 +112,10 @@ def up(
     announce: Annotated[Optional[list[str]], typer.Option("--announce", help=_help("announce"))] = None,
     record_ttl: Annotated[Optional[float], typer.Option("--record-ttl", help=_help("record_ttl"))] = None,
     discovery_interval: Annotated[Optional[float], typer.Option("--discovery-interval", help=_help("discovery_interval"))] = None,
-    trust_members: Annotated[Optional[str], typer.Option("--trust-members", help=_help("trust_members"))] = None,
     allow_peer: Annotated[Optional[list[str]], typer.Option("--allow-peer", help=_help("allow_peers"))] = None,
-    allow_any_peer: Annotated[Optional[bool], typer.Option("--allow-any-peer/--no-allow-any-peer", help=_help("allow_any_peer"))] = None,
+    # Removed flags, hidden: given anyway, they say what replaced them (config.REMOVED) instead of "no such option".
+    trust_members: Annotated[Optional[str], typer.Option("--trust-members", hidden=True)] = None,
+    allow_any_peer: Annotated[Optional[bool], typer.Option("--allow-any-peer/--no-allow-any-peer", hidden=True)] = None,
     network: Annotated[Optional[str], typer.Option("--network", help=_help("network"))] = None,
     tun: Annotated[Optional[str], typer.Option("--tun", help=_help("tun"))] = None,
     mtu: Annotated[Optional[int], typer.Option("--mtu", help=_help("mtu"))] = None,
@@ -148,11 +149,14 @@ def up(
     """Run the node in the foreground until SIGINT or SIGTERM."""
     from p2pvpn import identity  # imports libp2p: only where needed
 
+    for flag, value in (("trust_members", trust_members), ("allow_any_peer", allow_any_peer)):
+        if value is not None:
+            raise config.removed(flag)
     cfg = config.load(
         directory,
-        listen=listen or None, peers=peer or None, allow_peers=allow_peer or None, allow_any_peer=allow_any_peer,
+        listen=listen or None, peers=peer or None, allow_peers=allow_peer or None,
         bootstrap=bootstrap or None, dht=dht, mdns=mdns, announce=announce or None, record_ttl=record_ttl,
-        discovery_interval=discovery_interval, trust_members=trust_members,
+        discovery_interval=discovery_interval,
         network=network, tun=tun, mtu=mtu, offload=offload, queue_packets=queue_packets, keepalive=keepalive,
         control_socket=control_socket, log_level=log_level,
         reachability=reachability, hole_punch=hole_punch, relay_reservations=relay_reservations,

@@ -93,11 +93,7 @@ class Config:
     discovery_interval: float = 10.0
     """Seconds between DHT lookups of the network's members."""
     allow_peers: tuple[str, ...] = ()
-    """Extra peer IDs allowed to open a tunnel to us without being in ``peers``."""
-    trust_members: str = "auto"
-    """Accept tunnels from any node with a valid record in this network's DHT: yes, no, or auto (yes once bootstrap or mdns is set)."""
-    allow_any_peer: bool = False
-    """Accept a tunnel from any peer of the same network (trust the network, not a list)."""
+    """Extra peer IDs allowed to open a tunnel to us without being in ``peers`` (and without a membership certificate)."""
     tun: str = "p2pvpn0"
     """Name of the TUN interface to create."""
     mtu: int = 1400
@@ -147,16 +143,6 @@ class Config:
         """Static peers as (peer ID, address without /p2p) pairs."""
         return [split_peer_addr(a) for a in self.peers]
 
-    def trusts_members(self) -> bool:
-        """Whether DHT members get tunnels without being listed.
-
-        Joining a network (bootstrap or mDNS) means trusting its members; a node
-        with only static peers stays closed unless told otherwise.
-        """
-        if self.trust_members == "auto":
-            return bool(self.bootstrap) or self.mdns
-        return self.trust_members == "yes"
-
     def bootstrap_infos(self) -> list[tuple[ID, multiaddr.Multiaddr]]:
         return [split_peer_addr(a, key="bootstrap") for a in self.bootstrap]
 
@@ -165,6 +151,19 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+
+REMOVED: dict[str, str] = {
+    "trust_members": "members are now the holders of a certificate (p2pvpn network create, invite, join); "
+                     "list other peers in peers or allow_peers",
+    "allow_any_peer": "list the peers that may connect in allow_peers (--allow-peer), "
+                      "or give them certificates (p2pvpn network create, invite, join)",
+}
+"""Keys that existed once, with what replaces them: an old config.toml gets this, not 'unknown key'."""
+
+
+def removed(key: str) -> ConfigError:
+    """The one-line error for a key (or flag) that was removed."""
+    return ConfigError(f"{key} was removed: {REMOVED[key]}")
 
 
 def field_doc(name: str) -> str:
@@ -304,8 +303,6 @@ def validate(cfg: Config) -> Config:
             multiaddr.Multiaddr(addr)
         except Exception as exc:  # multiaddr raises several unrelated types for bad input
             raise ConfigError(f"announce: malformed multiaddr {addr!r}: {_one_line(exc)}") from None
-    if cfg.trust_members not in ("auto", "yes", "no"):
-        raise ConfigError(f"trust_members: {cfg.trust_members!r} is not one of auto, yes, no")
     ExitPolicy.build(cfg.exit_allow, cfg.exit_deny, cfg.network)  # one-line ConfigError for a bad entry
     for name in ("exit_capacity_mbit", "exit_client_rate_mbit"):
         if not 0 <= getattr(cfg, name) <= 1_000_000:
@@ -359,6 +356,8 @@ def read_file(path: Path) -> dict[str, Any]:
     except RecursionError:  # tomllib recurses once per nested array or inline table, without a limit
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     for key in data:
+        if key in REMOVED:
+            raise ConfigError(f"{path}: {removed(key)}")
         if key not in FIELDS:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(FIELDS)})")
     return data
@@ -369,6 +368,8 @@ def build(file_values: dict[str, Any], overrides: dict[str, Any]) -> Config:
     merged: dict[str, Any] = {}
     for source in (file_values, {k: v for k, v in overrides.items() if v is not None}):
         for key, value in source.items():
+            if key in REMOVED:
+                raise removed(key)
             if key not in FIELDS:
                 raise ConfigError(f"unknown config key {key!r}")
             merged[key] = _coerce(key, value)

@@ -30,7 +30,7 @@ from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.dataplane.egress import route_from_tun
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.discovery.record import NodeRecord, RelayRole
+from p2pvpn.discovery.record import NodeRecord, RecordValidator, RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.errors import ConfigError, P2pvpnError
 from p2pvpn.exit import marking
@@ -187,7 +187,7 @@ class Node:
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
-                        allow_any_peer=cfg.allow_any_peer, failures=self.failures, membership=self.membership,
+                        failures=self.failures, membership=self.membership,
                     )
                     self.manager = manager
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
@@ -270,7 +270,7 @@ class Node:
         if cfg.dht == "off":
             yield None
             return
-        dht = Dht(host, cfg.network, server=serves_dht_at_start(cfg))
+        dht = Dht(host, cfg.network, server=serves_dht_at_start(cfg), validator=self._record_validator())
         async with dht.running():
             discovery = Discovery(
                 dht, self.key_pair, self.peer_id, cfg.network,
@@ -287,14 +287,22 @@ class Node:
             self.discovery = discovery
             if self.membership_service is not None:  # the revocation list lives in the DHT too
                 self.membership_service.attach_dht(dht)
-            if cfg.trusts_members():
-                manager.member_lookup = discovery.lookup
             manager.on_local_collision = self._on_collision
             yield discovery
 
+    def _record_validator(self) -> RecordValidator:
+        """Records of an owned network need a valid certificate, judged with our revocations (§15.9.4)."""
+        view = self.membership
+        if view is None:
+            return RecordValidator(self.config.network)
+        return RecordValidator(self.config.network, revocations=lambda: view.revocations.entries,
+                               cert_clock=lambda: view.clock())
+
     def _roles(self) -> dict[str, object]:
-        """What our record says beyond addresses: the relay role, and our relayed addresses."""
+        """What our record says beyond addresses: the roles, our relayed addresses, our certificate."""
         roles: dict[str, object] = {}
+        if self.membership is not None:  # read each time: a renewal replaces it
+            roles["certificate"] = self.membership.own.raw
         if self.config.relay:
             roles["relay"] = RelayRole(self.config.relay_max_reservations, self.config.relay_max_circuits)
         if self.exit_server is not None:
@@ -328,10 +336,10 @@ class Node:
 
     def _on_record(self, record: NodeRecord, source: str) -> None:
         assert self.manager is not None
-        known = self.manager.peers.get(record.peer_id)
-        listed = record.peer_id in self.manager.allow_peers or (known is not None and known.learned_from == "static")
-        if not (self.config.trusts_members() or self.config.allow_any_peer or listed):
-            return  # members are not trusted here: only listed peers get tunnels
+        # An owned network's records passed the certificate check (§15.9.4): they are members. Without
+        # an owner a record proves only who a peer is: it is used for listed peers only (docs/protocol.md §10).
+        if self.membership is None and not self.manager.listed(record.peer_id):
+            return
         if record.peer_id in self._mdns_peers:
             source = "mdns"
         self.manager.learn(record, source)
@@ -402,6 +410,7 @@ class Node:
             "routing_table": d.dht.routing_table_size(),
             "members": len(d.known),
             "rejected_records": d.rejected + d.dht.rejected,
+            "rejected_certificates": d.dht.validator.rejected["certificate"],
             "rejected_addrs": self.manager.rejected_addrs if self.manager else 0,
             "rounds": d.rounds,
             "last_published": d.last_published,

@@ -27,7 +27,7 @@ from p2pvpn import addressing, identity
 from p2pvpn.config import Config
 from p2pvpn.control import server as control
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.discovery.record import RelayRole
+from p2pvpn.discovery.record import RecordValidator, RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.host import Host
 from p2pvpn.limits import Limits, ResourceManager
@@ -75,9 +75,21 @@ class RelayNode:
 
     async def _run_discovery(self, host: Host, nursery: trio.Nursery) -> None:
         cfg = self.config
-        self.dht = dht = Dht(host, cfg.network, server=cfg.dht != "client")
-        await nursery.start(_run_dht, dht)
+        # In an owned network (the directory joined it: p2pvpn join CERT) records need certificates,
+        # ours too, or no member counts our relay role (docs/protocol.md §15.9.4).
+        from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
+
+        view = load_view(self.directory, cfg.network, self.peer_id.to_bytes())
+        validator = RecordValidator(cfg.network)
         local = addressing.derive(self.peer_id.to_bytes(), cfg.network)
+        roles: dict[str, object] = {"relay": RelayRole(cfg.relay_max_reservations, cfg.relay_max_circuits)}
+        if view is not None:
+            check_roles(view.own, relay=True, exit=False)
+            validator = RecordValidator(cfg.network, revocations=lambda: view.revocations.entries)
+            local = certificate_addresses(view.own, cfg.network)
+            roles["certificate"] = view.own.raw
+        self.dht = dht = Dht(host, cfg.network, server=cfg.dht != "client", validator=validator)
+        await nursery.start(_run_dht, dht)
         self.discovery = Discovery(
             dht, self.key_pair, self.peer_id, cfg.network,
             local=lambda: local,
@@ -87,7 +99,7 @@ class RelayNode:
             on_expired=lambda peer_id: None,
             ttl=cfg.record_ttl,
             interval=cfg.discovery_interval,
-            roles=lambda: {"relay": RelayRole(cfg.relay_max_reservations, cfg.relay_max_circuits)},
+            roles=lambda: roles,
             member=False,
         )  # fmt: skip
         await nursery.start(self.discovery.run)

@@ -153,6 +153,22 @@ def test_a_malformed_config_is_one_line(node_dir: Path) -> None:
     assert_user_error(run("id", "--dir", str(node_dir)), "config.toml")
 
 
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [("trust_members = \"auto\"", ("trust_members was removed", "network create, invite, join", "allow_peers")),
+     ("allow_any_peer = true", ("allow_any_peer was removed", "allow_peers", "network create, invite, join"))],
+)
+def test_an_old_config_with_a_removed_key_says_what_replaced_it(node_dir: Path, line: str, words: tuple[str, ...]) -> None:
+    (node_dir / "config.toml").write_text(line + "\n")
+    assert_user_error(run("up", "--dir", str(node_dir)), "config.toml", *words)
+
+
+@pytest.mark.parametrize(("flags", "word"), [(("--trust-members", "yes"), "trust_members was removed"),
+                                             (("--allow-any-peer",), "allow_any_peer was removed")])
+def test_a_removed_flag_says_what_replaced_it(node_dir: Path, flags: tuple[str, ...], word: str) -> None:
+    assert_user_error(run("up", "--dir", str(node_dir), *flags), word, "allow_peers")
+
+
 def test_a_config_value_of_the_wrong_type_is_one_line(node_dir: Path) -> None:
     (node_dir / "config.toml").write_text('mtu = "large"\n')
     assert_user_error(run("id", "--dir", str(node_dir)), "mtu")

@@ -78,7 +78,7 @@ def _use_our_protocol_id() -> None:
 class Dht:
     """The DHT as the node uses it: bootstrap, publish our record, find members and roles."""
 
-    def __init__(self, host: Host, network: str, server: bool) -> None:
+    def __init__(self, host: Host, network: str, server: bool, validator: rec.RecordValidator | None = None) -> None:
         _use_our_protocol_id()
         from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
         from libp2p.records.validator import NamespacedValidator
@@ -87,14 +87,15 @@ class Dht:
         self.network = network
         self.server = server
         self.rejected = 0  # records refused: invalid ones (our store, a PUT_VALUE, an answer), providers of foreign keys
-        self._validator = rec.RecordValidator(network)
+        # An owned network's node passes one that checks certificates (docs/protocol.md §15.9.4).
+        self.validator = validator or rec.RecordValidator(network)
         # Other kinds of value in our namespace, by key (e.g. the revocation list, docs/protocol.md §15.9.4).
         self.extra_validators: dict[str, Validator] = {}
-        validator = NamespacedValidator({"p2pvpn": _ByKey(self)}, strict_validation=True)
+        namespaced = NamespacedValidator({"p2pvpn": _ByKey(self)}, strict_validation=True)
         self.kad = KadDHT(
             host.libp2p,
             DHTMode.SERVER if server else DHTMode.CLIENT,
-            validator=validator,
+            validator=namespaced,
             validator_changed=True,
             protocol_prefix=TProtocol(PROTOCOL_PREFIX),
             strict_validation=True,
@@ -295,7 +296,7 @@ class Dht:
         kept: bytes | None = None
         if local is not None:
             try:
-                self._validator.validate(key, local.value)
+                self.validator.validate(key, local.value)
                 kept = local.value
             except rec.RecordError as exc:
                 self.rejected += 1
@@ -372,7 +373,7 @@ class Dht:
         if not isinstance(value, bytes):
             return None
         try:
-            self._validator.validate(key, value)
+            self.validator.validate(key, value)
         except rec.RecordError as exc:
             self.rejected += 1
             log.info("%s answered with an invalid record of its own: %s", peer_id, exc)
@@ -390,7 +391,7 @@ class Dht:
         if not candidates:
             return None
         try:
-            return candidates[self._validator.select(key, candidates)]
+            return candidates[self.validator.select(key, candidates)]
         except rec.RecordError:
             return None
 
@@ -402,7 +403,7 @@ class _ByKey(Validator):
         self._dht = dht
 
     def _for(self, key: str) -> Validator:
-        return self._dht.extra_validators.get(key, self._dht._validator)
+        return self._dht.extra_validators.get(key, self._dht.validator)
 
     def validate(self, key: str, value: bytes) -> None:
         try:

@@ -21,7 +21,9 @@ Reading is split in two so that each half is a pure function:
 :func:`open_sealed` checks everything the bytes alone can prove (size,
 protobuf structure, limits, signature, signer == ``record.peer_id``), and
 :func:`check` checks what depends on the reader (network, clock, the key the
-record was stored under, the overlay addresses derived from the peer ID).
+record was stored under, the overlay addresses derived from the peer ID, or,
+in a network with an owner, the certificate the record carries: docs/protocol.md
+§15.9.4).
 :class:`RecordValidator` plugs both into py-libp2p's KadDHT, which calls
 ``validate`` on every value it stores or fetches and ``select`` to keep the
 best of several (highest ``seq``).
@@ -37,8 +39,9 @@ import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TypeAlias
 
 import base58
@@ -55,6 +58,9 @@ from nacl.exceptions import CryptoError
 from p2pvpn import addressing
 from p2pvpn.discovery import records_pb2 as _pb
 from p2pvpn.errors import P2pvpnError
+from p2pvpn.membership import cert as _cert
+from p2pvpn.membership.errors import MembershipError
+from p2pvpn.membership.network import ROLE_EXIT, ROLE_RELAY
 
 __all__ = [
     "DEFAULT_TTL",
@@ -69,6 +75,7 @@ __all__ = [
     "MAX_TTL",
     "PAYLOAD_TYPE",
     "ROLES",
+    "CertificateRecordError",
     "ExitRole",
     "NodeRecord",
     "PolicyEntry",
@@ -128,6 +135,10 @@ class RecordError(P2pvpnError, InvalidRecordType):
     """
 
 
+class CertificateRecordError(RecordError):
+    """In a network with an owner: the record has no valid certificate, or claims other addresses than it."""
+
+
 # --------------------------------------------------------------------------- #
 # Records as callers see them.
 
@@ -182,8 +193,10 @@ class NodeRecord:
     ``Multiaddr`` on construction, so a record built from strings equals the
     same record read back (an unparsable string raises :class:`RecordError`
     here). ``relay``/``exit`` are ``None`` when the role is off. ``expires``
-    is Unix seconds. Nothing else is validated on construction: :func:`seal`
-    and :func:`check` do that. Fields are keyword-only.
+    is Unix seconds. ``certificate`` is the node's ``SignedCertificate`` in a
+    network with an owner (docs/protocol.md §15.9.4), empty otherwise.
+    Nothing else is validated on construction: :func:`seal` and :func:`check`
+    do that. Fields are keyword-only.
     """
 
     peer_id: ID
@@ -195,6 +208,7 @@ class NodeRecord:
     relay_addrs: tuple[Address, ...] = ()
     relay: RelayRole | None = None
     exit: ExitRole | None = None
+    certificate: bytes = b""
     seq: int
     expires: int
 
@@ -224,23 +238,33 @@ def make_record(
     relay_addrs: Iterable[Address] = (),
     relay: RelayRole | None = None,
     exit: ExitRole | None = None,
+    certificate: bytes = b"",
 ) -> NodeRecord:
     """A record with the overlay addresses derived from ``peer_id`` and expiry ``now + ttl``.
 
     ``address_index`` is the first IPv4 candidate to try (docs/protocol.md
-    §3.1); the record carries the one actually used.
+    §3.1); the record carries the one actually used. With a ``certificate``
+    (a network with an owner) the record carries it and its addresses instead.
     """
     derived = addressing.derive(peer_id.to_bytes(), network, address_index)
+    ipv4, ipv6 = derived.ipv4, derived.ipv6
+    if certificate:
+        try:
+            opened = _cert.open_certificate(certificate, network)
+        except MembershipError as exc:
+            raise CertificateRecordError(f"record certificate: {exc}") from None
+        ipv4, ipv6 = opened.ipv4, opened.ipv6
     return NodeRecord(
         peer_id=peer_id,
         network=network,
-        ipv4=derived.ipv4,
-        ipv6=derived.ipv6,
+        ipv4=ipv4,
+        ipv6=ipv6,
         address_index=derived.index,
         addrs=tuple(addrs),
         relay_addrs=tuple(relay_addrs),
         relay=relay,
         exit=exit,
+        certificate=certificate,
         seq=seq,
         expires=int(now) + ttl,
     )
@@ -556,6 +580,8 @@ def _check_fields(record: NodeRecord) -> None:
         raise RecordError(f"record ipv6 must be an IPv6Address, got {record.ipv6!r}")
     _check_uint("record address_index", record.address_index, addressing.MAX_ADDRESS_INDEX)
     _check_uint("record seq", record.seq, _UINT64_MAX)
+    if not isinstance(record.certificate, bytes) or len(record.certificate) > _cert.MAX_CERT_SIZE:
+        raise RecordError(f"record certificate must be at most {_cert.MAX_CERT_SIZE} bytes")
     _check_uint("record expires", record.expires, _UINT64_MAX)
     for name, addrs, relay in (("addrs", record.addrs, False), ("relay_addrs", record.relay_addrs, True)):
         if len(addrs) > MAX_ADDRS:
@@ -612,6 +638,7 @@ def _record_to_pb(record: NodeRecord) -> _pb.NodeRecord:
         address_index=record.address_index,
         addrs=[_addr_bytes(addr) for addr in record.addrs],
         relay_addrs=[_addr_bytes(addr) for addr in record.relay_addrs],
+        certificate=record.certificate,
     )
     if record.relay is not None:
         message.relay.max_reservations = record.relay.max_reservations
@@ -732,6 +759,7 @@ def _record_from_pb(message: _pb.NodeRecord) -> NodeRecord:
         relay_addrs=tuple(_addr_from_bytes(raw, relay=True) for raw in message.relay_addrs),
         relay=relay,
         exit=exit_role,
+        certificate=message.certificate,
         seq=message.seq,
         expires=message.expires_unix,
     )
@@ -739,14 +767,29 @@ def _record_from_pb(message: _pb.NodeRecord) -> NodeRecord:
     return record
 
 
-def check(record: NodeRecord, *, network: str, now: float, key_peer: ID | None = None) -> None:
-    """Whether an (opened) record is acceptable to a reader in ``network`` at ``now``.
+def check(
+    record: NodeRecord,
+    *,
+    network: str,
+    now: float,
+    key_peer: ID | None = None,
+    revocations: Mapping[bytes, int] | None = None,
+    cert_now: float | None = None,
+) -> NodeRecord:
+    """Whether an (opened) record is acceptable to a reader in ``network`` at ``now``; the record as it counts.
 
     ``key_peer`` is the peer named by the DHT key the record came from; the
     record must be that peer's. Then: same network, ``now < expires <= now +
-    MAX_TTL``, the limits, and overlay addresses equal to the derivation
-    from the peer ID (docs/protocol.md §3), so a record can claim no one
-    else's address. Raises :class:`RecordError` naming the first failure.
+    MAX_TTL``, the limits, and overlay addresses the peer may claim. Raises
+    :class:`RecordError` naming the first failure.
+
+    ``revocations`` is None in a network without owner: the addresses must be
+    the derivation from the peer ID (docs/protocol.md §12.7 step 9). In a
+    network with an owner it is the reader's revocation set (maybe empty):
+    the record must carry a certificate valid for its peer at ``cert_now``
+    (default ``now``), claim exactly the certificate's addresses, and its
+    relay/exit roles count only if the certificate has those bits: the
+    returned record has the others removed (§15.9.4).
     """
     _check_fields(record)
     if key_peer is not None and record.peer_id != key_peer:
@@ -757,6 +800,8 @@ def check(record: NodeRecord, *, network: str, now: float, key_peer: ID | None =
         raise RecordError(f"record of {record.peer_id} expired {now - record.expires:.0f} s ago")
     if record.expires > now + MAX_TTL:
         raise RecordError(f"record of {record.peer_id} expires more than {MAX_TTL} s from now")
+    if revocations is not None:
+        return _check_certified(record, network, now if cert_now is None else cert_now, revocations)
     peer_bytes = record.peer_id.to_bytes()
     ipv4, used = addressing.derive_ipv4(peer_bytes, network, record.address_index)
     if used != record.address_index or ipv4 != record.ipv4:
@@ -767,6 +812,27 @@ def check(record: NodeRecord, *, network: str, now: float, key_peer: ID | None =
     ipv6 = addressing.derive_ipv6(peer_bytes, network)
     if ipv6 != record.ipv6:
         raise RecordError(f"record of {record.peer_id} claims {record.ipv6}, but its peer ID gives {ipv6}")
+    return record
+
+
+def _check_certified(record: NodeRecord, network: str, now: float, revocations: Mapping[bytes, int]) -> NodeRecord:
+    """§15.9.4: a valid certificate of the record's peer decides its addresses and which roles count."""
+    if not record.certificate:
+        raise CertificateRecordError(f"record of {record.peer_id} carries no certificate, and {network} has an owner")
+    try:
+        certificate = _cert.verify(record.certificate, network, now, revocations, record.peer_id.to_bytes())
+    except MembershipError as exc:
+        raise CertificateRecordError(f"record of {record.peer_id}: {exc}") from None
+    if (record.ipv4, record.ipv6) != (certificate.ipv4, certificate.ipv6):
+        raise CertificateRecordError(
+            f"record of {record.peer_id} claims {record.ipv4} and {record.ipv6}, "
+            f"but its certificate gives {certificate.ipv4} and {certificate.ipv6}"
+        )
+    relay = record.relay if certificate.has_role(ROLE_RELAY) else None
+    exit_role = record.exit if certificate.has_role(ROLE_EXIT) else None
+    if (relay, exit_role) != (record.relay, record.exit):
+        return replace(record, relay=relay, exit=exit_role)
+    return record
 
 
 # --------------------------------------------------------------------------- #
@@ -780,16 +846,48 @@ class RecordValidator(Validator):
     GET_VALUE query returns, and ``select`` to rank competing values (index
     0 keeps the stored one). Register it with
     ``NamespacedValidator({"p2pvpn": RecordValidator(network)}, strict_validation=True)``.
+
+    In a network with an owner, ``revocations`` returns the reader's current
+    revocation set and records need a valid certificate (:func:`check`),
+    judged at ``cert_clock`` (the membership clock). ``rejected`` counts
+    refused values by reason: "certificate" (none, invalid, revoked,
+    expired, or other addresses than the certificate's) and "invalid".
     """
 
-    def __init__(self, network: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        network: str,
+        clock: Callable[[], float] = time.time,
+        revocations: Callable[[], Mapping[bytes, int]] | None = None,
+        cert_clock: Callable[[], float] | None = None,
+    ) -> None:
         self.network = _check_network(network)
         self._clock = clock
+        self._revocations = revocations
+        self._cert_clock = cert_clock or clock
+        self.rejected: Counter[str] = Counter()
+
+    @property
+    def owned(self) -> bool:
+        """Whether records need certificates here (a network with an owner)."""
+        return self._revocations is not None
+
+    def open(self, key_peer: ID, value: bytes, now: float | None = None) -> NodeRecord:
+        """The record in ``value`` as it counts for us (:func:`check`), or :class:`RecordError` (counted)."""
+        return self._open(key_peer, value, self._clock() if now is None else now)
 
     def _open(self, key_peer: ID, value: bytes, now: float) -> NodeRecord:
-        record = open_sealed(value)
-        check(record, network=self.network, now=now, key_peer=key_peer)
-        return record
+        try:
+            record = open_sealed(value)
+            revocations = self._revocations() if self._revocations is not None else None
+            return check(record, network=self.network, now=now, key_peer=key_peer, revocations=revocations,
+                         cert_now=self._cert_clock() if revocations is not None else None)
+        except CertificateRecordError:
+            self.rejected["certificate"] += 1
+            raise
+        except RecordError:
+            self.rejected["invalid"] += 1
+            raise
 
     def _key_peer(self, key: str) -> ID:
         network, peer_id = parse_record_key(key)

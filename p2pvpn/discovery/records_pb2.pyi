@@ -59,7 +59,7 @@ class ExitRole(_message.Message):
     def __init__(self, allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., capacity_mbit: _Optional[int] = ..., load_permille: _Optional[int] = ...) -> None: ...
 
 class NodeRecord(_message.Message):
-    __slots__ = ("peer_id", "network", "seq", "expires_unix", "ipv4", "ipv6", "address_index", "addrs", "relay_addrs", "relay", "exit")
+    __slots__ = ("peer_id", "network", "seq", "expires_unix", "ipv4", "ipv6", "address_index", "addrs", "relay_addrs", "relay", "exit", "certificate")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class NodeRecord(_message.Message):
     RELAY_ADDRS_FIELD_NUMBER: _ClassVar[int]
     RELAY_FIELD_NUMBER: _ClassVar[int]
     EXIT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
     peer_id: bytes
     network: str
     seq: int
@@ -82,4 +83,5 @@ class NodeRecord(_message.Message):
     relay_addrs: _containers.RepeatedScalarFieldContainer[bytes]
     relay: RelayRole
     exit: ExitRole
-    def __init__(self, peer_id: _Optional[bytes] = ..., network: _Optional[str] = ..., seq: _Optional[int] = ..., expires_unix: _Optional[int] = ..., ipv4: _Optional[bytes] = ..., ipv6: _Optional[bytes] = ..., address_index: _Optional[int] = ..., addrs: _Optional[_Iterable[bytes]] = ..., relay_addrs: _Optional[_Iterable[bytes]] = ..., relay: _Optional[_Union[RelayRole, _Mapping]] = ..., exit: _Optional[_Union[ExitRole, _Mapping]] = ...) -> None: ...
+    certificate: bytes
+    def __init__(self, peer_id: _Optional[bytes] = ..., network: _Optional[str] = ..., seq: _Optional[int] = ..., expires_unix: _Optional[int] = ..., ipv4: _Optional[bytes] = ..., ipv6: _Optional[bytes] = ..., address_index: _Optional[int] = ..., addrs: _Optional[_Iterable[bytes]] = ..., relay_addrs: _Optional[_Iterable[bytes]] = ..., relay: _Optional[_Union[RelayRole, _Mapping]] = ..., exit: _Optional[_Union[ExitRole, _Mapping]] = ..., certificate: _Optional[bytes] = ...) -> None: ...

@@ -103,6 +103,7 @@ class Discovery:
             relay_addrs=tuple(roles.get("relay_addrs", ()))[: rec.MAX_ADDRS],  # type: ignore[arg-type]
             relay=roles.get("relay"),  # type: ignore[arg-type]
             exit=roles.get("exit"),  # type: ignore[arg-type]
+            certificate=roles.get("certificate", b""),  # type: ignore[arg-type]
             seq=int(now * 1000),
             expires=int(now + self.ttl),
         )
@@ -228,8 +229,8 @@ class Discovery:
 
     def _open(self, peer_id: ID, sealed: bytes) -> rec.NodeRecord | None:
         try:
-            record = rec.open_sealed(sealed)
-            rec.check(record, network=self.network, now=self._clock(), key_peer=peer_id)
+            # The DHT's validator: in an owned network it also judges the certificate (and counts refusals).
+            record = self.dht.validator.open(peer_id, sealed, now=self._clock())
         except rec.RecordError as exc:
             self.rejected += 1
             log.info("rejected record of %s: %s", peer_id, exc)

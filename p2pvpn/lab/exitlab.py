@@ -115,8 +115,11 @@ class ExitLab(LabBase):
         self.relay.host.wait_listening(self.relay.port, timeout=60)
 
     def bootstrap_args(self) -> list[str]:
+        """The relay as bootstrap, and the exits and the client as allowed peers: without a network
+        owner only listed peers get tunnels, and they find each other only in the DHT."""
         assert self.relay is not None
-        return ["--bootstrap", self.relay.dial_addr]
+        nodes = [*self.exits, *([self.client] if self.client is not None else [])]
+        return ["--bootstrap", self.relay.dial_addr, *(arg for n in nodes for arg in ("--allow-peer", n.peer_id))]
 
     def requests(self) -> list[tuple[str, str]]:
         """(source address, path) of every request the web server logged, in order."""

@@ -151,9 +151,13 @@ class NatLab(LabBase):
             relay.host.wait_listening(relay.port, timeout=30)
 
     def bootstrap_args(self) -> list[str]:
+        """The relays as bootstrap, and the lab's nodes as allowed peers: without a network owner only
+        listed peers get tunnels, and the nodes know each other only by what they find in the DHT."""
         args: list[str] = []
         for relay in self.relays:
             args += ["--bootstrap", relay.dial_addr]
+        for node in self.nodes:
+            args += ["--allow-peer", node.peer_id]
         return args
 
     def start_nodes(self, *extra: str, nodes: Sequence[LabNode] | None = None) -> None:

@@ -96,8 +96,8 @@ def load_view(directory: Path, network: str, peer_id: bytes, clock: Callable[[],
 def certificate_addresses(own: Certificate, network: str) -> addressing.OverlayAddresses:
     """Our certificate's addresses, with the derivation index that gives its IPv4 (0 if none does).
 
-    The index only matters to peers without membership/1 and to node records,
-    which still check the derivation (§12.7) until records carry certificates.
+    The index only matters to peers without membership/1 (§15.9.1): node records
+    of an owned network carry the certificate, which decides (§15.9.4).
     """
     for index in range(addressing.MAX_ADDRESS_INDEX + 1):
         ipv4, used = addressing.derive_ipv4(own.peer_id, network, index)

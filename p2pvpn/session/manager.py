@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import multiaddr
@@ -108,7 +108,6 @@ class SessionManager:
         queue_packets: int,
         keepalive: float,
         allow_peers: Iterable[ID] = (),
-        allow_any_peer: bool = False,
         failures: Failures | None = None,
         membership: MembershipView | None = None,
     ) -> None:
@@ -121,7 +120,6 @@ class SessionManager:
         self.queue_packets = queue_packets
         self.keepalive = keepalive
         self.allow_peers = set(allow_peers)
-        self.allow_any_peer = allow_any_peer
         self.peers: dict[ID, Peer] = {}
         self.drops: Counter[str] = Counter()
         self.icmp_sent: Counter[str] = Counter()  # "too_big" answered, "too_big_limited" not (rate limit)
@@ -148,9 +146,7 @@ class SessionManager:
         # Loopback in a record names our own host, unless every node here lives on loopback (tests).
         listen = list(getattr(host, "listen_addrs", ()))
         self._loopback_only = bool(listen) and all(_is_loopback(a) for a in listen)
-        # Set by the node when discovery runs: look an unknown caller up in the DHT;
-        # told when a member with a lower peer ID claims our IPv4.
-        self.member_lookup: Callable[[ID], Awaitable[NodeRecord | None]] | None = None
+        # Set by the node when discovery runs: told when a member with a lower peer ID claims our IPv4.
         self.on_local_collision: Callable[[NodeRecord], None] | None = None
         # Set by exit use with --exit-via: the addresses we actually dial a peer at (through a relay).
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
@@ -295,19 +291,10 @@ class SessionManager:
             return True
         return peer_id in self.allow_peers
 
-    def authorized(self, peer_id: ID) -> bool:
-        existing = self.peers.get(peer_id)
-        if existing is not None and existing.learned_from == "static":
-            return True
-        if existing is not None and existing.wanted and self.member_lookup is not None:
-            return True  # a member we discovered, and members are trusted
-        return self.allow_any_peer or peer_id in self.allow_peers
-
     def listed(self, peer_id: ID) -> bool:
-        """Explicitly welcome without a certificate: a static peer, allow_peers, or allow_any_peer."""
+        """Explicitly welcome without a certificate: a static peer or one in allow_peers."""
         existing = self.peers.get(peer_id)
-        return (existing is not None and existing.learned_from == "static") or self.allow_any_peer \
-            or peer_id in self.allow_peers
+        return (existing is not None and existing.learned_from == "static") or peer_id in self.allow_peers
 
     # -- running -----------------------------------------------------------
 
@@ -533,10 +520,8 @@ class SessionManager:
         if self.membership is not None:
             if params.certificate is None and not self.listed(remote_id):
                 raise HandshakeError(CloseCode.NOT_AUTHORIZED, "no membership certificate, and not in peers or allow_peers")
-        elif not self.authorized(remote_id):
-            record = await self.member_lookup(remote_id) if self.member_lookup is not None else None
-            if record is None or self.learn(record, "dht") is None:
-                raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers, nor a member")
+        elif not self.listed(remote_id):  # no owner, no members: only listed peers (docs/protocol.md §10)
+            raise HandshakeError(CloseCode.NOT_AUTHORIZED, "peer is not in peers or allow_peers")
         peer = self._ensure_peer(remote_id, learned_from="inbound", index=params.address_index)
         if (params.ipv4, params.ipv6) != (peer.addresses.ipv4, peer.addresses.ipv6):  # moved, or certificate
             peer.addresses = addressing.OverlayAddresses(params.ipv4, params.ipv6, params.address_index)

@@ -64,6 +64,20 @@ class Cluster:
         self.node(b, **settings)
         return (self.node(a, peers=[self.addr(b)], **settings), self.node(b, peers=[self.addr(a)], **settings))
 
+    def owned(self, owner: str, members: Sequence[str] = (), roles: int | None = None) -> str:
+        """An owned network (docs/protocol.md §15): ``owner`` creates it, each member gets a certificate.
+
+        Offline, as ``p2pvpn network create`` / ``admit`` / ``join CERT`` do it. Nodes are built
+        once here (keys, ports); build them again with ``network=<the returned ID>``. ``roles``
+        (ROLE_* bits) for the members; None: relay and exit.
+        """
+        from p2pvpn.testing.owned import make_owned_network
+
+        for name in (owner, *members):
+            self.node(name)
+        nid, _ = make_owned_network(self.directory / owner, {m: self.directory / m for m in members}, roles)
+        return nid
+
     def addr(self, name: str, quic: bool = False) -> str:
         """The multiaddr (with /p2p) other nodes use to reach ``name``."""
         node = self.nodes[name]

@@ -157,6 +157,7 @@ def node_record_messages(draw: st.DrawFn) -> pb.NodeRecord:
         address_index=draw(mostly(st.integers(0, 1024), st.integers(0, 2**32 - 1))),
         addrs=draw(st.lists(multiaddr_bytes, max_size=MAX_ADDRS + 1)),
         relay_addrs=draw(st.lists(relay_bytes, max_size=3)),
+        certificate=draw(mostly(st.just(b""), st.binary(max_size=80))),
     )
     if draw(st.booleans()):
         message.relay.max_reservations = draw(st.integers(0, 2**32 - 1))

@@ -8,7 +8,9 @@ Topology (tests/e2e/conftest.py, p2pvpn.lab.demo.Lab)::
     bootstrap  --bootstrap n1 (every one of n2..n12)    joins late, --bootstrap n4
 
 Each node runs ``p2pvpn up`` with a real TUN and no ``--peer`` at all: n1
-has no bootstrap, n2..n12 have only n1's address. They must find each other
+has no bootstrap, n2..n12 have only n1's address. n1 owns the network and
+every other node holds a certificate from it (given offline before the
+start, p2pvpn.testing.owned): without an owner, records admit nobody. They must find each other
 through the private DHT and keep a tunnel to every member. The story, in one
 test because building twelve nodes is the expensive part:
 
@@ -40,14 +42,14 @@ import pytest
 
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.demo import Lab, LabNode
+from p2pvpn.testing.owned import make_owned_network
 
 pytestmark = pytest.mark.netns
 
 NODES = 12               # started together; one more joins later
 TTL = 20                 # --record-ttl: records republished every 10 s
 INTERVAL = 5             # --discovery-interval (why not 1 s: see the module doc)
-# n1 has no bootstrap of its own, so "auto" would keep it closed to members: say yes everywhere.
-DISCOVERY = ("--record-ttl", str(TTL), "--discovery-interval", str(INTERVAL), "--trust-members", "yes")
+DISCOVERY = ("--record-ttl", str(TTL), "--discovery-interval", str(INTERVAL))
 MESH_WITHIN = 60.0       # seconds from the first start to every pair "up"
 GONE_WITHIN = TTL + 10.0  # seconds from SIGTERM to the node missing from every peer list
 JOIN_WITHIN = 30.0       # seconds from the late node's start to pings both ways
@@ -59,6 +61,10 @@ def test_nodes_given_one_bootstrap_address_mesh_ping_forget_and_admit(make_lab: 
     lab = make_lab(NODES + 1, start=False)
     first, late = lab.nodes[:NODES], lab.nodes[NODES]
     boot = first[0]
+    _, certificates = make_owned_network(boot.directory, {n.name: n.directory for n in lab.nodes[1:]})
+    for node in lab.nodes:  # the certificate decides the overlay addresses now
+        c = certificates[node.name if node is not boot else ""]
+        node.ipv4, node.ipv6 = str(c.ipv4), str(c.ipv6)
 
     # 1. Start: n1 with no bootstrap, everyone else with n1's address only.
     started = time.monotonic()

@@ -51,7 +51,7 @@ def test_a_node_redials_a_peer_that_was_down_for_a_while(lab2: Lab) -> None:
     assert _wait(lambda: (a.peer_status(b) or {}).get("state") != "up", 10)
     time.sleep(3)  # A's redials fail meanwhile
     restarted = time.monotonic()
-    b.start([], "--allow-any-peer")  # B lists nobody now: only A's redial can bring the tunnel back
+    b.start([], "--allow-peer", a.peer_id)  # B dials nobody now: only A's redial can bring the tunnel back
     back = _wait(lambda: a.ping(b.ipv4, count=1).returncode == 0, BACK_WITHIN)
     assert back, f"A did not redial B within {BACK_WITHIN:g} s:\n{a.log_tail()}"
     print(f"tunnel back {time.monotonic() - restarted:.1f} s after the restart")

@@ -42,7 +42,6 @@ exit_via = "{_PEER}"
 mtu = 1420
 keepalive = 2.5
 record_ttl = 600
-trust_members = "yes"
 log_level = "debug"
 """
     exit_node = """

@@ -38,8 +38,9 @@ async def test_python_reaches_python_through_a_go_relay(go_peer_bin: Path, tmp_p
         relay_id = relay.ready()["peer_id"]
         relay_addr = relay.addr()
         cluster = Cluster(tmp_path)
+        cluster.node("a")  # a's key first: b cannot dial a (it has no address), it allows a's tunnel by ID
         b = cluster.node("b", dht="off", reachability="private", hole_punch=False, static_relays=(relay_addr,),
-                         allow_any_peer=True)  # b cannot dial a (it does not know a): it accepts a's tunnel
+                         allow_peers=(str(cluster.nodes["a"].peer_id),))
         a = cluster.node("a", peers=[f"{relay_addr}/p2p-circuit/p2p/{b.peer_id}"], dht="off",
                          reachability="public", hole_punch=False)
         async with running(b):

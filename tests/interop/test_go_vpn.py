@@ -50,7 +50,8 @@ async def overlay(binary: Path, tmp_path: Path, bootstrap: str) -> AsyncIterator
                         "--udp-echo-port", str(ECHO_PORT), *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as go:
                 await go.aready()
                 await go.await_event("published", lambda e: e["ok"], timeout=30)
-                py = cluster.node("py", bootstrap=[boot_addr], **FAST)
+                # Without a network owner only listed peers get tunnels: the Go peer is allowed by ID.
+                py = cluster.node("py", bootstrap=[boot_addr], allow_peers=(go.peer_id,), **FAST)
                 async with running(py):
                     go_id = ID.from_base58(go.peer_id)
                     with trio.fail_after(45):

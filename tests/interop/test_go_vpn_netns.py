@@ -74,6 +74,7 @@ def test_ping_through_a_real_tun_reaches_the_go_vpn_peer(go_peer_bin: Path, tmp_
             proc = hosts["py"].popen(
                 sys.executable, "-m", "p2pvpn", "up", "--dir", str(node_dir),
                 "--listen", f"/ip4/{ips['py']}/tcp/{PORT}", "--bootstrap", boot_addr,
+                "--allow-peer", go["peer_id"],  # without a network owner only listed peers get tunnels
                 "--discovery-interval", "0.5", stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
             peer = wait_tunnel(find_control_path(Config(), node_dir), go["peer_id"], proc)
             assert peer["learned_from"] == "dht" and (peer["ipv4"], peer["ipv6"]) == (go["ipv4"], go["ipv6"])

@@ -51,8 +51,8 @@ async def test_members_get_tunnels_with_certificate_addresses_strangers_do_not(t
     cluster.node("stranger")
     owner = cluster.node("owner", network=nid)
     m1 = cluster.node("m1", [cluster.addr("owner")], network=nid)
-    # Same network ID, dials the owner, even trusts members: no certificate, so no tunnel.
-    stranger = cluster.node("stranger", [cluster.addr("owner")], network=nid, trust_members="yes")
+    # Same network ID, dials the owner: no certificate, so no tunnel.
+    stranger = cluster.node("stranger", [cluster.addr("owner")], network=nid)
     assert m1.membership is not None and stranger.membership is None
     async with running(owner, m1, stranger):
         await wait_up(m1, owner, 20)

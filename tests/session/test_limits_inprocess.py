@@ -1,8 +1,9 @@
 """Strangers flood a node with connections and silent tunnel streams; a member still gets its tunnel.
 
-Real py-libp2p hosts on loopback (p2pvpn.testing.cluster): the victim is a
-node that trusts DHT members, so every stranger's tunnel stream costs it a
-lookup; the attackers are bare hosts with fresh identities (p2pvpn.testing.flood).
+Real py-libp2p hosts on loopback (p2pvpn.testing.cluster): the victim runs the
+DHT and lists its member; every stranger's tunnel stream holds a handshake slot
+until its Hello times out; the attackers are bare hosts with fresh identities
+(p2pvpn.testing.flood).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ STREAMS_EACH = 20
 async def test_a_member_gets_its_tunnel_while_strangers_flood(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     # Loopback has no per-IP limit (p2pvpn.host.source_key), so the strangers' total is what bites here.
-    victim = cluster.node("v", trust_members="yes", limit_conns=4)
+    victim = cluster.node("v", limit_conns=4)
     member = cluster.node("m", peers=[], dht="off")
-    victim = cluster.node("v", peers=[cluster.addr("m")], trust_members="yes", limit_conns=4)
+    victim = cluster.node("v", peers=[cluster.addr("m")], limit_conns=4)
     member = cluster.node("m", peers=[cluster.addr("v")], dht="off")
     attackers = [Host(create_new_key_pair(), [f"/ip4/127.0.0.1/tcp/{free_port()}"]) for _ in range(ATTACKERS)]
     opened: list[int] = []

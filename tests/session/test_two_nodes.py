@@ -129,7 +129,7 @@ async def test_simultaneous_dial_converges_on_one_tunnel(tmp_path: Path) -> None
 async def test_unauthorized_peer_is_refused(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     pa, pb = _free_port(), _free_port()
-    b = lab.node("b", pb)  # b lists nobody and, with no bootstrap, trusts no DHT members
+    b = lab.node("b", pb)  # b lists nobody: without a network owner, only listed peers get tunnels
     a = lab.node("a", pa, peers=[addr(b, pb)])
     async with running(a, b):
         with trio.fail_after(10):
