@@ -106,3 +106,36 @@ def test_all_zero_public_key_is_an_error() -> None:
     b.start()
     with pytest.raises(DatagramError):
         b.receive_offer(DatagramOffer(1, bytes(32), 5, 1), 0.0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 300), st.booleans()), max_size=12))
+def test_any_rekey_schedule_keeps_both_sides_in_step(steps: list[tuple[float, bool]]) -> None:
+    """Time passes in random steps; each started rekey is answered at once or one step later."""
+    a, b = established()
+    now = 0.0
+    in_flight = None
+    for advance, answer_late in steps:
+        now += advance
+        for side in (a, b):
+            side.expire(now)
+            assert len(side.epochs()) <= 2
+        if in_flight is not None:
+            reply = b.receive_offer(in_flight, now).reply
+            assert reply is not None
+            a.receive_offer(reply, now)
+            in_flight = None
+        offer = a.rekey_due(now)
+        if offer is not None:
+            if answer_late:
+                in_flight = offer
+                continue
+            reply = b.receive_offer(offer, now).reply
+            assert reply is not None
+            a.receive_offer(reply, now)
+        if in_flight is None:
+            assert_keys_match(a, b)
