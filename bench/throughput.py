@@ -292,7 +292,8 @@ def data_path(a: Host, workdir: Path, peer_id: str) -> dict[str, Any]:
     status = json.loads(_p2pvpn(a, "status", "--dir", str(workdir / a.name), "--json"))
     peer = next((p for p in status.get("peers", []) if p.get("peer_id") == peer_id), {})
     return {"path": peer.get("data_path"), "udp_tx_packets": peer.get("udp_tx_packets"),
-            "udp_rx_packets": peer.get("udp_rx_packets"), "udp": status.get("udp")}
+            "udp_rx_packets": peer.get("udp_rx_packets"), "udp": status.get("udp"),
+            "drops_total": status.get("drops_total")}
 
 
 def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) -> str | None:
