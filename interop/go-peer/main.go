@@ -4,6 +4,7 @@
 //	go-peer relay [--listen MA]... [--seed HEX]
 //	go-peer vpn   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]... [--peer MA]...
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
+//	              [--udp=true] [--rekey-after 120s]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
@@ -57,6 +58,8 @@ func main() {
 	udpPort := fs.Uint("udp-echo-port", 7, "vpn: UDP port answered with an echo")
 	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
 	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
+	udp := fs.Bool("udp", true, "vpn: announce udp/1 and use the datagram path (§16)")
+	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
 	_ = fs.Parse(args)
@@ -131,6 +134,13 @@ func main() {
 				fatal("--allow %q: %v", a, err)
 			}
 			v.allow[id] = true
+		}
+		if *udp {
+			if v.dg, err = listenUDP(v, *rekeyAfter); err != nil {
+				fatal("udp: %v", err)
+			}
+			defer v.dg.conn.Close()
+			ready["udp_port"] = v.dg.port
 		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
 		peerInfos, err := parsePeerAddrs(peers)

@@ -34,6 +34,7 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
+	dg        *dgNode // the UDP socket of the datagram path (§16); nil with --udp=false
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -61,8 +62,14 @@ func (v *VPN) stats() map[string]any {
 	for id, p := range v.peers {
 		if t := p.current; t != nil {
 			t.kaMu.Lock()
-			tunnels[id.String()] = map[string]any{"rtt_ms": float64(t.rtt.Microseconds()) / 1000, "initiator": t.initiator == v.h.ID()}
+			st := map[string]any{"rtt_ms": float64(t.rtt.Microseconds()) / 1000, "initiator": t.initiator == v.h.ID(), "path": pathStream}
 			t.kaMu.Unlock()
+			if t.dg != nil {
+				for k, x := range t.dg.stats() {
+					st[k] = x
+				}
+			}
+			tunnels[id.String()] = st
 		}
 	}
 	return map[string]any{"counters": c, "tunnels": tunnels}

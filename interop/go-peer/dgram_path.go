@@ -1,0 +1,497 @@
+package main
+
+// The datagram path's I/O (docs/protocol.md §16): one UDP socket per node,
+// datagrams demultiplexed by receiver_index, and per tunnel the path state
+// stream <-> udp with probing, keepalives, timeouts and rekeying.
+//
+// Inbound flow (readLoop):
+//  1. too short or unknown type -> udp_short; unknown receiver_index -> udp_unknown_index;
+//  2. AES-256-GCM open with that epoch's receive key -> else udp_bad_auth;
+//  3. replay window -> else udp_replayed; a new highest counter moves the endpoint (roaming);
+//  4. any authenticated datagram means the path works: state udp;
+//  5. data -> the same checks as stream packets (VPN.receive); probe -> probe reply to its source.
+//
+// Outbound: tunnel.sendPacket hands a packet to sendData, which seals it and
+// sends it to the endpoint while the state is udp; otherwise it goes on the stream.
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+const (
+	dgKeepalive     = 2 * time.Second // a probe when nothing else went out over UDP for this long
+	dgPathTimeout   = 6 * time.Second // udp -> stream without an authenticated datagram
+	dgProbeFast     = 1 * time.Second
+	dgProbeSlow     = 5 * time.Second
+	dgProbeFastN    = 10 // probes per endpoint at dgProbeFast, then dgProbeSlow
+	dgTick          = 100 * time.Millisecond
+	dgMaxDatagram   = 65535
+	pathStream      = "stream"
+	pathUDP         = "udp"
+	maxIndexRetries = 64
+)
+
+// dgNode is the node's UDP socket and the receiver_index table.
+type dgNode struct {
+	v          *VPN
+	conn       *net.UDPConn
+	port       uint16
+	rekeyAfter time.Duration
+
+	mu      sync.Mutex
+	byIndex map[uint32]*dgEntry
+}
+
+// dgEntry is what a receiver_index names: a tunnel's datagram state and one epoch's keys.
+type dgEntry struct {
+	d    *dgTunnel
+	keys *epochKeys
+}
+
+// listenUDP binds the node's socket: the port of the first TCP listen address when free and not
+// used by a QUIC listener, otherwise an ephemeral port.
+func listenUDP(v *VPN, rekeyAfter time.Duration) (*dgNode, error) {
+	want := 0
+	quic := map[string]bool{}
+	for _, a := range v.h.Network().ListenAddresses() {
+		if p, err := a.ValueForProtocol(ma.P_UDP); err == nil {
+			if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+				quic[p] = true
+			}
+		}
+	}
+	for _, a := range v.h.Network().ListenAddresses() {
+		if p, err := a.ValueForProtocol(ma.P_TCP); err == nil {
+			if !quic[p] {
+				want, _ = strconv.Atoi(p)
+			}
+			break
+		}
+	}
+	var conn *net.UDPConn
+	var err error
+	for _, port := range []int{want, 0} {
+		if conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: port}); err == nil {
+			break
+		}
+		if conn, err = net.ListenUDP("udp4", &net.UDPAddr{Port: port}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	n := &dgNode{v: v, conn: conn, rekeyAfter: rekeyAfter, byIndex: map[uint32]*dgEntry{}}
+	n.port = uint16(conn.LocalAddr().(*net.UDPAddr).Port)
+	go n.readLoop()
+	return n, nil
+}
+
+// newIndex is a random non-zero receiver_index not in use on this node (reserved until released).
+func (n *dgNode) newIndex(d *dgTunnel) uint32 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var b [4]byte
+	for range maxIndexRetries {
+		_, _ = rand.Read(b[:])
+		i := binary.BigEndian.Uint32(b[:])
+		if i != 0 && n.byIndex[i] == nil {
+			n.byIndex[i] = &dgEntry{d: d} // reserved; keys come at install
+			return i
+		}
+	}
+	panic("no free receiver_index")
+}
+
+func (n *dgNode) setKeys(index uint32, d *dgTunnel, k *epochKeys) {
+	n.mu.Lock()
+	n.byIndex[index] = &dgEntry{d: d, keys: k}
+	n.mu.Unlock()
+}
+
+func (n *dgNode) release(indexes ...uint32) {
+	n.mu.Lock()
+	for _, i := range indexes {
+		delete(n.byIndex, i)
+	}
+	n.mu.Unlock()
+}
+
+func (n *dgNode) lookup(index uint32) *dgEntry {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.byIndex[index]
+}
+
+func (n *dgNode) readLoop() {
+	buf := make([]byte, dgMaxDatagram)
+	for {
+		size, from, err := n.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			return // socket closed
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		n.handle(buf[:size], from)
+	}
+}
+
+// handle is the inbound ladder of checks for one datagram.
+func (n *dgNode) handle(d []byte, from netip.AddrPort) {
+	h, drop := parseDatagram(d)
+	if drop != "" {
+		n.v.count(drop)
+		return
+	}
+	e := n.lookup(h.index)
+	if e == nil || e.keys == nil {
+		n.v.count(dropUnknownIndex)
+		return
+	}
+	plain, drop := openDatagram(e.keys.recv, h, d)
+	if drop != "" {
+		n.v.count(drop)
+		return
+	}
+	e.d.received(e.keys, h, plain, from)
+}
+
+// dgTunnel is one tunnel's datagram state: its key schedule and its path.
+type dgTunnel struct {
+	n *dgNode
+	t *tunnel
+
+	mu         sync.Mutex
+	keys       dgKeySchedule
+	closed     bool
+	path       string
+	endpoint   netip.AddrPort // where datagrams go while path is udp
+	candidates []netip.AddrPort
+	probes     map[netip.AddrPort]*probeState
+	lastRx     time.Time // last authenticated datagram
+	lastTx     time.Time // last datagram sent over UDP
+	txPackets  uint64    // data datagrams sent
+	rxPackets  uint64    // data datagrams received and authenticated
+	reserved   []uint32  // indexes of offers whose epoch has not completed yet
+}
+
+type probeState struct {
+	sent int
+	last time.Time
+}
+
+// newDgTunnel prepares t's datagram state; remote is the IP of the connection carrying the tunnel.
+func (n *dgNode) newDgTunnel(t *tunnel, remote netip.Addr) *dgTunnel {
+	d := &dgTunnel{n: n, t: t, path: pathStream, probes: map[netip.AddrPort]*probeState{}}
+	d.keys = dgKeySchedule{
+		self: n.v.h.ID(), remote: t.remote, initiator: t.initiator == n.v.h.ID(), port: uint32(n.port),
+		rand: rand.Reader,
+	}
+	d.keys.newIndex = func() uint32 {
+		i := n.newIndex(d)
+		d.reserved = append(d.reserved, i)
+		return i
+	}
+	if remote.IsValid() {
+		d.candidates = []netip.AddrPort{netip.AddrPortFrom(remote.Unmap(), 0)} // port from the offer
+	}
+	return d
+}
+
+// remoteIP is the IP of a direct connection's remote multiaddr; ok is false for a relayed one.
+func remoteIP(addr ma.Multiaddr) (netip.Addr, bool) {
+	if _, err := addr.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+		return netip.Addr{}, false
+	}
+	for _, p := range []int{ma.P_IP4, ma.P_IP6} {
+		if s, err := addr.ValueForProtocol(p); err == nil {
+			ip, err := netip.ParseAddr(s)
+			return ip, err == nil
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// start sends our epoch-1 offer.
+func (d *dgTunnel) start() {
+	d.mu.Lock()
+	o := d.keys.start()
+	d.mu.Unlock()
+	if o != nil {
+		d.t.send(o)
+	}
+}
+
+// handleOffer applies a peer's offer; an error is a protocol error for the tunnel.
+func (d *dgTunnel) handleOffer(o *DatagramOffer) error {
+	now := time.Now()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	answer, k, err := d.keys.handleOffer(o, now)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	if o.Epoch == 1 { // the peer's candidate endpoints: the connection's IP with its port, then its list
+		var cands []netip.AddrPort
+		if len(d.candidates) > 0 {
+			cands = append(cands, netip.AddrPortFrom(d.candidates[0].Addr(), uint16(o.Port)))
+		}
+		for _, e := range o.Endpoints {
+			if ep := offerEndpoint(e); usableEndpoint(ep) {
+				cands = append(cands, ep)
+			}
+		}
+		d.candidates = cands
+	}
+	d.n.setKeys(k.localIndex, d, k)
+	d.reserved = removeIndex(d.reserved, k.localIndex)
+	d.mu.Unlock()
+	if answer != nil {
+		d.t.send(answer)
+	}
+	emit("datagram_keys", map[string]any{"peer": d.t.remote.String(), "epoch": k.epoch})
+	return nil
+}
+
+func removeIndex(list []uint32, i uint32) []uint32 {
+	out := list[:0]
+	for _, x := range list {
+		if x != i {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// usableEndpoint rejects what can name no peer (§12.5's rules for dialling, loopback aside).
+func usableEndpoint(ep netip.AddrPort) bool {
+	a := ep.Addr().Unmap()
+	return ep.Port() != 0 && a.IsValid() && !a.IsUnspecified() && !a.IsLinkLocalUnicast() &&
+		!a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// received handles one authenticated datagram of epoch k (steps 3-5 of the inbound flow).
+func (d *dgTunnel) received(k *epochKeys, h dgHeader, plain []byte, from netip.AddrPort) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	if !k.window.check(h.counter) {
+		d.mu.Unlock()
+		d.n.v.count(dropReplayed)
+		return
+	}
+	if k.window.accept(h.counter) || !d.endpoint.IsValid() { // roaming: the newest datagram's source
+		d.endpoint = from
+	}
+	d.lastRx = time.Now()
+	changed := d.path != pathUDP
+	d.path = pathUDP
+	if h.typ == dgTypeData {
+		d.rxPackets++
+	}
+	endpoint := d.endpoint
+	var reply []byte
+	if h.typ == dgTypeProbe {
+		reply, _ = d.keys.seal(dgTypeProbeReply, plain)
+	}
+	d.mu.Unlock()
+	if changed {
+		d.emitPath(endpoint)
+	}
+	switch h.typ {
+	case dgTypeData:
+		d.n.v.count("udp_packets_in")
+		d.n.v.receive(d.t, [][]byte{plain})
+	case dgTypeProbe:
+		if reply != nil {
+			d.write(reply, from)
+		}
+	}
+}
+
+func (d *dgTunnel) emitPath(endpoint netip.AddrPort) {
+	ev := map[string]any{"peer": d.t.remote.String(), "path": d.pathName()}
+	if endpoint.IsValid() {
+		ev["udp_endpoint"] = endpoint.String()
+	}
+	emit("path", ev)
+}
+
+func (d *dgTunnel) pathName() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.path
+}
+
+func (d *dgTunnel) write(b []byte, to netip.AddrPort) {
+	if _, err := d.n.conn.WriteToUDPAddrPort(b, to); err != nil {
+		d.n.v.count("udp_send_errors")
+		return
+	}
+	d.mu.Lock()
+	d.lastTx = time.Now()
+	d.mu.Unlock()
+}
+
+// sendData sends one IP packet over UDP if the path is udp; false means: use the stream.
+func (d *dgTunnel) sendData(p []byte) bool {
+	d.mu.Lock()
+	if d.closed || d.path != pathUDP {
+		d.mu.Unlock()
+		return false
+	}
+	b, err := d.keys.seal(dgTypeData, p)
+	if err != nil {
+		d.mu.Unlock()
+		return false
+	}
+	d.txPackets++
+	to := d.endpoint
+	d.mu.Unlock()
+	d.write(b, to)
+	return true
+}
+
+// loop runs the timers: rekey, old keys, path timeout, probes and keepalives; until stop closes.
+func (d *dgTunnel) loop(stop <-chan struct{}) {
+	tick := time.NewTicker(dgTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			d.step(time.Now())
+		}
+	}
+}
+
+type dgSend struct {
+	b  []byte
+	to netip.AddrPort
+}
+
+func (d *dgTunnel) step(now time.Time) {
+	var out []dgSend
+	var offer *DatagramOffer
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	if d.keys.rekeyDue(now, d.n.rekeyAfter) {
+		offer = d.keys.rekey()
+	}
+	if old := d.keys.expirePrev(now); old != nil {
+		d.n.release(old.localIndex)
+	}
+	timedOut := d.path == pathUDP && now.Sub(d.lastRx) >= dgPathTimeout
+	if timedOut {
+		d.path = pathStream
+		d.probes = map[netip.AddrPort]*probeState{} // probing starts over, fast
+	}
+	if d.keys.cur != nil {
+		probe := func(to netip.AddrPort) {
+			var id [dgProbeIDLen]byte
+			_, _ = rand.Read(id[:])
+			if b, err := d.keys.seal(dgTypeProbe, id[:]); err == nil {
+				out = append(out, dgSend{b, to})
+			}
+		}
+		if d.path == pathUDP {
+			if now.Sub(d.lastTx) >= dgKeepalive {
+				probe(d.endpoint)
+				d.lastTx = now // do not probe again on the next tick while this one is written
+			}
+		} else {
+			cands := d.candidates
+			if d.endpoint.IsValid() && !containsAddrPort(cands, d.endpoint) {
+				cands = append([]netip.AddrPort{d.endpoint}, cands...)
+			}
+			for _, c := range cands {
+				if c.Port() == 0 {
+					continue
+				}
+				ps := d.probes[c]
+				if ps == nil {
+					ps = &probeState{}
+					d.probes[c] = ps
+				}
+				every := dgProbeFast
+				if ps.sent >= dgProbeFastN {
+					every = dgProbeSlow
+				}
+				if ps.sent == 0 || now.Sub(ps.last) >= every {
+					ps.sent++
+					ps.last = now
+					probe(c)
+				}
+			}
+		}
+	}
+	d.mu.Unlock()
+	if timedOut {
+		d.emitPath(netip.AddrPort{})
+	}
+	if offer != nil {
+		d.t.send(offer)
+	}
+	for _, s := range out {
+		d.write(s.b, s.to)
+	}
+}
+
+func containsAddrPort(list []netip.AddrPort, a netip.AddrPort) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// close drops the tunnel's keys at once (the stream ended).
+func (d *dgTunnel) close() {
+	d.mu.Lock()
+	d.closed = true
+	idx := append([]uint32{}, d.reserved...)
+	if d.keys.cur != nil {
+		idx = append(idx, d.keys.cur.localIndex)
+	}
+	if d.keys.prev != nil {
+		idx = append(idx, d.keys.prev.localIndex)
+	}
+	d.keys.cur, d.keys.prev, d.path = nil, nil, pathStream
+	d.mu.Unlock()
+	d.n.release(idx...)
+}
+
+// stats is what `stats` reports for the tunnel's path.
+func (d *dgTunnel) stats() map[string]any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := map[string]any{
+		"path": d.path, "udp_endpoint": nil, "udp_tx_packets": d.txPackets, "udp_rx_packets": d.rxPackets,
+		"epoch": d.keys.current,
+	}
+	if d.path == pathUDP && d.endpoint.IsValid() {
+		m["udp_endpoint"] = d.endpoint.String()
+	}
+	return m
+}
