@@ -5,6 +5,7 @@
 //	go-peer vpn   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]... [--peer MA]...
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
 //	              [--udp=true] [--rekey-after 120s]
+//	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
@@ -18,6 +19,7 @@ package main
 import (
 	"context"
 	"flag"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -59,6 +61,11 @@ func main() {
 	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
 	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
 	udp := fs.Bool("udp", true, "vpn: announce udp/1 and use the datagram path (§16)")
+	trafficTo := fs.String("traffic-to", "", "vpn: overlay address to send our own traffic to (pings, then a UDP echo transfer)")
+	trafficPings := fs.Int("traffic-pings", 5, "vpn: echo requests --traffic-to sends")
+	trafficBytes := fs.Int("traffic-bytes", 256*1024, "vpn: bytes --traffic-to transfers through a UDP echo server")
+	trafficPort := fs.Uint("traffic-port", 7, "vpn: the UDP echo port at --traffic-to")
+	trafficPath := fs.String("traffic-path", pathUDP, "vpn: start --traffic-to once the path is udp, or any")
 	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
@@ -141,6 +148,14 @@ func main() {
 			}
 			defer v.dg.conn.Close()
 			ready["udp_port"] = v.dg.port
+		}
+		if *trafficTo != "" {
+			dst, err := netip.ParseAddr(*trafficTo)
+			if err != nil || *trafficPort < 1 || *trafficPort > 65535 || (*trafficPath != pathUDP && *trafficPath != "any") {
+				fatal("--traffic-to needs an IP address, --traffic-port 1..65535, --traffic-path udp|any")
+			}
+			v.traffic = newTrafficGen(v, dst, *trafficPings, *trafficBytes, uint16(*trafficPort), *trafficPath)
+			go v.traffic.run(ctx) // it waits for the tunnel
 		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
 		peerInfos, err := parsePeerAddrs(peers)

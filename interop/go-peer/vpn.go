@@ -34,7 +34,8 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
-	dg        *dgNode // the UDP socket of the datagram path (§16); nil with --udp=false
+	dg        *dgNode     // the UDP socket of the datagram path (§16); nil with --udp=false
+	traffic   *trafficGen // --traffic-to: answers to our own traffic are taken before the responder
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -182,6 +183,10 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 		}
 		if len(p) > int(v.mtu) {
 			v.count("too_big")
+			continue
+		}
+		if v.traffic != nil && v.traffic.take(p) {
+			v.count("traffic_replies")
 			continue
 		}
 		reply, verdict := v.resp.Handle(p)
