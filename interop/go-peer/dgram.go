@@ -210,31 +210,23 @@ const (
 	dropUnknownIndex = "udp_unknown_index"
 	dropBadAuth      = "udp_bad_auth"
 	dropReplayed     = "udp_replayed"
+	dropMalformed    = "udp_malformed"
 )
 
-// parseDatagram reads the header; a datagram that is too short or of an unknown type is "udp_short".
+// parseDatagram reads the header (§16.6 step 1): under 29 bytes or an unknown type is "udp_short".
 func parseDatagram(d []byte) (dgHeader, string) {
 	if len(d) < dgMinLen {
 		return dgHeader{}, dropShort
 	}
 	h := dgHeader{typ: d[0], index: binary.BigEndian.Uint32(d[1:5]), counter: binary.BigEndian.Uint64(d[5:13])}
-	switch h.typ {
-	case dgTypeData:
-		if len(d) < dgMinLen+1 {
-			return h, dropShort
-		}
-	case dgTypeProbe, dgTypeProbeReply:
-	default:
+	if h.typ < dgTypeData || h.typ > dgTypeProbeReply {
 		return h, dropShort
 	}
 	return h, ""
 }
 
-// openDatagram authenticates and decrypts d (header already parsed) with aead.
+// openDatagram is §16.6 steps 4-5: authenticate and decrypt d with aead, then check the plaintext's length.
 func openDatagram(aead cipher.AEAD, h dgHeader, d []byte) ([]byte, string) {
-	if h.counter >= maxCounter {
-		return nil, dropBadAuth
-	}
 	var nonce [12]byte
 	binary.BigEndian.PutUint64(nonce[4:], h.counter)
 	plain, err := aead.Open(nil, nonce[:], d[dgHeaderLen:], d[:dgHeaderLen])
@@ -243,7 +235,7 @@ func openDatagram(aead cipher.AEAD, h dgHeader, d []byte) ([]byte, string) {
 	}
 	if (h.typ == dgTypeData && (len(plain) < 1 || len(plain) > maxPacketLen)) ||
 		(h.typ != dgTypeData && len(plain) != dgProbeIDLen) {
-		return nil, dropShort
+		return nil, dropMalformed
 	}
 	return plain, ""
 }
@@ -259,8 +251,11 @@ func (w *replayWindow) bit(c uint64) (int, uint64) {
 	return int(i / 64), uint64(1) << (i % 64)
 }
 
-// check says whether c would be accepted (call before accept, after authentication).
+// check says whether c would be accepted (a pre-check; accept records c once its tag verified).
 func (w *replayWindow) check(c uint64) bool {
+	if c >= maxCounter {
+		return false
+	}
 	if c >= w.next {
 		return true
 	}

@@ -4,12 +4,16 @@ package main
 // datagrams demultiplexed by receiver_index, and per tunnel the path state
 // stream <-> udp with probing, keepalives, timeouts and rekeying.
 //
-// Inbound flow (readLoop):
-//  1. too short or unknown type -> udp_short; unknown receiver_index -> udp_unknown_index;
-//  2. AES-256-GCM open with that epoch's receive key -> else udp_bad_auth;
-//  3. replay window -> else udp_replayed; a new highest counter moves the endpoint (roaming);
-//  4. any authenticated datagram means the path works: state udp;
-//  5. data -> the same checks as stream packets (VPN.receive); probe -> probe reply to its source.
+// Inbound flow (readLoop), §16.6, each drop counted under its name:
+//  1. under 29 bytes or unknown type -> udp_short;
+//  2. receiver_index not of a live epoch -> udp_unknown_index;
+//  3. counter >= 2^60, or too old / seen in the replay window -> udp_replayed;
+//  4. AES-256-GCM open with that epoch's receive key -> else udp_bad_auth;
+//  5. plaintext of the wrong length -> udp_malformed; else the window records the counter;
+//  6. probe -> a probe reply to its source, nothing else (a probe proves only peer -> us);
+//  7. probe reply or data -> the path is udp (§16.7); a new highest counter of the current
+//     epoch from another address moves the endpoint (roaming);
+//  8. data -> the same checks as stream packets (VPN.receive), then the responder.
 //
 // Outbound: tunnel.sendPacket hands a packet to sendData, which seals it and
 // sends it to the endpoint while the state is udp; otherwise it goes on the stream.
@@ -19,6 +23,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -158,12 +163,7 @@ func (n *dgNode) handle(d []byte, from netip.AddrPort) {
 		n.v.count(dropUnknownIndex)
 		return
 	}
-	plain, drop := openDatagram(e.keys.recv, h, d)
-	if drop != "" {
-		n.v.count(drop)
-		return
-	}
-	e.d.received(e.keys, h, plain, from)
+	e.d.received(e.keys, h, d, from)
 }
 
 // dgTunnel is one tunnel's datagram state: its key schedule and its path.
@@ -175,11 +175,14 @@ type dgTunnel struct {
 	keys       dgKeySchedule
 	closed     bool
 	path       string
+	remote     netip.Addr     // IP of the connection carrying the tunnel
 	endpoint   netip.AddrPort // where datagrams go while path is udp
 	candidates []netip.AddrPort
 	probes     map[netip.AddrPort]*probeState
-	lastRx     time.Time // last authenticated datagram
+	lastRx     time.Time // last authenticated probe reply or data
 	lastTx     time.Time // last datagram sent over UDP
+	lastProbe  time.Time // last keepalive probe while udp
+	loopback   bool      // the tunnel's connection is over loopback: loopback endpoints are allowed
 	txPackets  uint64    // data datagrams sent
 	rxPackets  uint64    // data datagrams received and authenticated
 	reserved   []uint32  // indexes of offers whose epoch has not completed yet
@@ -192,7 +195,9 @@ type probeState struct {
 
 // newDgTunnel prepares t's datagram state; remote is the IP of the connection carrying the tunnel.
 func (n *dgNode) newDgTunnel(t *tunnel, remote netip.Addr) *dgTunnel {
-	d := &dgTunnel{n: n, t: t, path: pathStream, probes: map[netip.AddrPort]*probeState{}}
+	remote = remote.Unmap()
+	d := &dgTunnel{n: n, t: t, path: pathStream, probes: map[netip.AddrPort]*probeState{}, remote: remote,
+		loopback: remote.IsLoopback()}
 	d.keys = dgKeySchedule{
 		self: n.v.h.ID(), remote: t.remote, initiator: t.initiator == n.v.h.ID(), port: uint32(n.port),
 		rand: rand.Reader,
@@ -201,9 +206,6 @@ func (n *dgNode) newDgTunnel(t *tunnel, remote netip.Addr) *dgTunnel {
 		i := n.newIndex(d)
 		d.reserved = append(d.reserved, i)
 		return i
-	}
-	if remote.IsValid() {
-		d.candidates = []netip.AddrPort{netip.AddrPortFrom(remote.Unmap(), 0)} // port from the offer
 	}
 	return d
 }
@@ -245,17 +247,19 @@ func (d *dgTunnel) handleOffer(o *DatagramOffer) error {
 		d.mu.Unlock()
 		return err
 	}
-	if o.Epoch == 1 { // the peer's candidate endpoints: the connection's IP with its port, then its list
+	if o.Epoch == 1 { // the peer's candidate endpoints (§16.2): the connection's IP with its port, then its list
 		var cands []netip.AddrPort
-		if len(d.candidates) > 0 {
-			cands = append(cands, netip.AddrPortFrom(d.candidates[0].Addr(), uint16(o.Port)))
+		if d.remote.IsValid() {
+			cands = append(cands, netip.AddrPortFrom(d.remote, uint16(o.Port)))
 		}
 		for _, e := range o.Endpoints {
-			if ep := offerEndpoint(e); usableEndpoint(ep) {
-				cands = append(cands, ep)
+			cands = append(cands, offerEndpoint(e))
+		}
+		for _, c := range cands {
+			if d.usableEndpoint(c) && !slices.Contains(d.candidates, c) {
+				d.candidates = append(d.candidates, c)
 			}
 		}
-		d.candidates = cands
 	}
 	d.n.setKeys(k.localIndex, d, k)
 	d.reserved = removeIndex(d.reserved, k.localIndex)
@@ -277,40 +281,52 @@ func removeIndex(list []uint32, i uint32) []uint32 {
 	return out
 }
 
-// usableEndpoint rejects what can name no peer (§12.5's rules for dialling, loopback aside).
-func usableEndpoint(ep netip.AddrPort) bool {
+// usableEndpoint skips what can name no peer (§16.2, the scope rules of §12.5): unspecified, multicast,
+// broadcast, and loopback unless the tunnel's connection is over loopback.
+func (d *dgTunnel) usableEndpoint(ep netip.AddrPort) bool {
 	a := ep.Addr().Unmap()
-	return ep.Port() != 0 && a.IsValid() && !a.IsUnspecified() && !a.IsLinkLocalUnicast() &&
-		!a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	return ep.Port() != 0 && a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && (!a.IsLoopback() || d.loopback)
 }
 
-// received handles one authenticated datagram of epoch k (steps 3-5 of the inbound flow).
-func (d *dgTunnel) received(k *epochKeys, h dgHeader, plain []byte, from netip.AddrPort) {
+// received is steps 3-8 of the inbound flow for a datagram whose receiver_index named epoch k.
+func (d *dgTunnel) received(k *epochKeys, h dgHeader, datagram []byte, from netip.AddrPort) {
 	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return
-	}
-	if !k.window.check(h.counter) {
-		d.mu.Unlock()
-		d.n.v.count(dropReplayed)
-		return
-	}
-	if k.window.accept(h.counter) || !d.endpoint.IsValid() { // roaming: the newest datagram's source
-		d.endpoint = from
-	}
-	d.lastRx = time.Now()
-	changed := d.path != pathUDP
-	d.path = pathUDP
-	if h.typ == dgTypeData {
-		d.rxPackets++
+	drop := ""
+	var plain, reply []byte
+	changed := false
+	switch {
+	case d.closed:
+		drop = dropUnknownIndex // the tunnel ended between lookup and here: its keys are gone
+	case !k.window.check(h.counter):
+		drop = dropReplayed
+	default:
+		if plain, drop = openDatagram(k.recv, h, datagram); drop != "" {
+			break
+		}
+		newHighest := k.window.accept(h.counter)
+		now := time.Now()
+		switch h.typ {
+		case dgTypeProbe:
+			reply, _ = d.keys.seal(dgTypeProbeReply, plain)
+		case dgTypeData, dgTypeProbeReply:
+			d.lastRx = now
+			if d.path != pathUDP {
+				d.path, d.endpoint, d.lastProbe, changed = pathUDP, from, now, true
+			} else if newHighest && k == d.keys.cur && from != d.endpoint {
+				d.endpoint = from // roaming
+			}
+			if h.typ == dgTypeData {
+				d.rxPackets++
+			}
+		}
 	}
 	endpoint := d.endpoint
-	var reply []byte
-	if h.typ == dgTypeProbe {
-		reply, _ = d.keys.seal(dgTypeProbeReply, plain)
-	}
 	d.mu.Unlock()
+	if drop != "" {
+		d.n.v.count(drop)
+		return
+	}
 	if changed {
 		d.emitPath(endpoint)
 	}
@@ -320,7 +336,7 @@ func (d *dgTunnel) received(k *epochKeys, h dgHeader, plain []byte, from netip.A
 		d.n.v.receive(d.t, [][]byte{plain})
 	case dgTypeProbe:
 		if reply != nil {
-			d.write(reply, from)
+			d.write(reply, from) // to the probe's source, whatever the path state
 		}
 	}
 }
@@ -403,7 +419,7 @@ func (d *dgTunnel) step(now time.Time) {
 	}
 	timedOut := d.path == pathUDP && now.Sub(d.lastRx) >= dgPathTimeout
 	if timedOut {
-		d.path = pathStream
+		d.path, d.endpoint = pathStream, netip.AddrPort{}
 		d.probes = map[netip.AddrPort]*probeState{} // probing starts over, fast
 	}
 	if d.keys.cur != nil {
@@ -415,16 +431,12 @@ func (d *dgTunnel) step(now time.Time) {
 			}
 		}
 		if d.path == pathUDP {
-			if now.Sub(d.lastTx) >= dgKeepalive {
+			if now.Sub(d.lastProbe) >= dgKeepalive && (now.Sub(d.lastTx) >= dgKeepalive || now.Sub(d.lastRx) >= dgKeepalive) {
 				probe(d.endpoint)
-				d.lastTx = now // do not probe again on the next tick while this one is written
+				d.lastProbe = now
 			}
 		} else {
-			cands := d.candidates
-			if d.endpoint.IsValid() && !containsAddrPort(cands, d.endpoint) {
-				cands = append([]netip.AddrPort{d.endpoint}, cands...)
-			}
-			for _, c := range cands {
+			for _, c := range d.candidates {
 				if c.Port() == 0 {
 					continue
 				}
@@ -455,15 +467,6 @@ func (d *dgTunnel) step(now time.Time) {
 	for _, s := range out {
 		d.write(s.b, s.to)
 	}
-}
-
-func containsAddrPort(list []netip.AddrPort, a netip.AddrPort) bool {
-	for _, x := range list {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }
 
 // close drops the tunnel's keys at once (the stream ended).

@@ -232,24 +232,29 @@ func TestShortAndUnknownDatagrams(t *testing.T) {
 		drop string
 	}{
 		{make([]byte, 28), dropShort},
-		{append([]byte{dgTypeData}, make([]byte, 28)...), dropShort}, // a data datagram needs a byte of packet
+		{append([]byte{dgTypeData}, make([]byte, 28)...), ""}, // its empty plaintext is udp_malformed, later
 		{append([]byte{dgTypeProbe}, make([]byte, 28)...), ""},
-		{append([]byte{9}, make([]byte, 40)...), dropShort},
+		{append([]byte{0}, make([]byte, 40)...), dropShort},
+		{append([]byte{4}, make([]byte, 40)...), dropShort},
 	} {
 		if _, drop := parseDatagram(c.d); drop != c.drop {
 			t.Errorf("% x: %q, want %q", c.d[:1], drop, c.drop)
 		}
 	}
-	k := newGCM(make([]byte, 32))
-	d := sealDatagram(k, dgTypeData, 1, maxCounter, []byte{0x45})
-	h, _ := parseDatagram(d)
-	if _, drop := openDatagram(k, h, d); drop == "" {
-		t.Error("counter 2^60 accepted")
+	var w replayWindow
+	if w.check(maxCounter) || !w.check(maxCounter-1) {
+		t.Error("counters >= 2^60 are refused (udp_replayed), 2^60-1 is not")
 	}
-	d = sealDatagram(k, dgTypeProbe, 1, 0, []byte{1, 2, 3}) // a probe id is 8 bytes
+	k := newGCM(make([]byte, 32))
+	d := sealDatagram(k, dgTypeProbe, 1, 0, []byte{1, 2, 3}) // a probe id is 8 bytes
+	h, _ := parseDatagram(d)
+	if _, drop := openDatagram(k, h, d); drop != dropMalformed {
+		t.Errorf("3-byte probe: %q", drop)
+	}
+	d = sealDatagram(k, dgTypeData, 1, 0, nil)
 	h, _ = parseDatagram(d)
-	if _, drop := openDatagram(k, h, d); drop == "" {
-		t.Error("3-byte probe accepted")
+	if _, drop := openDatagram(k, h, d); drop != dropMalformed {
+		t.Errorf("empty data: %q", drop)
 	}
 }
 
