@@ -17,12 +17,79 @@ datagram counters moving, so the packets did not take the stream.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from gopeer import LOOPBACK_LISTEN, GoPeer
 
+from p2pvpn.config import Config
+from p2pvpn.control import client
+from p2pvpn.lab.topology import Host, Topology
+from p2pvpn.node import find_control_path
+
 GO_FLAGS = ("--dht", "off", "--keepalive", "1s", *(f"--listen={a}" for a in LOOPBACK_LISTEN))
+PORT = 4001
+SUBNET = "198.18.7.0/24"
+PY_ECHO_PORT = 7007
+TRANSFER_BYTES = 1 << 20
+
+# Run with ``python -c`` inside the Python node's namespace: a UDP echo server for the Go peer's
+# transfer (bounded: it exits after argv[2] seconds).
+UDP_ECHO_SERVER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(0.5)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        data, peer = s.recvfrom(65535)
+    except TimeoutError:
+        continue
+    s.sendto(data, peer)
+"""
+
+# A UDP transfer to an echo server (the Go peer's port 7), chunk = 8-byte sequence number + data,
+# each chunk resent until echoed; prints the SHA-256 of what was sent and of what came back.
+UDP_TRANSFER = """
+import hashlib, json, os, socket, sys, time
+dst, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = os.urandom(total)
+chunks = [data[i:i + 1200] for i in range(0, total, 1200)]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.05)
+echoed, sent_at, retransmits, nxt = {}, {}, 0, 0
+end = time.monotonic() + 60
+while len(echoed) < len(chunks) and time.monotonic() < end:
+    now = time.monotonic()
+    waiting = [i for i in range(nxt) if i not in echoed]
+    for i in waiting:
+        if now - sent_at[i] > 0.4:
+            retransmits += 1
+            sent_at[i] = now
+            s.sendto(i.to_bytes(8, "big") + chunks[i], (dst, port))
+    while nxt < len(chunks) and len(waiting) < 32:
+        sent_at[nxt] = now
+        s.sendto(nxt.to_bytes(8, "big") + chunks[nxt], (dst, port))
+        waiting.append(nxt)
+        nxt += 1
+    try:
+        while True:
+            reply = s.recv(65535)
+            echoed.setdefault(int.from_bytes(reply[:8], "big"), reply[8:])
+    except TimeoutError:
+        pass
+back = b"".join(echoed.get(i, b"") for i in range(len(chunks)))
+print(json.dumps({"chunks": len(chunks), "echoed": len(echoed), "retransmits": retransmits,
+                  "sent_sha256": hashlib.sha256(data).hexdigest(), "echo_sha256": hashlib.sha256(back).hexdigest()}))
+"""
 
 
 def _tunnel_stats(stats: dict, peer_id: str) -> dict:
@@ -62,8 +129,19 @@ async def test_two_go_peers_carry_traffic_over_the_datagram_path_and_rekey(go_pe
             # Every packet b delivered came over UDP (the traffic started once the path was udp).
             cb = sb["counters"]
             assert cb["packets_in"] == cb["udp_packets_in"], cb
-            for drop in ("udp_bad_auth", "udp_replayed", "udp_short", "protocol_errors"):
+            for drop in ("udp_bad_auth", "udp_replayed", "udp_short", "udp_malformed", "protocol_errors"):
                 assert drop not in cb and drop not in sa["counters"], (sa, sb)
+
+            # Junk at b's UDP port is dropped silently and counted (§16.6): no reply, path unchanged.
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+                junk.settimeout(0.5)
+                junk.sendto(b"\x01short", ("127.0.0.1", rb["udp_port"]))
+                junk.sendto(b"\x01\xde\xad\xbe\xef" + bytes(8) + bytes(40), ("127.0.0.1", rb["udp_port"]))
+                junk.sendto(b"\x07" + bytes(40), ("127.0.0.1", rb["udp_port"]))
+                with pytest.raises(TimeoutError):
+                    junk.recv(100)
+            cb = (await b.stats())["counters"]
+            assert (cb.get("udp_short"), cb.get("udp_unknown_index")) == (2, 1), cb
 
 
 async def test_a_go_peer_without_udp_keeps_the_stream(go_peer_bin: Path) -> None:
@@ -84,3 +162,121 @@ async def test_a_go_peer_without_udp_keeps_the_stream(go_peer_bin: Path) -> None
             assert a.find("datagram_keys") is None and a.find("path") is None
             assert "udp_packets_in" not in sa["counters"], sa
             assert b.find("protocol_error") is None and ra["udp_port"] > 0
+
+
+# -- Go <-> Python, in namespaces -----------------------------------------------------------------
+
+
+def _py_status(control: Path) -> dict:
+    return client.request(control, "status", timeout=3)
+
+
+def _wait_py_peer(control: Path, peer_id: str, proc: subprocess.Popen[bytes], want_path: str,
+                  timeout: float = 60.0) -> dict:
+    """The Python node's status entry for the Go peer, once its tunnel is up on ``want_path``."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status = _py_status(control)
+            last = next((p for p in status["peers"] if p["peer_id"] == peer_id), status)
+            if isinstance(last, dict) and last.get("state") == "up" and last.get("path") == want_path:
+                return last
+        except (OSError, ValueError, KeyError) as exc:  # not listening yet: retry until the deadline
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"no tunnel to the Go peer on path {want_path!r} within {timeout:g} s; last: {last}")
+
+
+def _transfer_to_go(host: Host, go_ipv4: str) -> dict:
+    out = host.run(sys.executable, "-c", UDP_TRANSFER, go_ipv4, "7", str(TRANSFER_BYTES), timeout=90)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("dialer", ["go", "python"])
+def test_go_and_python_exchange_traffic_over_the_datagram_path(go_peer_bin: Path, tmp_path: Path,
+                                                                dialer: str) -> None:
+    """Both directions over UDP; with ``dialer=go`` the Go peer is the stream's initiator and rekeys
+    every 3 s (the Python node answers), with ``python`` the Go peer is the responder."""
+    with Topology() as topo:
+        lan = topo.add_switch("lan", SUBNET)
+        hosts = {name: topo.add_host(name) for name in ("gov", "py")}
+        ips = {name: topo.attach(host, lan) for name, host in hosts.items()}
+        node_dir = tmp_path / "py"
+        subprocess.run([sys.executable, "-m", "p2pvpn", "init", "--dir", str(node_dir)], check=True,
+                       capture_output=True, timeout=30)
+        me = json.loads(subprocess.run([sys.executable, "-m", "p2pvpn", "id", "--dir", str(node_dir), "--json"],
+                                       check=True, capture_output=True, text=True, timeout=30).stdout)
+        py_addr = f"/ip4/{ips['py']}/tcp/{PORT}/p2p/{me['peer_id']}"
+        go_args = ["--listen", f"/ip4/{ips['gov']}/tcp/{PORT}", "--dht", "off", "--keepalive", "1s",
+                   "--traffic-to", me["ipv4"], "--traffic-port", str(PY_ECHO_PORT),
+                   "--traffic-bytes", str(TRANSFER_BYTES)]
+        if dialer == "go":
+            go_args += ["--peer", py_addr, "--rekey-after", "3s"]
+        gov = GoPeer(go_peer_bin, "vpn", *go_args, netns=hosts["gov"])
+        log = (tmp_path / "py.log").open("wb")
+        try:
+            go = gov.ready()
+            assert go["udp_port"] == PORT  # the TCP listen port, free on UDP (§16.8)
+            py_args = ["--listen", f"/ip4/{ips['py']}/tcp/{PORT}", "--dht", "off", "--keepalive", "1"]
+            py_args += (["--allow-peer", go["peer_id"]] if dialer == "go"
+                        else ["--peer", f"/ip4/{ips['gov']}/tcp/{PORT}/p2p/{go['peer_id']}"])
+            hosts["py"].popen(sys.executable, "-c", UDP_ECHO_SERVER, str(PY_ECHO_PORT), "120",
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = hosts["py"].popen(sys.executable, "-m", "p2pvpn", "up", "--dir", str(node_dir), *py_args,
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            control = find_control_path(Config(), node_dir)
+
+            # 1. Both sides see the path go to udp, each with the other's UDP endpoint.
+            peer = _wait_py_peer(control, go["peer_id"], proc, "udp")
+            assert peer["udp_endpoint"] == f"{ips['gov']}:{PORT}", peer
+            up = gov.wait_for("path", lambda e: e["peer"] == me["peer_id"] and e["path"] == "udp", timeout=30)
+            assert up["udp_endpoint"] == f"{ips['py']}:{PORT}", up
+
+            # 2. Python -> Go: the kernel's ping through the TUN, and a transfer echoed by the Go peer.
+            for family, dest in (("-4", go["ipv4"]), ("-6", go["ipv6"])):
+                ping = hosts["py"].run("ping", family, "-c", "5", "-i", "0.2", "-W", "2", dest, check=False,
+                                       timeout=30)
+                assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout + ping.stderr
+            to_go = _transfer_to_go(hosts["py"], go["ipv4"])
+            assert to_go["echoed"] == to_go["chunks"] and to_go["sent_sha256"] == to_go["echo_sha256"], to_go
+
+            # 3. Go -> Python: the Go peer's own pings (answered by the kernel) and its transfer.
+            done = gov.wait_for("traffic_done", timeout=90)
+            assert "error" not in done, done
+            assert done["pings_answered"] == done["pings_sent"] == 5, done
+            assert done["chunks_echoed"] == done["chunks"] and done["sent_sha256"] == done["echo_sha256"], done
+            assert done["path_at_start"] == "udp", done
+
+            # 4. The packets took UDP: both sides' datagram counters cover the traffic, nothing dropped.
+            chunks = to_go["chunks"] + done["chunks"]
+            peer = _wait_py_peer(control, go["peer_id"], proc, "udp")
+            assert peer["udp_tx_packets"] >= chunks and peer["udp_rx_packets"] >= chunks, peer
+            stats = gov.wait_for("stats", start=_signal_stats(gov))
+            tunnel = stats["tunnels"][me["peer_id"]]
+            assert tunnel["path"] == "udp" and tunnel["udp_endpoint"] == f"{ips['py']}:{PORT}", tunnel
+            assert tunnel["udp_tx_packets"] >= chunks and tunnel["udp_rx_packets"] >= chunks, tunnel
+            counters = stats["counters"]
+            for drop in ("udp_bad_auth", "udp_replayed", "udp_short", "udp_malformed", "protocol_errors",
+                         "spoofed_source"):
+                assert drop not in counters, counters
+            if dialer == "go":  # the Go initiator rekeyed every 3 s, the Python responder followed
+                keys = gov.wait_for("datagram_keys", lambda e: e["epoch"] >= 3, timeout=20)
+                assert keys["peer"] == me["peer_id"]
+                assert _wait_py_peer(control, go["peer_id"], proc, "udp")["state"] == "up"
+                assert gov.find("protocol_error") is None
+        except BaseException:
+            print((tmp_path / "py.log").read_text(errors="replace")[-4000:])
+            print(gov.describe())
+            raise
+        finally:
+            gov.stop()
+            log.close()
+
+
+def _signal_stats(go: GoPeer) -> int:
+    """Ask a Go peer for its stats from sync code; the index to wait for the answer from."""
+    start = go.mark()
+    os.kill(go.proc.pid, signal.SIGUSR1)
+    return start
