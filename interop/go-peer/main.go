@@ -66,6 +66,7 @@ func main() {
 	trafficBytes := fs.Int("traffic-bytes", 256*1024, "vpn: bytes --traffic-to transfers through a UDP echo server")
 	trafficPort := fs.Uint("traffic-port", 7, "vpn: the UDP echo port at --traffic-to")
 	trafficPath := fs.String("traffic-path", pathUDP, "vpn: start --traffic-to once the path is udp, or any")
+	trafficOnSignal := fs.Bool("traffic-on-usr2", false, "vpn: send --traffic-to's traffic on each SIGUSR2 instead of once at start")
 	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
@@ -103,6 +104,7 @@ func main() {
 	}
 	ready := map[string]any{"mode": mode, "peer_id": h.ID().String(), "addrs": fullAddrs(h)}
 	var statsFn func() map[string]any
+	var traffic *trafficGen
 
 	switch mode {
 	case "relay":
@@ -155,7 +157,9 @@ func main() {
 				fatal("--traffic-to needs an IP address, --traffic-port 1..65535, --traffic-path udp|any")
 			}
 			v.traffic = newTrafficGen(v, dst, *trafficPings, *trafficBytes, uint16(*trafficPort), *trafficPath)
-			go v.traffic.run(ctx) // it waits for the tunnel
+			if !*trafficOnSignal {
+				go v.traffic.run(ctx) // it waits for the tunnel
+			}
 		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
 		peerInfos, err := parsePeerAddrs(peers)
@@ -166,7 +170,7 @@ func main() {
 			go v.dialLoop(ctx, info)
 		}
 		ready["network"], ready["ipv4"], ready["ipv6"] = *network, self.IPv4.String(), self.IPv6.String()
-		statsFn = v.stats
+		statsFn, traffic = v.stats, v.traffic
 		if *dhtMode != "off" {
 			d, err := newDHT(h, *network, *dhtMode == "server")
 			if err != nil {
@@ -179,8 +183,9 @@ func main() {
 	}
 
 	emit("ready", ready)
-	usr1 := make(chan os.Signal, 1)
+	usr1, usr2 := make(chan os.Signal, 1), make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	signal.Notify(usr2, syscall.SIGUSR2)
 	for {
 		select {
 		case <-ctx.Done():
@@ -189,6 +194,10 @@ func main() {
 			}
 			emit("stopped", nil)
 			return
+		case <-usr2: // one more round of --traffic-to (runs one at a time)
+			if traffic != nil {
+				go traffic.run(ctx)
+			}
 		case <-usr1:
 			st := map[string]any{}
 			if statsFn != nil {

@@ -7,7 +7,7 @@ package main
 // retransmitting what is not echoed. It waits until the tunnel to ADDR's
 // owner is up (and, by default, on the datagram path) and reports one
 // {"event":"traffic_done"} with SHA-256 of what it sent and of what came
-// back, in sequence order.
+// back, in sequence order. With --traffic-on-usr2, each SIGUSR2 starts one round.
 
 import (
 	"context"
@@ -38,6 +38,7 @@ type trafficGen struct {
 	path    string // "udp": start once the tunnel's path is udp; "any": once the tunnel is up
 	srcPort uint16
 	ident   uint16
+	running sync.Mutex // one round at a time (SIGUSR2 may ask for more)
 
 	mu      sync.Mutex
 	pongs   map[uint16]bool
@@ -88,6 +89,12 @@ func (g *trafficGen) self() netip.Addr {
 }
 
 func (g *trafficGen) run(ctx context.Context) {
+	g.running.Lock()
+	defer g.running.Unlock()
+	g.mu.Lock()
+	// Late answers of a round before are not ours: new ICMP ident, new UDP source port.
+	g.pongs, g.echoed, g.ident, g.srcPort = map[uint16]bool{}, map[uint64][]byte{}, g.ident+1, 40000+(g.srcPort-40000+1)%20000
+	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, trafficDeadline)
 	defer cancel()
 	start := time.Now()

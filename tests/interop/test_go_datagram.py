@@ -280,3 +280,76 @@ def _signal_stats(go: GoPeer) -> int:
     start = go.mark()
     os.kill(go.proc.pid, signal.SIGUSR1)
     return start
+
+
+@pytest.mark.netns
+def test_two_go_peers_fall_back_to_the_stream_when_udp_is_blocked_and_return(go_peer_bin: Path) -> None:
+    """An nft rule drops UDP to b: both sides go back to the stream within PATH_TIMEOUT (6 s) and the
+    traffic still gets through; the rule goes: probing finds the path again. Each traffic round is
+    started by SIGUSR2 (``--traffic-on-usr2``), so the test chooses when it runs."""
+    with Topology() as topo:
+        lan = topo.add_switch("lan", SUBNET)
+        hosts = {name: topo.add_host(name) for name in ("a", "b")}
+        ips = {name: topo.attach(host, lan) for name, host in hosts.items()}
+        b = GoPeer(go_peer_bin, "vpn", "--listen", f"/ip4/{ips['b']}/tcp/{PORT}", "--dht", "off", "--keepalive", "1s",
+                   netns=hosts["b"])
+        a = None
+        try:
+            rb = b.ready()
+            a = GoPeer(go_peer_bin, "vpn", "--listen", f"/ip4/{ips['a']}/tcp/{PORT}", "--dht", "off",
+                       "--keepalive", "1s", "--peer", f"/ip4/{ips['b']}/tcp/{PORT}/p2p/{rb['peer_id']}",
+                       "--traffic-to", rb["ipv4"], "--traffic-path", "any", "--traffic-on-usr2",
+                       "--traffic-bytes", str(256 * 1024), netns=hosts["a"])
+            ra = a.ready()
+
+            def path(go: GoPeer, other: str, state: str, start: int, timeout: float = 20) -> dict:
+                return go.wait_for("path", lambda e: e["peer"] == other and e["path"] == state, timeout=timeout,
+                                   start=start)
+
+            def traffic_round() -> dict:
+                start = a.mark()
+                os.kill(a.proc.pid, signal.SIGUSR2)
+                done = a.wait_for("traffic_done", timeout=90, start=start)
+                assert "error" not in done and done["sent_sha256"] == done["echo_sha256"], done
+                assert done["pings_answered"] == done["pings_sent"], done
+                return done
+
+            path(a, rb["peer_id"], "udp", 0)
+            path(b, ra["peer_id"], "udp", 0)
+            assert traffic_round()["path_at_end"] == "udp"
+
+            marks = a.mark(), b.mark()
+            hosts["b"].run("nft", "-f", "-", input=(
+                "table inet go_dgram_block {\n"
+                "  chain input {\n"
+                "    type filter hook input priority 0; policy accept;\n"
+                f"    udp dport {rb['udp_port']} drop\n"
+                "  }\n"
+                "}\n"))
+            blocked_at = time.monotonic()
+            path(a, rb["peer_id"], "stream", marks[0])
+            path(b, ra["peer_id"], "stream", marks[1])
+            assert time.monotonic() - blocked_at < 12  # PATH_TIMEOUT is 6 s
+            before = (b.wait_for("stats", start=_signal_stats(b)))["counters"]
+            done = traffic_round()
+            assert done["path_at_start"] == done["path_at_end"] == "stream", done
+            after = (b.wait_for("stats", start=_signal_stats(b)))["counters"]
+            over_stream = (after["packets_in"] - before["packets_in"]) - (
+                after.get("udp_packets_in", 0) - before.get("udp_packets_in", 0))
+            assert over_stream >= done["chunks"], (before, after)
+
+            marks = a.mark(), b.mark()
+            hosts["b"].run("nft", "delete", "table", "inet", "go_dgram_block")
+            path(a, rb["peer_id"], "udp", marks[0])
+            path(b, ra["peer_id"], "udp", marks[1])
+            assert traffic_round()["path_at_end"] == "udp"
+            assert a.find("tunnel_down") is None and b.find("tunnel_down") is None  # one tunnel throughout
+        except BaseException:
+            print(b.describe())
+            if a is not None:
+                print(a.describe())
+            raise
+        finally:
+            if a is not None:
+                a.stop()
+            b.stop()
