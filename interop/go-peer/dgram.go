@@ -337,14 +337,15 @@ func (s *dgKeySchedule) rekey() *DatagramOffer {
 	return s.offer()
 }
 
-// handleOffer takes the peer's offer. It returns our own offer when one must be sent in answer, and the keys
-// installed when the epoch completed (the previous epoch's keys move to prev, for the grace period).
-func (s *dgKeySchedule) handleOffer(o *DatagramOffer, now time.Time) (answer *DatagramOffer, installed *epochKeys, err error) {
+// handleOffer takes the peer's offer. It returns our own offer when one must be sent in answer, the keys
+// installed when the epoch completed (the current keys move to prev, for the grace period), and the
+// keys dropped because of it (a prev still in its grace: only two epochs are ever held).
+func (s *dgKeySchedule) handleOffer(o *DatagramOffer, now time.Time) (answer *DatagramOffer, installed, dropped *epochKeys, err error) {
 	if o.Epoch != s.current+1 || s.peerOffer != nil {
-		return nil, nil, perr("DatagramOffer for epoch %d, expected %d", o.Epoch, s.current+1)
+		return nil, nil, nil, perr("DatagramOffer for epoch %d, expected %d", o.Epoch, s.current+1)
 	}
 	if o.Epoch > 1 && s.initiator && s.ownOffer == nil {
-		return nil, nil, perr("DatagramOffer for epoch %d from the responder before the initiator's", o.Epoch)
+		return nil, nil, nil, perr("DatagramOffer for epoch %d from the responder before the initiator's", o.Epoch)
 	}
 	s.peerOffer = o
 	if s.ownOffer == nil {
@@ -352,15 +353,16 @@ func (s *dgKeySchedule) handleOffer(o *DatagramOffer, now time.Time) (answer *Da
 	}
 	k, err := deriveEpoch(s.self, s.remote, s.ownPriv, s.ownOffer, o)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	k.installedAt = now
 	if s.cur != nil {
+		dropped = s.prev
 		s.prev, s.prevUntil = s.cur, now.Add(oldKeyGrace)
 	}
 	s.cur, s.current = k, o.Epoch
 	s.ownPriv, s.ownOffer, s.peerOffer = nil, nil, nil // ephemerals go: forward secrecy
-	return answer, k, nil
+	return answer, k, dropped, nil
 }
 
 // expirePrev drops the previous epoch's keys after the grace period; it returns them when it did.

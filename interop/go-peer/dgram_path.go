@@ -130,6 +130,12 @@ func (n *dgNode) release(indexes ...uint32) {
 	n.mu.Unlock()
 }
 
+func (n *dgNode) indexes() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.byIndex)
+}
+
 func (n *dgNode) lookup(index uint32) *dgEntry {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -242,10 +248,13 @@ func (d *dgTunnel) handleOffer(o *DatagramOffer) error {
 		d.mu.Unlock()
 		return nil
 	}
-	answer, k, err := d.keys.handleOffer(o, now)
+	answer, k, dropped, err := d.keys.handleOffer(o, now)
 	if err != nil {
 		d.mu.Unlock()
 		return err
+	}
+	if dropped != nil {
+		d.n.release(dropped.localIndex)
 	}
 	if o.Epoch == 1 { // the peer's candidate endpoints (§16.2): the connection's IP with its port, then its list
 		var cands []netip.AddrPort

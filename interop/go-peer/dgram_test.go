@@ -60,11 +60,11 @@ func TestEpochOneBothOffersAtOnceThenData(t *testing.T) {
 	a, b := schedulePair(t)
 	now := time.Now()
 	oa, ob := viaWire(t, a.start()), viaWire(t, b.start())
-	ansA, ka, err := a.handleOffer(ob, now)
+	ansA, ka, _, err := a.handleOffer(ob, now)
 	if err != nil || ansA != nil || ka == nil {
 		t.Fatalf("a: answer %v keys %v err %v", ansA, ka, err)
 	}
-	ansB, kb, err := b.handleOffer(oa, now)
+	ansB, kb, _, err := b.handleOffer(oa, now)
 	if err != nil || ansB != nil || kb == nil {
 		t.Fatalf("b: answer %v keys %v err %v", ansB, kb, err)
 	}
@@ -112,8 +112,8 @@ func TestRekeyResponderAnswersAndOldKeyHasGrace(t *testing.T) {
 	t0 := time.Now()
 	oa := a.start()
 	ob := b.start()
-	_, _, _ = a.handleOffer(ob, t0)
-	_, k1b, _ := b.handleOffer(oa, t0)
+	_, _, _, _ = a.handleOffer(ob, t0)
+	_, k1b, _, _ := b.handleOffer(oa, t0)
 
 	if a.rekeyDue(t0.Add(time.Second), rekeyAfterTime) || !a.rekeyDue(t0.Add(rekeyAfterTime), rekeyAfterTime) {
 		t.Fatal("initiator's rekey timer")
@@ -128,11 +128,11 @@ func TestRekeyResponderAnswersAndOldKeyHasGrace(t *testing.T) {
 	if o2.Epoch != 2 || a.rekey() != nil {
 		t.Fatalf("rekey offer %+v", o2)
 	}
-	ans, k2b, err := b.handleOffer(o2, t1)
+	ans, k2b, _, err := b.handleOffer(o2, t1)
 	if err != nil || ans == nil || ans.Epoch != 2 || k2b == nil {
 		t.Fatalf("responder: %+v %v %v", ans, k2b, err)
 	}
-	_, k2a, err := a.handleOffer(viaWire(t, ans), t1)
+	_, k2a, _, err := a.handleOffer(viaWire(t, ans), t1)
 	if err != nil || k2a == nil || !bytes.Equal(k2a.sendKey, k2b.recvKey) {
 		t.Fatalf("initiator installs epoch 2: %v", err)
 	}
@@ -150,7 +150,20 @@ func TestRekeyResponderAnswersAndOldKeyHasGrace(t *testing.T) {
 	if _, drop := openDatagram(b.prev.recv, h, late); drop != "" {
 		t.Fatal("in-flight epoch-1 datagram refused")
 	}
-	if b.expirePrev(t1.Add(oldKeyGrace-time.Millisecond)) != nil || b.expirePrev(t1.Add(oldKeyGrace)) != k1b || b.prev != nil {
+	if b.expirePrev(t1.Add(oldKeyGrace-time.Millisecond)) != nil {
+		t.Fatal("old key dropped before 10 s")
+	}
+
+	// Epoch 3 within epoch 1's grace: epoch 1 goes at once (only two epochs are held), epoch 2 is prev.
+	t2 := t1.Add(time.Second)
+	ans, k3b, dropped, err := b.handleOffer(viaWire(t, a.rekey()), t2)
+	if err != nil || dropped != k1b || b.prev != k2b || b.cur != k3b {
+		t.Fatalf("epoch 3: dropped %v, prev %v, err %v", dropped, b.prev, err)
+	}
+	if _, _, dropped, err := a.handleOffer(viaWire(t, ans), t2); err != nil || dropped == nil || dropped.epoch != 1 {
+		t.Fatalf("initiator's epoch 3: dropped %v err %v", dropped, err)
+	}
+	if b.expirePrev(t2.Add(oldKeyGrace)) != k2b || b.prev != nil {
 		t.Fatal("old key grace of 10 s")
 	}
 }
@@ -165,18 +178,18 @@ func TestEpochsArriveStrictlyPlusOne(t *testing.T) {
 		},
 		"repeat of a completed epoch": func(a, b *dgKeySchedule) *DatagramOffer {
 			ob := b.start()
-			_, _, _ = a.handleOffer(ob, now)
+			_, _, _, _ = a.handleOffer(ob, now)
 			return ob
 		},
 		"responder starts a rekey": func(a, b *dgKeySchedule) *DatagramOffer {
 			oa, ob := a.start(), b.start()
-			_, _, _ = a.handleOffer(ob, now)
-			_, _, _ = b.handleOffer(oa, now)
+			_, _, _, _ = a.handleOffer(ob, now)
+			_, _, _, _ = b.handleOffer(oa, now)
 			return b.offer() // epoch 2, though b is not the initiator
 		},
 	} {
 		a, b := schedulePair(t)
-		if _, _, err := a.handleOffer(bad(a, b), now); !isProtocolError(err) {
+		if _, _, _, err := a.handleOffer(bad(a, b), now); !isProtocolError(err) {
 			t.Errorf("%s: %v, want a protocol error", name, err)
 		}
 	}
@@ -187,7 +200,7 @@ func TestAllZeroSharedSecretIsAProtocolError(t *testing.T) {
 	a.start()
 	ob := b.start()
 	ob.PublicKey = make([]byte, 32) // a low-order point: X25519 gives all zeros
-	if _, _, err := a.handleOffer(ob, time.Now()); !isProtocolError(err) {
+	if _, _, _, err := a.handleOffer(ob, time.Now()); !isProtocolError(err) {
 		t.Fatalf("%v, want a protocol error", err)
 	}
 }

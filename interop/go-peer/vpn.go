@@ -73,7 +73,11 @@ func (v *VPN) stats() map[string]any {
 			tunnels[id.String()] = st
 		}
 	}
-	return map[string]any{"counters": c, "tunnels": tunnels}
+	st := map[string]any{"counters": c, "tunnels": tunnels}
+	if v.dg != nil {
+		st["udp_indexes"] = v.dg.indexes() // receiver_indexes held: at most 3 per tunnel (§16.4)
+	}
+	return st
 }
 
 // checkHello is §7.2; it returns closeNormal when the Hello is acceptable.
