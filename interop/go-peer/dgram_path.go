@@ -165,6 +165,14 @@ func (n *dgNode) handle(d []byte, from netip.AddrPort) {
 		return
 	}
 	e := n.lookup(h.index)
+	if e != nil && e.keys == nil { // our offer's index, the peer's offer not here yet
+		held, installed := e.d.hold(h, d, from)
+		if held {
+			n.v.count("udp_held") // opened once that epoch is installed
+			return
+		}
+		e.keys = installed // nil, or the keys installed since the lookup
+	}
 	if e == nil || e.keys == nil {
 		n.v.count(dropUnknownIndex)
 		return
@@ -192,6 +200,55 @@ type dgTunnel struct {
 	txPackets  uint64    // data datagrams sent
 	rxPackets  uint64    // data datagrams received and authenticated
 	reserved   []uint32  // indexes of offers whose epoch has not completed yet
+	early      []heldDatagram
+}
+
+// heldDatagram arrived for our pending offer's receiver_index before the peer's offer of that epoch.
+// On a rekey the responder installs the new epoch, and seals with it, as soon as it gets the
+// initiator's offer; its own offer travels back on the stream and may arrive after its first
+// datagrams. Holding them a moment (bounded) instead of dropping them loses nothing at a rekey.
+type heldDatagram struct {
+	h    dgHeader
+	d    []byte
+	from netip.AddrPort
+	at   time.Time
+}
+
+const (
+	maxHeld  = 256
+	holdTime = time.Second
+)
+
+// hold keeps a copy of a datagram for a pending index. Not held: the hold is full or the tunnel
+// ended (then it is dropped), or the epoch was installed meanwhile (its keys are returned).
+func (d *dgTunnel) hold(h dgHeader, datagram []byte, from netip.AddrPort) (bool, *epochKeys) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cur := d.keys.cur; !d.closed && cur != nil && cur.localIndex == h.index {
+		return false, cur
+	}
+	if d.closed || len(d.early) >= maxHeld || !slices.Contains(d.reserved, h.index) {
+		return false, nil
+	}
+	d.early = append(d.early, heldDatagram{h, append([]byte{}, datagram...), from, time.Now()})
+	return true, nil
+}
+
+// takeHeld returns the held datagrams of index (which now has keys), in arrival order; stale ones are dropped.
+func (d *dgTunnel) takeHeld(index uint32, now time.Time) (out []heldDatagram, stale int) {
+	keep := d.early[:0]
+	for _, x := range d.early {
+		switch {
+		case now.Sub(x.at) > holdTime:
+			stale++
+		case x.h.index == index:
+			out = append(out, x)
+		default:
+			keep = append(keep, x)
+		}
+	}
+	d.early = keep
+	return out, stale
 }
 
 type probeState struct {
@@ -272,9 +329,16 @@ func (d *dgTunnel) handleOffer(o *DatagramOffer) error {
 	}
 	d.n.setKeys(k.localIndex, d, k)
 	d.reserved = removeIndex(d.reserved, k.localIndex)
+	held, stale := d.takeHeld(k.localIndex, now)
 	d.mu.Unlock()
 	if answer != nil {
 		d.t.send(answer)
+	}
+	if stale > 0 {
+		d.n.v.countN(dropUnknownIndex, uint64(stale))
+	}
+	for _, x := range held {
+		d.received(k, x.h, x.d, x.from)
 	}
 	emit("datagram_keys", map[string]any{"peer": d.t.remote.String(), "epoch": k.epoch})
 	return nil
@@ -426,6 +490,7 @@ func (d *dgTunnel) step(now time.Time) {
 	if old := d.keys.expirePrev(now); old != nil {
 		d.n.release(old.localIndex)
 	}
+	_, stale := d.takeHeld(0, now) // index 0 is never ours: this only drops stale ones
 	timedOut := d.path == pathUDP && now.Sub(d.lastRx) >= dgPathTimeout
 	if timedOut {
 		d.path, d.endpoint = pathStream, netip.AddrPort{}
@@ -467,6 +532,9 @@ func (d *dgTunnel) step(now time.Time) {
 		}
 	}
 	d.mu.Unlock()
+	if stale > 0 { // counted outside d.mu: VPN.stats takes v.mu, then d.mu
+		d.n.v.countN(dropUnknownIndex, uint64(stale))
+	}
 	if timedOut {
 		d.emitPath(netip.AddrPort{})
 	}
