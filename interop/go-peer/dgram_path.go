@@ -201,6 +201,7 @@ type dgTunnel struct {
 	rxPackets  uint64    // data datagrams received and authenticated
 	reserved   []uint32  // indexes of offers whose epoch has not completed yet
 	early      []heldDatagram
+	heldBytes  int
 }
 
 // heldDatagram arrived for our pending offer's receiver_index before the peer's offer of that epoch.
@@ -215,8 +216,9 @@ type heldDatagram struct {
 }
 
 const (
-	maxHeld  = 256
-	holdTime = time.Second
+	maxHeld      = 256
+	maxHeldBytes = 1 << 20 // unauthenticated until the keys come: bounded in bytes too
+	holdTime     = time.Second
 )
 
 // hold keeps a copy of a datagram for a pending index. Not held: the hold is full or the tunnel
@@ -227,16 +229,19 @@ func (d *dgTunnel) hold(h dgHeader, datagram []byte, from netip.AddrPort) (bool,
 	if cur := d.keys.cur; !d.closed && cur != nil && cur.localIndex == h.index {
 		return false, cur
 	}
-	if d.closed || len(d.early) >= maxHeld || !slices.Contains(d.reserved, h.index) {
+	if d.closed || len(d.early) >= maxHeld || d.heldBytes+len(datagram) > maxHeldBytes ||
+		!slices.Contains(d.reserved, h.index) {
 		return false, nil
 	}
 	d.early = append(d.early, heldDatagram{h, append([]byte{}, datagram...), from, time.Now()})
+	d.heldBytes += len(datagram)
 	return true, nil
 }
 
 // takeHeld returns the held datagrams of index (which now has keys), in arrival order; stale ones are dropped.
 func (d *dgTunnel) takeHeld(index uint32, now time.Time) (out []heldDatagram, stale int) {
 	keep := d.early[:0]
+	d.heldBytes = 0
 	for _, x := range d.early {
 		switch {
 		case now.Sub(x.at) > holdTime:
@@ -245,6 +250,7 @@ func (d *dgTunnel) takeHeld(index uint32, now time.Time) (out []heldDatagram, st
 			out = append(out, x)
 		default:
 			keep = append(keep, x)
+			d.heldBytes += len(x.d)
 		}
 	}
 	d.early = keep
