@@ -168,6 +168,82 @@ async def test_a_go_peer_without_udp_keeps_the_stream(go_peer_bin: Path) -> None
             assert b.find("protocol_error") is None and ra["udp_port"] > 0
 
 
+def _offer_frame(**fields: object) -> bytes:
+    """A framed DatagramOffer built with the generated protobuf types (any values, valid or not)."""
+    from p2pvpn.wire import tunnel_pb2
+
+    frame = tunnel_pb2.Frame()
+    body = frame.datagram_offer
+    for name, value in fields.items():
+        if name == "endpoints":
+            body.endpoints.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(body, name, value)
+    body.SetInParent()
+    data = frame.SerializeToString()
+    return bytes([len(data)]) + data
+
+
+def _uint64_epoch_frame(epoch: int) -> bytes:
+    """An offer whose epoch varint does not fit uint32 (a protobuf runtime keeps its low 32 bits)."""
+    key = bytes(range(32))
+    body = b"\x08" + _varint(epoch) + b"\x12\x20" + key + b"\x18\x07\x20\xa1\x1f"
+    inner = b"\x2a" + _varint(len(body)) + body
+    return _varint(len(inner)) + inner
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def test_go_and_python_decode_the_same_datagram_offers(go_peer_bin: Path) -> None:
+    """§16.2's limits, cross-checked: each frame is accepted by both decoders with the same fields, or
+    refused by both as a protocol error."""
+    from gopeer import run_tool
+
+    from p2pvpn.wire.codec import DatagramOffer, FrameDecoder, ProtocolError
+
+    key = bytes(range(32))
+    ok = dict(epoch=1, public_key=key, receiver_index=7, port=4001)
+    cases = [
+        _offer_frame(**ok),
+        _offer_frame(**{**ok, "epoch": 2**32 - 1, "receiver_index": 2**32 - 1, "port": 65535}),
+        _offer_frame(**ok, endpoints=[bytes([198, 18, 0, 1, 0x0F, 0xA1]), bytes(16) + b"\x00\x01"] * 4),
+        _offer_frame(**{**ok, "epoch": 0}),
+        _offer_frame(**{**ok, "public_key": key[:31]}),
+        _offer_frame(**{**ok, "public_key": key + b"\x00"}),
+        _offer_frame(**{**ok, "public_key": b""}),
+        _offer_frame(**{**ok, "receiver_index": 0}),
+        _offer_frame(**{**ok, "port": 0}),
+        _offer_frame(**{**ok, "port": 65536}),
+        _offer_frame(**ok, endpoints=[bytes(6)] * 9),
+        _offer_frame(**ok, endpoints=[bytes(7)]),
+        _offer_frame(**ok, endpoints=[b""]),
+        _offer_frame(),
+        _uint64_epoch_frame(2**32 + 1),  # epoch 1 after truncation to uint32
+        _uint64_epoch_frame(2**32),  # epoch 0 after truncation
+    ]
+    go = run_tool(go_peer_bin, ["frame", "decode"], [{"hex": c.hex()} for c in cases])
+    for wire, verdict in zip(cases, go, strict=True):
+        decoder = FrameDecoder()
+        decoder.feed(wire)
+        try:
+            frame = decoder.next_frame()
+        except ProtocolError:
+            assert not verdict["ok"] and "incomplete" not in verdict, (wire.hex(), verdict)
+            continue
+        assert isinstance(frame, DatagramOffer) and verdict["ok"], (wire.hex(), frame, verdict)
+        [got] = verdict["frames"]
+        assert (got["epoch"], bytes.fromhex(got["public_key"]), got["receiver_index"], got["port"]) == (
+            frame.epoch, frame.public_key, frame.receiver_index, frame.port), (got, frame)
+        assert len(got["endpoints"] or []) == len(frame.endpoints), (got, frame)
+
+
 # -- Go <-> Python, in namespaces -----------------------------------------------------------------
 
 
