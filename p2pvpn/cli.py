@@ -119,6 +119,7 @@ def up(
     tun: Annotated[Optional[str], typer.Option("--tun", help=_help("tun"))] = None,
     mtu: Annotated[Optional[int], typer.Option("--mtu", help=_help("mtu"))] = None,
     offload: Annotated[Optional[bool], typer.Option("--offload/--no-offload", help=_help("offload"))] = None,
+    udp: Annotated[Optional[bool], typer.Option("--udp/--no-udp", help=_help("udp"))] = None,
     queue_packets: Annotated[Optional[int], typer.Option("--queue-packets", help=_help("queue_packets"))] = None,
     keepalive: Annotated[Optional[float], typer.Option("--keepalive", help=_help("keepalive"))] = None,
     control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
@@ -153,7 +154,7 @@ def up(
         listen=listen or None, peers=peer or None, allow_peers=allow_peer or None, allow_any_peer=allow_any_peer,
         bootstrap=bootstrap or None, dht=dht, mdns=mdns, announce=announce or None, record_ttl=record_ttl,
         discovery_interval=discovery_interval, trust_members=trust_members,
-        network=network, tun=tun, mtu=mtu, offload=offload, queue_packets=queue_packets, keepalive=keepalive,
+        network=network, tun=tun, mtu=mtu, offload=offload, udp=udp, queue_packets=queue_packets, keepalive=keepalive,
         control_socket=control_socket, log_level=log_level,
         reachability=reachability, hole_punch=hole_punch, relay_reservations=relay_reservations,
         static_relays=static_relay or None, relay=relay,
@@ -415,6 +416,8 @@ def _fmt_path(p: dict[str, Any], now: float) -> str:
         text = f"relayed via {p['relay'][:8]}…{p['relay'][-6:]}"
     else:
         text = " ".join(str(x) for x in (p.get("path"), p.get("transport"), p.get("remote")) if x)
+    if p.get("data_path") == "udp":
+        text += f"\ndata over udp {p.get('udp_endpoint') or ''}".rstrip()
     if p.get("path_since"):
         text += f"\n[dim]since {now - float(p['path_since']):.0f} s[/dim]"
     return text

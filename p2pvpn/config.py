@@ -104,6 +104,8 @@ class Config:
     """MTU of the TUN interface; 1280 at least, so IPv6 works."""
     offload: bool = True
     """TUN segmentation offload: move TCP/UDP in 64 KiB super-packets when the kernel allows (falls back by itself)."""
+    udp: bool = True
+    """Datagram path: send packets to directly connected peers as encrypted UDP datagrams (the stream stays as fallback)."""
     queue_packets: int = 1024
     """Packets queued per peer before new ones are dropped (and counted)."""
     keepalive: float = 5.0

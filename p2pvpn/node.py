@@ -53,6 +53,7 @@ from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.manager import SessionManager
+from p2pvpn.datagram.udp_socket import DatagramSocket, bind_target
 from p2pvpn.supervisor import Failures
 from p2pvpn.tun.device import LinuxTun, TunDevice
 from p2pvpn.tun.readdress import replace_ipv4
@@ -123,6 +124,7 @@ class Node:
         self._tun_factory = functools.partial(LinuxTun, offload=config.offload) if tun_factory is LinuxTun else tun_factory
         self.host: Host | None = None
         self.manager: SessionManager | None = None
+        self.udp: DatagramSocket | None = None
         self.tun: TunDevice | None = None
         self.started = time.time()
         self.discovery: Discovery | None = None
@@ -169,10 +171,14 @@ class Node:
                 host.on_handler_failure = self.failures.reporter("stream handler")
                 async with host.running():
                     routes: RouteTable[ID] = RouteTable()
+                    if cfg.udp:  # the datagram path's socket (docs/protocol.md §16.8)
+                        self.udp = DatagramSocket(*bind_target(cfg.listen))
+                        await self.udp.open()
                     manager = SessionManager(
                         host, tun, routes, cfg.network, self.addresses, cfg.mtu, cfg.queue_packets, cfg.keepalive,
                         allow_peers=[parse_peer_id(p) for p in cfg.allow_peers],
                         allow_any_peer=cfg.allow_any_peer, failures=self.failures, membership=self.membership,
+                        udp=self.udp,
                     )
                     self.manager = manager
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
@@ -222,6 +228,8 @@ class Node:
                         await trio.sleep_forever()
             finally:
                 tun.close()
+                if self.udp is not None:
+                    self.udp.close()
                 nursery.cancel_scope.cancel()
 
     # -- exits ---------------------------------------------------------------
@@ -417,6 +425,7 @@ class Node:
             "tun": self.config.tun,
             "mtu": self.config.mtu,
             "offload": bool(self.tun is not None and self.tun.offload),
+            "udp": self.udp.describe() if self.udp is not None else None,
             "protocol": PROTOCOL_ID,
             "listen": self._listen_addrs() if listen is None else listen,
             "uptime": round(time.time() - self.started, 1),

@@ -18,12 +18,16 @@
    next tunnel.
 5. One ``stream.write`` per Data frame: py-libp2p's per-write cost (~300 µs
    here) is what limits throughput, so batching is the whole game.
+5'. Unless the tunnel's datagram path is up (docs/protocol.md §16): then the
+   batch goes as plain packets (records cut by ``offload.segment``), one
+   sealed UDP datagram each, sent in GSO runs (p2pvpn.session.udp_link).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import trio
 from libp2p.peer.id import ID
@@ -45,6 +49,15 @@ RELAYED_FRAME_GAP = 0.002  # seconds between the frames of a relayed tunnel (see
 # each, plus 8 for the Frame and Data headers, within MAX_FRAME_LEN.
 _ITEM_OVERHEAD = 4
 _FRAME_ROOM = MAX_FRAME_LEN - 8
+
+
+class DatagramPath(Protocol):
+    """The tunnel's datagram path as the send loop sees it (p2pvpn.session.udp_link.UdpLink)."""
+
+    @property
+    def usable(self) -> bool: ...
+
+    async def send_packets(self, packets: list[bytes]) -> None: ...
 
 
 async def route_from_tun(
@@ -77,6 +90,7 @@ async def send_to_peer(
     peer_offload: bool = False,
     frame_gap: float = 0.0,
     too_big: Callable[[bytes, int], None] | None = None,
+    datagram: DatagramPath | None = None,
 ) -> None:
     """Steps 4-5 for one tunnel, until the write fails or we are cancelled.
 
@@ -95,6 +109,9 @@ async def send_to_peer(
 
     ``too_big(packet, mtu)`` hears of every packet dropped for exceeding
     the peer's MTU (to answer with ICMP, p2pvpn.dataplane.icmp).
+
+    ``datagram``: the tunnel's datagram path; each batch goes over it when
+    it is ``usable`` at that moment, else over the stream (step 5').
     """
     stats = peer.stats
     as_records = tun_offload and peer_offload
@@ -106,6 +123,18 @@ async def send_to_peer(
             await trio.sleep_until(next_frame)
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
         oversized: list[bytes] = []
+        if datagram is not None and datagram.usable:
+            packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+            if oversized:
+                stats.drops[DropReason.TOO_BIG] += len(oversized)
+                if too_big is not None:
+                    for packet in oversized:
+                        too_big(packet, peer.mtu)
+            if packets:
+                await datagram.send_packets(packets)
+                stats.packets_out += len(packets)
+                stats.bytes_out += sum(map(len, packets))
+            continue
         packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
         if oversized:
             stats.drops[DropReason.TOO_BIG] += len(oversized)

@@ -15,7 +15,12 @@ Offload records (Data.offload_packets, only if both sides announced
 ``gso/1``) take the same ladder plus one rung: the virtio-net header must
 be the packet's canonical one (``bad_offload``), and a super-packet must
 fit the MTU segment by segment; they go to the TUN whole, header included.
-Control frames (Keepalive, Close, a stray Hello) go to the tunnel's handler.
+Control frames (Keepalive, Close, a stray Hello, DatagramOffer) go to the
+tunnel's handler.
+
+Packets that came over the datagram path (docs/protocol.md §16, opened and
+replay-checked by p2pvpn.datagram) enter at step 3 through
+``datagram_receiver``: the same checks, the same counters.
 """
 
 from __future__ import annotations
@@ -100,6 +105,41 @@ async def receive_from_peer(
         if not data:
             return
         decoder.feed(data)
+
+
+def datagram_receiver(
+    peer: Peer,
+    routes: RouteTable[ID],
+    tun: TunDevice,
+    destination_ok: Callable[[bytes], bool] | None = None,
+) -> Callable[[list[bytes]], None]:
+    """Steps 3-4 for plain packets from the datagram path (one call per UDP receive, per tunnel)."""
+    accept = destination_ok or _any
+    stats = peer.stats
+    drops = stats.drops
+    peer_id = peer.peer_id
+    source_allowed = routes.source_allowed
+    write = tun.write
+
+    def deliver(packets: list[bytes]) -> None:
+        mtu = tun.mtu
+        for packet in packets:
+            source = ip.source(packet)
+            if source is None:
+                drops[DropReason.MALFORMED] += 1
+            elif not source_allowed(peer_id, source):
+                drops[DropReason.SPOOFED_SOURCE] += 1
+            elif not accept(ip.destination(packet)):  # type: ignore[arg-type]  # parsed: source was
+                drops[DropReason.BAD_DESTINATION] += 1
+            elif len(packet) > mtu:
+                drops[DropReason.TOO_BIG] += 1
+            elif not write(packet):
+                drops[DropReason.TUN_WRITE] += 1
+            else:
+                stats.packets_in += 1
+                stats.bytes_in += len(packet)
+
+    return deliver
 
 
 def _any(destination: bytes) -> bool:

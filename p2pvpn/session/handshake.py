@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from p2pvpn import addressing
 from p2pvpn.errors import P2pvpnError
-from p2pvpn.wire.codec import OFFLOAD_CAPABILITY, PROTOCOL_VERSION, CloseCode, Hello
+from p2pvpn.wire.codec import DATAGRAM_CAPABILITY, OFFLOAD_CAPABILITY, PROTOCOL_VERSION, CloseCode, Hello
 
 if TYPE_CHECKING:
     from p2pvpn.membership.cert import Certificate
@@ -51,7 +51,7 @@ class RemoteParams:
 
 
 def make_hello(network: str, addresses: addressing.OverlayAddresses, mtu: int, offload: bool = False,
-               certificate: bytes = b"") -> Hello:
+               certificate: bytes = b"", datagram: bool = False) -> Hello:
     """Our Hello; in an owned network it carries our certificate and the addresses in it."""
     return Hello(
         version=PROTOCOL_VERSION,
@@ -60,7 +60,8 @@ def make_hello(network: str, addresses: addressing.OverlayAddresses, mtu: int, o
         ipv6=addresses.ipv6,
         mtu=mtu,
         capabilities=CAPABILITIES + ((OFFLOAD_CAPABILITY,) if offload else ())
-        + ((MEMBERSHIP_CAPABILITY,) if certificate else ()),
+        + ((MEMBERSHIP_CAPABILITY,) if certificate else ())
+        + ((DATAGRAM_CAPABILITY,) if datagram else ()),
         address_index=addresses.index,
         certificate=certificate,
     )
@@ -69,6 +70,11 @@ def make_hello(network: str, addresses: addressing.OverlayAddresses, mtu: int, o
 def offload_agreed(ours: Hello, theirs: RemoteParams) -> bool:
     """Both Hellos announced gso/1: Data frames may carry offload_packets (both ways)."""
     return OFFLOAD_CAPABILITY in ours.capabilities and OFFLOAD_CAPABILITY in theirs.capabilities
+
+
+def datagram_agreed(ours: Hello, theirs: RemoteParams) -> bool:
+    """Both Hellos announced udp/1 (the connection must also be direct, docs/protocol.md §16.1)."""
+    return DATAGRAM_CAPABILITY in ours.capabilities and DATAGRAM_CAPABILITY in theirs.capabilities
 
 
 def check_hello(hello: object, remote_peer_id: bytes, network: str,

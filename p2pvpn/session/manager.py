@@ -49,7 +49,9 @@ from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.destinations import LocalDestinations
 from p2pvpn.discovery.record import dialable
+from p2pvpn.dataplane.ingress import datagram_receiver
 from p2pvpn.dataplane.peer_queue import PacketQueue
+from p2pvpn.datagram.udp_socket import DatagramSocket
 from p2pvpn.host import DIAL_TIMEOUT, STREAM_ERRORS, Host, describe_path, remote_peer, source_key
 from p2pvpn.limits import Ticket
 from p2pvpn.nat.circuit import CircuitError
@@ -57,6 +59,7 @@ from p2pvpn.routing import RouteTable
 from p2pvpn.session.handshake import HandshakeError, make_hello
 from p2pvpn.session.peer import Peer, PeerState
 from p2pvpn.session.tunnel import Tunnel, WriteTimeout
+from p2pvpn.session.udp_link import UdpLink
 from p2pvpn.stats import DropReason
 from p2pvpn.supervisor import Backoff, Failures, contained, one_line
 from p2pvpn.tun.device import TunDevice
@@ -111,6 +114,7 @@ class SessionManager:
         allow_any_peer: bool = False,
         failures: Failures | None = None,
         membership: MembershipView | None = None,
+        udp: DatagramSocket | None = None,
     ) -> None:
         self.host = host
         self.tun = tun
@@ -134,8 +138,10 @@ class SessionManager:
         self._retry_at: dict[ID, float] = {}  # trio time before which we don't redial a peer whose tunnel failed
         # In an owned network (docs/protocol.md §15.9.1) certificates decide who gets a tunnel.
         self.membership = membership
+        self.udp = udp  # the node's datagram-path socket (docs/protocol.md §16); None: udp off
         self._certificate = membership.own.raw if membership is not None else b""
-        self._hello = make_hello(network, local, mtu, offload=tun.offload, certificate=self._certificate)
+        self._hello = make_hello(network, local, mtu, offload=tun.offload, certificate=self._certificate,
+                                 datagram=udp is not None)
         # Admission bounds what waits here (_admit), so the channel never overflows before it does.
         limits = host.limits.limits
         pending = max(MAX_PENDING_INBOUND, limits.handshakes_known + limits.handshakes)
@@ -231,13 +237,15 @@ class SessionManager:
     def renew_certificate(self, certificate: bytes) -> None:
         """A renewed certificate (same addresses): new tunnels send it; live ones learn it by a push."""
         self._certificate = certificate
-        self._hello = make_hello(self.network, self.local, self.mtu, offload=self.tun.offload, certificate=certificate)
+        self._hello = make_hello(self.network, self.local, self.mtu, offload=self.tun.offload, certificate=certificate,
+                                 datagram=self.udp is not None)
 
     def move_local(self, local: addressing.OverlayAddresses) -> None:
         """We moved to another overlay address: re-handshake every tunnel so peers learn it."""
         self.local = local
         self.destinations.set_local(local)
-        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload, certificate=self._certificate)
+        self._hello = make_hello(self.network, local, self.mtu, offload=self.tun.offload,
+                                 certificate=self._certificate, datagram=self.udp is not None)
         for peer in self.peers.values():
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
@@ -313,6 +321,8 @@ class SessionManager:
                 if peer.wanted:
                     nursery.start_soon(self._dial_loop, peer)
             nursery.start_soon(self._migrate_loop)
+            if self.udp is not None:
+                await nursery.start(self.udp.run)
             task_status.started()
             async for stream in self._inbound_recv:
                 nursery.start_soon(self._run_tunnel, stream, remote_peer(stream))
@@ -501,6 +511,8 @@ class SessionManager:
             return
         finally:
             self._admission_done(stream)
+        if tunnel.datagram_agreed and self.udp is not None:
+            tunnel.link = self._udp_link(tunnel, peer)
         self._attach(peer, tunnel)
         via = f" via {tunnel.path['relay']}" if tunnel.path.get("relay") else ""
         log.info("tunnel with %s up (%s, %s%s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"), via)
@@ -513,6 +525,17 @@ class SessionManager:
             self.tunnel_failed(remote_id, tunnel.failure, tunnel.close_reason)
         elif trio.current_time() - started >= STABLE_AFTER and (backoff := self._retry.get(remote_id)) is not None:
             backoff.reset()
+
+    def _udp_link(self, tunnel: Tunnel, peer: Peer) -> UdpLink:
+        """The tunnel's datagram path: keys over its stream, packets through the node's UDP socket."""
+        assert self.udp is not None
+        try:
+            remote_host: str | None = tunnel.stream.get_remote_address()[0]  # type: ignore[index]
+        except Exception:  # noqa: BLE001 - connection types without a remote address: offer endpoints only
+            remote_host = None
+        deliver = datagram_receiver(peer, self.routes, self.tun, self.destinations.allowed)
+        return UdpLink(self.udp, tunnel.initiator == self.host.peer_id, self.host.peer_id.to_bytes(),
+                       tunnel.remote_id.to_bytes(), remote_host, tunnel.write, deliver)
 
     async def _handshake(self, tunnel: Tunnel) -> Peer:
         """Hellos first, then authorization (docs/protocol.md §7.1-7.2).

@@ -89,6 +89,7 @@ class Peer:
             "rtt_ms": (round(tunnel.rtt * 1000, 3) if tunnel and tunnel.rtt is not None else None),
             "mtu": self.mtu,
             "offload": (tunnel.offload if tunnel else None),  # gso/1 agreed on the active tunnel
+            **_datagram(tunnel),
             "queued": len(self.queue),
             "last_error": self.last_error,
             "roles": _roles(self.record),
@@ -97,6 +98,14 @@ class Peer:
             "record_expires": getattr(self.record, "expires", None),
             **self.stats.as_dict(),
         }
+
+
+def _datagram(tunnel: Tunnel | None) -> dict[str, Any]:
+    """The tunnel's data path (docs/protocol.md §16.9): "udp" or "stream"; None without a tunnel."""
+    if tunnel is not None and tunnel.link is not None:
+        return tunnel.link.describe()
+    return {"data_path": "stream" if tunnel is not None else None, "udp_endpoint": None, "udp_epoch": 0,
+            "udp_tx_packets": 0, "udp_rx_packets": 0}
 
 
 def _roles(record: Any) -> list[str]:

@@ -3,7 +3,9 @@
 Theory of operation: after the Hello exchange (``handshake``) the tunnel
 runs three tasks in its own nursery: the receive loop (dataplane.ingress),
 the keepalive loop, and, once the session manager makes this tunnel the
-peer's active one, the send loop (dataplane.egress). Any of them ending
+peer's active one, the send loop (dataplane.egress). With a datagram path
+(``link``, docs/protocol.md §16) a fourth task runs its probes and rekeys;
+its offers arrive here as control frames. Any of them ending
 ends the tunnel. ``close`` may be called from anywhere; it records why, and
 the tunnel sends a Close frame and shuts the stream on its way out.
 """
@@ -23,13 +25,16 @@ from p2pvpn.dataplane.egress import RELAYED_FRAME_GAP, send_to_peer
 from p2pvpn.dataplane.ingress import READ_SIZE, receive_from_peer
 from p2pvpn.host import STREAM_ERRORS, describe_path
 from p2pvpn.routing import RouteTable
-from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello, offload_agreed
+from p2pvpn.session.handshake import HandshakeError, RemoteParams, check_hello, datagram_agreed, offload_agreed
 from p2pvpn.session.peer import Peer
 from p2pvpn.tun.device import TunDevice
-from p2pvpn.wire.codec import fit_reason, Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode
+from p2pvpn.wire.codec import (
+    DATAGRAM_CAPABILITY, DatagramOffer, fit_reason, Close, CloseCode, Frame, FrameDecoder, Hello, Keepalive, ProtocolError, encode,
+)
 
 if TYPE_CHECKING:
     from p2pvpn.membership.view import MembershipView
+    from p2pvpn.session.udp_link import UdpLink
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,9 @@ class Tunnel:
         self.destination_ok: Callable[[bytes], bool] | None = None  # ingress destination check
         self.failure: str | None = None  # kind of failure that ended the tunnel, for the node's ``failures``
         self.write_failed = False  # a write timed out: nothing more may be written, the stream gets reset
+        self.datagram_agreed = False  # both Hellos listed udp/1 and the connection is direct (§16.1)
+        self.udp_announced = False  # our Hello listed udp/1: a DatagramOffer is no protocol error
+        self.link: UdpLink | None = None  # the datagram path, when both Hellos listed udp/1 on a direct connection
         self._decoder = FrameDecoder()
         self._write_lock = trio.Lock()
         self._active = trio.Event()
@@ -115,6 +123,8 @@ class Tunnel:
             raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"peer refused the tunnel: {_describe_close(frame)}")
         params = check_hello(frame, self.remote_id.to_bytes(), network, membership)
         self.offload = offload_agreed(hello, params)
+        self.udp_announced = DATAGRAM_CAPABILITY in hello.capabilities
+        self.datagram_agreed = datagram_agreed(hello, params) and self.path.get("path") == "direct"
         return params
 
     def activate(self) -> None:
@@ -156,8 +166,22 @@ class Tunnel:
                     nursery.start_soon(self._keepalive, peer, keepalive)
                     nursery.start_soon(self._send, peer, tun)
                     nursery.start_soon(self._retire_when_asked)
+                    if self.link is not None:
+                        nursery.start_soon(self._datagram_timers, self.link)
         finally:
+            if self.link is not None:
+                self.link.close()
             await self.shutdown()
+
+    async def _datagram_timers(self, link: UdpLink) -> None:
+        try:
+            await link.run()
+        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
+            if isinstance(exc, WriteTimeout):
+                self._write_timed_out(exc)
+            self._note_gone(f"datagram offer write failed: {type(exc).__name__}")
+            if self._scope is not None:
+                self._scope.cancel()
 
     async def _retire_when_asked(self) -> None:
         await self._retiring.wait()
@@ -197,6 +221,12 @@ class Tunnel:
                     self.rtt = self.last_reply - sent
             else:
                 await self.write(encode(Keepalive(seq=frame.seq, reply=True)))
+        elif isinstance(frame, DatagramOffer):
+            if self.link is not None:
+                await self.link.on_offer(frame)  # a broken epoch rule raises DatagramError, a ProtocolError
+            elif not self.udp_announced:
+                raise ProtocolError("DatagramOffer, but we did not announce udp/1")
+            # else: we announced udp/1 but use no datagram path here (relayed): ignored (§16.1)
         elif isinstance(frame, Close):
             self.remote_close = frame
             self._note_gone(f"peer closed the tunnel: {_describe_close(frame)}")
@@ -244,7 +274,8 @@ class Tunnel:
             await self._active.wait()
             try:
                 gap = RELAYED_FRAME_GAP if self.path.get("path") == "relayed" else 0.0
-                await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap, too_big=self.too_big)
+                await send_to_peer(peer, self.write, tun.offload, self.offload, frame_gap=gap, too_big=self.too_big,
+                                   datagram=self.link)
             except (trio.TooSlowError, *STREAM_ERRORS) as exc:
                 if isinstance(exc, WriteTimeout):
                     self._write_timed_out(exc)

@@ -68,6 +68,8 @@ __all__ = [
     "Close",
     "CloseCode",
     "Data",
+    "DATAGRAM_CAPABILITY",
+    "DatagramOffer",
     "Frame",
     "FrameDecoder",
     "Hello",
@@ -102,6 +104,10 @@ MAX_REASON_LEN = 256
 """UTF-8 bytes of ``Close.reason``."""
 MAX_CERTIFICATE_LEN = 4096
 """Bytes of ``Hello.certificate`` (a membership certificate, docs/protocol.md §15)."""
+DATAGRAM_CAPABILITY = "udp/1"
+"""Hello capability: "I speak the datagram path; send me DatagramOffer frames" (docs/protocol.md §16)."""
+MAX_OFFER_ENDPOINTS = 8
+"""Entries of ``DatagramOffer.endpoints``, each 6 (IPv4 + port) or 18 (IPv6 + port) bytes."""
 
 _UINT32_MAX = (1 << 32) - 1
 _UINT64_MAX = (1 << 64) - 1
@@ -198,7 +204,42 @@ class Close:
     reason: str = ""
 
 
-Frame: TypeAlias = Hello | Data | Keepalive | Close
+@dataclass(frozen=True, slots=True)
+class DatagramOffer:
+    """One side's datagram-path key material for one epoch (docs/protocol.md §16.2).
+
+    ``public_key``: a fresh X25519 public key; ``receiver_index``: what the
+    peer's datagrams of this epoch must carry; ``port``: the sender's UDP
+    port; ``endpoints``: extra candidates, IP address bytes + big-endian port.
+    """
+
+    epoch: int
+    public_key: bytes
+    receiver_index: int
+    port: int
+    endpoints: tuple[bytes, ...] = ()
+
+
+Frame: TypeAlias = Hello | Data | Keepalive | Close | DatagramOffer
+
+
+def check_datagram_offer(offer: DatagramOffer) -> None:
+    """The limits of docs/protocol.md §16.2; raises ProtocolError (both encode and decode apply them)."""
+    if not 1 <= offer.epoch <= _UINT32_MAX:
+        raise ProtocolError(f"DatagramOffer epoch must be 1..{_UINT32_MAX}, got {offer.epoch!r}")
+    if len(offer.public_key) != 32:
+        raise ProtocolError(f"DatagramOffer public key is {len(offer.public_key)} bytes, expected 32")
+    if not 1 <= offer.receiver_index <= _UINT32_MAX:
+        raise ProtocolError(f"DatagramOffer receiver_index must be 1..{_UINT32_MAX}, got {offer.receiver_index!r}")
+    if not 1 <= offer.port <= 65535:
+        raise ProtocolError(f"DatagramOffer port must be 1..65535, got {offer.port!r}")
+    if len(offer.endpoints) > MAX_OFFER_ENDPOINTS:
+        raise ProtocolError(
+            f"DatagramOffer has {len(offer.endpoints)} endpoints, over the limit of {MAX_OFFER_ENDPOINTS}"
+        )
+    for endpoint in offer.endpoints:
+        if len(endpoint) not in (6, 18):
+            raise ProtocolError(f"DatagramOffer endpoint is {len(endpoint)} bytes, expected 6 or 18")
 
 
 def fit_reason(reason: str) -> str:
@@ -324,6 +365,8 @@ def encode(frame: Frame) -> bytes:
         message = _hello_to_pb(frame)
     elif isinstance(frame, Close):
         message = _close_to_pb(frame)
+    elif isinstance(frame, DatagramOffer):
+        message = _offer_to_pb(frame)
     else:
         raise TypeError(f"not a tunnel frame: {frame!r}")
     body = message.SerializeToString()
@@ -424,6 +467,18 @@ def _close_to_pb(close: Close) -> _pb.Frame:
     return message
 
 
+def _offer_to_pb(offer: DatagramOffer) -> _pb.Frame:
+    check_datagram_offer(offer)
+    message = _pb.Frame()
+    body = message.datagram_offer
+    body.epoch = offer.epoch
+    body.public_key = bytes(offer.public_key)
+    body.receiver_index = offer.receiver_index
+    body.port = offer.port
+    body.endpoints.extend(bytes(e) for e in offer.endpoints)
+    return message
+
+
 # --------------------------------------------------------------------------- #
 # Decoding.
 
@@ -468,8 +523,13 @@ def _decode_body(body: bytes | bytearray) -> Frame:
         if len(close.reason.encode()) > MAX_REASON_LEN:
             raise ProtocolError(f"Close reason is over the {MAX_REASON_LEN}-byte limit")
         return Close(_CLOSE_CODES.get(close.code, close.code), close.reason)
+    if kind == "datagram_offer":
+        body = message.datagram_offer
+        offer = DatagramOffer(body.epoch, body.public_key, body.receiver_index, body.port, tuple(body.endpoints))
+        check_datagram_offer(offer)
+        return offer
     # An empty body, or only fields this version does not know.
-    raise ProtocolError("frame carries no known message (Hello, Data, Keepalive or Close)")
+    raise ProtocolError("frame carries no known message (Hello, Data, Keepalive, Close or DatagramOffer)")
 
 
 def _offload_data(records: tuple[bytes, ...]) -> Data:

@@ -50,14 +50,30 @@ class Close(_message.Message):
     reason: str
     def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class DatagramOffer(_message.Message):
+    __slots__ = ("epoch", "public_key", "receiver_index", "port", "endpoints")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    public_key: bytes
+    receiver_index: int
+    port: int
+    endpoints: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, epoch: _Optional[int] = ..., public_key: _Optional[bytes] = ..., receiver_index: _Optional[int] = ..., port: _Optional[int] = ..., endpoints: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class Frame(_message.Message):
-    __slots__ = ("hello", "data", "keepalive", "close")
+    __slots__ = ("hello", "data", "keepalive", "close", "datagram_offer")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    DATAGRAM_OFFER_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     data: Data
     keepalive: Keepalive
     close: Close
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., data: _Optional[_Union[Data, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., close: _Optional[_Union[Close, _Mapping]] = ...) -> None: ...
+    datagram_offer: DatagramOffer
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., data: _Optional[_Union[Data, _Mapping]] = ..., keepalive: _Optional[_Union[Keepalive, _Mapping]] = ..., close: _Optional[_Union[Close, _Mapping]] = ..., datagram_offer: _Optional[_Union[DatagramOffer, _Mapping]] = ...) -> None: ...

@@ -245,7 +245,7 @@ def test_oversized_prefix_fails_without_waiting_for_more_bytes() -> None:
     ("wire", "message"),
     [
         (b"\x00", "no known message"),  # empty Frame
-        (framed(b"\x2a\x00"), "no known message"),  # only an unknown field 5
+        (framed(b"\x32\x00"), "no known message"),  # only an unknown field 6
         (framed(b"\xff\xff\xff"), "not a valid protobuf Frame"),
         (framed(b"\x12\x05\x0a\x03ab"), "not a valid protobuf Frame"),  # truncated packet
         (framed(b"\x12"), "not a valid protobuf Frame"),  # tag without its length

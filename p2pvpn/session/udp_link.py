@@ -1,0 +1,149 @@
+"""One tunnel's datagram path at run time: offers on the stream, probes and data on the UDP socket.
+
+The glue between a Tunnel (the stream, the control channel), the node's
+DatagramSocket and the sans-IO DatagramSession (docs/protocol.md §16).
+A link exists only on a tunnel where both Hellos listed ``udp/1`` and the
+connection is direct; the tunnel's send loop asks ``usable`` per batch and
+hands packets to ``send_packets`` instead of the stream.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from p2pvpn.datagram.epochs import Epoch, KeySchedule
+from p2pvpn.datagram.path import Endpoint, PathState
+from p2pvpn.datagram.session import DatagramSession
+from p2pvpn.datagram.udp_socket import DatagramSocket, Deliver
+from p2pvpn.wire.codec import DatagramOffer, encode
+
+log = logging.getLogger(__name__)
+
+MAX_TIMER_SLEEP = 0.5  # seconds: rekey and grace checks need no finer clock
+
+
+class UdpLink:
+    def __init__(self, sock: DatagramSocket, initiator: bool, own_id: bytes, peer_id: bytes, remote_host: str | None,
+                 write: Callable[[bytes], Awaitable[None]], deliver: Deliver) -> None:
+        self.sock = sock
+        self.session = DatagramSession(KeySchedule(initiator, own_id, peer_id, sock.port, sock.allocate_index))
+        self._remote_host = remote_host
+        self._write = write
+        self._deliver = deliver
+        self._registered: set[int] = set()
+
+    # -- control (on the stream) -------------------------------------------------
+
+    async def start(self) -> None:
+        """Our epoch-1 offer, unless the peer's came first and we already answered it."""
+        keys = self.session.keys
+        if keys.current is None and keys.pending_index is None:
+            await self._write(encode(keys.start()))
+
+    async def on_offer(self, offer: DatagramOffer) -> None:
+        """The peer's offer: install the epoch when complete, answer if we are the responder (DatagramError up)."""
+        installed = self.session.keys.receive_offer(offer, trio.current_time())
+        if installed.epoch is not None:
+            self._register(installed.epoch)
+        self.session.path.set_candidates(self._candidates(offer), trio.current_time())
+        if installed.reply is not None:
+            await self._write(encode(installed.reply))
+
+    def _register(self, epoch: Epoch) -> None:
+        self.sock.register(self.session, epoch, self._deliver)
+        self._registered.add(epoch.recv_index)
+
+    def _candidates(self, offer: DatagramOffer) -> list[Endpoint]:
+        """(connection's remote IP, port) first, then the offer's endpoints, within the address scope rules."""
+        out: list[Endpoint] = []
+        loopback_ok = False
+        if self._remote_host is not None:
+            try:
+                remote = ipaddress.ip_address(self._remote_host)
+            except ValueError:
+                remote = None
+            if remote is not None and _usable(remote, True):
+                out.append((str(remote), offer.port))
+                loopback_ok = remote.is_loopback
+        for raw in offer.endpoints:
+            address = ipaddress.ip_address(raw[:-2])
+            if _usable(address, loopback_ok):
+                out.append((str(address), int.from_bytes(raw[-2:], "big")))
+        family = ":" in self.sock.host
+        return [e for e in out if (":" in e[0]) == family]  # our socket's family only
+
+    # -- timers (probes, keepalives, rekey, grace) -------------------------------
+
+    async def run(self) -> None:
+        """Until cancelled: start epoch 1, then probe, rekey and expire old keys on time."""
+        await self.start()
+        session = self.session
+        keys = session.keys
+        while True:
+            now = trio.current_time()
+            if (offer := keys.rekey_due(now)) is not None:
+                await self._write(encode(offer))
+            if (old := keys.expire(now)) is not None:
+                self.sock.release(old.recv_index)
+                self._registered.discard(old.recv_index)
+            was = session.path.state
+            for endpoint, datagram in session.due_probes(now):
+                await self.sock.send(endpoint, [datagram])
+            if session.path.state is not was:
+                log.info("datagram path %s: nothing authenticated came back in time; data back on the stream",
+                         session.path.state)
+            wake = session.path.next_wakeup(now) if keys.current is not None else math.inf
+            await trio.sleep_until(max(now + 0.01, min(wake, now + MAX_TIMER_SLEEP)))
+
+    # -- data ------------------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self.session.usable
+
+    async def send_packets(self, packets: list[bytes]) -> None:
+        session = self.session
+        endpoint = session.path.endpoint
+        if endpoint is None:
+            return
+        await self.sock.send(endpoint, session.seal_packets(packets, trio.current_time()))
+
+    def close(self) -> None:
+        """The tunnel ended: forget every key and index at once (§16.4)."""
+        keys = self.session.keys
+        for index in self._registered:
+            self.sock.release(index)
+        if keys.pending_index is not None:
+            self.sock.release(keys.pending_index)
+        self._registered.clear()
+        keys.current = keys.previous = None
+
+    def describe(self) -> dict[str, Any]:
+        session = self.session
+        endpoint = session.path.endpoint if session.path.state is PathState.UDP else None
+        return {
+            "data_path": str(session.path.state),
+            "udp_endpoint": _endpoint_text(endpoint),
+            "udp_epoch": session.keys.number,
+            "udp_tx_packets": session.tx_packets,
+            "udp_rx_packets": session.rx_packets,
+        }
+
+
+def _usable(address: ipaddress.IPv4Address | ipaddress.IPv6Address, loopback_ok: bool) -> bool:
+    if address.is_unspecified or address.is_multicast or (address.is_loopback and not loopback_ok):
+        return False
+    return not (isinstance(address, ipaddress.IPv4Address) and address == ipaddress.IPv4Address("255.255.255.255"))
+
+
+def _endpoint_text(endpoint: Endpoint | None) -> str | None:
+    if endpoint is None:
+        return None
+    host, port = endpoint
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
