@@ -181,7 +181,7 @@ def _offer_frame(**fields: object) -> bytes:
             setattr(body, name, value)
     body.SetInParent()
     data = frame.SerializeToString()
-    return bytes([len(data)]) + data
+    return _varint(len(data)) + data
 
 
 def _uint64_epoch_frame(epoch: int) -> bytes:
