@@ -31,6 +31,7 @@ from gopeer import LOOPBACK_LISTEN, GoPeer
 
 from p2pvpn.config import Config
 from p2pvpn.control import client
+from p2pvpn.errors import ControlError
 from p2pvpn.lab.topology import Host, Topology
 from p2pvpn.node import find_control_path
 
@@ -263,7 +264,7 @@ def _wait_py_peer(control: Path, peer_id: str, proc: subprocess.Popen[bytes], wa
             # "data_path" (§16.9): "path" already says whether the libp2p connection is direct or relayed.
             if isinstance(last, dict) and last.get("state") == "up" and last.get("data_path") == want_path:
                 return last
-        except (OSError, ValueError, KeyError) as exc:  # not listening yet: retry until the deadline
+        except (ControlError, OSError, ValueError, KeyError) as exc:  # not listening yet: retry until the deadline
             last = exc
         time.sleep(0.2)
     raise AssertionError(f"no tunnel to the Go peer on path {want_path!r} within {timeout:g} s; last: {last}")
