@@ -335,6 +335,10 @@ def test_go_and_python_exchange_traffic_over_the_datagram_path(go_peer_bin: Path
             chunks = to_go["chunks"] + done["chunks"]
             peer = _wait_py_peer(control, go["peer_id"], proc, "udp")
             assert peer["udp_tx_packets"] >= chunks and peer["udp_rx_packets"] >= chunks, peer
+            udp = _py_status(control)["udp"]  # node-wide: nothing the Go peer sent was dropped
+            assert udp["port"] == PORT, udp
+            for drop in ("udp_bad_auth", "udp_replayed", "udp_unknown_index", "udp_short", "udp_malformed"):
+                assert udp[drop] == 0, udp
             stats = gov.wait_for("stats", start=_signal_stats(gov))
             tunnel = stats["tunnels"][me["peer_id"]]
             assert tunnel["path"] == "udp" and tunnel["udp_endpoint"] == f"{ips['py']}:{PORT}", tunnel
