@@ -278,15 +278,14 @@ func (t *tunnel) run() (received *uint32) {
 	}
 }
 
-// handleOffer is §16: an offer needs udp/1 in both Hellos; on a relayed connection it is ignored.
+// handleOffer is §16.1: an offer is a protocol error unless we announced udp/1; a tunnel that does not
+// use the path (relayed, or the peer's Hello lacked udp/1) ignores it.
 func (t *tunnel) handleOffer(o *DatagramOffer) error {
 	switch {
 	case t.vpn.dg == nil:
 		return perr("DatagramOffer, but we did not announce %s", capUDP)
-	case !hasCapability(t.hello, capUDP):
-		return perr("DatagramOffer from a peer that did not announce %s", capUDP)
 	case t.dg == nil:
-		return nil // relayed: the path is not used
+		return nil
 	}
 	return t.dg.handleOffer(o)
 }
