@@ -32,15 +32,8 @@ import (
 )
 
 const (
-	dgKeepalive     = 2 * time.Second // a probe when nothing else went out over UDP for this long
-	dgPathTimeout   = 6 * time.Second // udp -> stream without an authenticated datagram
-	dgProbeFast     = 1 * time.Second
-	dgProbeSlow     = 5 * time.Second
-	dgProbeFastN    = 10 // probes per endpoint at dgProbeFast, then dgProbeSlow
 	dgTick          = 100 * time.Millisecond
 	dgMaxDatagram   = 65535
-	pathStream      = "stream"
-	pathUDP         = "udp"
 	maxIndexRetries = 64
 )
 
@@ -185,23 +178,17 @@ type dgTunnel struct {
 	n *dgNode
 	t *tunnel
 
-	mu         sync.Mutex
-	keys       dgKeySchedule
-	closed     bool
-	path       string
-	remote     netip.Addr     // IP of the connection carrying the tunnel
-	endpoint   netip.AddrPort // where datagrams go while path is udp
-	candidates []netip.AddrPort
-	probes     map[netip.AddrPort]*probeState
-	lastRx     time.Time // last authenticated probe reply or data
-	lastTx     time.Time // last datagram sent over UDP
-	lastProbe  time.Time // last keepalive probe while udp
-	loopback   bool      // the tunnel's connection is over loopback: loopback endpoints are allowed
-	txPackets  uint64    // data datagrams sent
-	rxPackets  uint64    // data datagrams received and authenticated
-	reserved   []uint32  // indexes of offers whose epoch has not completed yet
-	early      []heldDatagram
-	heldBytes  int
+	mu        sync.Mutex
+	keys      dgKeySchedule
+	path      dgPathState
+	closed    bool
+	remote    netip.Addr // IP of the connection carrying the tunnel
+	loopback  bool       // the tunnel's connection is over loopback: loopback endpoints are allowed
+	txPackets uint64     // data datagrams sent
+	rxPackets uint64     // data datagrams received and authenticated
+	reserved  []uint32   // indexes of offers whose epoch has not completed yet
+	early     []heldDatagram
+	heldBytes int
 }
 
 // heldDatagram arrived for our pending offer's receiver_index before the peer's offer of that epoch.
@@ -257,16 +244,10 @@ func (d *dgTunnel) takeHeld(index uint32, now time.Time) (out []heldDatagram, st
 	return out, stale
 }
 
-type probeState struct {
-	sent int
-	last time.Time
-}
-
 // newDgTunnel prepares t's datagram state; remote is the IP of the connection carrying the tunnel.
 func (n *dgNode) newDgTunnel(t *tunnel, remote netip.Addr) *dgTunnel {
 	remote = remote.Unmap()
-	d := &dgTunnel{n: n, t: t, path: pathStream, probes: map[netip.AddrPort]*probeState{}, remote: remote,
-		loopback: remote.IsLoopback()}
+	d := &dgTunnel{n: n, t: t, path: newPathState(), remote: remote, loopback: remote.IsLoopback()}
 	d.keys = dgKeySchedule{
 		self: n.v.h.ID(), remote: t.remote, initiator: t.initiator == n.v.h.ID(), port: uint32(n.port),
 		rand: rand.Reader,
@@ -327,11 +308,7 @@ func (d *dgTunnel) handleOffer(o *DatagramOffer) error {
 		for _, e := range o.Endpoints {
 			cands = append(cands, offerEndpoint(e))
 		}
-		for _, c := range cands {
-			if d.usableEndpoint(c) && !slices.Contains(d.candidates, c) {
-				d.candidates = append(d.candidates, c)
-			}
-		}
+		d.path.addCandidates(slices.DeleteFunc(cands, func(c netip.AddrPort) bool { return !d.usableEndpoint(c) }))
 	}
 	d.n.setKeys(k.localIndex, d, k)
 	d.reserved = removeIndex(d.reserved, k.localIndex)
@@ -389,18 +366,13 @@ func (d *dgTunnel) received(k *epochKeys, h dgHeader, datagram []byte, from neti
 		case dgTypeProbe:
 			reply, _ = d.keys.seal(dgTypeProbeReply, plain)
 		case dgTypeData, dgTypeProbeReply:
-			d.lastRx = now
-			if d.path != pathUDP {
-				d.path, d.endpoint, d.lastProbe, changed = pathUDP, from, now, true
-			} else if newHighest && k == d.keys.cur && from != d.endpoint {
-				d.endpoint = from // roaming
-			}
+			changed = d.path.alive(from, newHighest && k == d.keys.cur, now)
 			if h.typ == dgTypeData {
 				d.rxPackets++
 			}
 		}
 	}
-	endpoint := d.endpoint
+	endpoint := d.path.endpoint
 	d.mu.Unlock()
 	if drop != "" {
 		d.n.v.count(drop)
@@ -431,7 +403,7 @@ func (d *dgTunnel) emitPath(endpoint netip.AddrPort) {
 func (d *dgTunnel) pathName() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.path
+	return d.path.state
 }
 
 func (d *dgTunnel) write(b []byte, to netip.AddrPort) {
@@ -440,14 +412,14 @@ func (d *dgTunnel) write(b []byte, to netip.AddrPort) {
 		return
 	}
 	d.mu.Lock()
-	d.lastTx = time.Now()
+	d.path.sent(time.Now())
 	d.mu.Unlock()
 }
 
 // sendData sends one IP packet over UDP if the path is udp; false means: use the stream.
 func (d *dgTunnel) sendData(p []byte) bool {
 	d.mu.Lock()
-	if d.closed || d.path != pathUDP {
+	if d.closed || d.path.state != pathUDP {
 		d.mu.Unlock()
 		return false
 	}
@@ -457,7 +429,7 @@ func (d *dgTunnel) sendData(p []byte) bool {
 		return false
 	}
 	d.txPackets++
-	to := d.endpoint
+	to := d.path.endpoint
 	d.mu.Unlock()
 	d.write(b, to)
 	return true
@@ -497,43 +469,15 @@ func (d *dgTunnel) step(now time.Time) {
 		d.n.release(old.localIndex)
 	}
 	_, stale := d.takeHeld(0, now) // index 0 is never ours: this only drops stale ones
-	timedOut := d.path == pathUDP && now.Sub(d.lastRx) >= dgPathTimeout
-	if timedOut {
-		d.path, d.endpoint = pathStream, netip.AddrPort{}
-		d.probes = map[netip.AddrPort]*probeState{} // probing starts over, fast
-	}
-	if d.keys.cur != nil {
-		probe := func(to netip.AddrPort) {
+	timedOut := false
+	if d.keys.cur != nil { // probing starts once epoch 1 is installed
+		var due []netip.AddrPort
+		due, timedOut = d.path.poll(now)
+		for _, to := range due {
 			var id [dgProbeIDLen]byte
 			_, _ = rand.Read(id[:])
 			if b, err := d.keys.seal(dgTypeProbe, id[:]); err == nil {
 				out = append(out, dgSend{b, to})
-			}
-		}
-		if d.path == pathUDP {
-			if now.Sub(d.lastProbe) >= dgKeepalive && (now.Sub(d.lastTx) >= dgKeepalive || now.Sub(d.lastRx) >= dgKeepalive) {
-				probe(d.endpoint)
-				d.lastProbe = now
-			}
-		} else {
-			for _, c := range d.candidates {
-				if c.Port() == 0 {
-					continue
-				}
-				ps := d.probes[c]
-				if ps == nil {
-					ps = &probeState{}
-					d.probes[c] = ps
-				}
-				every := dgProbeFast
-				if ps.sent >= dgProbeFastN {
-					every = dgProbeSlow
-				}
-				if ps.sent == 0 || now.Sub(ps.last) >= every {
-					ps.sent++
-					ps.last = now
-					probe(c)
-				}
 			}
 		}
 	}
@@ -563,7 +507,7 @@ func (d *dgTunnel) close() {
 	if d.keys.prev != nil {
 		idx = append(idx, d.keys.prev.localIndex)
 	}
-	d.keys.cur, d.keys.prev, d.path = nil, nil, pathStream
+	d.keys.cur, d.keys.prev, d.path = nil, nil, newPathState()
 	d.mu.Unlock()
 	d.n.release(idx...)
 }
@@ -573,11 +517,11 @@ func (d *dgTunnel) stats() map[string]any {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m := map[string]any{
-		"path": d.path, "udp_endpoint": nil, "udp_tx_packets": d.txPackets, "udp_rx_packets": d.rxPackets,
+		"path": d.path.state, "udp_endpoint": nil, "udp_tx_packets": d.txPackets, "udp_rx_packets": d.rxPackets,
 		"epoch": d.keys.current,
 	}
-	if d.path == pathUDP && d.endpoint.IsValid() {
-		m["udp_endpoint"] = d.endpoint.String()
+	if d.path.state == pathUDP && d.path.endpoint.IsValid() {
+		m["udp_endpoint"] = d.path.endpoint.String()
 	}
 	return m
 }
