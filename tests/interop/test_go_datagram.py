@@ -169,6 +169,23 @@ async def test_a_go_peer_without_udp_keeps_the_stream(go_peer_bin: Path) -> None
             assert b.find("protocol_error") is None and ra["udp_port"] > 0
 
 
+async def test_two_go_peers_use_the_datagram_path_over_an_ipv6_underlay(go_peer_bin: Path) -> None:
+    """The connection is over ::1: the candidate endpoint is [::1]:port, the traffic (to the overlay IPv6) goes
+    over UDP/IPv6."""
+    v6 = ("--dht", "off", "--keepalive", "1s", "--listen", "/ip6/::1/tcp/0")
+    with GoPeer(go_peer_bin, "vpn", *v6) as b:
+        rb = await b.aready()
+        with GoPeer(go_peer_bin, "vpn", *v6, "--peer", b.addr(), "--traffic-to", rb["ipv6"]) as a:
+            await a.aready()
+            up = await a.await_event("path", lambda e: e["path"] == "udp")
+            assert up["udp_endpoint"] == f"[::1]:{rb['udp_port']}", up
+            done = await a.await_event("traffic_done", timeout=60)
+            assert "error" not in done and done["sent_sha256"] == done["echo_sha256"], done
+            assert done["pings_answered"] == 5 and done["path_at_end"] == "udp", done
+            counters = (await b.stats())["counters"]
+            assert counters["udp_packets_in"] == counters["packets_in"] and counters["echo_icmp6"] == 5, counters
+
+
 def _offer_frame(**fields: object) -> bytes:
     """A framed DatagramOffer built with the generated protobuf types (any values, valid or not)."""
     from p2pvpn.wire import tunnel_pb2
