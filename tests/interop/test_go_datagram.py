@@ -1,7 +1,8 @@
 """The datagram path (capability ``udp/1``, docs/protocol.md §16) in the Go interop peer.
 
-Two Go peers on loopback first (the Go side against itself), then a Go peer and
-a Python node in namespaces::
+Two Go peers on loopback first (the Go side against itself: rekeys under load,
+junk counted, no ``udp/1`` = stream, IPv6 underlay), the Go and Python offer
+decoders case by case, then a Go peer and a Python node in namespaces::
 
     gov (go-peer vpn)            py (p2pvpn up, TUN)
     eth0 198.18.7.1              eth0 198.18.7.2
@@ -12,7 +13,10 @@ pings the Go peer and sends a UDP transfer to its echo port; the Go peer
 (``--traffic-to``) pings the Python node's kernel and sends a transfer to a
 UDP echo server in the Python namespace. Hashes of what was sent and what came
 back must match, and both sides must report the path as ``udp`` with their
-datagram counters moving, so the packets did not take the stream.
+datagram counters moving, so the packets did not take the stream. Last, two Go
+peers in namespaces fall back to the stream when nft drops UDP, and return.
+Every process and namespace is stopped and deleted by the test (underlay
+198.18.0.0/15, overlay 100.64.0.0/10 and fd00::/8, or loopback).
 """
 
 from __future__ import annotations
