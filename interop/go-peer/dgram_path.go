@@ -6,7 +6,8 @@ package main
 //
 // Inbound flow (readLoop), §16.6, each drop counted under its name:
 //  1. under 29 bytes or unknown type -> udp_short;
-//  2. receiver_index not of a live epoch -> udp_unknown_index;
+//  2. receiver_index not of a live epoch -> udp_unknown_index (the index of our offer still
+//     waiting for the peer's: held up to 1 s, see heldDatagram);
 //  3. counter >= 2^60, or too old / seen in the replay window -> udp_replayed;
 //  4. AES-256-GCM open with that epoch's receive key -> else udp_bad_auth;
 //  5. plaintext of the wrong length -> udp_malformed; else the window records the counter;
@@ -158,19 +159,23 @@ func (n *dgNode) handle(d []byte, from netip.AddrPort) {
 		return
 	}
 	e := n.lookup(h.index)
-	if e != nil && e.keys == nil { // our offer's index, the peer's offer not here yet
+	if e == nil {
+		n.v.count(dropUnknownIndex)
+		return
+	}
+	keys := e.keys
+	if keys == nil { // our offer's index, the peer's offer not here yet
 		held, installed := e.d.hold(h, d, from)
 		if held {
 			n.v.count("udp_held") // opened once that epoch is installed
 			return
 		}
-		e.keys = installed // nil, or the keys installed since the lookup
+		if keys = installed; keys == nil { // installed since the lookup, or else dropped
+			n.v.count(dropUnknownIndex)
+			return
+		}
 	}
-	if e == nil || e.keys == nil {
-		n.v.count(dropUnknownIndex)
-		return
-	}
-	e.d.received(e.keys, h, d, from)
+	e.d.received(keys, h, d, from)
 }
 
 // dgTunnel is one tunnel's datagram state: its key schedule and its path.
