@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	mrand "math/rand/v2"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -314,5 +315,43 @@ func TestReplayWindowAgainstReference(t *testing.T) {
 			}
 			w.accept(c)
 		}
+	}
+}
+
+func TestHeldDatagramsWaitForTheirEpochBounded(t *testing.T) {
+	d := &dgTunnel{reserved: []uint32{42}}
+	now := time.Now()
+	h := dgHeader{typ: dgTypeData, index: 42}
+	if held, _ := d.hold(dgHeader{typ: dgTypeData, index: 43}, make([]byte, 100), netip.AddrPort{}); held {
+		t.Fatal("held a datagram for an index that is not our pending offer's")
+	}
+	for range maxHeld {
+		if held, _ := d.hold(h, make([]byte, 100), netip.AddrPort{}); !held {
+			t.Fatal("not held")
+		}
+	}
+	if held, _ := d.hold(h, make([]byte, 100), netip.AddrPort{}); held {
+		t.Fatalf("held more than %d", maxHeld)
+	}
+	out, stale := d.takeHeld(42, now.Add(holdTime/2))
+	if len(out) != maxHeld || stale != 0 || len(d.early) != 0 || d.heldBytes != 0 {
+		t.Fatalf("taken %d, stale %d, left %d", len(out), stale, len(d.early))
+	}
+	// Bytes are bounded too (unauthenticated data), and what waits over a second is dropped.
+	big := make([]byte, 60000)
+	n := 0
+	for held, _ := d.hold(h, big, netip.AddrPort{}); held; held, _ = d.hold(h, big, netip.AddrPort{}) {
+		n++
+	}
+	if n != maxHeldBytes/len(big) {
+		t.Fatalf("%d big datagrams held", n)
+	}
+	if out, stale := d.takeHeld(0, time.Now().Add(holdTime+time.Millisecond)); len(out) != 0 || stale != n {
+		t.Fatalf("stale: %d of %d", stale, n)
+	}
+	// Once the epoch is installed, a late lookup gets its keys instead of a hold.
+	d.keys.cur = &epochKeys{localIndex: 42}
+	if held, keys := d.hold(h, big, netip.AddrPort{}); held || keys != d.keys.cur {
+		t.Fatal("installed epoch not returned")
 	}
 }
