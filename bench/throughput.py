@@ -23,6 +23,12 @@ Traffic always flows a -> b. Per profile it repeats ``--runs`` times (default
                  iperf3 TCP over the overlay with each node's CPU seconds per
                  GiB carried (utime+stime from /proc/<pid>/stat across the
                  iperf3 run), then the overlay RTT; the nodes stop with SIGTERM.
+                 The nodes run with their defaults, so the datagram path
+                 (docs/protocol.md §16) carries the data once it is up: the
+                 run waits for ``data_path`` "udp" (bounded) and records the
+                 path seen after iperf3;
+5. ``stream``    with ``--stream-baseline``: the same with ``--no-udp``, the
+                 tunnel stream alone (the path before the datagram path).
 
 Profiles: ``unshaped`` (bare veth), ``clean`` (tbf 1gbit on both veth ends),
 ``lossy`` (clean + 0.5 % random drop at b's prerouting ingress on eth0, nft
@@ -33,7 +39,7 @@ through wanem with 4 ms delay, 0.5 % loss and 1 % reordering in each
 direction, as netem on both hosts' egress would do).
 
     python bench/throughput.py --profiles unshaped,clean,lossy,low [--runs 5]
-        [--seconds 10] [--cc reno] [--json] [--json-out FILE]
+        [--seconds 10] [--cc reno] [--stream-baseline] [--json] [--json-out FILE]
 
 It prints a markdown table of min/median/max over the runs (or, with
 ``--json``, one JSON document with every run). The ratios tunnel/raw and
@@ -220,7 +226,7 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
-                procs: list[subprocess.Popen[Any]]) -> None:  # fmt: skip
+                procs: list[subprocess.Popen[Any]], extra: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Start both nodes (appended to ``procs``), each with the other as a static peer."""
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
@@ -228,7 +234,7 @@ def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
                 sys.executable, "-m", "p2pvpn", "up", "--dir", str(workdir / host.name),
                 "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
                 "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
-                "--tun", TUN,
+                "--tun", TUN, *extra,
                 stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
             ))  # fmt: skip
 
@@ -281,7 +287,26 @@ def stop_vpn(procs: list[subprocess.Popen[Any]]) -> list[int | None]:
     return codes
 
 
-def tunnel(a: Host, b: Host, workdir: Path, seconds: float) -> dict[str, Any]:
+def data_path(a: Host, workdir: Path, peer_id: str) -> dict[str, Any]:
+    """a's view of b's data path (docs/protocol.md §16.9) and a's node-wide UDP drop counters."""
+    status = json.loads(_p2pvpn(a, "status", "--dir", str(workdir / a.name), "--json"))
+    peer = next((p for p in status.get("peers", []) if p.get("peer_id") == peer_id), {})
+    return {"path": peer.get("data_path"), "udp_tx_packets": peer.get("udp_tx_packets"),
+            "udp_rx_packets": peer.get("udp_rx_packets"), "udp": status.get("udp")}
+
+
+def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) -> str | None:
+    """Until a sends b's data over UDP (bounded); the path seen last."""
+    path = None
+    for _ in range(int(timeout / 0.5)):
+        path = data_path(a, workdir, peer_id)["path"]
+        if path == "udp":
+            break
+        time.sleep(0.5)
+    return path
+
+
+def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[Any]] = []
@@ -291,12 +316,14 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float) -> dict[str, Any]:
         overlay_b = ids[b.name]["ipv4"]
         out["overlay_b"] = overlay_b
         started = time.monotonic()
-        start_nodes(a, b, workdir, ids, procs)
+        start_nodes(a, b, workdir, ids, procs, extra)
         try:
             out["first_ping"] = first_ping(a, overlay_b, started)
         except BenchError as exc:
             raise BenchError(f"{exc}: {_why(a, b, workdir, procs)}") from exc
         wait_up(a, b, workdir, ids, procs)
+        if "--no-udp" not in extra:
+            out["path_before"] = wait_data_path(a, workdir, ids[b.name]["peer_id"])
         before = [cpu_seconds(p.pid) for p in procs]
         out.update(iperf3(a, b, overlay_b, IPERF_TUNNEL_PORT, seconds))
         after = [cpu_seconds(p.pid) for p in procs]
@@ -304,6 +331,7 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float) -> dict[str, Any]:
         out["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
         out["cpu_s_per_gib"] = {h.name: round((y - x) / gib, 2) if gib else None
                                 for h, x, y in zip((a, b), before, after)}  # fmt: skip
+        out["data_path"] = data_path(a, workdir, ids[b.name]["peer_id"])
         out["ping"] = ping(a, overlay_b)
     finally:
         out["node_exit_codes"] = stop_vpn(procs)
@@ -329,6 +357,7 @@ def run_profile(
     wanem: Path | None,
     progress: Callable[[str], None],
     cc: str | None = None,
+    stream_baseline: bool = False,
 ) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
@@ -363,6 +392,8 @@ def run_profile(
                 run["tunnel"] = {"pending": tunnel_reason}
             else:
                 _measure(run, "tunnel", lambda: tunnel(a, b, Path(tmp) / f"run{i}", seconds))
+                if stream_baseline:
+                    _measure(run, "stream", lambda: tunnel(a, b, Path(tmp) / f"run{i}s", seconds, ("--no-udp",)))
             add_ratios(run)
             res["runs"].append(run)
         if profile.loss_per_mille:
@@ -382,6 +413,8 @@ def add_ratios(run: dict[str, Any]) -> None:
     run["tunnel_over_raw"] = round(t / raw, 3) if t and raw else None
     run["tunnel_over_veth"] = round(t / veth, 3) if t and veth else None
     run["raw_over_veth"] = round(raw / veth, 3) if raw and veth else None
+    stream = run.get("stream", {}).get("mbit_s")
+    run["tunnel_over_stream"] = round(t / stream, 3) if t and stream else None
 
 
 # name -> path into one run's results
@@ -394,6 +427,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "raw_over_veth": ("raw_over_veth",),
     "rtt_veth_ms": ("ping_veth", "avg_ms"),
     "rtt_tunnel_ms": ("tunnel", "ping", "avg_ms"),
+    "stream_mbit_s": ("stream", "mbit_s"),
+    "tunnel_over_stream": ("tunnel_over_stream",),
+    "rtt_stream_ms": ("stream", "ping", "avg_ms"),
     "first_ping_s": ("tunnel", "first_ping", "first_reply_s"),
     "cpu_s_per_gib_a": ("tunnel", "cpu_s_per_gib", "a"),
     "cpu_s_per_gib_b": ("tunnel", "cpu_s_per_gib", "b"),
@@ -427,8 +463,11 @@ COLUMNS = (  # header, metric, format
     ("tunnel Mbit/s", "tunnel_mbit_s", "{:.0f}"),
     ("tunnel / no-VPN", "tunnel_over_veth", "{:.0%}"),
     ("tunnel / raw", "tunnel_over_raw", "{:.0%}"),
+    ("stream-only Mbit/s", "stream_mbit_s", "{:.0f}"),
+    ("tunnel / stream-only", "tunnel_over_stream", "{:.0%}"),
     ("RTT no-VPN ms", "rtt_veth_ms", "{:.2f}"),
     ("RTT tunnel ms", "rtt_tunnel_ms", "{:.2f}"),
+    ("RTT stream-only ms", "rtt_stream_ms", "{:.2f}"),
     ("first ping s", "first_ping_s", "{:.2f}"),
     ("CPU s/GiB a", "cpu_s_per_gib_a", "{:.1f}"),
     ("CPU s/GiB b", "cpu_s_per_gib_b", "{:.1f}"),
@@ -455,7 +494,7 @@ def table(results: list[dict[str, Any]]) -> str:
         cells = [_cell(summary.get(metric), fmt) for _, metric, fmt in COLUMNS]
         lines.append(f"| {r['profile']} | {len(r['runs'])} | " + " | ".join(cells) + " |")
         for i, run in enumerate(r["runs"]):
-            for key in ("veth", "raw", "ping_veth", "tunnel"):
+            for key in ("veth", "raw", "ping_veth", "tunnel", "stream"):
                 for what in ("error", "pending"):
                     if what in run.get(key, {}):
                         notes.append(f"- {r['profile']} run {i + 1} {key}: {what}: {run[key][what]}")
@@ -466,7 +505,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def _failed(results: list[dict[str, Any]]) -> bool:
     return any("error" in run.get(k, {}) for r in results for run in r["runs"]
-               for k in ("veth", "raw", "ping_veth", "tunnel")) or any("error" in r.get("wanem", {})
+               for k in ("veth", "raw", "ping_veth", "tunnel", "stream")) or any("error" in r.get("wanem", {})
                                                                        for r in results)  # fmt: skip
 
 
@@ -498,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
+    parser.add_argument("--stream-baseline", action="store_true",
+                        help="also measure the tunnel with --no-udp (the stream alone) in every run")
     parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
                         "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
@@ -535,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         for name in names:
             profile = PROFILES[name]
-            results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc))
+            results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc,
+                                       args.stream_baseline))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)

@@ -20,7 +20,9 @@ tunnel's handler.
 
 Packets that came over the datagram path (docs/protocol.md §16, opened and
 replay-checked by p2pvpn.datagram) enter at step 3 through
-``datagram_receiver``: the same checks, the same counters.
+``datagram_receiver``: the same checks, the same counters; on an offload
+TUN, consecutive TCP segments are then written as one super-packet
+(p2pvpn.dataplane.gro), so the kernel takes 64 KiB per write again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from p2pvpn.dataplane import packet as ip
+from p2pvpn.dataplane.gro import coalesce
 from p2pvpn.dataplane.offload import VNET_HDR_LEN, canonical_header, segment_size
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.peer import Peer
@@ -123,6 +126,7 @@ def datagram_receiver(
 
     def deliver(packets: list[bytes]) -> None:
         mtu = tun.mtu
+        accepted: list[bytes] = []
         for packet in packets:
             source = ip.source(packet)
             if source is None:
@@ -133,7 +137,18 @@ def datagram_receiver(
                 drops[DropReason.BAD_DESTINATION] += 1
             elif len(packet) > mtu:
                 drops[DropReason.TOO_BIG] += 1
-            elif not write(packet):
+            else:
+                accepted.append(packet)
+        if tun.offload:  # consecutive TCP segments go in as one super-packet (p2pvpn.dataplane.gro)
+            for record, count in coalesce(accepted):
+                if tun.write_record(record):
+                    stats.packets_in += count
+                    stats.bytes_in += len(record) - VNET_HDR_LEN
+                else:
+                    drops[DropReason.TUN_WRITE] += count
+            return
+        for packet in accepted:
+            if not write(packet):
                 drops[DropReason.TUN_WRITE] += 1
             else:
                 stats.packets_in += 1

@@ -1,0 +1,101 @@
+"""Where the node's CPU goes while iperf3 runs through the tunnel: py-spy on both nodes.
+
+Builds the ``clean`` profile of bench/throughput.py (two namespaces, veth,
+tbf 1 Gbit/s), starts both nodes (datagram path on, or ``--no-udp``), runs
+iperf3 a -> b for ``--seconds`` and records each node with py-spy (sampling,
+GIL and idle excluded). Prints the iperf3 result and, per node, the top
+functions by own samples and by samples including callees.
+
+    python bench/datagram_profile.py [--seconds 15] [--no-udp] [--out DIR]
+
+Needs root, iperf3, tc, nft and py-spy (``pip install py-spy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import throughput as tp  # noqa: E402
+from p2pvpn.lab.topology import Topology  # noqa: E402
+
+
+def top(collapsed: Path, n: int = 25) -> dict[str, list[tuple[str, float]]]:
+    """Own-time and inclusive-time shares of the busiest functions in a py-spy ``raw`` (collapsed) file."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            incl[frame] += samples
+    share = lambda c: [(name, round(100 * v / total, 1)) for name, v in c.most_common(n)]  # noqa: E731
+    return {"samples": total, "own_pct": share(own), "inclusive_pct": share(incl)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-udp", action="store_true", help="profile the stream path instead")
+    parser.add_argument("--out", type=Path, help="keep the py-spy files here")
+    args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    extra = ("--no-udp",) if args.no_udp else ()
+    result: dict[str, object] = {}
+    with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
+        out_dir = args.out or Path(tmp)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        a, b = topo.add_host("a"), topo.add_host("b")
+        _, addr_b = topo.link(a, b, tp.SUBNET, iface_a=tp.IFACE, iface_b=tp.IFACE)
+        a.shape(tp.IFACE, "1gbit")
+        b.shape(tp.IFACE, "1gbit")
+        workdir = Path(tmp) / "nodes"
+        workdir.mkdir()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            ids = tp.init_nodes(a, b, workdir)
+            tp.start_nodes(a, b, workdir, ids, procs, extra)
+            tp.wait_up(a, b, workdir, ids, procs)
+            if not args.no_udp:
+                result["path_before"] = tp.wait_data_path(a, workdir, ids[b.name]["peer_id"])
+            spies = [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--duration", str(int(args.seconds)),
+                                       "--rate", "200", "--format", "raw", "--nonblocking",
+                                       "--output", str(out_dir / f"{h.name}.txt")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for h, p in zip((a, b), procs)]
+            time.sleep(0.5)
+            before = [tp.cpu_seconds(p.pid) for p in procs]
+            result["iperf3"] = tp.iperf3(a, b, ids[b.name]["ipv4"], tp.IPERF_TUNNEL_PORT, args.seconds - 1)
+            after = [tp.cpu_seconds(p.pid) for p in procs]
+            result["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
+            result["data_path"] = tp.data_path(a, workdir, ids[b.name]["peer_id"])
+            for spy_proc in spies:
+                spy_proc.wait(timeout=args.seconds + 30)
+            for h in (a, b):
+                path = out_dir / f"{h.name}.txt"
+                result[f"profile_{h.name}"] = top(path) if path.exists() else "no py-spy output"
+        finally:
+            tp.stop_vpn(procs)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
