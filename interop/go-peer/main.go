@@ -5,6 +5,8 @@
 //	go-peer vpn   [--listen MA]... [--seed HEX] [--network N] [--bootstrap MA]... [--peer MA]...
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
 //	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
+//	              [--udp=true] [--rekey-after 120s]
+//	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
@@ -19,6 +21,7 @@ package main
 import (
 	"context"
 	"flag"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -62,6 +65,14 @@ func main() {
 	udpPort := fs.Uint("udp-echo-port", 7, "vpn: UDP port answered with an echo")
 	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
 	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
+	udp := fs.Bool("udp", true, "vpn: announce udp/1 and use the datagram path (§16)")
+	trafficTo := fs.String("traffic-to", "", "vpn: overlay address to send our own traffic to (pings, then a UDP echo transfer)")
+	trafficPings := fs.Int("traffic-pings", 5, "vpn: echo requests --traffic-to sends")
+	trafficBytes := fs.Int("traffic-bytes", 256*1024, "vpn: bytes --traffic-to transfers through a UDP echo server")
+	trafficPort := fs.Uint("traffic-port", 7, "vpn: the UDP echo port at --traffic-to")
+	trafficPath := fs.String("traffic-path", pathUDP, "vpn: start --traffic-to once the path is udp, or any")
+	trafficOnSignal := fs.Bool("traffic-on-usr2", false, "vpn: send --traffic-to's traffic on each SIGUSR2 instead of once at start")
+	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
 	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
@@ -100,6 +111,7 @@ func main() {
 	}
 	ready := map[string]any{"mode": mode, "peer_id": h.ID().String(), "addrs": fullAddrs(h)}
 	var statsFn func() map[string]any
+	var traffic *trafficGen
 
 	switch mode {
 	case "relay":
@@ -147,6 +159,23 @@ func main() {
 			v.resp.self = v.self
 			go v.member.run(ctx)
 		}
+		if *udp {
+			if v.dg, err = listenUDP(v, *rekeyAfter); err != nil {
+				fatal("udp: %v", err)
+			}
+			defer v.dg.conn.Close()
+			ready["udp_port"] = v.dg.port
+		}
+		if *trafficTo != "" {
+			dst, err := netip.ParseAddr(*trafficTo)
+			if err != nil || *trafficPort < 1 || *trafficPort > 65535 || (*trafficPath != pathUDP && *trafficPath != "any") {
+				fatal("--traffic-to needs an IP address, --traffic-port 1..65535, --traffic-path udp|any")
+			}
+			v.traffic = newTrafficGen(v, dst, *trafficPings, *trafficBytes, uint16(*trafficPort), *trafficPath)
+			if !*trafficOnSignal {
+				go v.traffic.run(ctx) // it waits for the tunnel
+			}
+		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
 		peerInfos, err := parsePeerAddrs(peers)
 		if err != nil {
@@ -156,7 +185,7 @@ func main() {
 			go v.dialLoop(ctx, info)
 		}
 		ready["network"], ready["ipv4"], ready["ipv6"] = *network, v.self.IPv4.String(), v.self.IPv6.String()
-		statsFn = v.stats
+		statsFn, traffic = v.stats, v.traffic
 		if *dhtMode != "off" {
 			var revoked func() map[string]uint64
 			if v.member != nil {
@@ -176,8 +205,9 @@ func main() {
 	}
 
 	emit("ready", ready)
-	usr1 := make(chan os.Signal, 1)
+	usr1, usr2 := make(chan os.Signal, 1), make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
+	signal.Notify(usr2, syscall.SIGUSR2)
 	for {
 		select {
 		case <-ctx.Done():
@@ -186,6 +216,10 @@ func main() {
 			}
 			emit("stopped", nil)
 			return
+		case <-usr2: // one more round of --traffic-to (runs one at a time)
+			if traffic != nil {
+				go traffic.run(ctx)
+			}
 		case <-usr1:
 			st := map[string]any{}
 			if statsFn != nil {

@@ -186,6 +186,13 @@ func frameJSON(f Frame) map[string]any {
 		return map[string]any{"type": "keepalive", "seq": m.Seq, "reply": m.Reply}
 	case *Close:
 		return map[string]any{"type": "close", "code": m.Code, "reason": m.Reason}
+	case *DatagramOffer:
+		var eps []string
+		for _, e := range m.Endpoints {
+			eps = append(eps, offerEndpoint(e).String())
+		}
+		return map[string]any{"type": "datagram_offer", "epoch": m.Epoch, "public_key": hex.EncodeToString(m.PublicKey),
+			"receiver_index": m.ReceiverIndex, "port": m.Port, "endpoints": eps}
 	}
 	return nil
 }

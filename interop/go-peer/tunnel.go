@@ -59,6 +59,8 @@ type tunnel struct {
 	kaMu   sync.Mutex
 	kaSent map[uint64]time.Time
 	rtt    time.Duration
+
+	dg *dgTunnel // the datagram path (§16), when both sides announced udp/1 on a direct connection
 }
 
 func newTunnel(v *VPN, s network.Stream, initiator peer.ID) *tunnel {
@@ -90,6 +92,9 @@ func (t *tunnel) send(f Frame) bool {
 
 // sendPacket queues one IP packet; a full queue drops it (counted), never blocks.
 func (t *tunnel) sendPacket(p []byte) {
+	if t.dg != nil && t.dg.sendData(p) {
+		return // over UDP (§16)
+	}
 	t.sendMu.Lock()
 	defer t.sendMu.Unlock()
 	if t.sendDone {
@@ -170,6 +175,9 @@ func (t *tunnel) run() (received *uint32) {
 	defer func() {
 		t.end()
 		v.detach(t)
+		if t.dg != nil {
+			t.dg.close()
+		}
 		_ = t.s.Close()
 		ev := map[string]any{"peer": t.remote.String()}
 		if t.sentClose != nil {
@@ -183,9 +191,13 @@ func (t *tunnel) run() (received *uint32) {
 		}
 	}()
 	go t.writeLoop()
+	caps := []string{"go-interop/1"}
+	if v.dg != nil {
+		caps = append(caps, capUDP)
+	}
 	ours := &Hello{
 		Version: protocolVersion, Network: v.network, IPv4: v.self.IPv4, IPv6: v.self.IPv6,
-		MTU: v.mtu, AddressIndex: v.self.Index, Capabilities: []string{"go-interop/1"},
+		MTU: v.mtu, AddressIndex: v.self.Index, Capabilities: caps,
 	}
 	if v.member != nil { // §15.9.1: our certificate, whose addresses v.self holds
 		ours.Capabilities = append(ours.Capabilities, membershipCapability)
@@ -211,6 +223,9 @@ func (t *tunnel) run() (received *uint32) {
 		return nil
 	}
 	t.hello, t.upAt = hello, time.Now()
+	if ip, direct := remoteIP(t.s.Conn().RemoteMultiaddr()); v.dg != nil && direct && hasCapability(hello, capUDP) {
+		t.dg = v.dg.newDgTunnel(t, ip)
+	}
 	v.attach(t)
 	emit("tunnel_up", map[string]any{
 		"peer": t.remote.String(), "initiator": t.initiator == v.h.ID(),
@@ -219,6 +234,10 @@ func (t *tunnel) run() (received *uint32) {
 		"transport": t.s.Conn().ConnState().Transport,
 	})
 	go t.keepaliveLoop()
+	if t.dg != nil {
+		t.dg.start()
+		go t.dg.loop(t.stop)
+	}
 
 	// 4. Established: frames in any order until the end (§7.3).
 	for {
@@ -245,6 +264,11 @@ func (t *tunnel) run() (received *uint32) {
 				}
 				t.kaMu.Unlock()
 			}
+		case *DatagramOffer:
+			if err := t.handleOffer(m); err != nil {
+				t.fail(err)
+				return nil
+			}
 		case *Close:
 			code := m.Code
 			t.recvClose = &code
@@ -257,6 +281,27 @@ func (t *tunnel) run() (received *uint32) {
 			return t.recvClose
 		}
 	}
+}
+
+// handleOffer is §16.1: an offer is a protocol error unless we announced udp/1; a tunnel that does not
+// use the path (relayed, or the peer's Hello lacked udp/1) ignores it.
+func (t *tunnel) handleOffer(o *DatagramOffer) error {
+	switch {
+	case t.vpn.dg == nil:
+		return perr("DatagramOffer, but we did not announce %s", capUDP)
+	case t.dg == nil:
+		return nil
+	}
+	return t.dg.handleOffer(o)
+}
+
+func hasCapability(h *Hello, c string) bool {
+	for _, x := range h.Capabilities {
+		if x == c {
+			return true
+		}
+	}
+	return false
 }
 
 var errTimeout = errors.New("timeout")

@@ -34,7 +34,9 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
-	member    *Member // nil unless the network has an owner (§15)
+	member    *Member     // nil unless the network has an owner (§15)
+	dg        *dgNode     // the UDP socket of the datagram path (§16); nil with --udp=false
+	traffic   *trafficGen // --traffic-to: answers to our own traffic are taken before the responder
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -62,11 +64,21 @@ func (v *VPN) stats() map[string]any {
 	for id, p := range v.peers {
 		if t := p.current; t != nil {
 			t.kaMu.Lock()
-			tunnels[id.String()] = map[string]any{"rtt_ms": float64(t.rtt.Microseconds()) / 1000, "initiator": t.initiator == v.h.ID()}
+			st := map[string]any{"rtt_ms": float64(t.rtt.Microseconds()) / 1000, "initiator": t.initiator == v.h.ID(), "path": pathStream}
 			t.kaMu.Unlock()
+			if t.dg != nil {
+				for k, x := range t.dg.stats() {
+					st[k] = x
+				}
+			}
+			tunnels[id.String()] = st
 		}
 	}
-	return map[string]any{"counters": c, "tunnels": tunnels}
+	st := map[string]any{"counters": c, "tunnels": tunnels}
+	if v.dg != nil {
+		st["udp_indexes"] = v.dg.indexes() // receiver_indexes held: at most 3 per tunnel (§16.4)
+	}
+	return st
 }
 
 // checkHello is §7.2; it returns closeNormal when the Hello is acceptable.
@@ -182,6 +194,10 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 		}
 		if len(p) > int(v.mtu) {
 			v.count("too_big")
+			continue
+		}
+		if v.traffic != nil && v.traffic.take(p) {
+			v.count("traffic_replies")
 			continue
 		}
 		reply, verdict := v.resp.Handle(p)

@@ -88,7 +88,7 @@ type Close struct {
 	Reason string
 }
 
-// Frame is exactly one of *Hello, *Data, *Keepalive, *Close.
+// Frame is exactly one of *Hello, *Data, *Keepalive, *Close, *DatagramOffer.
 type Frame any
 
 const (
@@ -128,6 +128,9 @@ func encodeFrame(f Frame) []byte {
 		member = frameClose
 		inner.varint(1, uint64(m.Code))
 		inner.bytes(2, []byte(m.Reason))
+	case *DatagramOffer:
+		member = frameDatagramOffer
+		encodeDatagramOffer(&inner, m)
 	default:
 		panic(fmt.Sprintf("encodeFrame: %T", f))
 	}
@@ -142,7 +145,7 @@ func decodeBody(body []byte) (Frame, error) {
 	var member protowire.Number
 	var inner []byte
 	err := pbWalk(body, func(f pbField) error {
-		if f.typ != protowire.BytesType || f.num < frameHello || f.num > frameClose {
+		if f.typ != protowire.BytesType || f.num < frameHello || f.num > frameDatagramOffer {
 			return nil // unknown field, or a known number with another wire type
 		}
 		if f.num != member { // a later oneof member replaces an earlier one
@@ -198,6 +201,8 @@ func decodeBody(body []byte) (Frame, error) {
 			return nil, perr("Close reason is %d bytes, over %d", len(c.Reason), maxReasonLen)
 		}
 		return c, nil
+	case frameDatagramOffer: // §16; the tunnel refuses it unless we announced udp/1
+		return decodeDatagramOffer(inner)
 	}
 	return nil, perr("frame carries no known message (Hello, Data, Keepalive or Close)")
 }
