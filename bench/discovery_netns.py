@@ -5,6 +5,8 @@ network namespaces on one switch (198.18.1.0/24), one ``p2pvpn up``
 process each with a real TUN. n1 starts with no bootstrap, every other
 node with n1's address only and no static peers; all with the default
 record TTL (300 s) and discovery interval (10 s) unless told otherwise.
+n1 owns the network and the others hold its certificates
+(p2pvpn.testing.owned), so discovered members get tunnels.
 It reports, per size:
 
 * ``mesh_s``: seconds from the first start until every node reports a
@@ -37,6 +39,7 @@ from typing import Any
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.topology import require_netns
+from p2pvpn.testing.owned import make_owned_network
 
 POLL = 2.0
 
@@ -67,9 +70,13 @@ def _proc_stat(pid: int) -> tuple[float, float]:
 
 
 def measure(size: int, interval: float, ttl: float, timeout: float) -> dict[str, Any]:
-    flags = ("--discovery-interval", str(interval), "--record-ttl", str(ttl), "--trust-members", "yes")
+    flags = ("--discovery-interval", str(interval), "--record-ttl", str(ttl))
     with Lab(size) as lab:
         nodes = lab.nodes
+        _, certificates = make_owned_network(nodes[0].directory, {n.name: n.directory for n in nodes[1:]})
+        for node in nodes:  # the certificate decides the overlay addresses now
+            c = certificates[node.name if node is not nodes[0] else ""]
+            node.ipv4, node.ipv6 = str(c.ipv4), str(c.ipv6)
         ids = {n.peer_id for n in nodes}
         pairs = size * (size - 1)
         started = time.monotonic()

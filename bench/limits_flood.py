@@ -1,8 +1,9 @@
 """A stranger flood against one node, in process: do members still get tunnels, and what do the limits count?
 
 The issue 12 scenario: ``--attackers`` fresh identities each open ``--streams``
-silent tunnel streams at once to a node that trusts DHT members (so each
-stranger's stream would cost it a lookup); meanwhile a static member dials
+silent tunnel streams at once to the owner of a network (p2pvpn.testing.owned:
+a stranger's stream is held until its Hello shows a certificate or times out);
+meanwhile a member, with a certificate and listed as a static peer, dials
 the node. Prints one JSON object: how long the member took, the node's
 handshake failures and its ``limits`` counters (docs/limits.md).
 
@@ -31,10 +32,9 @@ from p2pvpn.testing.flood import attack_while_member_joins
 async def run(attackers: int, streams: int, timeout: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         cluster = Cluster(Path(directory))
-        cluster.node("v", trust_members="yes")
-        cluster.node("m", dht="off")
-        victim = cluster.node("v", peers=[cluster.addr("m")], trust_members="yes")
-        member = cluster.node("m", peers=[cluster.addr("v")], dht="off")
+        nid = cluster.owned("v", ["m"])  # v owns the network, m holds a certificate
+        victim = cluster.node("v", peers=[cluster.addr("m")], network=nid)
+        member = cluster.node("m", peers=[cluster.addr("v")], dht="off", network=nid)
         hosts = [Host(create_new_key_pair(), [f"/ip4/127.0.0.1/tcp/{free_port()}"]) for _ in range(attackers)]
         opened: list[int] = []
         refused: list[int] = []
