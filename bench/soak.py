@@ -57,6 +57,7 @@ import bisect
 import json
 import os
 import random
+import re
 import select
 import shlex
 import signal
@@ -65,6 +66,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,6 +207,37 @@ def ns_state(node: LabNode) -> tuple[list[str], list[str]]:
     return tuns, tables
 
 
+LOG_LINE_RE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): ")
+
+
+def census(nodes: Sequence[LabNode]) -> dict[str, Any]:
+    """Lines of every node's log (all its processes): by level, by logger at warning+, and lines in another format."""
+    levels: Counter[str] = Counter()
+    loud: Counter[str] = Counter()
+    texts: Counter[str] = Counter()
+    other: list[str] = []
+    lines = 0
+    for node in nodes:
+        try:
+            text = node.log_path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            lines += 1
+            m = LOG_LINE_RE.match(line)
+            if m is None:
+                if len(other) < 2000:
+                    other.append(f"{node.name}: {line[:200]}")
+                continue
+            levels[m.group(1)] += 1
+            if m.group(1) in ("WARNING", "ERROR", "CRITICAL"):
+                loud[m.group(2)] += 1
+                texts[f"{m.group(1)} {m.group(2)}: {re.sub(r'[0-9A-Za-z]{40,}', '<id>', line[m.end():])[:70]}"] += 1
+    return {"lines": lines, "by_level": dict(levels), "warning_or_worse_by_logger": dict(loud.most_common(15)),
+            "warning_or_worse_top": dict(texts.most_common(15)),
+            "other_format": len(other), "other_format_examples": other[:10]}  # fmt: skip
+
+
 def leftovers(prefix: str, workdir: Path) -> list[str]:
     """Everything named with ``prefix`` that still exists on this machine (root namespace and /proc)."""
     found = [f"netns {ns}" for ns in list_netns() if ns.startswith(prefix)]
@@ -246,6 +279,7 @@ class Soak:
         self.node_stop: dict[str, Any] = {}
         self.after_teardown: list[str] = []
         self.kills = 0
+        self.log_census: dict[str, Any] = {}
 
     # -- phases
 
@@ -267,6 +301,7 @@ class Soak:
                 self._churn(lab)
                 self._collect_streams()
                 self._stop_nodes(lab)
+                self.log_census = census(lab.nodes)
         except LabError as exc:
             self.failures.append(f"lab: {exc}")
         finally:
@@ -476,6 +511,11 @@ class Soak:
                 entry["measured_s"] = round(span, 1)
                 entry["rss_growth_kib"] = int(statistics.median(s[1] for s in tail) - statistics.median(s[1] for s in head))
                 entry["fd_growth"] = int(statistics.median(s[2] for s in tail) - statistics.median(s[2] for s in head))
+                if span > 0:
+                    slope = statistics.linear_regression([s[0] for s in after], [s[1] for s in after]).slope
+                    entry["rss_kib_per_min"] = round(slope * 60, 2)
+                step = max(1, int(60 / self.args.sample_every))  # about one point a minute
+                entry["series"] = [[round(s[0] - proc.started), s[1], s[2]] for s in after[::step]]
             node = nodes.setdefault(proc.node, {"processes": []})
             node["processes"].append(entry)
         for node in nodes.values():
@@ -485,7 +525,8 @@ class Soak:
                 node["rss_growth_kib_max"] = max(p["rss_growth_kib"] for p in measured)
                 node["fd_growth_max"] = max(p["fd_growth"] for p in measured)
                 longest = max(measured, key=lambda p: p["measured_s"])
-                node["longest"] = {k: longest[k] for k in ("pid", "measured_s", "rss_growth_kib", "fd_growth")}
+                node["longest"] = {k: longest.get(k) for k in ("pid", "measured_s", "rss_growth_kib", "fd_growth",
+                                                                "rss_kib_per_min")}  # fmt: skip
         return {"warmup_s": warmup, "sample_every_s": self.args.sample_every, "nodes": nodes}
 
     def report(self, started_wall: float) -> dict[str, Any]:
@@ -524,6 +565,7 @@ class Soak:
             "growth_summary": {n: {"rss_kib": r, "fds": f} for n, (r, f) in growth.items()},
             "leftovers": {"after_node_stop": stop_left, "node_stop": self.node_stop,
                           "stale_after_restart": len(stale), "after_teardown": self.after_teardown},  # fmt: skip
+            "logs": self.log_census,
             "failures": self.failures,
             "ok": ok,
         }
@@ -559,10 +601,14 @@ def summary(rep: dict[str, Any]) -> str:
         if "longest" in node:
             lg = node["longest"]
             lines.append(f"  {name}: {len(node['processes'])} processes; longest measured {lg['measured_s']:g} s "
-                         f"after warm-up: RSS {lg['rss_growth_kib']:+d} KiB, fds {lg['fd_growth']:+d}; "
+                         f"after warm-up: RSS {lg['rss_growth_kib']:+d} KiB ({lg['rss_kib_per_min']} KiB/min), "
+                         f"fds {lg['fd_growth']:+d}; "
                          f"max over processes: RSS {node['rss_growth_kib_max']:+d} KiB, fds {node['fd_growth_max']:+d}")
         else:
             lines.append(f"  {name}: {len(node['processes'])} processes, none lived past the warm-up")
+    logs = rep.get("logs") or {}
+    if logs:
+        lines.append(f"node logs: {logs['lines']} lines {logs['by_level']}, {logs['other_format']} in another format")
     left = rep["leftovers"]
     lines.append(f"leftovers: {len(left['after_node_stop'])} namespaces with a TUN/nft table after SIGTERM, "
                  f"{left['stale_after_restart']} restarts with stale state, {len(left['after_teardown'])} after teardown")

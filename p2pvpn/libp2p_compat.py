@@ -479,6 +479,11 @@ ROUTINE_LIBP2P_LOGS: tuple[tuple[str, str], ...] = (
     ("libp2p.host.basic_host", "Failed to open stream to peer"),  # multi-line error per failed new_stream
     ("libp2p", "protocols not supported"),  # a peer without our DHT (or relay, ...) protocol: routine
     ("libp2p.kad_dht", "Failed to open stream to"),  # a lookup asking a peer that just left
+    ("libp2p.kad_dht", "failed to open a stream to peer"),  # the same, worded by basic_host's StreamFailure
+    ("libp2p.kad_dht", "recently failed all addresses"),  # the same, seen by the swarm's negative cache
+    ("libp2p.kad_dht", "Failed to read DHT message from stream"),  # a peer closed its DHT stream (restart)
+    ("libp2p.kad_dht", "is not a valid PeerId"),  # FIND_NODE for our record keys, which are no peer IDs
+    ("libp2p.transport.tcp", "Failed to open TCP stream"),  # a dial failed: the caller counts and retries
 )
 """(logger prefix, message text) of py-libp2p records that p2pvpn.logs shows only at debug."""
 
@@ -487,6 +492,11 @@ ROUTINE_LIBP2P_SOURCES: tuple[tuple[str, str], ...] = (
     ("libp2p.host.basic_host", "Failed to open stream to peer"),
     ("libp2p.protocol_muxer.multiselect_client", "protocols not supported"),
     ("libp2p.kad_dht.peer_routing", "Failed to open stream to"),
+    ("libp2p.host.basic_host", "failed to open a stream to peer"),
+    ("libp2p.network.swarm", "recently failed all addresses"),
+    ("libp2p.kad_dht.kad_dht", "Failed to read DHT message from stream"),
+    ("libp2p.kad_dht.kad_dht", "is not a valid PeerId"),
+    ("libp2p.transport.tcp.tcp", "Failed to open TCP stream"),
 )
 DIAL_FILTER_HOOK = "_dial_with_retry"
 # The Swarm methods that dial one address through DIAL_FILTER_HOOK (dial_peer per selected address).
