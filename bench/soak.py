@@ -354,9 +354,7 @@ class Soak:
             if recovering is not None:
                 node, window = recovering
                 if self._ready(lab, node):
-                    window.t_ready = time.monotonic()
-                    tuns, tables = ns_state(node)
-                    window.tuns_after, window.nft_tables_after = len(tuns), len(tables)
+                    self._back(node, window)
                     recovering = None
                 elif now - window.t_event > args.ready_timeout:
                     self.failures.append(f"{node.name} not back {args.ready_timeout:g} s after its restart:\n"
@@ -367,6 +365,24 @@ class Soak:
                 recovering = victim, self._kill(victim)
                 next_kill = max(next_kill + args.kill_every, time.monotonic())
             time.sleep(POLL)
+        if recovering is not None:  # the traffic is over, but the last restarted node must still come back
+            node, window = recovering
+            for _ in range(int(args.ready_timeout / POLL) + 1):  # bounded in count and time
+                if self._ready(lab, node):
+                    self._back(node, window)
+                    return
+                if time.monotonic() - window.t_event > args.ready_timeout:
+                    break
+                time.sleep(POLL)
+            self.failures.append(f"{node.name} not back {args.ready_timeout:g} s after its restart:\n"
+                                 f"{node.log_tail(10)}")  # fmt: skip
+
+    @staticmethod
+    def _back(node: LabNode, window: Window) -> None:
+        """Close ``window`` now, and note what the restarted node's namespace holds."""
+        window.t_ready = time.monotonic()
+        tuns, tables = ns_state(node)
+        window.tuns_after, window.nft_tables_after = len(tuns), len(tables)
 
     def _kill(self, node: LabNode) -> Window:
         assert node.proc is not None
