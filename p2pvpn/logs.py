@@ -98,19 +98,25 @@ class Demote(logging.Filter):
 
     ``rules`` are (logger prefix, text the message starts with or contains).
     A handler's level is checked before its filters, so the handler keeps
-    level NOTSET and this filter applies ``threshold`` to everyone.
+    level NOTSET and this filter applies ``threshold`` to everyone, and
+    ``library_threshold`` (if higher) to the libraries' loggers.
     """
 
-    def __init__(self, threshold: int, rules: Iterable[tuple[str, str]]) -> None:
+    def __init__(self, threshold: int, rules: Iterable[tuple[str, str]], library_threshold: int | None = None) -> None:
         super().__init__()
         self.threshold = threshold
         self.rules = tuple(rules)
+        # Libraries' own thresholds: some py-libp2p modules set their logger to INFO explicitly, so the
+        # level of the "libp2p" logger alone does not keep their chatter out.
+        self.library_threshold = max(threshold, library_threshold or threshold)
         self.demoted = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.DEBUG and self._routine(record):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             self.demoted += 1
+        if _is_library(record.name):
+            return record.levelno >= self.library_threshold
         return record.levelno >= self.threshold
 
     def _routine(self, record: logging.LogRecord) -> bool:
@@ -171,7 +177,8 @@ def handler(level: str, stream: TextIO, *, journal: bool | None = None) -> loggi
     debug = level == "debug"
     out = logging.StreamHandler(stream)
     out.setFormatter(JournalFormatter(tracebacks=debug) if journal else OneLineFormatter(tracebacks=debug))
-    out.addFilter(Demote(getattr(logging, level.upper()), () if debug else ROUTINE_LIBP2P_LOGS))
+    threshold = getattr(logging, level.upper())
+    out.addFilter(Demote(threshold, () if debug else ROUTINE_LIBP2P_LOGS, None if debug else logging.WARNING))
     if not debug:
         out.addFilter(RateLimit())
     return out

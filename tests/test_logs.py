@@ -79,6 +79,22 @@ def test_routine_libp2p_records_are_demoted_to_debug() -> None:
         record("libp2p.host.basic_host", logging.ERROR, "Failed to open stream to peer x")) is True
 
 
+def test_library_info_stays_out_even_where_a_library_sets_its_own_logger_to_info(
+    installed: tuple[io.StringIO, str],
+) -> None:
+    buf, _ = installed
+    chatty = logging.getLogger("libp2p.network.auto_connector")
+    saved = chatty.level
+    chatty.setLevel(logging.INFO)  # as py-libp2p's auto_connector module does at import
+    try:
+        logs.install("info", buf, journal=False)
+        chatty.info("AUTO_CONNECTOR_STATE: num_connections=13")
+        logging.getLogger("p2pvpn.node").info("ours")
+    finally:
+        chatty.setLevel(saved)
+    assert [line.rsplit(": ", 1)[1] for line in buf.getvalue().splitlines()] == ["ours"]
+
+
 def test_the_threshold_filters_every_logger() -> None:
     demote = logs.Demote(logging.WARNING, ())
     assert demote.filter(record("p2pvpn.node", logging.INFO, "x")) is False
