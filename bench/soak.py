@@ -60,6 +60,7 @@ import random
 import re
 import select
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -302,6 +303,11 @@ class Soak:
                 self._collect_streams()
                 self._stop_nodes(lab)
                 self.log_census = census(lab.nodes)
+                if self.args.keep_logs is not None:  # the lab's directory goes with its teardown
+                    self.args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    for node in lab.nodes:
+                        if node.log_path.exists():
+                            shutil.copyfile(node.log_path, self.args.keep_logs / f"{node.name}.log")
         except LabError as exc:
             self.failures.append(f"lab: {exc}")
         finally:
@@ -668,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--up-timeout", type=_positive(float, 5, 600), default=180.0, help="the first full mesh must be up within this")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
     parser.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")
     args = parser.parse_args(argv)
     if args.cmd == "stream":

@@ -39,7 +39,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_report_structure(report: dict) -> None:
     for key in ("config", "command", "prefix", "kills", "recovery_s", "traffic", "resources", "leftovers",
-                "failures", "ok"):
+                "logs", "failures", "ok"):
         assert key in report, key
     assert report["config"]["nodes"] == 4
     assert set(report["resources"]["nodes"]) == {"n1", "n2", "n3", "n4"}
@@ -83,3 +83,10 @@ def test_nothing_left_behind(report: dict) -> None:
     assert not [ns for ns in list_netns() if ns.startswith(report["prefix"])]
     assert report["failures"] == []
     assert report["ok"] and report["_exit"] == 0
+
+
+def test_every_node_log_line_has_the_one_format(report: dict) -> None:
+    logs = report["logs"]
+    assert logs["lines"] > 0
+    assert logs["other_format"] == 0, logs["other_format_examples"]  # py-libp2p's lines included (p2pvpn.logs)
+    assert sum(logs["by_level"].values()) == logs["lines"]
