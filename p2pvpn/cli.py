@@ -6,7 +6,6 @@ import functools
 import inspect
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -432,25 +431,11 @@ def _fmt_path(p: dict[str, Any], now: float) -> str:
     return text
 
 
-class _JournalFormatter(logging.Formatter):
-    """``<priority>name: message``: journald reads the syslog priority and adds its own timestamps."""
-
-    _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
-
-
 def _setup_logging(level: str, stream: Any = sys.stderr) -> None:
-    handler = logging.StreamHandler(stream)
-    if os.environ.get("JOURNAL_STREAM"):  # under systemd: stdout/stderr go to the journal
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    if level != "debug":
-        for noisy in ("libp2p", "multiaddr", "aioquic", "pyroute2"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    """One line per record, ours and py-libp2p's, filtered by ``--log-level`` (p2pvpn.logs)."""
+    from p2pvpn import logs
+
+    logs.install(level, stream)
 
 
 def _click_exception_class() -> type[Exception]:

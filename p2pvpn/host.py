@@ -29,6 +29,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from p2pvpn import libp2p_compat
+from p2pvpn.dial_backoff import DialBackoff, address_host
 from p2pvpn.errors import NetworkSetupError
 from p2pvpn.limits import ResourceManager
 from p2pvpn.supervisor import OnFailure, contained
@@ -103,6 +104,9 @@ class Host:
                 high_watermark=self.limits.limits.conns + MEMBER_CONN_HEADROOM,
             ),
         )
+        # Addresses that cannot work from here are not dialed again and again (p2pvpn.dial_backoff).
+        self.dials = DialBackoff(local_loopback=any(_loopback_or_any(a) for a in self.listen_addrs))
+        libp2p_compat.install_dial_filter(self._host, self.dials.verdict, self.dials.record)
 
     @property
     def peer_id(self) -> ID:
@@ -286,6 +290,18 @@ class Host:
         """Whether some connection to ``peer_id`` does not run through a relay."""
         conns = self._host.get_network().get_connections(peer_id)
         return any(relay_of(conn) is None for conn in conns)
+
+
+def _loopback_or_any(addr: multiaddr.Multiaddr) -> bool:
+    """Whether we listen on loopback (explicitly, or on every address): then peers on loopback make sense."""
+    import ipaddress
+
+    host = address_host(str(addr))
+    try:
+        ip = ipaddress.ip_address(host) if host is not None else None
+    except ValueError:
+        return False
+    return ip is not None and (ip.is_loopback or ip.is_unspecified)
 
 
 def expand_unspecified(addr: multiaddr.Multiaddr, exclude_interfaces: set[str]) -> list[multiaddr.Multiaddr]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import logging
 import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -470,6 +471,7 @@ def check(*, multihop: bool = False) -> None:
     _check_host()
     _check_dcutr()
     _check_yamux_window_timeout()
+    _check_logs_and_dials()
     if multihop:
         check_dial_guard()
 
@@ -533,3 +535,98 @@ def install_tuning() -> None:
                           "p2pvpn.libp2p_compat.install_tuning needs updating for this py-libp2p version")  # fmt: skip
     stream_cls._auto_tune_and_send_window_update = _credit_in_batches  # type: ignore[method-assign]
     swarm._HAPPY_EYEBALLS_DELAY = HAPPY_EYEBALLS_DELAY  # type: ignore[attr-defined]
+
+
+# -- logs and dials ------------------------------------------------------------------------------------
+#
+# p2pvpn.logs puts every record on one line in one format and demotes py-libp2p's routine complaints;
+# p2pvpn.dial_backoff decides which addresses are not worth dialing. Both depend on py-libp2p details:
+# the texts of its log messages, its import-time logging setup and the swarm's per-address dial.
+
+ROUTINE_LIBP2P_LOGS: tuple[tuple[str, str], ...] = (
+    ("libp2p.host.basic_host", "Failed to open stream to peer"),  # multi-line error per failed new_stream
+    ("libp2p", "protocols not supported"),  # a peer without our DHT (or relay, ...) protocol: routine
+    ("libp2p.kad_dht", "Failed to open stream to"),  # a lookup asking a peer that just left
+    ("libp2p.kad_dht", "failed to open a stream to peer"),  # the same, worded by basic_host's StreamFailure
+    ("libp2p.kad_dht", "recently failed all addresses"),  # the same, seen by the swarm's negative cache
+    ("libp2p.kad_dht", "Failed to read DHT message from stream"),  # a peer closed its DHT stream (restart)
+    ("libp2p.kad_dht", "is not a valid PeerId"),  # FIND_NODE for our record keys, which are no peer IDs
+    ("libp2p.transport.tcp", "Failed to open TCP stream"),  # a dial failed: the caller counts and retries
+)
+"""(logger prefix, message text) of py-libp2p records that p2pvpn.logs shows only at debug."""
+
+# Where each text of ROUTINE_LIBP2P_LOGS is written upstream; the canary checks it is still there.
+ROUTINE_LIBP2P_SOURCES: tuple[tuple[str, str], ...] = (
+    ("libp2p.host.basic_host", "Failed to open stream to peer"),
+    ("libp2p.protocol_muxer.multiselect_client", "protocols not supported"),
+    ("libp2p.kad_dht.peer_routing", "Failed to open stream to"),
+    ("libp2p.host.basic_host", "failed to open a stream to peer"),
+    ("libp2p.network.swarm", "recently failed all addresses"),
+    ("libp2p.kad_dht.kad_dht", "Failed to read DHT message from stream"),
+    ("libp2p.kad_dht.kad_dht", "is not a valid PeerId"),
+    ("libp2p.transport.tcp.tcp", "Failed to open TCP stream"),
+)
+DIAL_FILTER_HOOK = "_dial_with_retry"
+# The Swarm methods that dial one address through DIAL_FILTER_HOOK (dial_peer per selected address).
+DIAL_FILTER_CALLERS = ("dial_peer", "dial_addr")
+
+
+def route_libp2p_logs() -> None:
+    """Let py-libp2p's records reach the root logger's handler (p2pvpn.logs).
+
+    Relies on: ``libp2p.utils.logging.setup_logging``, run by ``import libp2p``,
+    which without ``LIBP2P_DEBUG`` leaves the ``libp2p`` logger with no
+    handler and ``propagate = False`` (so Python's last-resort handler printed
+    its warnings bare), and with it gives ``libp2p.*`` loggers queue handlers
+    of their own format. We clear those handlers and let them propagate.
+    """
+    import libp2p  # noqa: F401  (its import-time setup must have run before we undo it)
+
+    for name in ["libp2p", *[n for n in logging.root.manager.loggerDict if n.startswith("libp2p.")]]:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def install_dial_filter(
+    host: Any, verdict: Callable[[Any], str | None], record: Callable[[Any, BaseException | None], None]
+) -> None:
+    """Ask ``verdict(addr)`` before each dial of one address; tell ``record(addr, error or None)`` after it.
+
+    Relies on: ``Swarm._dial_with_retry(addr, peer_id, source)``, the per-address
+    dial (with py-libp2p's own retries) that ``dial_peer`` calls for each
+    address it selects and ``dial_addr`` (DCUtR hole punching, AutoNAT
+    dial-back) calls directly. A skipped address fails like a dead one, with
+    a ``SwarmException``, so callers go on to the next address. Chains with
+    :func:`install_dial_guard`, which wraps the single attempt under it.
+    """
+    from libp2p.network.exceptions import SwarmException
+
+    network = host.get_network()
+    original = getattr(network, DIAL_FILTER_HOOK)
+
+    async def filtered(addr: Any, peer_id: ID, source: Any = None) -> Any:
+        reason = verdict(addr)
+        if reason is not None:
+            raise SwarmException(f"dial to {addr} skipped ({reason})")
+        try:
+            conn = await original(addr, peer_id, source)
+        except Exception as exc:  # recorded and re-raised: py-libp2p's dial raises several unrelated types
+            record(addr, exc)
+            raise
+        record(addr, None)
+        return conn
+
+    setattr(network, DIAL_FILTER_HOOK, filtered)
+
+
+def _check_logs_and_dials() -> None:
+    from libp2p.network.swarm import Swarm
+
+    _require_method(Swarm, DIAL_FILTER_HOOK, ("self", "addr", "peer_id", "source"), "the dial filter's hook")
+    for caller in DIAL_FILTER_CALLERS:
+        if f"self.{DIAL_FILTER_HOOK}(" not in inspect.getsource(getattr(Swarm, caller)):
+            raise _fail("the dial filter", f"is bypassed: Swarm.{caller} no longer calls {DIAL_FILTER_HOOK}")
+    for module, text in ROUTINE_LIBP2P_SOURCES:
+        if text not in inspect.getsource(importlib.import_module(module)):
+            raise _fail("a routine log line p2pvpn.logs demotes", f"changed ({text!r} is gone from {module})")

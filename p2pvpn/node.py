@@ -458,6 +458,7 @@ class Node:
             "handshake_failures": dict(manager.handshake_failures) if manager else {},
             "address_collisions": manager.collisions if manager else 0,
             "limits": self.host.limits.status() if self.host else {},
+            "dials": self.host.dials.status() if self.host else {},
             "discovery": self._discovery_status(),
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
