@@ -64,6 +64,7 @@ class DatagramSocket:
         self.drops: Counter[str] = Counter()
         self.gso = True
         self.gro = False
+        self.buffers: dict[str, int] = {}  # socket buffer bytes the kernel granted (status)
         self.sends = 0  # sendmsg calls, for the benchmark's per-syscall numbers
         self._sock: trio.socket.SocketType | None = None
         self._table: dict[int, _Binding] = {}
@@ -83,11 +84,7 @@ class DatagramSocket:
                 raise
             log.info("UDP port %d is taken; the datagram path uses an ephemeral port", self.wanted_port)
             await sock.bind((self.host, 0))
-        for option, value in ((_socket.SO_RCVBUF, 4 << 20), (_socket.SO_SNDBUF, 4 << 20)):
-            try:
-                sock.setsockopt(_socket.SOL_SOCKET, option, value)
-            except OSError:
-                pass  # the default buffers work, only with more drops under load
+        self.buffers = _grow_buffers(sock)
         try:
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
             self.gro = True
@@ -207,7 +204,7 @@ class DatagramSocket:
                 deliver(packets)
 
     def describe(self) -> dict[str, object]:
-        return {"port": self.port, "gso": self.gso, "gro": self.gro, **{k: self.drops.get(k, 0) for k in (
+        return {"port": self.port, "gso": self.gso, "gro": self.gro, **self.buffers, **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
 
@@ -232,3 +229,24 @@ def bind_target(listen: list[str] | tuple[str, ...]) -> tuple[str, int]:
         return "0.0.0.0", 0
     host, port = tcp
     return host, (0 if port in quic_ports else port)
+
+
+BUFFER_BYTES = 4 << 20
+"""Socket buffers of the datagram path: a burst of GSO/GRO batches must not overflow the kernel's
+default (net.core.rmem_max, 208 KiB), whose drops the inner TCP reads as congestion."""
+
+
+def _grow_buffers(sock: trio.socket.SocketType) -> dict[str, int]:
+    """Ask for BUFFER_BYTES each way; the *FORCE options (CAP_NET_ADMIN, which a node has for its TUN) pass
+    rmem_max/wmem_max. Returns what the kernel granted (it doubles the request for bookkeeping)."""
+    granted = {}
+    for name, force, plain in (("rcvbuf", getattr(_socket, "SO_RCVBUFFORCE", 33), _socket.SO_RCVBUF),
+                               ("sndbuf", getattr(_socket, "SO_SNDBUFFORCE", 32), _socket.SO_SNDBUF)):
+        for option in (force, plain):
+            try:
+                sock.setsockopt(_socket.SOL_SOCKET, option, BUFFER_BYTES)
+                break
+            except OSError:
+                continue  # no CAP_NET_ADMIN: the plain option, capped by the sysctl
+        granted[name] = sock.getsockopt(_socket.SOL_SOCKET, plain)
+    return granted
