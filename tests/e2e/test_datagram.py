@@ -19,6 +19,8 @@ import pytest
 
 from p2pvpn.lab.demo import Lab, LabNode, wait_for
 
+from .transfer import hashed_transfer
+
 pytestmark = pytest.mark.netns
 
 TRANSFER_BYTES = 8 * 1024 * 1024
@@ -26,34 +28,7 @@ PORT = 5003
 UP_WITHIN = 15.0       # probes every second from the start
 FALLBACK_WITHIN = 15.0  # PATH_TIMEOUT (6 s) plus polling slack on a loaded machine
 
-SERVER = r"""
-import hashlib, socket, sys
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
-srv.settimeout(60)
-conn, _ = srv.accept()
-conn.settimeout(60)
-digest, size = hashlib.sha256(), 0
-while chunk := conn.recv(1 << 20):
-    digest.update(chunk)
-    size += len(chunk)
-print(size, digest.hexdigest(), flush=True)
-conn.close()
-"""
 
-CLIENT = r"""
-import hashlib, random, socket, sys
-rng, total = random.Random(int(sys.argv[3])), int(sys.argv[4])
-digest, sent = hashlib.sha256(), 0
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
-    while sent < total:
-        chunk = rng.randbytes(min(1 << 20, total - sent))
-        s.sendall(chunk)
-        digest.update(chunk)
-        sent += len(chunk)
-    s.shutdown(socket.SHUT_WR)
-    s.recv(1)
-print(sent, digest.hexdigest(), flush=True)
-"""
 
 # Sniffs b's eth0 (AF_PACKET) for one data datagram (type 1) to b's UDP port,
 # then sends it again (a replay), and a forged copy with a fresh counter.
@@ -97,16 +72,7 @@ def _wait_path(lab: Lab, want: str, within: float) -> None:
 
 
 def _transfer(a: LabNode, b: LabNode, seed: int) -> None:
-    server = b.host.popen(sys.executable, "-c", SERVER, b.ipv4, str(PORT),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    b.host.wait_listening(PORT)
-    client = a.host.run(sys.executable, "-c", CLIENT, b.ipv4, str(PORT), str(seed), str(TRANSFER_BYTES),
-                        check=False, timeout=120, capture_output=True, text=True)
-    assert client.returncode == 0, client.stderr
-    received, server_err = server.communicate(timeout=30)
-    assert server.returncode == 0, server_err
-    assert client.stdout.split() == received.split()  # same size, same SHA-256
-    assert int(received.split()[0]) == TRANSFER_BYTES
+    hashed_transfer(a, b, b.ipv4, PORT, TRANSFER_BYTES, seed, timeout=120)  # same size, same SHA-256
 
 
 def test_transfer_over_the_datagram_path_arrives_intact(lab2: Lab) -> None:

@@ -5,47 +5,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 
 from p2pvpn.lab.demo import Lab, LabNode, p2pvpn_argv
 
+from .transfer import hashed_transfer
+
 pytestmark = pytest.mark.netns
 
 TRANSFER_BYTES = 50 * 1024 * 1024
 TRANSFER_PORT = 5001
 
-SERVER = r"""
-import hashlib, socket, sys
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])))
-srv.settimeout(60)
-conn, _ = srv.accept()
-conn.settimeout(60)
-digest, size = hashlib.sha256(), 0
-while chunk := conn.recv(1 << 20):
-    digest.update(chunk)
-    size += len(chunk)
-print(size, digest.hexdigest(), flush=True)
-conn.close()
-"""
 
-CLIENT = r"""
-import hashlib, random, socket, sys, time
-rng, total = random.Random(int(sys.argv[3])), int(sys.argv[4])
-digest, sent = hashlib.sha256(), 0
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
-    start = time.monotonic()
-    while sent < total:
-        chunk = rng.randbytes(min(1 << 20, total - sent))
-        s.sendall(chunk)
-        digest.update(chunk)
-        sent += len(chunk)
-    s.shutdown(socket.SHUT_WR)
-    s.recv(1)  # the server closes after reading everything
-    print(sent, digest.hexdigest(), time.monotonic() - start, flush=True)
-"""
 
 
 def test_ping_both_ways_over_ipv4_and_ipv6(lab2: Lab) -> None:
@@ -115,24 +88,8 @@ def test_a_packet_over_the_peers_mtu_is_dropped_counted_and_answered_with_icmp(m
 
 def test_tcp_transfer_of_50_mib_arrives_intact(lab2: Lab) -> None:
     a, b = lab2.nodes
-    server = b.host.popen(
-        sys.executable, "-c", SERVER, b.ipv4, str(TRANSFER_PORT),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    b.host.wait_listening(TRANSFER_PORT)
-    client = a.host.run(
-        sys.executable, "-c", CLIENT, b.ipv4, str(TRANSFER_PORT), "20251128", str(TRANSFER_BYTES),
-        check=False, timeout=180,
-    )  # fmt: skip
-    assert client.returncode == 0, client.stderr
-    received, server_err = server.communicate(timeout=30)
-    assert server.returncode == 0, server_err
-    sent_size, sent_digest, seconds = client.stdout.split()
-    recv_size, recv_digest = received.split()
-    assert int(sent_size) == int(recv_size) == TRANSFER_BYTES
-    assert sent_digest == recv_digest
-    print(f"{TRANSFER_BYTES / 2**20:.0f} MiB in {float(seconds):.1f} s "
-          f"({TRANSFER_BYTES * 8 / float(seconds) / 1e6:.0f} Mbit/s)")  # fmt: skip
+    seconds = hashed_transfer(a, b, b.ipv4, TRANSFER_PORT, TRANSFER_BYTES, 20251128)
+    print(f"{TRANSFER_BYTES / 2**20:.0f} MiB in {seconds:.1f} s ({TRANSFER_BYTES * 8 / seconds / 1e6:.0f} Mbit/s)")
     assert _peer(b, a)["bytes_in"] >= TRANSFER_BYTES
 
 

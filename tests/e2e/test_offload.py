@@ -17,40 +17,14 @@ import pytest
 
 from p2pvpn.lab.demo import Lab, LabNode
 
+from .transfer import hashed_transfer
+
 pytestmark = pytest.mark.netns
 
 TRANSFER_BYTES = 50 * 1024 * 1024
 PORT = 5002
 
-TCP_SERVER = r"""
-import hashlib, socket, sys
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])), family=socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
-srv.settimeout(60)
-conn, _ = srv.accept()
-conn.settimeout(60)
-digest, size = hashlib.sha256(), 0
-while chunk := conn.recv(1 << 20):
-    digest.update(chunk)
-    size += len(chunk)
-print(size, digest.hexdigest(), flush=True)
-conn.close()
-"""
 
-TCP_CLIENT = r"""
-import hashlib, random, socket, sys, time
-rng, total = random.Random(int(sys.argv[3])), int(sys.argv[4])
-digest, sent = hashlib.sha256(), 0
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60) as s:
-    start = time.monotonic()
-    while sent < total:
-        chunk = rng.randbytes(min(1 << 20, total - sent))
-        s.sendall(chunk)
-        digest.update(chunk)
-        sent += len(chunk)
-    s.shutdown(socket.SHUT_WR)
-    s.recv(1)  # the server closes after reading everything
-    print(sent, digest.hexdigest(), time.monotonic() - start, flush=True)
-"""
 
 # UDP GSO (UDP_SEGMENT): each sendto() of 8000 bytes leaves the socket as one
 # super-packet of eight 1000-byte datagrams.
@@ -82,23 +56,8 @@ for i in range(int(sys.argv[3])):
 
 def transfer(src: LabNode, dst: LabNode, address: str, seed: int) -> float:
     """Send TRANSFER_BYTES of TCP from ``src`` to ``address`` on ``dst``; Mbit/s. Asserts size and hash."""
-    server = dst.host.popen(
-        sys.executable, "-c", TCP_SERVER, address, str(PORT),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    dst.host.wait_listening(PORT)
-    client = src.host.run(
-        sys.executable, "-c", TCP_CLIENT, address, str(PORT), str(seed), str(TRANSFER_BYTES),
-        check=False, timeout=180,
-    )  # fmt: skip
-    assert client.returncode == 0, client.stderr
-    received, server_err = server.communicate(timeout=30)
-    assert server.returncode == 0, server_err
-    sent_size, sent_digest, seconds = client.stdout.split()
-    recv_size, recv_digest = received.split()
-    assert int(sent_size) == int(recv_size) == TRANSFER_BYTES
-    assert sent_digest == recv_digest
-    mbit_s = TRANSFER_BYTES * 8 / float(seconds) / 1e6
+    seconds = hashed_transfer(src, dst, address, PORT, TRANSFER_BYTES, seed)
+    mbit_s = TRANSFER_BYTES * 8 / seconds / 1e6
     print(f"{src.name} -> {address}: {TRANSFER_BYTES / 2**20:.0f} MiB at {mbit_s:.0f} Mbit/s")
     return mbit_s
 
