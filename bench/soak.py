@@ -76,7 +76,8 @@ from typing import Any
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.echo import echo_request, parse_echo_reply
-from p2pvpn.lab.topology import LabError, list_netns, require_netns
+from p2pvpn.lab import topology
+from p2pvpn.lab.topology import LabError, require_netns
 
 SETTLE = 1.0  # seconds a tunnel state must be old before a restarted node counts as back
 POLL = 0.25  # seconds between readiness polls
@@ -241,25 +242,7 @@ def census(nodes: Sequence[LabNode]) -> dict[str, Any]:
 
 def leftovers(prefix: str, workdir: Path) -> list[str]:
     """Everything named with ``prefix`` that still exists on this machine (root namespace and /proc)."""
-    found = [f"netns {ns}" for ns in list_netns() if ns.startswith(prefix)]
-    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
-                                      timeout=30, check=False).stdout or "[]")  # fmt: skip
-    found += [f"link {link['ifname']}" for link in links if prefix in link.get("ifname", "")]
-    out = subprocess.run(["nft", "-j", "list", "tables"], capture_output=True, text=True, timeout=30, check=False).stdout
-    tables = json.loads(out or '{"nftables": []}')["nftables"]
-    found += [f"nft table {t['table']['name']}" for t in tables if "table" in t and prefix in t["table"]["name"]]
-    if workdir.exists():
-        found.append(f"dir {workdir}")
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if prefix in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:120]}")
-    return found
+    return topology.leftovers(prefix, [workdir])
 
 
 class Soak:

@@ -52,7 +52,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -109,6 +110,27 @@ def list_netns() -> list[str]:
     """Names of all network namespaces known to ``ip netns``."""
     out = _run(["ip", "-j", "netns", "list"]).stdout.strip()
     return [entry["name"] for entry in json.loads(out)] if out else []
+
+
+def leftovers(prefix: str, dirs: Iterable[Path] = ()) -> list[str]:
+    """Everything named with ``prefix`` that still exists on this machine: namespaces, links, nft tables,
+    processes, and those of ``dirs`` that exist. A lab that tore down cleanly leaves none."""
+    found = [f"netns {ns}" for ns in list_netns() if ns.startswith(prefix)]
+    links = json.loads(_run(["ip", "-j", "link", "show"], check=False).stdout or "[]")
+    found += [f"link {link['ifname']}" for link in links if prefix in link.get("ifname", "")]
+    tables = json.loads(_run(["nft", "-j", "list", "tables"], check=False).stdout or '{"nftables": []}')["nftables"]
+    found += [f"nft table {t['table']['name']}" for t in tables if "table" in t and prefix in t["table"]["name"]]
+    found += [f"dir {d}" for d in dirs if d.exists()]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in cmdline:
+            found.append(f"process {proc.name}: {cmdline[:120]}")
+    return found
 
 
 # Where each program the labs and tests use comes from on Debian/Ubuntu.

@@ -13,16 +13,14 @@ that none of them survived, and that no node process is still running.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from p2pvpn.lab.demo import Lab
-from p2pvpn.lab.topology import list_netns, new_prefix
+from p2pvpn.lab import topology
+from p2pvpn.lab.topology import new_prefix
 
 RUN = new_prefix()  # p2v + 5 hex; each lab adds two more characters
 _lab_numbers = itertools.count(1)
@@ -69,26 +67,7 @@ def lab2(make_lab: MakeLab) -> Lab:
 
 def leftovers(prefix: str) -> list[str]:
     """Everything named with ``prefix`` that still exists on this machine."""
-    found = [f"netns {ns}" for ns in list_netns() if ns.startswith(prefix)]
-    links = json.loads(_out("ip", "-j", "link", "show") or "[]")
-    found += [f"link {link['ifname']}" for link in links if prefix in link.get("ifname", "")]
-    tables = json.loads(_out("nft", "-j", "list", "tables") or '{"nftables": []}')["nftables"]
-    found += [f"nft table {t['table']['name']}" for t in tables if "table" in t and prefix in t["table"]["name"]]
-    found += [f"dir {p}" for p in Path("/tmp").glob(f"{prefix}*")]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if prefix in cmdline:
-            found.append(f"process {proc.name}: {cmdline[:120]}")
-    return found
-
-
-def _out(*argv: str) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    return topology.leftovers(prefix, Path("/tmp").glob(f"{prefix}*"))
 
 
 @pytest.fixture
