@@ -27,7 +27,7 @@ def test_a_final_newline_is_not_part_of_any_grammar(check: object, good: str) ->
 
 
 def test_an_owner_signed_certificate_named_with_a_final_newline_is_refused() -> None:
-    from tests.fuzz.fuzz_cert import _A
+    from fuzz.fuzz_cert import _A  # tests/ is on sys.path (pytest prepends the first directory without __init__.py)
 
     body = pb.Certificate.FromString(pb.SignedCertificate.FromString(_A).certificate)
     body.name = "alpha\n"
