@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pvpn.wire import tunnel_pb2 as pb
+from p2pvpn.testing.frames import datagram_offer_frame
 from p2pvpn.wire.codec import DatagramOffer, FrameDecoder, ProtocolError, encode
 
 GOOD = DatagramOffer(1, bytes(range(32)), 0xDEADBEEF, 4001, (bytes(6), bytes(18)))
@@ -16,19 +16,6 @@ def decode(wire: bytes) -> object:
     decoder = FrameDecoder()
     decoder.feed(wire)
     return decoder.next_frame()
-
-
-def raw(**fields: object) -> bytes:
-    frame = pb.Frame()
-    body = frame.datagram_offer
-    for name, value in fields.items():
-        if name == "endpoints":
-            body.endpoints.extend(value)  # type: ignore[arg-type]
-        else:
-            setattr(body, name, value)
-    body.SetInParent()
-    data = frame.SerializeToString()
-    return bytes([len(data)]) + data
 
 
 def test_round_trip() -> None:
@@ -49,7 +36,7 @@ def test_round_trip() -> None:
 )
 def test_limits_on_decode_and_encode(fields: dict[str, object]) -> None:
     with pytest.raises(ProtocolError):
-        decode(raw(**fields))
+        decode(datagram_offer_frame(**fields))
     offer = DatagramOffer(fields["epoch"], fields["public_key"], fields["receiver_index"],  # type: ignore[arg-type]
                           fields["port"], tuple(fields.get("endpoints", ())))  # type: ignore[arg-type]
     with pytest.raises(ProtocolError):

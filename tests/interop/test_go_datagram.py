@@ -38,6 +38,7 @@ from p2pvpn.control import client
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.topology import Host, Topology
 from p2pvpn.node import find_control_path
+from p2pvpn.testing.frames import datagram_offer_frame
 
 GO_FLAGS = ("--dht", "off", "--keepalive", "1s", *(f"--listen={a}" for a in LOOPBACK_LISTEN))
 PORT = 4001
@@ -190,22 +191,6 @@ async def test_two_go_peers_use_the_datagram_path_over_an_ipv6_underlay(go_peer_
             assert counters["udp_packets_in"] == counters["packets_in"] and counters["echo_icmp6"] == 5, counters
 
 
-def _offer_frame(**fields: object) -> bytes:
-    """A framed DatagramOffer built with the generated protobuf types (any values, valid or not)."""
-    from p2pvpn.wire import tunnel_pb2
-
-    frame = tunnel_pb2.Frame()
-    body = frame.datagram_offer
-    for name, value in fields.items():
-        if name == "endpoints":
-            body.endpoints.extend(value)  # type: ignore[arg-type]
-        else:
-            setattr(body, name, value)
-    body.SetInParent()
-    data = frame.SerializeToString()
-    return _varint(len(data)) + data
-
-
 def _uint64_epoch_frame(epoch: int) -> bytes:
     """An offer whose epoch varint does not fit uint32 (a protobuf runtime keeps its low 32 bits)."""
     key = bytes(range(32))
@@ -233,20 +218,20 @@ def test_go_and_python_decode_the_same_datagram_offers(go_peer_bin: Path) -> Non
     key = bytes(range(32))
     ok = dict(epoch=1, public_key=key, receiver_index=7, port=4001)
     cases = [
-        _offer_frame(**ok),
-        _offer_frame(**{**ok, "epoch": 2**32 - 1, "receiver_index": 2**32 - 1, "port": 65535}),
-        _offer_frame(**ok, endpoints=[bytes([198, 18, 0, 1, 0x0F, 0xA1]), bytes(16) + b"\x00\x01"] * 4),
-        _offer_frame(**{**ok, "epoch": 0}),
-        _offer_frame(**{**ok, "public_key": key[:31]}),
-        _offer_frame(**{**ok, "public_key": key + b"\x00"}),
-        _offer_frame(**{**ok, "public_key": b""}),
-        _offer_frame(**{**ok, "receiver_index": 0}),
-        _offer_frame(**{**ok, "port": 0}),
-        _offer_frame(**{**ok, "port": 65536}),
-        _offer_frame(**ok, endpoints=[bytes(6)] * 9),
-        _offer_frame(**ok, endpoints=[bytes(7)]),
-        _offer_frame(**ok, endpoints=[b""]),
-        _offer_frame(),
+        datagram_offer_frame(**ok),
+        datagram_offer_frame(**{**ok, "epoch": 2**32 - 1, "receiver_index": 2**32 - 1, "port": 65535}),
+        datagram_offer_frame(**ok, endpoints=[bytes([198, 18, 0, 1, 0x0F, 0xA1]), bytes(16) + b"\x00\x01"] * 4),
+        datagram_offer_frame(**{**ok, "epoch": 0}),
+        datagram_offer_frame(**{**ok, "public_key": key[:31]}),
+        datagram_offer_frame(**{**ok, "public_key": key + b"\x00"}),
+        datagram_offer_frame(**{**ok, "public_key": b""}),
+        datagram_offer_frame(**{**ok, "receiver_index": 0}),
+        datagram_offer_frame(**{**ok, "port": 0}),
+        datagram_offer_frame(**{**ok, "port": 65536}),
+        datagram_offer_frame(**ok, endpoints=[bytes(6)] * 9),
+        datagram_offer_frame(**ok, endpoints=[bytes(7)]),
+        datagram_offer_frame(**ok, endpoints=[b""]),
+        datagram_offer_frame(),
         _uint64_epoch_frame(2**32 + 1),  # epoch 1 after truncation to uint32
         _uint64_epoch_frame(2**32),  # epoch 0 after truncation
     ]
