@@ -6,6 +6,7 @@
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
 //	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
 //	              [--udp=true] [--rekey-after 120s]
+//	              [--reserve RELAY-MA]...   (behind a NAT: hold a relay slot, hole-punch with DCUtR; punch.go)
 //	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
@@ -52,12 +53,13 @@ func main() {
 	}
 
 	fs := flag.NewFlagSet(mode, flag.ExitOnError)
-	var listen, bootstrap, peers, allow, protocols listFlag
+	var listen, bootstrap, peers, allow, protocols, reserve listFlag
 	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable)")
 	fs.Var(&bootstrap, "bootstrap", "DHT bootstrap peer multiaddr with /p2p (repeatable)")
 	fs.Var(&peers, "peer", "vpn: peer to keep a tunnel to, multiaddr with /p2p (repeatable)")
 	fs.Var(&allow, "allow", "vpn: accept tunnels only from these peer IDs (default: any peer of the network)")
 	fs.Var(&protocols, "protocol", "probe: protocol to open a stream for (repeatable)")
+	fs.Var(&reserve, "reserve", "vpn: relay to hold a slot on, multiaddr with /p2p (repeatable); turns on DCUtR hole punching")
 	seed := fs.String("seed", "", "Ed25519 seed, 64 hex digits (default: a fresh key)")
 	network := fs.String("network", "default", "p2pvpn network name")
 	mtu := fs.Uint("mtu", 1400, "vpn: MTU announced in Hello")
@@ -89,6 +91,9 @@ func main() {
 	var extra []libp2p.Option
 	if mode == "probe" { // the probe may be given a /p2p-circuit address: it needs the relay client transport
 		extra = append(extra, libp2p.EnableRelay())
+	}
+	if len(reserve) > 0 {
+		extra = append(extra, punchHostOptions()...)
 	}
 	h, err := newHost(key, listen, extra...)
 	if err != nil {
@@ -186,6 +191,17 @@ func main() {
 		}
 		ready["network"], ready["ipv4"], ready["ipv6"] = *network, v.self.IPv4.String(), v.self.IPv6.String()
 		statsFn, traffic = v.stats, v.traffic
+		if len(reserve) > 0 {
+			relays, err := parsePeerAddrs(reserve)
+			if err != nil {
+				fatal("--reserve: %v", err)
+			}
+			p, err := startPunch(ctx, h, relays)
+			if err != nil {
+				fatal("hole punching: %v", err)
+			}
+			statsFn = func() map[string]any { st := v.stats(); st["punch"] = p.describe(); return st }
+		}
 		if *dhtMode != "off" {
 			var revoked func() map[string]uint64
 			if v.member != nil {

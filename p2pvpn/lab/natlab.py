@@ -179,3 +179,50 @@ def init_node(directory: Path) -> dict[str, str]:
     run_cli("init", "--dir", str(directory))
     (directory / "config.toml").write_text(f'network = "{NETWORK}"\n')
     return json.loads(run_cli("id", "--dir", str(directory), "--json").stdout)  # type: ignore[no-any-return]
+
+
+class MixedNatLab(LabBase):
+    """The NAT lab's wiring for one Python node and one foreign peer (tests/interop: a go-libp2p peer).
+
+    ::
+
+                     switch wan 198.18.0.0/24
+          ┌────────────────┼─────────────────────┐
+       relay r1        router nat1           router nat2
+     198.18.0.10    wan 198.18.0.1 (eim)   wan 198.18.0.2 (eim)
+                          │                      │
+                        host a                 host b
+                     198.18.10.2            198.18.20.2
+                  p2pvpn up, TUN           (the test's own peer)
+
+    The same NATs as :class:`NatLab` (nftables masquerade on each router).
+    Only ``a`` is a p2pvpn node (``p2pvpn init`` here); r1 and b are bare
+    namespaces for the test to run its relay and peer in. The outside
+    addresses are in 198.18.0.0/15, which go-libp2p counts as unroutable, not
+    public (docs/interop.md, "Hole punching").
+    """
+
+    def __init__(self, prefix: str | None = None, mapping_a: str = "eim", mapping_b: str = "eim") -> None:
+        super().__init__(prefix)
+        self.mappings = (mapping_a, mapping_b)
+        self.routers: list[Router] = []
+        self.relay_host: Host | None = None
+        self.relay_address = RELAY_IPS[0]
+        self.peer_host: Host | None = None
+        self.peer_address = ""
+        self.node: LabNode | None = None
+
+    def build(self) -> None:
+        info = init_node(self.workdir / "a")
+        wan = self.topo.add_switch("wan", WAN)
+        self.relay_host = self.topo.add_host("r1")
+        self.topo.attach(self.relay_host, wan, self.relay_address)
+        for i in range(2):
+            self.routers.append(self.topo.add_nat(f"nat{i + 1}", wan, LANS[i], self.mappings[i],
+                                                  wan_address=ROUTER_IPS[i]))
+        host = self.topo.add_host("a")
+        address = self.topo.behind(host, self.routers[0])
+        self.node = LabNode(name="a", host=host, directory=self.workdir / "a", address=address, tun=self.tun_name,
+                            peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"])
+        self.peer_host = self.topo.add_host("b")
+        self.peer_address = self.topo.behind(self.peer_host, self.routers[1])

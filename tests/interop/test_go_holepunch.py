@@ -1,0 +1,173 @@
+"""DCUtR hole punching between py-libp2p (p2pvpn) and go-libp2p, both directions, through real nftables NATs.
+
+Topology (p2pvpn.lab.natlab.MixedNatLab)::
+
+      relay r1 198.18.0.10 (go-peer relay: go-libp2p circuit relay v2)
+                 └────── switch wan 198.18.0.0/24 ──────┐
+        nat1 198.18.0.1 (masquerade, eim)      nat2 198.18.0.2 (masquerade, eim)
+        └─ a 198.18.10.2 (p2pvpn up, TUN)       └─ b 198.18.20.2 (go-peer vpn --reserve r1)
+
+Both hold a slot on the Go relay. One side dials the other's ``/p2p-circuit``
+address; the side that *accepted* the relayed connection starts DCUtR (the
+spec's rule, and what both implementations do):
+
+* ``[python-initiates]``: Go dials a through the relay, so p2pvpn's
+  HolePuncher (py-libp2p's DCUtRProtocol) sends CONNECT and SYNC, and
+  go-libp2p's holepunch service answers and dials on SYNC.
+* ``[go-initiates]``: a dials Go through the relay, so go-libp2p's
+  holepunch service starts and py-libp2p answers.
+
+Either way both NATs must let the other side's SYN in: only the
+simultaneous dials from each side's listen port open them. The test checks
+the Go side's new connection (its remote multiaddr is nat1's outside
+address, no ``/p2p-circuit``), go-libp2p's own hole punch verdict (its
+tracer's EndHolePunch success), p2pvpn's tunnel path (``direct``), and that
+the kernel's ping from a's TUN is answered by the Go peer over a tunnel
+stream that runs on the direct connection.
+
+go-libp2p counts no address in the lab's ranges as public, so the Go peer
+builds its holepunch service with its observed addresses instead of
+``EnableHolePunching`` (interop/go-peer/punch.go, docs/interop.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from gopeer import GoPeer
+from libp2p.peer.id import ID
+
+from p2pvpn.errors import ControlError
+from p2pvpn.lab.demo import LabNode, wait_for
+from p2pvpn.lab.natlab import NETWORK, ROUTER_IPS, MixedNatLab
+
+pytestmark = pytest.mark.netns
+
+RELAY_PORT = 4001
+GO_PORT = 4001
+TUNNEL = "/p2pvpn/tunnel/1.0.0"
+RESERVE_WITHIN = 30.0   # seconds for each side to hold its slot on the relay
+DIRECT_WITHIN = 60.0    # seconds from the relayed tunnel to a direct one
+ED25519_ID_PREFIX = bytes.fromhex("0024080112 20".replace(" ", ""))  # identity multihash of an Ed25519 key
+
+
+@pytest.fixture
+def lab() -> Iterator[MixedNatLab]:
+    with MixedNatLab() as built:
+        yield built
+
+
+def go_seed_above(python_peer: str) -> str:
+    """A fixed Go seed whose peer ID sorts above the Python node's.
+
+    Then the Python node is the side that moves the tunnel onto the direct
+    connection (docs/protocol.md: the smaller peer ID does), and the Go
+    peer's older duplicate rule (smaller initiator, else newer) keeps the
+    same tunnel; see docs/interop.md.
+    """
+    own = ID.from_base58(python_peer).to_bytes()
+    for i in range(256):
+        seed = hashlib.sha256(f"p2pvpn-holepunch-{i}".encode()).digest()
+        pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        if ED25519_ID_PREFIX + pub > own:
+            return seed.hex()
+    raise AssertionError("no seed found")  # each try succeeds with probability about 1/2
+
+
+def _view(node: LabNode, peer: str) -> dict[str, Any]:
+    try:
+        peers = node.status(timeout=2)["peers"]
+    except ControlError:
+        return {}
+    return next((p for p in peers if p["peer_id"] == peer), {})
+
+
+def _nat(node: LabNode) -> dict[str, Any]:
+    try:
+        return dict(node.status(timeout=2)["nat"])
+    except ControlError:
+        return {}
+
+
+@pytest.mark.parametrize("initiator", ["python-initiates", "go-initiates"])
+def test_dcutr_between_python_and_go_through_nft_nats(
+    go_peer_bin: Path, lab: MixedNatLab, initiator: str
+) -> None:
+    a = lab.node
+    assert a is not None and lab.relay_host is not None and lab.peer_host is not None
+    relay = GoPeer(go_peer_bin, "relay", f"--listen=/ip4/{lab.relay_address}/tcp/{RELAY_PORT}", netns=lab.relay_host)
+    go: GoPeer | None = None
+    try:
+        relay_addr = relay.addr()
+        seed = go_seed_above(a.peer_id)
+        go_args = [f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}", f"--seed={seed}", f"--network={NETWORK}",
+                   "--dht=off", "--udp=false", f"--reserve={relay_addr}", "--keepalive=2s"]
+        if initiator == "python-initiates":  # Go dials a through the relay: a accepted it, a starts DCUtR
+            go_args.append(f"--peer={relay_addr}/p2p-circuit/p2p/{a.peer_id}")
+        go = GoPeer(go_peer_bin, "vpn", *go_args, netns=lab.peer_host)
+        go_id = go.peer_id
+        reserved = go.wait_for("reserved", timeout=RESERVE_WITHIN)
+        py_args = ["--dht", "off", "--reachability", "private", "--static-relay", relay_addr,
+                   "--allow-peer", go_id, "--no-udp"]
+        if initiator == "go-initiates":  # a dials Go through the relay: Go accepted it, Go starts DCUtR
+            py_args += ["--peer", reserved["circuit_addrs"][0]]
+        a.start((), *py_args)
+        started = time.monotonic()
+
+        # 1. Relayed first (the only way in: both are behind NATs).
+        relayed = wait_for(lambda: _view(a, go_id).get("path") in ("relayed", "direct"), RESERVE_WITHIN + 30)
+        assert relayed, f"no tunnel to Go: {_view(a, go_id)} {_nat(a)}\n{a.log_tail(40)}\n{go.describe()}"
+        first = dict(_view(a, go_id))
+
+        # 2. Direct, as both sides see it.
+        direct = wait_for(lambda: _view(a, go_id).get("path") == "direct", DIRECT_WITHIN)
+        took = time.monotonic() - started
+        assert direct, (f"tunnel not direct: {_view(a, go_id)}\npython: {_nat(a)}\n{a.log_tail(60)}\n"
+                        f"{go.describe()}")
+        conn = go.wait_for("direct_connection", lambda e: e["peer"] == a.peer_id, timeout=10)
+        assert "/p2p-circuit" not in conn["remote_addr"], conn
+        assert conn["remote_addr"].startswith(f"/ip4/{ROUTER_IPS[0]}/tcp/"), conn  # nat1's outside address
+        ended = go.wait_for("holepunch", lambda e: e["type"] == "EndHolePunch" and e["peer"] == a.peer_id,
+                            timeout=10)
+        assert ended["detail"].get("Success") is True, ended
+
+        # 3. Traffic: the kernel's ping through a's TUN, answered by the Go peer over the direct tunnel.
+        ping = a.ping(go.ready()["ipv4"], count=5)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        punch = _go_stats(go)["punch"]
+        tunnel_conns = [c for c in punch["conns"] if c["peer"] == a.peer_id and TUNNEL in (c["streams"] or [])]
+        assert tunnel_conns and all(not c["relayed"] for c in tunnel_conns), punch["conns"]
+
+        py_punch = _nat(a).get("hole_punching", {})
+        print(f"{initiator}: relayed tunnel ({first.get('path')}) then direct {took:.1f} s after start; "
+              f"Go's direct connection {conn['direction']} {conn['local_addr']} <- {conn['remote_addr']}; "
+              f"Go hole punch events {punch['events']}; Python hole punching {py_punch}; "
+              f"Go offered {punch['offered']}")
+        if initiator == "python-initiates":
+            assert py_punch.get("succeeded", 0) >= 1, py_punch
+        else:
+            assert punch["events"].get("EndHolePunch/ok", 0) >= 1, punch["events"]
+    finally:
+        for proc in (go, relay):
+            if proc is not None:
+                proc.stop()
+        if go is not None:
+            print(f"--- go-peer vpn ---\n{go.describe()}")
+        print(f"--- p2pvpn a ---\n{a.log_tail(60)}")
+        a.stop()
+
+
+def _go_stats(go: GoPeer) -> dict[str, Any]:
+    """The Go peer's counters (SIGUSR1), with its connections and their streams."""
+    start = go.mark()
+    os.kill(go.proc.pid, signal.SIGUSR1)
+    return go.wait_for("stats", start=start, timeout=10)
