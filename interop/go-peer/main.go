@@ -196,7 +196,7 @@ func main() {
 			if err != nil {
 				fatal("--reserve: %v", err)
 			}
-			p, err := startPunch(ctx, h, relays)
+			p, err := startPunch(ctx, h, v, relays)
 			if err != nil {
 				fatal("hole punching: %v", err)
 			}

@@ -9,13 +9,19 @@ package main
 // manet.IsPublicAddr accepts (go-libp2p p2p/host/basic/addrs_manager.go:498),
 // and go-multiaddr lists both lab ranges, 198.18.0.0/15 and 203.0.113.0/24,
 // as unroutable (net/private.go:39,41). With no "public" address the service
-// never registers its stream handler (holepunch/svc.go:113-149): it neither
+// never registers its stream handler (p2p/protocol/holepunch/svc.go:113-152): it neither
 // answers nor starts a hole punch. So we build the same service
 // (holepunch.NewService) with the one input changed: the addresses to offer
 // in CONNECT are what identify says peers observed us at (go-libp2p's
 // observedaddrs.Manager, one observer is enough: the relay), whatever the
 // range. Everything else (who starts, CONNECT/SYNC, RTT/2, the simultaneous
 // dials and the security roles) is go-libp2p v0.51's code, unchanged.
+//
+// Then the tunnel moves (docs/protocol.md §13.5): while a peer's tunnel runs
+// over a relay and a direct connection to it exists, the peer with the
+// smaller peer ID opens a new tunnel stream, which goes over the direct
+// connection; the duplicate rule (§7.5, rules 1-2 suffice when the smaller
+// peer opens it) keeps the new one on both ends.
 
 import (
 	"context"
@@ -37,8 +43,10 @@ import (
 )
 
 const (
-	reserveRetry   = 2 * time.Second // after a failed reservation
-	reserveRefresh = 0.5             // renew after this share of the reservation's lifetime
+	reserveRetry   = 2 * time.Second        // after a failed reservation
+	reserveRefresh = 0.5                    // renew after this share of the reservation's lifetime
+	moveInterval   = 500 * time.Millisecond // checks for relayed tunnels that could go direct (§13.5)
+	moveRetry      = 5 * time.Second        // between two tries to move one peer's tunnel
 )
 
 // punchHostOptions turn on what a NATed peer needs besides the default host:
@@ -59,8 +67,8 @@ type puncher struct {
 	events   map[string]int     // holepunch tracer events by type (+ "/ok" for successes)
 }
 
-// startPunch builds the hole punch service and keeps a slot on each relay.
-func startPunch(ctx context.Context, h host.Host, relays []peer.AddrInfo) (*puncher, error) {
+// startPunch builds the hole punch service, keeps a slot on each relay and moves v's tunnels off relays.
+func startPunch(ctx context.Context, h host.Host, v *VPN, relays []peer.AddrInfo) (*puncher, error) {
 	p := &puncher{h: h, relays: map[peer.ID]bool{}, reserved: map[peer.ID]string{}, events: map[string]int{}}
 	for _, r := range relays {
 		p.relays[r.ID] = true
@@ -85,6 +93,7 @@ func startPunch(ctx context.Context, h host.Host, relays []peer.AddrInfo) (*punc
 	for _, r := range relays {
 		go p.reserveLoop(ctx, r)
 	}
+	go p.moveLoop(ctx, v)
 	go func() {
 		<-ctx.Done()
 		p.svc.Close()
@@ -159,6 +168,55 @@ func (p *puncher) connected(_ network.Network, c network.Conn) {
 		return
 	}
 	emit("direct_connection", connInfo(c))
+}
+
+// moveLoop is §13.5's second half: our relayed tunnels go direct once they can (we: the smaller peer ID).
+func (p *puncher) moveLoop(ctx context.Context, v *VPN) {
+	next := map[peer.ID]time.Time{}
+	for ctx.Err() == nil {
+		sleepCtx(ctx, moveInterval)
+		v.mu.Lock()
+		var relayed []peer.ID
+		for id, vp := range v.peers {
+			if t := vp.current; t != nil && isCircuit(t.s.Conn().RemoteMultiaddr().String()) {
+				relayed = append(relayed, id)
+			}
+		}
+		v.mu.Unlock()
+		for _, id := range relayed {
+			if string(p.h.ID()) >= string(id) || time.Now().Before(next[id]) || !p.hasDirect(id) {
+				continue
+			}
+			next[id] = time.Now().Add(moveRetry)
+			go p.move(ctx, v, id)
+		}
+	}
+}
+
+func (p *puncher) hasDirect(id peer.ID) bool {
+	for _, c := range p.h.Network().ConnsToPeer(id) {
+		if !isCircuit(c.RemoteMultiaddr().String()) {
+			return true
+		}
+	}
+	return false
+}
+
+// move opens the new tunnel stream; go-libp2p puts it on the direct connection (the swarm prefers direct ones).
+func (p *puncher) move(ctx context.Context, v *VPN, id peer.ID) {
+	sctx, cancel := context.WithTimeout(network.WithNoDial(ctx, "move tunnel"), 10*time.Second)
+	s, err := p.h.NewStream(sctx, id, tunnelProtocol)
+	cancel()
+	if err != nil {
+		emit("tunnel_move_failed", map[string]any{"peer": id.String(), "error": err.Error()})
+		return
+	}
+	if isCircuit(s.Conn().RemoteMultiaddr().String()) { // the direct connection went away meanwhile
+		_ = s.Reset()
+		return
+	}
+	emit("tunnel_move", map[string]any{"peer": id.String(), "remote_addr": s.Conn().RemoteMultiaddr().String()})
+	newTunnel(v, s, p.h.ID()).run()
 }
 
 // Trace implements holepunch.EventTracer: every step of go-libp2p's hole punch, as an event.

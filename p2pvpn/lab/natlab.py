@@ -222,7 +222,9 @@ class MixedNatLab(LabBase):
                                                   wan_address=ROUTER_IPS[i]))
         host = self.topo.add_host("a")
         address = self.topo.behind(host, self.routers[0])
-        self.node = LabNode(name="a", host=host, directory=self.workdir / "a", address=address, tun=self.tun_name,
-                            peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"])
+        self.node = LabNode(
+            name="a", host=host, directory=self.workdir / "a", address=address, tun=self.tun_name,
+            peer_id=info["peer_id"], ipv4=info["ipv4"], ipv6=info["ipv6"],
+        )  # fmt: skip
         self.peer_host = self.topo.add_host("b")
         self.peer_address = self.topo.behind(self.peer_host, self.routers[1])

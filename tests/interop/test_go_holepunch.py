@@ -57,7 +57,7 @@ GO_PORT = 4001
 TUNNEL = "/p2pvpn/tunnel/1.0.0"
 RESERVE_WITHIN = 30.0   # seconds for each side to hold its slot on the relay
 DIRECT_WITHIN = 60.0    # seconds from the relayed tunnel to a direct one
-ED25519_ID_PREFIX = bytes.fromhex("0024080112 20".replace(" ", ""))  # identity multihash of an Ed25519 key
+ED25519_ID_PREFIX = bytes.fromhex("002408011220")  # identity multihash of an Ed25519 key
 
 
 @pytest.fixture
@@ -66,19 +66,18 @@ def lab() -> Iterator[MixedNatLab]:
         yield built
 
 
-def go_seed_above(python_peer: str) -> str:
-    """A fixed Go seed whose peer ID sorts above the Python node's.
+def go_seed(python_peer: str, above: bool) -> str:
+    """A fixed Go seed whose peer ID sorts above (or below) the Python node's.
 
-    Then the Python node is the side that moves the tunnel onto the direct
-    connection (docs/protocol.md: the smaller peer ID does), and the Go
-    peer's older duplicate rule (smaller initiator, else newer) keeps the
-    same tunnel; see docs/interop.md.
+    The peer with the smaller ID moves the tunnel onto the direct connection
+    (docs/protocol.md §13.5): the Python node when Go's is above, the Go
+    peer (interop/go-peer/punch.go) when below.
     """
     own = ID.from_base58(python_peer).to_bytes()
     for i in range(256):
         seed = hashlib.sha256(f"p2pvpn-holepunch-{i}".encode()).digest()
         pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        if ED25519_ID_PREFIX + pub > own:
+        if (ED25519_ID_PREFIX + pub > own) == above:
             return seed.hex()
     raise AssertionError("no seed found")  # each try succeeds with probability about 1/2
 
@@ -98,9 +97,10 @@ def _nat(node: LabNode) -> dict[str, Any]:
         return {}
 
 
+@pytest.mark.parametrize("mover", ["python-moves", "go-moves"])
 @pytest.mark.parametrize("initiator", ["python-initiates", "go-initiates"])
 def test_dcutr_between_python_and_go_through_nft_nats(
-    go_peer_bin: Path, lab: MixedNatLab, initiator: str
+    go_peer_bin: Path, lab: MixedNatLab, initiator: str, mover: str
 ) -> None:
     a = lab.node
     assert a is not None and lab.relay_host is not None and lab.peer_host is not None
@@ -108,7 +108,7 @@ def test_dcutr_between_python_and_go_through_nft_nats(
     go: GoPeer | None = None
     try:
         relay_addr = relay.addr()
-        seed = go_seed_above(a.peer_id)
+        seed = go_seed(a.peer_id, above=mover == "python-moves")
         go_args = [f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}", f"--seed={seed}", f"--network={NETWORK}",
                    "--dht=off", "--udp=false", f"--reserve={relay_addr}", "--keepalive=2s"]
         if initiator == "python-initiates":  # Go dials a through the relay: a accepted it, a starts DCUtR
@@ -127,10 +127,11 @@ def test_dcutr_between_python_and_go_through_nft_nats(
         relayed = wait_for(lambda: _view(a, go_id).get("path") in ("relayed", "direct"), RESERVE_WITHIN + 30)
         assert relayed, f"no tunnel to Go: {_view(a, go_id)} {_nat(a)}\n{a.log_tail(40)}\n{go.describe()}"
         first = dict(_view(a, go_id))
+        relayed_at = time.monotonic()
 
         # 2. Direct, as both sides see it.
         direct = wait_for(lambda: _view(a, go_id).get("path") == "direct", DIRECT_WITHIN)
-        took = time.monotonic() - started
+        direct_at = time.monotonic()
         assert direct, (f"tunnel not direct: {_view(a, go_id)}\npython: {_nat(a)}\n{a.log_tail(60)}\n"
                         f"{go.describe()}")
         conn = go.wait_for("direct_connection", lambda e: e["peer"] == a.peer_id, timeout=10)
@@ -148,7 +149,10 @@ def test_dcutr_between_python_and_go_through_nft_nats(
         assert tunnel_conns and all(not c["relayed"] for c in tunnel_conns), punch["conns"]
 
         py_punch = _nat(a).get("hole_punching", {})
-        print(f"{initiator}: relayed tunnel ({first.get('path')}) then direct {took:.1f} s after start; "
+        if mover == "go-moves":
+            go.wait_for("tunnel_move", lambda e: e["peer"] == a.peer_id, timeout=1)
+        print(f"{initiator}, {mover}: tunnel {first.get('path')} {relayed_at - started:.1f} s after start, "
+              f"direct {direct_at - relayed_at:.1f} s later (status polled); "
               f"Go's direct connection {conn['direction']} {conn['local_addr']} <- {conn['remote_addr']}; "
               f"Go hole punch events {punch['events']}; Python hole punching {py_punch}; "
               f"Go offered {punch['offered']}")
