@@ -16,6 +16,10 @@ spec's rule, and what both implementations do):
   go-libp2p's holepunch service answers and dials on SYNC.
 * ``[go-initiates]``: a dials Go through the relay, so go-libp2p's
   holepunch service starts and py-libp2p answers.
+* ``[python-moves]`` / ``[go-moves]``: whose peer ID is smaller, so who
+  moves the tunnel onto the direct connection (docs/protocol.md §13.5).
+* The control: nat2 maps each connection to a random port; both sides'
+  sessions fail and the tunnel stays relayed (and still works).
 
 Either way both NATs must let the other side's SYN in: only the
 simultaneous dials from each side's listen port open them. The test checks
@@ -63,6 +67,13 @@ ED25519_ID_PREFIX = bytes.fromhex("002408011220")  # identity multihash of an Ed
 @pytest.fixture
 def lab() -> Iterator[MixedNatLab]:
     with MixedNatLab() as built:
+        yield built
+
+
+@pytest.fixture
+def random_lab() -> Iterator[MixedNatLab]:
+    """nat2 maps every connection to a random port (``masquerade fully-random``): no hole can be punched."""
+    with MixedNatLab(mapping_b="random") as built:
         yield built
 
 
@@ -160,6 +171,52 @@ def test_dcutr_between_python_and_go_through_nft_nats(
             assert py_punch.get("succeeded", 0) >= 1, py_punch
         else:
             assert punch["events"].get("EndHolePunch/ok", 0) >= 1, punch["events"]
+    finally:
+        for proc in (go, relay):
+            if proc is not None:
+                proc.stop()
+        if go is not None:
+            print(f"--- go-peer vpn ---\n{go.describe()}")
+        print(f"--- p2pvpn a ---\n{a.log_tail(60)}")
+        a.stop()
+
+
+def test_a_random_port_nat_defeats_the_punch_and_the_tunnel_stays_relayed(
+    go_peer_bin: Path, random_lab: MixedNatLab
+) -> None:
+    """The control: same peers, but nat2 does not keep the listen port's mapping. Both sides run their
+    DCUtR sessions to the end and fail; the tunnel stays on the relay and still carries the ping."""
+    lab = random_lab
+    a = lab.node
+    assert a is not None and lab.relay_host is not None and lab.peer_host is not None
+    relay = GoPeer(go_peer_bin, "relay", f"--listen=/ip4/{lab.relay_address}/tcp/{RELAY_PORT}", netns=lab.relay_host)
+    go: GoPeer | None = None
+    try:
+        relay_addr = relay.addr()
+        go = GoPeer(go_peer_bin, "vpn", f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}",
+                    f"--seed={go_seed(a.peer_id, above=True)}", f"--network={NETWORK}", "--dht=off", "--udp=false",
+                    f"--reserve={relay_addr}", "--keepalive=2s", f"--peer={relay_addr}/p2p-circuit/p2p/{a.peer_id}",
+                    netns=lab.peer_host)
+        go_id = go.peer_id
+        go.wait_for("reserved", timeout=2 * RESERVE_WITHIN)  # once seen to take over 30 s: see docs/interop.md
+        a.start((), "--dht", "off", "--reachability", "private", "--static-relay", relay_addr,
+                "--allow-peer", go_id, "--no-udp")
+        relayed = wait_for(lambda: _view(a, go_id).get("path") == "relayed", RESERVE_WITHIN + 30)
+        assert relayed, f"no relayed tunnel: {_view(a, go_id)}\n{a.log_tail(40)}\n{go.describe()}"
+        # Python accepted the relayed connection, so Python runs the sessions (3, 5 s apart, each up to ~20 s).
+        failed = wait_for(lambda: _nat(a).get("hole_punching", {}).get("failed", 0) >= 1, 90)
+        py_punch = _nat(a).get("hole_punching", {})
+        assert failed and py_punch.get("succeeded") == 0, py_punch
+        ends = [e for e in go.events if e.get("event") == "holepunch" and e.get("type") == "EndHolePunch"]
+        assert ends and not any(e["detail"].get("Success") for e in ends), ends
+        assert go.find("direct_connection", lambda e: e["peer"] == a.peer_id) is None
+        assert _view(a, go_id).get("path") == "relayed", _view(a, go_id)
+        ping = a.ping(go.ready()["ipv4"], count=3)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        conns = [c for c in _go_stats(go)["punch"]["conns"] if c["peer"] == a.peer_id]
+        assert conns and all(c["relayed"] for c in conns), conns
+        print(f"random NAT: Python hole punching {py_punch}; Go EndHolePunch {[e['detail'] for e in ends]}; "
+              "tunnel stays relayed and answers ping")
     finally:
         for proc in (go, relay):
             if proc is not None:
