@@ -111,9 +111,7 @@ const errNoIdentify = punchError("the host has no identify service")
 // offerAddrs are the addresses we send in CONNECT: our observed direct
 // addresses (not relayed, not loopback), see the file comment.
 func (p *puncher) offerAddrs() []ma.Multiaddr {
-	addrs := slices.DeleteFunc(p.obs.Addrs(1), func(a ma.Multiaddr) bool {
-		return isCircuit(a.String()) || manet.IsIPLoopback(a)
-	})
+	addrs := offerable(p.obs.Addrs(1))
 	strs := make([]string, len(addrs))
 	for i, a := range addrs {
 		strs[i] = a.String()
@@ -126,6 +124,13 @@ func (p *puncher) offerAddrs() []ma.Multiaddr {
 		emit("punch_addrs", map[string]any{"addrs": strs})
 	}
 	return addrs
+}
+
+// offerable keeps what a peer behind another NAT could dial: no relayed, loopback or unspecified address.
+func offerable(observed []ma.Multiaddr) []ma.Multiaddr {
+	return slices.DeleteFunc(slices.Clone(observed), func(a ma.Multiaddr) bool {
+		return isCircuit(a.String()) || manet.IsIPLoopback(a) || manet.IsIPUnspecified(a)
+	})
 }
 
 // reserveLoop holds a slot on relay r, renewing it before it expires.
