@@ -6,7 +6,7 @@
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
 //	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
 //	              [--udp=true] [--rekey-after 120s]
-//	              [--reserve RELAY-MA]...   (behind a NAT: hold a relay slot, hole-punch with DCUtR; punch.go)
+//	              [--reserve RELAY-MA]... [--holepunch observed|stock]   (behind a NAT: relay slot + DCUtR; punch.go)
 //	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
@@ -61,6 +61,7 @@ func main() {
 	fs.Var(&protocols, "protocol", "probe: protocol to open a stream for (repeatable)")
 	fs.Var(&reserve, "reserve", "vpn: relay to hold a slot on, multiaddr with /p2p (repeatable); turns on DCUtR hole punching")
 	seed := fs.String("seed", "", "Ed25519 seed, 64 hex digits (default: a fresh key)")
+	holepunchMode := fs.String("holepunch", "observed", "vpn --reserve: observed (our service, offers observed addresses) or stock (libp2p.EnableHolePunching)")
 	network := fs.String("network", "default", "p2pvpn network name")
 	mtu := fs.Uint("mtu", 1400, "vpn: MTU announced in Hello")
 	keepalive := fs.Duration("keepalive", 5*time.Second, "vpn: keepalive interval (timeout: 4x)")
@@ -93,7 +94,10 @@ func main() {
 		extra = append(extra, libp2p.EnableRelay())
 	}
 	if len(reserve) > 0 {
-		extra = append(extra, punchHostOptions()...)
+		if *holepunchMode != "observed" && *holepunchMode != "stock" {
+			fatal("--holepunch must be observed or stock")
+		}
+		extra = append(extra, punchHostOptions(*holepunchMode == "stock")...)
 	}
 	h, err := newHost(key, listen, extra...)
 	if err != nil {
@@ -196,7 +200,7 @@ func main() {
 			if err != nil {
 				fatal("--reserve: %v", err)
 			}
-			p, err := startPunch(ctx, h, v, relays)
+			p, err := startPunch(ctx, h, v, relays, *holepunchMode == "stock")
 			if err != nil {
 				fatal("hole punching: %v", err)
 			}

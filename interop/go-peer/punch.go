@@ -50,9 +50,21 @@ const (
 )
 
 // punchHostOptions turn on what a NATed peer needs besides the default host:
-// the relay client transport (dial and accept /p2p-circuit).
-func punchHostOptions() []libp2p.Option {
-	return []libp2p.Option{libp2p.EnableRelay()}
+// the relay client transport (dial and accept /p2p-circuit). stock adds
+// go-libp2p's own hole punching instead of ours, to show it stays off in the lab.
+func punchHostOptions(stock bool) []libp2p.Option {
+	opts := []libp2p.Option{libp2p.EnableRelay()}
+	if stock {
+		opts = append(opts, libp2p.EnableHolePunching(holepunch.WithTracer(stockTracer{})))
+	}
+	return opts
+}
+
+// stockTracer reports the stock service's hole punch events (there are none while it waits for a public address).
+type stockTracer struct{}
+
+func (stockTracer) Trace(evt *holepunch.Event) {
+	emit("holepunch", map[string]any{"type": evt.Type, "peer": evt.Remote.String(), "stock": true})
 }
 
 type puncher struct {
@@ -67,8 +79,9 @@ type puncher struct {
 	events   map[string]int     // holepunch tracer events by type (+ "/ok" for successes)
 }
 
-// startPunch builds the hole punch service, keeps a slot on each relay and moves v's tunnels off relays.
-func startPunch(ctx context.Context, h host.Host, v *VPN, relays []peer.AddrInfo) (*puncher, error) {
+// startPunch builds the hole punch service (unless stock: the host has go-libp2p's),
+// keeps a slot on each relay and moves v's tunnels off relays.
+func startPunch(ctx context.Context, h host.Host, v *VPN, relays []peer.AddrInfo, stock bool) (*puncher, error) {
 	p := &puncher{h: h, relays: map[peer.ID]bool{}, reserved: map[peer.ID]string{}, events: map[string]int{}}
 	for _, r := range relays {
 		p.relays[r.ID] = true
@@ -84,10 +97,12 @@ func startPunch(ctx context.Context, h host.Host, v *VPN, relays []peer.AddrInfo
 		obs.Close()
 		return nil, errNoIdentify
 	}
-	p.svc, err = holepunch.NewService(h, ids.IDService(), p.offerAddrs, holepunch.WithTracer(p))
-	if err != nil {
-		obs.Close()
-		return nil, err
+	if !stock {
+		p.svc, err = holepunch.NewService(h, ids.IDService(), p.offerAddrs, holepunch.WithTracer(p))
+		if err != nil {
+			obs.Close()
+			return nil, err
+		}
 	}
 	h.Network().Notify(&network.NotifyBundle{ConnectedF: p.connected})
 	for _, r := range relays {
@@ -96,7 +111,9 @@ func startPunch(ctx context.Context, h host.Host, v *VPN, relays []peer.AddrInfo
 	go p.moveLoop(ctx, v)
 	go func() {
 		<-ctx.Done()
-		p.svc.Close()
+		if p.svc != nil {
+			p.svc.Close()
+		}
 		p.obs.Close()
 	}()
 	return p, nil
@@ -260,6 +277,7 @@ func (p *puncher) describe() map[string]any {
 	return map[string]any{
 		"reserved": maps(p.reserved), "offered": slices.Clone(p.offered),
 		"events": mapsInt(p.events), "conns": conns,
+		"dcutr_handler": slices.Contains(p.h.Mux().Protocols(), holepunch.Protocol),
 	}
 }
 

@@ -20,6 +20,9 @@ spec's rule, and what both implementations do):
   moves the tunnel onto the direct connection (docs/protocol.md §13.5).
 * The control: nat2 maps each connection to a random port; both sides'
   sessions fail and the tunnel stays relayed (and still works).
+* The reason for punch.go: go-libp2p's own ``EnableHolePunching`` never
+  registers its DCUtR handler in the lab (no address it counts as public),
+  so Python's session is refused and the tunnel stays relayed.
 
 Either way both NATs must let the other side's SYN in: only the
 simultaneous dials from each side's listen port open them. The test checks
@@ -41,6 +44,8 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,35 +113,61 @@ def _nat(node: LabNode) -> dict[str, Any]:
         return {}
 
 
-@pytest.mark.parametrize("mover", ["python-moves", "go-moves"])
-@pytest.mark.parametrize("initiator", ["python-initiates", "go-initiates"])
-def test_dcutr_between_python_and_go_through_nft_nats(
-    go_peer_bin: Path, lab: MixedNatLab, initiator: str, mover: str
-) -> None:
+@dataclass
+class Pair:
+    a: LabNode
+    go: GoPeer
+    go_id: str
+    started: float  # when the Python node was started (monotonic)
+
+
+@contextmanager
+def _pair(go_peer_bin: Path, lab: MixedNatLab, *, go_dials: bool, go_above: bool,
+          go_extra: tuple[str, ...] = ()) -> Iterator[Pair]:
+    """Go relay on r1, ``go-peer vpn --reserve`` on b, ``p2pvpn up`` on a; one of them dials the other
+    through the relay; yields once the Python node reports the tunnel (relayed, or already direct)."""
     a = lab.node
     assert a is not None and lab.relay_host is not None and lab.peer_host is not None
     relay = GoPeer(go_peer_bin, "relay", f"--listen=/ip4/{lab.relay_address}/tcp/{RELAY_PORT}", netns=lab.relay_host)
     go: GoPeer | None = None
     try:
         relay_addr = relay.addr()
-        seed = go_seed(a.peer_id, above=mover == "python-moves")
-        go_args = [f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}", f"--seed={seed}", f"--network={NETWORK}",
-                   "--dht=off", "--udp=false", f"--reserve={relay_addr}", "--keepalive=2s"]
-        if initiator == "python-initiates":  # Go dials a through the relay: a accepted it, a starts DCUtR
+        go_args = [f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}", f"--seed={go_seed(a.peer_id, go_above)}",
+                   f"--network={NETWORK}", "--dht=off", "--udp=false", f"--reserve={relay_addr}",
+                   "--keepalive=2s", *go_extra]
+        if go_dials:  # a accepts the relayed connection: a starts DCUtR
             go_args.append(f"--peer={relay_addr}/p2p-circuit/p2p/{a.peer_id}")
         go = GoPeer(go_peer_bin, "vpn", *go_args, netns=lab.peer_host)
         go_id = go.peer_id
-        reserved = go.wait_for("reserved", timeout=RESERVE_WITHIN)
+        # Once seen to take over 30 s through the random-port NAT under heavy load: see docs/interop.md.
+        reserved = go.wait_for("reserved", timeout=2 * RESERVE_WITHIN)
         py_args = ["--dht", "off", "--reachability", "private", "--static-relay", relay_addr,
                    "--allow-peer", go_id, "--no-udp"]
-        if initiator == "go-initiates":  # a dials Go through the relay: Go accepted it, Go starts DCUtR
+        if not go_dials:  # Go accepts the relayed connection: Go starts DCUtR
             py_args += ["--peer", reserved["circuit_addrs"][0]]
         a.start((), *py_args)
         started = time.monotonic()
+        up = wait_for(lambda: _view(a, go_id).get("path") in ("relayed", "direct"), RESERVE_WITHIN + 30)
+        assert up, f"no tunnel to Go: {_view(a, go_id)} {_nat(a)}\n{a.log_tail(40)}\n{go.describe()}"
+        yield Pair(a, go, go_id, started)
+    finally:
+        for proc in (go, relay):
+            if proc is not None:
+                proc.stop()
+        if go is not None:
+            print(f"--- go-peer vpn ---\n{go.describe()}")
+        print(f"--- p2pvpn a ---\n{a.log_tail(60)}")
+        a.stop()
 
+
+@pytest.mark.parametrize("mover", ["python-moves", "go-moves"])
+@pytest.mark.parametrize("initiator", ["python-initiates", "go-initiates"])
+def test_dcutr_between_python_and_go_through_nft_nats(
+    go_peer_bin: Path, lab: MixedNatLab, initiator: str, mover: str
+) -> None:
+    with _pair(go_peer_bin, lab, go_dials=initiator == "python-initiates", go_above=mover == "python-moves") as pair:
+        a, go, go_id = pair.a, pair.go, pair.go_id
         # 1. Relayed first (the only way in: both are behind NATs).
-        relayed = wait_for(lambda: _view(a, go_id).get("path") in ("relayed", "direct"), RESERVE_WITHIN + 30)
-        assert relayed, f"no tunnel to Go: {_view(a, go_id)} {_nat(a)}\n{a.log_tail(40)}\n{go.describe()}"
         first = dict(_view(a, go_id))
         relayed_at = time.monotonic()
 
@@ -162,7 +193,7 @@ def test_dcutr_between_python_and_go_through_nft_nats(
         py_punch = _nat(a).get("hole_punching", {})
         if mover == "go-moves":
             go.wait_for("tunnel_move", lambda e: e["peer"] == a.peer_id, timeout=1)
-        print(f"{initiator}, {mover}: tunnel {first.get('path')} {relayed_at - started:.1f} s after start, "
+        print(f"{initiator}, {mover}: tunnel {first.get('path')} {relayed_at - pair.started:.1f} s after start, "
               f"direct {direct_at - relayed_at:.1f} s later (status polled); "
               f"Go's direct connection {conn['direction']} {conn['local_addr']} <- {conn['remote_addr']}; "
               f"Go hole punch events {punch['events']}; Python hole punching {py_punch}; "
@@ -171,14 +202,6 @@ def test_dcutr_between_python_and_go_through_nft_nats(
             assert py_punch.get("succeeded", 0) >= 1, py_punch
         else:
             assert punch["events"].get("EndHolePunch/ok", 0) >= 1, punch["events"]
-    finally:
-        for proc in (go, relay):
-            if proc is not None:
-                proc.stop()
-        if go is not None:
-            print(f"--- go-peer vpn ---\n{go.describe()}")
-        print(f"--- p2pvpn a ---\n{a.log_tail(60)}")
-        a.stop()
 
 
 def test_a_random_port_nat_defeats_the_punch_and_the_tunnel_stays_relayed(
@@ -186,45 +209,44 @@ def test_a_random_port_nat_defeats_the_punch_and_the_tunnel_stays_relayed(
 ) -> None:
     """The control: same peers, but nat2 does not keep the listen port's mapping. Both sides run their
     DCUtR sessions to the end and fail; the tunnel stays on the relay and still carries the ping."""
-    lab = random_lab
-    a = lab.node
-    assert a is not None and lab.relay_host is not None and lab.peer_host is not None
-    relay = GoPeer(go_peer_bin, "relay", f"--listen=/ip4/{lab.relay_address}/tcp/{RELAY_PORT}", netns=lab.relay_host)
-    go: GoPeer | None = None
-    try:
-        relay_addr = relay.addr()
-        go = GoPeer(go_peer_bin, "vpn", f"--listen=/ip4/{lab.peer_address}/tcp/{GO_PORT}",
-                    f"--seed={go_seed(a.peer_id, above=True)}", f"--network={NETWORK}", "--dht=off", "--udp=false",
-                    f"--reserve={relay_addr}", "--keepalive=2s", f"--peer={relay_addr}/p2p-circuit/p2p/{a.peer_id}",
-                    netns=lab.peer_host)
-        go_id = go.peer_id
-        go.wait_for("reserved", timeout=2 * RESERVE_WITHIN)  # once seen to take over 30 s: see docs/interop.md
-        a.start((), "--dht", "off", "--reachability", "private", "--static-relay", relay_addr,
-                "--allow-peer", go_id, "--no-udp")
-        relayed = wait_for(lambda: _view(a, go_id).get("path") == "relayed", RESERVE_WITHIN + 30)
-        assert relayed, f"no relayed tunnel: {_view(a, go_id)}\n{a.log_tail(40)}\n{go.describe()}"
+    with _pair(go_peer_bin, random_lab, go_dials=True, go_above=True) as pair:
+        a, go, go_id = pair.a, pair.go, pair.go_id
         # Python accepted the relayed connection, so Python runs the sessions (3, 5 s apart, each up to ~20 s).
         failed = wait_for(lambda: _nat(a).get("hole_punching", {}).get("failed", 0) >= 1, 90)
         py_punch = _nat(a).get("hole_punching", {})
         assert failed and py_punch.get("succeeded") == 0, py_punch
         ends = [e for e in go.events if e.get("event") == "holepunch" and e.get("type") == "EndHolePunch"]
         assert ends and not any(e["detail"].get("Success") for e in ends), ends
-        assert go.find("direct_connection", lambda e: e["peer"] == a.peer_id) is None
-        assert _view(a, go_id).get("path") == "relayed", _view(a, go_id)
-        ping = a.ping(go.ready()["ipv4"], count=3)
-        assert ping.returncode == 0, ping.stdout + ping.stderr
-        conns = [c for c in _go_stats(go)["punch"]["conns"] if c["peer"] == a.peer_id]
-        assert conns and all(c["relayed"] for c in conns), conns
+        _assert_still_relayed_and_working(pair)
         print(f"random NAT: Python hole punching {py_punch}; Go EndHolePunch {[e['detail'] for e in ends]}; "
               "tunnel stays relayed and answers ping")
-    finally:
-        for proc in (go, relay):
-            if proc is not None:
-                proc.stop()
-        if go is not None:
-            print(f"--- go-peer vpn ---\n{go.describe()}")
-        print(f"--- p2pvpn a ---\n{a.log_tail(60)}")
-        a.stop()
+
+
+def test_stock_go_libp2p_hole_punching_stays_off_in_the_lab(go_peer_bin: Path, lab: MixedNatLab) -> None:
+    """Why punch.go exists: with ``libp2p.EnableHolePunching()`` (``--holepunch stock``) the Go peer,
+    whose addresses are all in ranges go-libp2p does not count as public, never registers
+    ``/libp2p/dcutr``. Python's session is refused at protocol negotiation, the tunnel stays relayed."""
+    with _pair(go_peer_bin, lab, go_dials=True, go_above=True, go_extra=("--holepunch=stock",)) as pair:
+        a, go = pair.a, pair.go
+        failed = wait_for(lambda: _nat(a).get("hole_punching", {}).get("failed", 0) >= 1, 60)
+        py_punch = _nat(a).get("hole_punching", {})
+        assert failed and py_punch.get("succeeded") == 0, py_punch
+        punch = _go_stats(go)["punch"]
+        assert punch["dcutr_handler"] is False, punch
+        assert go.find("holepunch") is None, go.describe()  # the stock service never started a session
+        _assert_still_relayed_and_working(pair)
+        print(f"stock go-libp2p: /libp2p/dcutr handler registered: {punch['dcutr_handler']}; "
+              f"Python hole punching {py_punch}; tunnel stays relayed and answers ping")
+
+
+def _assert_still_relayed_and_working(pair: Pair) -> None:
+    a, go = pair.a, pair.go
+    assert go.find("direct_connection", lambda e: e["peer"] == a.peer_id) is None
+    assert _view(a, pair.go_id).get("path") == "relayed", _view(a, pair.go_id)
+    ping = a.ping(go.ready()["ipv4"], count=3)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    conns = [c for c in _go_stats(go)["punch"]["conns"] if c["peer"] == a.peer_id]
+    assert conns and all(c["relayed"] for c in conns), conns
 
 
 def _go_stats(go: GoPeer) -> dict[str, Any]:
