@@ -18,8 +18,10 @@ plugged into it, one ``p2pvpn up`` process in each::
    the running code does (today: the DHT).
 2. **Start.** All N nodes start at once (``t0``). *Start time*: until every
    node answers on its control socket and listens (``ready_s``, max over
-   nodes).
-3. **Reach**, ``--measure-after`` s (30) after ``t0``: M random ordered
+   nodes: ``t_ready``). On 2 cores 50 interpreters importing py-libp2p
+   take longer than 30 s of CPU to start, so by default the clock of the
+   next step starts at ``t_ready`` (``--measure-from start`` for ``t0``).
+3. **Reach**, ``--measure-after`` s (30) after ``t_ready``: M random ordered
    pairs (``--pairs``, ``--seed``). From each source's namespace one
    process (this file's ``reach`` mode, raw ICMP) sends an echo to each of
    its destinations' overlay IPv4 every ``--interval`` s until the first
@@ -57,6 +59,7 @@ import os
 import random
 import select
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -64,6 +67,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +79,9 @@ MAX_NODES = 50  # p2pvpn.lab.owned.OwnedLab's limit
 SUBNET = "198.18.0.0/16"  # the underlay: room for every node, inside the lab range 198.18.0.0/15
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_POLL = 0.25
+READY_WORKERS = 16  # control sockets asked at once while the nodes start
 REACH_LEAD = 8.0  # seconds before the measurement the reach processes start (an interpreter start under load)
+STOP_TIMEOUT = 60.0  # seconds for all nodes to exit after SIGTERM (then SIGKILL)
 
 
 # -- the reach probe (runs inside a source node's namespace) -----------------------------------------
@@ -134,6 +140,55 @@ def run_reach(dests: Sequence[str], start_at: float, interval: float, timeout: f
         sock.close()
     out.write_text(json.dumps(state))
     return 0
+
+
+# -- profiles ----------------------------------------------------------------------------------------------
+
+
+def collapse(raw: str, top: int = 25) -> dict[str, Any]:
+    """A py-spy ``raw`` (collapsed stacks) profile in a few lists: where the samples are.
+
+    ``self``: the innermost frame; ``inclusive``: any frame of a p2pvpn or
+    libp2p function on the stack (so "which of our loops costs what");
+    ``innermost_ours``: the innermost p2pvpn frame, else the outermost libp2p one
+    (the code of ours, or the libp2p service, a sample belongs to).
+    """
+    from collections import Counter
+
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    tasks: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.split(" (", 1)[0] + " " + _where(f) for f in stack.split(";")]
+        own[frames[-1]] += n
+        ours = [f for f in frames if "p2pvpn/" in f or "libp2p/" in f]
+        for f in set(ours):
+            inclusive[f] += n
+        mine = [f for f in ours if "p2pvpn/" in f]
+        if mine:
+            tasks[mine[-1]] += n
+        elif ours:
+            tasks[ours[0]] += n
+        else:
+            tasks["(neither p2pvpn nor libp2p on the stack)"] += n
+    pct = (lambda c: [[k, round(100 * v / total, 1)] for k, v in c.most_common(top)]) if total else (lambda c: [])
+    return {"samples": total, "self_pct": pct(own), "inclusive_pct": pct(inclusive), "innermost_ours_pct": pct(tasks)}
+
+
+def _where(frame: str) -> str:
+    """``(file.py:line)`` of a py-spy frame, shortened to the package path."""
+    inside = frame.split(" (", 1)[1].rstrip(")") if " (" in frame else ""
+    for marker in ("site-packages/", "/p2pvpn/"):
+        if marker in inside:
+            inside = ("p2pvpn/" if marker == "/p2pvpn/" else "") + inside.split(marker, 1)[1]
+            break
+    return f"({inside.rsplit(':', 1)[0]})"
 
 
 # -- /proc ---------------------------------------------------------------------------------------------
@@ -247,6 +302,9 @@ class ScaleRun:
         self.after_teardown: list[str] = []
         self.load: dict[str, Any] = {"before": os.getloadavg()}
         self.prefix = ""
+        self.commit = _commit()  # of the code the nodes run (the checkout may move during a long run)
+        self.t0 = self.t_ready = 0.0
+        self.profile: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
         from p2pvpn.lab.owned import OwnedLab
@@ -288,22 +346,29 @@ class ScaleRun:
         self.phases["spawn_s"] = round(time.monotonic() - self.t0, 2)
         pending = {n.name: n for n in lab.nodes}
         deadline = self.t0 + self.args.up_timeout
-        for _ in range(int(self.args.up_timeout / READY_POLL) + 1):  # bounded in count and time
-            for name, node in list(pending.items()):
-                if not node.running():
-                    self.failures.append(f"{name} exited ({node.proc.returncode}) while starting: "
-                                         f"{node.log_tail(3)[-300:]}")  # fmt: skip
-                    del pending[name]
-                    continue
-                try:
-                    if node.status(timeout=1.0).get("listen"):
-                        self.ready[name] = round(time.monotonic() - self.t0, 3)
+
+        def listening(node: Any) -> bool:
+            try:
+                return bool(node.status(timeout=2.0).get("listen"))
+            except ControlError:
+                return False
+
+        with ThreadPoolExecutor(max_workers=READY_WORKERS) as pool:  # one slow socket must not delay the rest
+            for _ in range(int(self.args.up_timeout / READY_POLL) + 1):  # bounded in count and time
+                for name, node in list(pending.items()):
+                    if not node.running():
+                        self.failures.append(f"{name} exited ({node.proc.returncode}) while starting: "
+                                             f"{node.log_tail(3)[-300:]}")  # fmt: skip
                         del pending[name]
-                except ControlError:
-                    pass
-            if not pending or time.monotonic() >= deadline:
-                break
-            time.sleep(READY_POLL)
+                live = list(pending.values())
+                for node, up in zip(live, pool.map(listening, live)):
+                    if up:
+                        self.ready[node.name] = round(time.monotonic() - self.t0, 3)
+                        del pending[node.name]
+                if not pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(READY_POLL)
+        self.t_ready = time.monotonic()
         for name in pending:
             self.ready[name] = None
             self.failures.append(f"{name} did not answer on its control socket within {self.args.up_timeout:g} s")
@@ -314,14 +379,15 @@ class ScaleRun:
         return self.rng.sample(every, min(self.args.pairs, len(every)))
 
     def _reach(self, lab: Any) -> None:
-        """M pairs, echoed from --measure-after s after t0 on; one reach process per source namespace."""
+        """M pairs, echoed from --measure-after s after t_ready (or t0) on; one reach process per source namespace."""
         args = self.args
         by_name = {n.name: n for n in lab.nodes}
         pairs = self._pairs([n.name for n in lab.nodes])
         sources: dict[str, list[str]] = {}
         for a, b in pairs:
             sources.setdefault(a, []).append(b)
-        start_at = self.t0 + args.measure_after
+        start_at = (self.t_ready if args.measure_from == "ready" else self.t0) + args.measure_after
+        self.phases["measure_at_s"] = round(start_at - self.t0, 2)
         time.sleep(max(0.0, start_at - REACH_LEAD - time.monotonic()))
         self.cpu_at["measure"] = {n.name: cpu_seconds(n.proc.pid) for n in lab.nodes if n.proc}
         procs = {}
@@ -364,8 +430,10 @@ class ScaleRun:
         self.load["idle_start"] = os.getloadavg()
         before = {n.name: cpu_seconds(n.proc.pid) for n in lab.nodes if n.proc}
         t = time.monotonic()
+        spy = self._profile_start(lab)
         time.sleep(args.idle_window)
         span = time.monotonic() - t
+        self._profile_end(spy)
         self.load["idle_end"] = os.getloadavg()
         nodes = {}
         for node in lab.nodes:
@@ -387,11 +455,55 @@ class ScaleRun:
             nodes[node.name] = entry
         self.idle = {"window_s": round(span, 2), "nodes": nodes}
 
+    def _profile_start(self, lab: Any) -> tuple[subprocess.Popen[bytes], Path] | None:
+        """``py-spy record`` of one node over the idle window (--profile-node), if py-spy is installed."""
+        name = self.args.profile_node
+        if name is None:
+            return None
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        node = next((n for n in lab.nodes if n.name == name), None)
+        if node is None or node.proc is None or not Path(spy).exists():
+            self.profile = {"error": f"no node {name}" if node is None else "py-spy is not installed"}
+            return None
+        out = lab.workdir / "profile.raw"
+        argv = [spy, "record", "--pid", str(node.proc.pid), "--duration", str(int(self.args.idle_window)),
+                "--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+        self.profile = {"node": name, "pid": node.proc.pid}
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out
+
+    def _profile_end(self, spy: tuple[subprocess.Popen[bytes], Path] | None) -> None:
+        if spy is None:
+            return
+        proc, out = spy
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate(timeout=10)
+        try:
+            self.profile.update(collapse(out.read_text()))
+        except OSError:
+            self.profile["error"] = f"py-spy exited {proc.returncode}: {err.decode(errors='replace').strip()[-200:]}"
+
     def _stop(self, lab: Any) -> None:
+        """SIGTERM to every node at once (one at a time takes minutes at 50), then its namespace must be clean."""
+        t = time.monotonic()
         for node in lab.nodes:
-            code = node.stop(signal.SIGTERM, timeout=15)
+            if node.running():
+                node.proc.send_signal(signal.SIGTERM)  # `ip netns exec` execs: this is the node itself
+        for node in lab.nodes:
+            proc = node.proc
+            code = None
+            if proc is not None:
+                try:
+                    code = proc.wait(timeout=max(1.0, t + STOP_TIMEOUT - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.failures.append(f"{node.name} did not exit within {STOP_TIMEOUT:g} s of SIGTERM")
+                    proc.kill()
+                    code = proc.wait(timeout=10)
             tuns, tables = ns_state(node.host)
             self.node_stop[node.name] = {"exit_code": code, "tuns": tuns, "nft_tables": tables}
+        self.phases["stop_s"] = round(time.monotonic() - t, 2)
 
     # -- the report
 
@@ -411,11 +523,12 @@ class ScaleRun:
               and bool(self.reach) and not stop_left and not self.after_teardown)  # fmt: skip
         return {
             "config": {"nodes": args.nodes, "pairs": args.pairs, "bootstraps": args.bootstraps,
-                       "measure_after_s": args.measure_after, "interval_s": args.interval,
+                       "measure_after_s": args.measure_after, "measure_from": args.measure_from,
+                       "interval_s": args.interval,
                        "reach_timeout_s": args.reach_timeout, "settle_s": args.settle,
                        "idle_window_s": args.idle_window, "seed": args.seed, "node_args": list(args.node_arg)},
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-            "commit": _commit(),
+            "commit": self.commit,
             "prefix": self.prefix,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
             "elapsed_s": round(time.time() - started_wall, 1),
@@ -429,6 +542,7 @@ class ScaleRun:
                      "rss_mib": summarize(rss), "anon_mib": summarize(anon), "tunnels_up": summarize(tunnels),
                      "cpu_s_until_measure": summarize(formation), "nodes": nodes},
             "leftovers": {"after_node_stop": stop_left, "after_teardown": self.after_teardown},
+            "profile": self.profile,
             "failures": self.failures,
             "ok": ok,
         }
@@ -454,11 +568,12 @@ def net_summary(rep: dict[str, Any]) -> str:
         f"scale: {cfg['nodes']} nodes, commit {rep['commit']}, {rep['cpus']} CPUs, load {rep['load'].get('before')} "
         f"before, {rep['load'].get('idle_end')} at the end",
         f"start: {start['nodes_ready']}/{cfg['nodes']} nodes listening; ready {fmt(start['ready_s'], ' s')}",
-        f"reach at t0+{cfg['measure_after_s']:g} s: {reach['reached']}/{reach['sampled']} pairs reached, "
+        f"reach at t_{cfg['measure_from']}+{cfg['measure_after_s']:g} s (t0+{rep['phases'].get('measure_at_s')} s): "
+        f"{reach['reached']}/{reach['sampled']} pairs reached, "
         f"{reach['within_2s']} within 2 s; {fmt(reach['reach_s'], ' s')}",
         f"idle ({idle['window_s']} s window): {idle['nodes_up']}/{cfg['nodes']} nodes up; CPU {fmt(idle['cpu_pct'], ' %')}",
         f"RSS {fmt(idle['rss_mib'], ' MiB')}; anonymous {fmt(idle['anon_mib'], ' MiB')}",
-        f"tunnels up per node: {fmt(idle['tunnels_up'], '')}; CPU s per node until t0+{cfg['measure_after_s']:g}: "
+        f"tunnels up per node: {fmt(idle['tunnels_up'], '')}; CPU s per node until the reach phase: "
         f"{fmt(idle['cpu_s_until_measure'], ' s')}",
         f"leftovers: {len(rep['leftovers']['after_node_stop'])} namespaces with a TUN/nft table after SIGTERM, "
         f"{len(rep['leftovers']['after_teardown'])} after teardown",
@@ -466,6 +581,45 @@ def net_summary(rep: dict[str, Any]) -> str:
     lines += [f"FAILURE: {f.splitlines()[0]}" for f in rep["failures"][:10]]
     lines.append("OK" if rep["ok"] else "NOT OK")
     return "\n".join(lines)
+
+
+def sim_charts(rep: dict[str, Any], directory: Path) -> list[Path]:
+    """Four panels of a ``sim`` report into ``directory``/scale-sim.png (matplotlib, imported only here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    (ax_lat, ax_hops), (ax_msgs, ax_cov) = axes
+    for color, (name, rows) in enumerate(rep["results"].items()):
+        c = f"C{color}"
+        ns = [r["nodes"] for r in rows]
+        found = [r for r in rows if r["find"]["seconds"]]
+        fn = [r["nodes"] for r in found]
+        ax_lat.plot(fn, [r["find"]["seconds"]["median"] * 1000 for r in found], "o-", label=f"{name} median", color=c)
+        ax_lat.plot(fn, [r["find"]["seconds"]["p90"] * 1000 for r in found], "x--", label=f"{name} p90", color=c)
+        ax_hops.plot(fn, [r["find"]["hops"]["median"] for r in found], "o-", label=f"{name} hops (median)", color=c)
+        ax_hops.plot(fn, [r["find"]["messages"]["mean"] for r in found], "s--", label=f"{name} messages per find", color=c)
+        ax_msgs.plot(ns, [r["round_messages_per_node"]["mean"] for r in rows], "o-", label=f"{name} mean", color=c)
+        ax_msgs.plot(ns, [r["round_messages_per_node"]["max"] for r in rows], "x--", label=f"{name} max (hot node)", color=c)
+        ax_cov.plot(ns, [100 * r["coverage"] for r in rows], "o-", label=name, color=c)
+    ax_lat.set(title="time to a member's record (virtual ms)", xlabel="nodes", ylabel="ms", xscale="log")
+    ax_hops.set(title="hops and messages per find", xlabel="nodes", xscale="log")
+    ax_msgs.set(title="messages per node per 10 s idle round", xlabel="nodes", ylabel="messages", xscale="log",
+                yscale="log")  # fmt: skip
+    ax_cov.set(title="members a node can find (%)", xlabel="nodes", ylabel="%", xscale="log", ylim=(0, 105))
+    for ax in (ax_lat, ax_hops, ax_msgs, ax_cov):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    params = rep["parameters"]
+    fig.suptitle(f"p2pvpn discovery, discrete-event model (k={params['k']}, alpha={params['alpha']}, seed {rep['seed']})")
+    fig.tight_layout()
+    path = directory / "scale-sim.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return [path]
 
 
 # -- the command line ----------------------------------------------------------------------------------
@@ -510,13 +664,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--nodes", type=_bounded(int, 2, MAX_NODES), default=50)
     p_net.add_argument("--pairs", type=_bounded(int, 1, 10_000), default=50, help="random ordered pairs to reach")
     p_net.add_argument("--bootstraps", type=_bounded(int, 1, 10), default=3, help="the first B nodes bootstrap the DHT")
-    p_net.add_argument("--measure-after", type=_bounded(float, 0, 3600), default=30.0, help="reach is measured this long after the start")
+    p_net.add_argument("--measure-after", type=_bounded(float, 0, 3600), default=30.0, help="reach is measured this long after --measure-from")
+    p_net.add_argument("--measure-from", choices=("ready", "start"), default="ready", help="ready: every node listens (default); start: the nodes were started")
     p_net.add_argument("--interval", type=_bounded(float, 0.01, 5), default=0.1, help="seconds between echoes to an unanswered destination")
     p_net.add_argument("--reach-timeout", type=_bounded(float, 1, 600), default=30.0, help="a pair not answered within this is not reached")
     p_net.add_argument("--settle", type=_bounded(float, 0, 3600), default=10.0, help="seconds after the reach phase before the idle window")
     p_net.add_argument("--idle-window", type=_bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")
     p_net.add_argument("--up-timeout", type=_bounded(float, 5, 1200), default=240.0, help="every node must listen within this")
     p_net.add_argument("--seed", type=int, default=1)
+    p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over the idle window")
     p_net.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
     p_net.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")
     p_reach = sub.add_parser("reach", help="(internal) the echo probe run inside a namespace")
@@ -545,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep["command"] = shlex.join([Path(sys.executable).name, *sys.argv])
         if args.charts is not None:
             try:
-                rep["charts"] = [str(p) for p in sim_report.charts(rep, args.charts)]
+                rep["charts"] = [str(p) for p in sim_charts(rep, args.charts)]
             except ImportError:
                 print("bench/scale.py: --charts needs matplotlib (pip install -e '.[bench]')", file=sys.stderr)
                 return 2

@@ -6,9 +6,10 @@ world (:mod:`p2pvpn.sim.world`) and fresh clock and network each:
 1. **publish**: every node announces itself once, at a random moment of
    the first 5 s; messages per node.
 2. **idle round**: every node runs one discovery round at a random moment
-   of one interval (10 s), republishing with probability interval/(TTL/2)
-   (its steady-state share); messages per node (sent + received), mean
-   and max: the max is the node everybody asks.
+   of one interval (10 s); messages per node (sent + received) of the
+   round plus the node's share of republishing (its publish messages
+   times interval/(TTL/2): a record is republished every TTL/2), mean and
+   max: the max is the node everybody asks.
 3. **find**: ``lookups`` random ordered pairs, one at a time on the idle
    network: virtual seconds from "src needs dst's addresses" to a valid
    record in hand, hops, messages, and whether dst was found at all.
@@ -21,7 +22,6 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from p2pvpn.sim.engine import Net, Sim
@@ -72,7 +72,8 @@ def run_strategy(strategy: Strategy, world: Any, table: RoutingTable, lookups: i
     for node in range(n):
         sim.at(rng.uniform(0, INTERVAL), lambda node=node: strategy.round(ctx, node))
     sim.run()
-    rounds = ctx.net.messages()
+    share = INTERVAL / (TTL / 2)
+    rounds = [r + p * share for r, p in zip(ctx.net.messages(), publish)]
     round_seconds = sim.now - start
     found: list[Found] = []
     per_find: list[int] = []
@@ -139,40 +140,3 @@ def summary(rep: dict[str, Any]) -> str:
                          f"{hops['median'] if hops else '-':>8} {msgs['mean'] if msgs else '-':>9} "
                          f"{rnd['mean']:>12}/{rnd['max']:<12} {r['coverage']:>8.3f}")  # fmt: skip
     return "\n".join(lines)
-
-
-def charts(rep: dict[str, Any], directory: Path) -> list[Path]:
-    """Four panels into ``directory``/scale-sim.png (matplotlib, imported only here)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    (ax_lat, ax_hops), (ax_msgs, ax_cov) = axes
-    for name, rows in rep["results"].items():
-        ns = [r["nodes"] for r in rows]
-        found = [r for r in rows if r["find"]["seconds"]]
-        fn = [r["nodes"] for r in found]
-        ax_lat.plot(fn, [r["find"]["seconds"]["median"] * 1000 for r in found], "o-", label=f"{name} median")
-        ax_lat.plot(fn, [r["find"]["seconds"]["p90"] * 1000 for r in found], "x--", label=f"{name} p90")
-        ax_hops.plot(fn, [r["find"]["hops"]["median"] for r in found], "o-", label=f"{name} hops (median)")
-        ax_hops.plot(fn, [r["find"]["messages"]["mean"] for r in found], "s--", label=f"{name} messages per find")
-        ax_msgs.plot(ns, [r["round_messages_per_node"]["mean"] for r in rows], "o-", label=f"{name} mean")
-        ax_msgs.plot(ns, [r["round_messages_per_node"]["max"] for r in rows], "x--", label=f"{name} max (hot node)")
-        ax_cov.plot(ns, [100 * r["coverage"] for r in rows], "o-", label=name)
-    ax_lat.set(title="time to a member's record (virtual ms)", xlabel="nodes", ylabel="ms", xscale="log")
-    ax_hops.set(title="hops and messages per find", xlabel="nodes", xscale="log")
-    ax_msgs.set(title="messages per node per 10 s idle round", xlabel="nodes", ylabel="messages", xscale="log",
-                yscale="log")  # fmt: skip
-    ax_cov.set(title="members a node can find (%)", xlabel="nodes", ylabel="%", xscale="log", ylim=(0, 105))
-    for ax in (ax_lat, ax_hops, ax_msgs, ax_cov):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"p2pvpn discovery, discrete-event model (k={K}, alpha={ALPHA}, seed {rep['seed']})")
-    fig.tight_layout()
-    path = directory / "scale-sim.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return [path]

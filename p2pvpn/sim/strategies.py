@@ -125,6 +125,7 @@ class Strategy:
         raise NotImplementedError
 
     def round(self, ctx: Ctx, node: int) -> None:
+        """One discovery round of an idle node, republishing aside (the report adds its share)."""
         raise NotImplementedError
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
@@ -178,9 +179,6 @@ class MembersKey(Strategy):
             ask(ctx.table.true_closest(key, K), 0)
 
     def round(self, ctx: Ctx, node: int) -> None:
-        if ctx.rng.random() < INTERVAL / (TTL / 2):
-            self.publish(ctx, node)
-
         def fetch(providers: list[int], hops: int) -> None:
             due = [p for p in providers if p != node and ctx.rng.random() < INTERVAL / (TTL / 2)]
             gather(ctx, node, due, lambda p: ctx.world.members[p].sealed, lambda _: None)
@@ -232,8 +230,7 @@ class PerKey(Strategy):
         walk(ctx, node, member.record_position, put)
 
     def round(self, ctx: Ctx, node: int) -> None:
-        if ctx.rng.random() < INTERVAL / (TTL / 2):
-            self.publish(ctx, node)
+        """Nothing: an idle node only republishes its record (counted from ``publish``)."""
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
         start = ctx.sim.now
