@@ -191,6 +191,43 @@ def _where(frame: str) -> str:
     return f"({inside.rsplit(':', 1)[0]})"
 
 
+IMPORT_PROBE = r"""
+import importlib, json, sys
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+steps = [("interpreter", rss())]
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    steps.append((name, rss()))
+by = {}
+for module in list(sys.modules):
+    top = module.split(".")[0]
+    by[top] = by.get(top, 0) + 1
+print(json.dumps({"rss_kib": steps, "modules": len(sys.modules),
+                  "modules_by_package": dict(sorted(by.items(), key=lambda kv: -kv[1])[:20])}))
+"""
+IMPORT_STEPS = ("trio", "cryptography.hazmat.primitives.asymmetric.ed25519", "google.protobuf", "multiaddr", "libp2p",
+                "libp2p.kad_dht.kad_dht", "libp2p.transport.quic.transport", "rich", "typer", "p2pvpn.node")
+
+
+def import_cost() -> dict[str, Any]:
+    """What importing ``p2pvpn.node`` costs a fresh interpreter, step by step (RSS after each import).
+
+    The steps run in this order in one child interpreter, so each figure is
+    what that import added on top of the ones before it (shared
+    dependencies count where they are first imported).
+    """
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *IMPORT_STEPS], capture_output=True, text=True,
+                            timeout=300, check=False)  # fmt: skip
+    if result.returncode != 0:
+        return {"error": result.stderr.strip()[-300:]}
+    data = json.loads(result.stdout)
+    steps = data["rss_kib"]
+    data["added_mib"] = {name: round((kib - steps[i - 1][1]) / 1024, 1) if i else round(kib / 1024, 1)
+                         for i, (name, kib) in enumerate(steps)}  # fmt: skip
+    return data
+
+
 # -- /proc ---------------------------------------------------------------------------------------------
 
 
@@ -681,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_reach.add_argument("--start-at", type=float, required=True)
     p_reach.add_argument("--interval", type=_bounded(float, 0.01, 5), default=0.1)
     p_reach.add_argument("--timeout", type=_bounded(float, 1, 600), default=30.0)
+    sub.add_parser("imports", help="RSS and Python allocations of importing p2pvpn.node (what every node pays)")
     p_sim = sub.add_parser("sim", help="the discrete-event model (p2pvpn/sim): 10 to 1,000 nodes")
     p_sim.add_argument("--sizes", type=_sizes, default=[10, 30, 100, 300, 1000])
     p_sim.add_argument("--strategies", default="members-key,per-key", help="comma-separated (see p2pvpn/sim/strategies.py)")
@@ -691,6 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "reach":
         return run_reach(args.dests, args.start_at, args.interval, args.timeout, args.out)
+    if args.cmd == "imports":
+        rep = import_cost()
+        print(json.dumps(rep, indent=1))
+        return 1 if "error" in rep else 0
     if args.cmd == "sim":
         from p2pvpn.sim import report as sim_report
 
