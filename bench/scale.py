@@ -363,6 +363,11 @@ class ScaleRun:
                 self._reach(lab)
                 self._idle(lab)
                 self._stop(lab)
+                if args.keep_logs is not None:  # the lab's directory goes with its teardown
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
+                    for node in lab.nodes:
+                        if node.log_path.exists():
+                            shutil.copyfile(node.log_path, args.keep_logs / f"{node.name}.log")
         except LabError as exc:
             self.failures.append(f"lab: {exc}")
         except KeyboardInterrupt:
@@ -427,6 +432,7 @@ class ScaleRun:
         self.phases["measure_at_s"] = round(start_at - self.t0, 2)
         time.sleep(max(0.0, start_at - REACH_LEAD - time.monotonic()))
         self.cpu_at["measure"] = {n.name: cpu_seconds(n.proc.pid) for n in lab.nodes if n.proc}
+        held = self._tunnels(lab, sources)  # before the first echo: did the pair already have a tunnel?
         procs = {}
         for src, dsts in sources.items():
             out = lab.workdir / f"reach-{src}.json"
@@ -453,10 +459,25 @@ class ScaleRun:
                 first, replied = entry.get("first_sent"), entry.get("replied")
                 self.reach.append({
                     "from": src, "to": dst, "sent": entry.get("sent", 0), "error": entry.get("error", ""),
+                    "tunnel_before": by_name[dst].peer_id in held.get(src, set()),
                     "first_sent_s": round(first - self.t0, 3) if first else None,
                     "reach_s": round(replied - first, 3) if first and replied else None,
                 })  # fmt: skip
         self.reach_end = time.monotonic()
+
+    def _tunnels(self, lab: Any, names: Any) -> dict[str, set[str]]:
+        """Peer IDs each named node reports a tunnel "up" to (empty if it does not answer)."""
+        from p2pvpn.errors import ControlError
+
+        def up(node: Any) -> set[str]:
+            try:
+                return {p["peer_id"] for p in node.status(timeout=3.0)["peers"] if p.get("state") == "up"}
+            except ControlError:
+                return set()
+
+        nodes = [n for n in lab.nodes if n.name in names]
+        with ThreadPoolExecutor(max_workers=READY_WORKERS) as pool:
+            return {n.name: peers for n, peers in zip(nodes, pool.map(up, nodes))}
 
     def _idle(self, lab: Any) -> None:
         """CPU over a quiet window, then RSS, smaps and tunnels "up" per node."""
@@ -574,6 +595,9 @@ class ScaleRun:
             "phases": self.phases,
             "start": {"ready_s": summarize(ready), "nodes_ready": len(ready), "per_node": self.ready},
             "reach": {"sampled": len(self.reach), "reached": len(reached), "reach_s": summarize(reached),
+                      "tunnel_before": sum(1 for p in self.reach if p.get("tunnel_before")),
+                      "reached_without_tunnel_before": sum(1 for p in self.reach
+                                                           if p["reach_s"] is not None and not p.get("tunnel_before")),
                       "within_2s": sum(1 for r in reached if r <= 2.0), "pairs": self.reach},
             "idle": {"window_s": self.idle.get("window_s"), "nodes_up": up, "cpu_pct": summarize(cpu),
                      "rss_mib": summarize(rss), "anon_mib": summarize(anon), "tunnels_up": summarize(tunnels),
@@ -607,7 +631,8 @@ def net_summary(rep: dict[str, Any]) -> str:
         f"start: {start['nodes_ready']}/{cfg['nodes']} nodes listening; ready {fmt(start['ready_s'], ' s')}",
         f"reach at t_{cfg['measure_from']}+{cfg['measure_after_s']:g} s (t0+{rep['phases'].get('measure_at_s')} s): "
         f"{reach['reached']}/{reach['sampled']} pairs reached, "
-        f"{reach['within_2s']} within 2 s; {fmt(reach['reach_s'], ' s')}",
+        f"{reach['within_2s']} within 2 s; {fmt(reach['reach_s'], ' s')}; {reach['tunnel_before']} pairs had a "
+        f"tunnel before the first echo, {reach['reached_without_tunnel_before']} reached without one",
         f"idle ({idle['window_s']} s window): {idle['nodes_up']}/{cfg['nodes']} nodes up; CPU {fmt(idle['cpu_pct'], ' %')}",
         f"RSS {fmt(idle['rss_mib'], ' MiB')}; anonymous {fmt(idle['anon_mib'], ' MiB')}",
         f"tunnels up per node: {fmt(idle['tunnels_up'], '')}; CPU s per node until the reach phase: "
@@ -709,6 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--idle-window", type=_bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")
     p_net.add_argument("--up-timeout", type=_bounded(float, 5, 1200), default=240.0, help="every node must listen within this")
     p_net.add_argument("--seed", type=int, default=1)
+    p_net.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
     p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over the idle window")
     p_net.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
     p_net.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")
