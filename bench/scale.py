@@ -150,35 +150,43 @@ def collapse(raw: str, top: int = 25) -> dict[str, Any]:
 
     ``self``: the innermost frame; ``inclusive``: any frame of a p2pvpn or
     libp2p function on the stack (so "which of our loops costs what");
-    ``innermost_ours``: the innermost p2pvpn frame, else the outermost libp2p one
-    (the code of ours, or the libp2p service, a sample belongs to).
+    ``innermost_ours``: the innermost p2pvpn frame below the entry point, else
+    the outermost libp2p one (the code of ours, or the libp2p service, a
+    sample belongs to). Samples waiting in epoll are counted apart: py-spy
+    in ``--nonblocking`` mode does not always see that the thread sleeps.
     """
     from collections import Counter
 
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     tasks: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        total += n
         frames = [f.split(" (", 1)[0] + " " + _where(f) for f in stack.split(";")]
+        if frames[-1].startswith("EpollIOManager.get_events "):  # trio waiting in epoll_wait: idle, not work
+            waiting += n
+            continue
+        total += n
         own[frames[-1]] += n
         ours = [f for f in frames if "p2pvpn/" in f or "libp2p/" in f]
         for f in set(ours):
             inclusive[f] += n
-        mine = [f for f in ours if "p2pvpn/" in f]
+        mine = [f for f in ours if "p2pvpn/" in f and not f.endswith(ENTRY_FRAMES)]
         if mine:
             tasks[mine[-1]] += n
-        elif ours:
-            tasks[ours[0]] += n
+        elif any("libp2p/" in f for f in ours):
+            tasks[next(f for f in ours if "libp2p/" in f)] += n
         else:
-            tasks["(neither p2pvpn nor libp2p on the stack)"] += n
+            tasks["(trio's run loop: scheduling, timers)"] += n
     pct = (lambda c: [[k, round(100 * v / total, 1)] for k, v in c.most_common(top)]) if total else (lambda c: [])
-    return {"samples": total, "self_pct": pct(own), "inclusive_pct": pct(inclusive), "innermost_ours_pct": pct(tasks)}
+    return {"samples": total, "epoll_wait_samples": waiting, "self_pct": pct(own), "inclusive_pct": pct(inclusive), "innermost_ours_pct": pct(tasks)}
+
+
+ENTRY_FRAMES = ("(p2pvpn/__main__.py)", "(p2pvpn/cli.py)")  # on every stack: they say nothing about the work
 
 
 def _where(frame: str) -> str:
