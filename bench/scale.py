@@ -55,6 +55,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import random
 import select
@@ -278,7 +279,7 @@ def summarize(values: Sequence[float]) -> dict[str, float] | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"median": round(statistics.median(ordered), 3), "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
+    return {"median": round(statistics.median(ordered), 3), "p90": round(ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)], 3),
             "max": round(ordered[-1], 3), "min": round(ordered[0], 3), "n": len(ordered)}  # fmt: skip
 
 

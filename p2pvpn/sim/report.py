@@ -18,6 +18,7 @@ world (:mod:`p2pvpn.sim.world`) and fresh clock and network each:
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -53,7 +54,7 @@ def summarize(values: Sequence[float], digits: int = 4) -> dict[str, float] | No
         return None
     ordered = sorted(values)
     return {"mean": round(statistics.fmean(ordered), digits), "median": round(statistics.median(ordered), digits),
-            "p90": round(ordered[int(0.9 * (len(ordered) - 1))], digits), "max": round(ordered[-1], digits),
+            "p90": round(ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)], digits), "max": round(ordered[-1], digits),
             "n": len(ordered)}  # fmt: skip
 
 
