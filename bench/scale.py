@@ -756,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("imports", help="RSS and Python allocations of importing p2pvpn.node (what every node pays)")
     p_sim = sub.add_parser("sim", help="the discrete-event model (p2pvpn/sim): 10 to 1,000 nodes")
     p_sim.add_argument("--sizes", type=_sizes, default=[10, 30, 100, 300, 1000])
-    p_sim.add_argument("--strategies", default="members-key,per-key", help="comma-separated (see p2pvpn/sim/strategies.py)")
+    p_sim.add_argument("--strategies", default="members-key,per-key,addr-key", help="comma-separated (see p2pvpn/sim/strategies.py)")
     p_sim.add_argument("--lookups", type=_bounded(int, 1, 100_000), default=200, help="per-key lookups measured per size")
     p_sim.add_argument("--seed", type=int, default=1)
     p_sim.add_argument("--charts", type=Path, default=None, help="write PNG charts into this directory (needs matplotlib)")

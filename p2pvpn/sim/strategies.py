@@ -16,6 +16,11 @@ further classes, driving their own sans-IO modules.
   record whose copy is in the second half of its life. py-libp2p's
   provider store keeps the first 20 providers of a key and ignores later
   ones (``ProviderStore.add_provider``): that cap is modeled exactly.
+* :class:`AddressKey`, **address records** (branch h-ondemand,
+  docs/protocol.md §17 there): as :class:`PerKey`, and each member also
+  stores its record under one key per overlay address
+  (``/p2pvpn/<net>/addr/<ip>``); a first packet for an overlay address
+  looks up that key. Three stores per member instead of one.
 * :class:`PerKey`, **a per-key lookup design**: every member stores its
   record under its own key at the k closest peers (republished every
   TTL/2); an idle node does nothing else. A node that needs a member's
@@ -29,12 +34,14 @@ state machine), the same routing tables and the same real records.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pvpn.sim.engine import Net, Sim
-from p2pvpn.sim.kademlia import K, Lookup, RoutingTable
+from p2pvpn.discovery import record as rec
+from p2pvpn.sim.kademlia import K, Lookup, RoutingTable, kad_key
 from p2pvpn.sim.world import TTL, World, provider_position
 
 INTERVAL = 10.0  # seconds between discovery rounds (config.discovery_interval)
@@ -249,6 +256,59 @@ class PerKey(Strategy):
         return len(stored) / len(ctx.world.members)
 
 
+try:  # the real key function once address records are merged (branch h-ondemand)
+    from p2pvpn.discovery.address import address_key
+except ImportError:  # until then, the key format of that branch's docs/protocol.md §17.2
+
+    def address_key(network: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        return f"/{rec.KEY_NAMESPACE}/{network}/addr/{address.compressed}"
+
+
+@dataclass
+class AddressKey(PerKey):
+    """Per-member records, also stored under each overlay address; found by the packet's destination address."""
+
+    name = "addr-key"
+    by_key: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # storer -> (member, key position)
+
+    def _positions(self, ctx: Ctx, node: int) -> list[int]:
+        member = ctx.world.members[node]
+        return [kad_key(address_key(ctx.world.network, a).encode()) for a in member.addresses]
+
+    def publish(self, ctx: Ctx, node: int) -> None:
+        super().publish(ctx, node)
+        member = ctx.world.members[node]
+        for position in self._positions(ctx, node):
+
+            def put(lookup: Lookup[int], position: int = position) -> None:
+                def store(peer: int) -> None:
+                    if ctx.world.open(node, member.sealed):
+                        self.by_key.setdefault(peer, set()).add((node, position))
+
+                gather(ctx, node, lookup.result(), store, lambda _: None)
+
+            walk(ctx, node, position, put)
+
+    def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
+        """The first packet names dst's overlay IPv4: look up that address key."""
+        start = ctx.sim.now
+        member = ctx.world.members[dst]
+
+        position = self._positions(ctx, dst)[0]
+
+        def value_at(peer: int) -> bytes | None:
+            return member.sealed if (dst, position) in self.by_key.get(peer, ()) or peer == dst else None
+
+        def finished(lookup: Lookup[int]) -> None:
+            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops))
+
+        walk(ctx, src, position, finished, value_at=value_at, owner=dst)
+
+    def coverage(self, ctx: Ctx) -> float:
+        stored = {member for held in self.by_key.values() for member, _ in held}
+        return len(stored) / len(ctx.world.members)
+
+
 def _union(answers: list[object]) -> list[int]:
     seen: dict[int, None] = {}
     for answer in answers:
@@ -257,4 +317,4 @@ def _union(answers: list[object]) -> list[int]:
     return list(seen)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {MembersKey.name: MembersKey, PerKey.name: PerKey}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey)}

@@ -18,6 +18,7 @@ repeated.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import random
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class Member:
     record_position: int  # kad_key(record key)
     certificate: bytes
     sealed: bytes
+    addresses: tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]  # overlay, from the certificate
 
 
 @dataclass
@@ -88,13 +90,15 @@ def build(n: int, seed: int) -> World:
         peer = ID.from_pubkey(key_pair.public_key)
         admission = authority.admit(owner, nid, peer.to_bytes(), issued=issued, revoked={}, now=START,
                                     name=f"m{i}")  # fmt: skip
-        issued.append(cert.open_certificate(admission.certificate, nid))
+        opened = cert.open_certificate(admission.certificate, nid)
+        issued.append(opened)
         addr = f"/ip4/198.18.{i // 250}.{i % 250 + 1}/tcp/4242"
         record = rec.make_record(peer, nid, seq=int(START * 1000), now=START, ttl=TTL, addrs=[addr],
                                  certificate=admission.certificate)  # fmt: skip
         key = rec.record_key(nid, peer)
         members.append(Member(i, key_pair, peer, kad_key(peer.to_bytes()), key, kad_key(key.encode()),
-                              admission.certificate, rec.seal(record, key_pair.private_key)))  # fmt: skip
+                              admission.certificate, rec.seal(record, key_pair.private_key),
+                              (opened.ipv4, opened.ipv6)))  # fmt: skip
     validator = rec.RecordValidator(nid, clock=lambda: START + 1, revocations=lambda: {})
     return World(nid, members, validator)
 

@@ -109,3 +109,19 @@ def test_report_sweep_shape_and_growth() -> None:
     assert "members-key" in report.summary(rep)
     with pytest.raises(ValueError, match="unknown strategy"):
         report.run([10], ["gossip"], lookups=1, seed=1)
+
+
+def test_address_key_finds_by_overlay_address_and_stores_three_times(world60) -> None:
+    from p2pvpn.sim.strategies import AddressKey
+
+    ctx = ctx_for(world60)
+    strategy = AddressKey()
+    publish_all(strategy, ctx)
+    assert strategy.coverage(ctx) == 1.0
+    per_member = sum(len(s) for s in strategy.records.values()) / 60
+    by_address = sum(len(s) for s in strategy.by_key.values()) / 60
+    assert by_address == 2 * per_member  # IPv4 and IPv6 keys, each at the k closest, beside the record key
+    results: list[Found] = []
+    strategy.find(ctx, 7, 42, results.append)
+    ctx.sim.run()
+    assert results[0].found
