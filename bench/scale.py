@@ -353,6 +353,7 @@ class ScaleRun:
         self.profile: dict[str, Any] = {}
 
     def run(self) -> dict[str, Any]:
+        from p2pvpn.errors import P2pvpnError
         from p2pvpn.lab.owned import OwnedLab
         from p2pvpn.lab.topology import LabError, leftovers
 
@@ -379,7 +380,9 @@ class ScaleRun:
                             shutil.copyfile(node.log_path, args.keep_logs / f"{node.name}.log")
         except LabError as exc:
             self.failures.append(f"lab: {exc}")
-        except KeyboardInterrupt:
+        except P2pvpnError as exc:  # membership or config refused what the bench wrote: a bug here, said once
+            self.failures.append(f"setup: {exc}")
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main turns it into this): the lab is torn down all the same
             self.failures.append("interrupted")
         self.after_teardown = leftovers(self.prefix, [workdir])
         return self.report(started_wall)
@@ -728,6 +731,10 @@ def _write(rep: dict[str, Any], where: str | None, text: str) -> None:
     print(text, file=sys.stderr if where == "-" else sys.stdout)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/scale.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -792,6 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.measure_after < REACH_LEAD:
         parser.error(f"--measure-after must be at least {REACH_LEAD:g} s (the probes start that much earlier)")
+    signal.signal(signal.SIGTERM, _interrupt)
     rep = ScaleRun(args).run()
     _write(rep, args.json_out, net_summary(rep))
     return 0 if rep["ok"] else 1
