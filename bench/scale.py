@@ -32,16 +32,19 @@ plugged into it, one ``p2pvpn up`` process in each::
    ``--idle-window`` of no traffic. *Idle CPU* per node: utime+stime from
    ``/proc/PID/stat`` over the window; *RSS*: VmRSS at its end, with
    ``smaps_rollup`` (anonymous vs file-backed). Tunnels "up" per node are
-   counted from ``status``.
+   counted from ``status``; with ``--profile-node`` one node is sampled by
+   ``py-spy record`` over the window (summary in ``profile``).
 5. **Leftovers.** Every node gets SIGTERM, then its namespace must hold no
    TUN and no nft table; after teardown nothing named with the run's
    prefix may exist.
 
-``sim`` runs the discrete-event model of :mod:`p2pvpn.sim` (no root):
+``imports`` measures what a node's imports cost (RSS after each step in
+a fresh interpreter). ``sim`` runs the discrete-event model of :mod:`p2pvpn.sim` (no root):
 lookup latency and messages per node from 10 to 1,000 nodes, for each
 discovery strategy, charts into ``docs/`` with ``--charts``.
 
-    sudo python bench/scale.py net --nodes 50 --json scale50.json
+    sudo python bench/scale.py net --nodes 50 --profile-node n25 --json scale50.json
+    python bench/scale.py imports
     python bench/scale.py sim --sizes 10,30,100,300,1000 --json sim.json --charts docs/
 
 Exit status 0 when every node came up, every sampled pair was reached
