@@ -369,6 +369,9 @@ def lab(
 from p2pvpn.cli_membership import register as _register_membership  # noqa: E402  network, invite, join, ...
 
 _register_membership(app)
+from p2pvpn.cli_policy import register as _register_policy  # noqa: E402  policy set, policy show
+
+_register_policy(app)
 
 
 def _control_path(directory: Path) -> Path:
