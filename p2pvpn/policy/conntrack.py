@@ -1,8 +1,10 @@
 """Connection tracking for the firewall, sans-IO: flows keyed by 5-tuple, with timeouts (docs/protocol.md §17.5).
 
 Theory of operation: a flow is known by the key its *initiator* sees,
-``(proto, initiator address, initiator port, responder address, responder
-port)``. A packet in either direction finds its flow with one of two dict
+``proto (1 byte) || initiator address || responder address || initiator
+port (2 bytes) || responder port (2 bytes)``: for an IPv4 packet without
+options that is byte 9 and bytes 12-23 of the packet as they stand, so the
+data path slices its key out of the packet without parsing it. A packet in either direction finds its flow with one of two dict
 lookups (its own tuple, or the reversed one). Every packet of a flow pushes
 its expiry out by the timeout of the flow's state; TCP moves through
 handshake -> established -> closing on the flags it sees (no sequence
@@ -21,7 +23,15 @@ from dataclasses import dataclass
 
 from p2pvpn.policy.flow import ACK, FIN, RST, SYN, TCP, UDP
 
-Key = tuple[int, bytes, int, bytes, int]
+Key = bytes
+
+
+def make_key(proto: int, src: bytes, sport: int, dst: bytes, dport: int) -> Key:
+    return bytes((proto,)) + src + dst + sport.to_bytes(2, "big") + dport.to_bytes(2, "big")
+
+
+def responder_port(key: Key) -> int:
+    return int.from_bytes(key[-2:], "big")
 
 
 class State(enum.IntEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2pvpn.policy.conntrack import ConnTrack, State, Timeouts
+from p2pvpn.policy.conntrack import ConnTrack, State, Timeouts, make_key
 from p2pvpn.policy.firewall import Firewall
 from p2pvpn.policy.model import Action, Policy, Proto, Rule, Selector, allow_all
 from tests.policy.packets import ACK, FIN, RST, SYN, fragment, icmp, tcp, udp
@@ -97,7 +97,7 @@ def test_allowed_inbound_flows_are_tracked_and_our_answers_keep_them() -> None:
     fw = firewall(p)
     assert fw.inbound(A, tcp(THEM, US, 40000, 22, SYN), 0, 0.0) is None
     fw.outbound(tcp(US, THEM, 22, 40000, SYN | ACK), 0, 0.0)
-    entry = fw.conntrack.flows[(6, bytes([100, 64, 0, 1]), 40000, bytes([100, 64, 0, 2]), 22)]
+    entry = fw.conntrack.flows[make_key(6, bytes([100, 64, 0, 1]), 40000, bytes([100, 64, 0, 2]), 22)]
     assert entry.state is State.ESTABLISHED and entry.peer == A
     assert fw.inbound(A, tcp(THEM, US, 40000, 22, ACK), 0, 1.0) is None
 
@@ -152,7 +152,7 @@ def test_table_is_bounded_and_evictions_are_counted() -> None:
 def test_sweep_drops_expired_flows() -> None:
     track = ConnTrack(timeouts=Timeouts(udp=1))
     for port in range(5):
-        track.open((17, b"a", port, b"b", 53), 0, None, 0, now=float(port))
+        track.open(make_key(17, b"a", port, b"b", 53), 0, None, 0, now=float(port))
     assert track.sweep(now=3.5) == 3 and len(track) == 2
 
 
