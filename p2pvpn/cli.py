@@ -292,6 +292,9 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
     if reply.get("exit_client"):
         use = reply["exit_client"]
         table.add_row("using exit", f"{use['current'] or '-'} ({use['mode']}, {use['switches']} switches)")
+    if (pol := reply.get("policy")) and pol["seq"]:  # docs/protocol.md §17.6
+        table.add_row("policy", f"{pol['seq']}, default {pol['default']}, {pol['rules']} rules; {pol['denied']} denied "
+                      f"({_fmt_counts(pol['denied_by_reason'])}); {pol['flows']} flows")
     out.print(table)
     out.print(_peers_table(reply.get("peers", [])))
 
