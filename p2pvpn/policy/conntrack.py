@@ -4,8 +4,9 @@ Theory of operation: a flow is known by the key its *initiator* sees,
 ``proto (1 byte) || initiator address || responder address || initiator
 port (2 bytes) || responder port (2 bytes)``: for an IPv4 packet without
 options that is byte 9 and bytes 12-23 of the packet as they stand, so the
-data path slices its key out of the packet without parsing it. A packet in either direction finds its flow with one of two dict
-lookups (its own tuple, or the reversed one). Every packet of a flow pushes
+data path slices its key out of the packet without parsing it. A packet
+in either direction finds its flow with one of two dict lookups (its own
+tuple, or the reversed one). Every packet of a flow pushes
 its expiry out by the timeout of the flow's state; TCP moves through
 handshake -> established -> closing on the flags it sees (no sequence
 number checks: the tunnel already authenticates every packet's sender).
