@@ -112,7 +112,9 @@ class PolicyService:
 
     def accept(self, data: bytes) -> bool:
         """Take a policy in if it is valid and better than ours; True when it replaced ours. Raises MembershipError."""
-        policy = open_policy(data, self.view.network_id, self.view.clock(), self.view.revocations.entries)
+        return self._apply(open_policy(data, self.view.network_id, self.view.clock(), self.view.revocations.entries))
+
+    def _apply(self, policy: Policy) -> bool:
         if policy.rank() <= self.policy.rank():
             return False
         self.firewall.set_policy(policy)
@@ -183,7 +185,8 @@ class PolicyService:
         try:
             with trio.fail_after(PUSH_TIMEOUT):
                 data = await read_message(stream, MAX_POLICY_SIZE)
-            changed = self.accept(data)
+            theirs = open_policy(data, self.view.network_id, self.view.clock(), self.view.revocations.entries)
+            changed = self._apply(theirs)
         except MembershipError as exc:
             self.counters["push_refused"] += 1
             log.info("policy push from %s refused: %s", sender, exc)
@@ -197,8 +200,7 @@ class PolicyService:
         await self._answer(stream, STATUS_OK, "")
         self.counters["received"] += 1
         peer = self.manager.peers.get(sender)
-        theirs = open_policy(data, self.view.network_id, self.view.clock(), self.view.revocations.entries).seq
-        if peer is not None and peer.tunnel is not None and theirs >= self.policy.seq:
+        if peer is not None and peer.tunnel is not None and theirs.rank() >= self.policy.rank():
             self._sent[sender.to_bytes()] = (self.policy.seq, id(peer.tunnel))  # no need to send it back
         else:
             self._sent.pop(sender.to_bytes(), None)  # theirs is older: ours goes back at the next check
@@ -242,7 +244,7 @@ class PolicyService:
                 else:
                     self._dht_misses = DHT_EARLY_TRIES
                     self.counters["dht_fetched"] += 1
-                    if self.accept(theirs.raw):
+                    if self._apply(theirs):
                         await trio.to_thread.run_sync(self._save)
                 ours = self.policy
                 if ours.raw and (theirs is None or ours.rank() > theirs.rank()):
