@@ -292,6 +292,9 @@ def status(directory: DirOpt = Path("/etc/p2pvpn"), as_json: JsonOpt = False) ->
     if reply.get("exit_client"):
         use = reply["exit_client"]
         table.add_row("using exit", f"{use['current'] or '-'} ({use['mode']}, {use['switches']} switches)")
+    if (pol := reply.get("policy")) and pol["seq"]:  # docs/protocol.md §17.6
+        table.add_row("policy", f"{pol['seq']}, default {pol['default']}, {pol['rules']} rules; {pol['denied']} denied "
+                      f"({_fmt_counts(pol['denied_by_reason'])}); {pol['flows']} flows")
     out.print(table)
     out.print(_peers_table(reply.get("peers", [])))
 
@@ -369,6 +372,9 @@ def lab(
 from p2pvpn.cli_membership import register as _register_membership  # noqa: E402  network, invite, join, ...
 
 _register_membership(app)
+from p2pvpn.cli_policy import register as _register_policy  # noqa: E402  policy set, policy show
+
+_register_policy(app)
 
 
 def _control_path(directory: Path) -> Path:

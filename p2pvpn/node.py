@@ -49,6 +49,7 @@ from p2pvpn.membership.network import ROLE_EXIT
 from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
 from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
+from p2pvpn.policy.service import PolicyService, make_firewall
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -133,6 +134,7 @@ class Node:
         if self.membership is not None:  # the certificate decides our addresses (docs/protocol.md §15.9.1)
             self.addresses = certificate_addresses(self.membership.own, config.network)
         self.membership_service: MembershipService | None = None
+        self.policy: PolicyService | None = None  # the network policy (docs/protocol.md §17), owned networks only
         if self.membership is not None:
             check_roles(self.membership.own, relay=config.relay, exit=config.exit)
         # The real TUN takes the offload setting; test factories choose their own.
@@ -205,6 +207,8 @@ class Node:
                     if self.membership is not None:
                         self.membership_service = MembershipService(Store(self.directory), self.membership,
                                                                     manager, host)
+                        manager.firewall = make_firewall(self.directory, self.membership, self.peer_id.to_bytes())
+                        self.policy = PolicyService(self.directory, self.membership, manager, host, manager.firewall)
                     for pid, addr in cfg.peer_infos():
                         manager.add_static_peer(pid, [addr])
                     bootstrap = {p for p, _ in cfg.bootstrap_infos()}
@@ -228,7 +232,9 @@ class Node:
                         await inner.start(manager.run)
                         if self.membership_service is not None:
                             await inner.start(self.membership_service.run)
-                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
+                        if self.policy is not None:
+                            await inner.start(self.policy.run)
+                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops, manager.firewall)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:
                                 await inner.start(exit_part.run)
@@ -295,6 +301,8 @@ class Node:
             self.discovery = discovery
             if self.membership_service is not None:  # the revocation list lives in the DHT too
                 self.membership_service.attach_dht(dht)
+            if self.policy is not None:  # so does the policy
+                self.policy.attach_dht(dht)
             manager.on_local_collision = self._on_collision
             yield discovery
 
@@ -465,6 +473,7 @@ class Node:
             "exit": self.exit_server.status() if self.exit_server else None,
             "exit_client": self._exit_client_status(),
             "membership": self._membership_status(),
+            "policy": self.policy.status() if self.policy is not None else None,
             "peers": self.peers(),
         }
 

@@ -5,6 +5,8 @@
    header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
 2. Look up each destination in the route table; unknown destinations are
    dropped and counted (``no_route``).
+   With a network policy that restricts anything, the packet opens or
+   refreshes its flow in the firewall's conntrack, so replies pass (p2pvpn.policy).
 3. Put the packet on that peer's bounded queue; a full queue drops the
    packet for that peer only (``queue_full``): the TUN reader never waits
    for a peer.
@@ -25,9 +27,10 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from libp2p.peer.id import ID
@@ -41,6 +44,9 @@ from p2pvpn.session.peer import Peer
 from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import MAX_FRAME_LEN, MAX_PACKETS_PER_FRAME, encode_data, encode_offload_data
+
+if TYPE_CHECKING:
+    from p2pvpn.policy.firewall import Firewall
 
 TUN_BATCH = 128            # packets per TUN readiness wakeup
 FRAME_BUDGET = 64 * 1024   # bytes of packets taken from the queue per frame (one stream write)
@@ -65,11 +71,15 @@ async def route_from_tun(
     routes: RouteTable[ID],
     peers: Mapping[ID, Peer],
     drops: Counter[str],
+    firewall: Firewall | None = None,
 ) -> None:
     """Steps 1-3, forever."""
     offset = VNET_HDR_LEN if tun.offload else 0
     while True:
-        for packet in await tun.read_batch(TUN_BATCH):
+        batch = await tun.read_batch(TUN_BATCH)
+        fw = firewall if firewall is not None and firewall.active else None
+        now = time.monotonic() if fw is not None else 0.0
+        for packet in batch:
             destination = ip.destination(packet, offset)
             if destination is None:
                 drops[DropReason.MALFORMED] += 1
@@ -79,6 +89,8 @@ async def route_from_tun(
             if peer is None:
                 drops[DropReason.NO_ROUTE] += 1
                 continue
+            if fw is not None:
+                fw.outbound(packet, offset, now)
             if not peer.queue.put(packet):
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
 

@@ -10,7 +10,10 @@
    destination check: the packet must be addressed to us or to a route we
    serve for the peer (p2pvpn.dataplane.destinations), else
    ``bad_destination``.
-4. Write the packet to the TUN; a refusal is counted (``tun_write``).
+4. The network policy, when one restricts anything (p2pvpn.policy,
+   docs/protocol.md §17): a packet of a flow the policy does not allow is
+   dropped and counted (``policy_denied``; the firewall counts the reason).
+5. Write the packet to the TUN; a refusal is counted (``tun_write``).
 Offload records (Data.offload_packets, only if both sides announced
 ``gso/1``) take the same ladder plus one rung: the virtio-net header must
 be the packet's canonical one (``bad_offload``), and a super-packet must
@@ -27,7 +30,9 @@ TUN, consecutive TCP segments are then written as one super-packet
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
@@ -41,7 +46,11 @@ from p2pvpn.stats import DropReason
 from p2pvpn.tun.device import TunDevice
 from p2pvpn.wire.codec import Data, Frame, FrameDecoder, ProtocolError
 
+if TYPE_CHECKING:
+    from p2pvpn.policy.firewall import Firewall
+
 READ_SIZE = 256 * 1024
+POLICY_DENIED = "policy_denied"  # step 4: the network policy does not allow the packet's flow
 
 
 async def receive_from_peer(
@@ -53,13 +62,16 @@ async def receive_from_peer(
     on_control: Callable[[Frame], Awaitable[None]],
     offload: bool = False,
     destination_ok: Callable[[bytes], bool] | None = None,
+    firewall: Firewall | None = None,
 ) -> None:
-    """Steps 1-4 until the stream ends (returns) or fails (raises).
+    """Steps 1-5 until the stream ends (returns) or fails (raises).
 
     ``offload``: both sides announced ``gso/1`` (and so our TUN takes records).
     ``destination_ok``: the destination check (None: every destination, for tests of other steps).
+    ``firewall``: the policy check of step 4 (None: no owned network).
     """
     accept = destination_ok or _any
+    sender = peer.peer_id.to_bytes()
     stats = peer.stats
     drops = stats.drops
     peer_id = peer.peer_id
@@ -70,6 +82,8 @@ async def receive_from_peer(
                 await on_control(frame)
                 continue
             stats.frames_in += 1
+            fw = firewall if firewall is not None and firewall.active else None
+            now = time.monotonic() if fw is not None else 0.0
             for packet in frame.packets:
                 source = ip.source(packet)
                 if source is None:
@@ -80,6 +94,8 @@ async def receive_from_peer(
                     drops[DropReason.BAD_DESTINATION] += 1
                 elif len(packet) > mtu:
                     drops[DropReason.TOO_BIG] += 1
+                elif fw is not None and fw.inbound(sender, packet, 0, now) is not None:
+                    drops[POLICY_DENIED] += 1
                 elif not tun.write(packet):
                     drops[DropReason.TUN_WRITE] += 1
                 else:
@@ -99,6 +115,8 @@ async def receive_from_peer(
                     drops[DropReason.BAD_OFFLOAD] += 1
                 elif segment_size(record) > mtu:
                     drops[DropReason.TOO_BIG] += 1
+                elif fw is not None and fw.inbound(sender, record, VNET_HDR_LEN, now) is not None:
+                    drops[POLICY_DENIED] += 1
                 elif not tun.write_record(record):
                     drops[DropReason.TUN_WRITE] += 1
                 else:
@@ -115,17 +133,21 @@ def datagram_receiver(
     routes: RouteTable[ID],
     tun: TunDevice,
     destination_ok: Callable[[bytes], bool] | None = None,
+    firewall: Firewall | None = None,
 ) -> Callable[[list[bytes]], None]:
-    """Steps 3-4 for plain packets from the datagram path (one call per UDP receive, per tunnel)."""
+    """Steps 3-5 for plain packets from the datagram path (one call per UDP receive, per tunnel)."""
     accept = destination_ok or _any
     stats = peer.stats
     drops = stats.drops
     peer_id = peer.peer_id
     source_allowed = routes.source_allowed
     write = tun.write
+    sender = peer_id.to_bytes()
 
     def deliver(packets: list[bytes]) -> None:
         mtu = tun.mtu
+        fw = firewall if firewall is not None and firewall.active else None
+        now = time.monotonic() if fw is not None else 0.0
         accepted: list[bytes] = []
         for packet in packets:
             source = ip.source(packet)
@@ -137,6 +159,8 @@ def datagram_receiver(
                 drops[DropReason.BAD_DESTINATION] += 1
             elif len(packet) > mtu:
                 drops[DropReason.TOO_BIG] += 1
+            elif fw is not None and fw.inbound(sender, packet, 0, now) is not None:
+                drops[POLICY_DENIED] += 1
             else:
                 accepted.append(packet)
         if tun.offload:  # consecutive TCP segments go in as one super-packet (p2pvpn.dataplane.gro)

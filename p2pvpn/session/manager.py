@@ -38,7 +38,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
@@ -146,6 +146,7 @@ class SessionManager:
         self._inbound_send, self._inbound_recv = trio.open_memory_channel[INetStream](pending)
         self._admitted: dict[int, Ticket] = {}  # id(stream) -> its handshake ticket
         self.destinations = LocalDestinations(local, network)  # ingress destination check; the exit role widens it
+        self.firewall: Any = None  # ingress policy check (p2pvpn.policy.firewall.Firewall); set by the node
         self._nursery: trio.Nursery | None = None
         self.collisions = 0
         self.rejected_addrs = 0  # record addresses never dialed because of their scope (discovery.record.dialable)
@@ -487,6 +488,7 @@ class SessionManager:
         tunnel = Tunnel(stream, remote_id, initiator)
         tunnel.too_big = self._answer_too_big
         tunnel.destination_ok = self.destinations.allowed
+        tunnel.firewall = self.firewall
         try:
             peer = await self._handshake(tunnel)
         except HandshakeError as exc:
@@ -527,7 +529,7 @@ class SessionManager:
             remote_host: str | None = tunnel.stream.get_remote_address()[0]  # type: ignore[index]
         except Exception:  # noqa: BLE001 - connection types without a remote address: offer endpoints only
             remote_host = None
-        deliver = datagram_receiver(peer, self.routes, self.tun, self.destinations.allowed)
+        deliver = datagram_receiver(peer, self.routes, self.tun, self.destinations.allowed, self.firewall)
         return UdpLink(self.udp, tunnel.initiator == self.host.peer_id, self.host.peer_id.to_bytes(),
                        tunnel.remote_id.to_bytes(), remote_host, tunnel.write, deliver)
 

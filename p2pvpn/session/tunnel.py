@@ -69,6 +69,7 @@ class Tunnel:
         self.offload = False  # both Hellos carried gso/1: Data may use offload_packets
         self.too_big: Callable[[bytes, int], None] | None = None  # told of packets over the peer's MTU
         self.destination_ok: Callable[[bytes], bool] | None = None  # ingress destination check
+        self.firewall: Any = None  # ingress policy check (p2pvpn.policy.firewall.Firewall), owned networks only
         self.failure: str | None = None  # kind of failure that ended the tunnel, for the node's ``failures``
         self.write_failed = False  # a write timed out: nothing more may be written, the stream gets reset
         self.datagram_agreed = False  # both Hellos listed udp/1 and the connection is direct (§16.1)
@@ -206,7 +207,7 @@ class Tunnel:
 
         try:
             await receive_from_peer(self.stream, self._decoder, peer, routes, tun, on_control, self.offload,
-                                    self.destination_ok)
+                                    self.destination_ok, self.firewall)
         except ProtocolError as exc:
             self.close(CloseCode.PROTOCOL_ERROR, str(exc))
         except WriteTimeout as exc:  # a keepalive reply the peer would not take (it stopped reading)
