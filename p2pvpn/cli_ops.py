@@ -27,7 +27,8 @@ log = logging.getLogger("p2pvpn")
 
 STOP_DEADLINE = 10.0  # seconds a graceful stop may take before it is cut short (systemd waits 90)
 DOWN_WAIT = 30.0      # seconds `p2pvpn down` waits for the node to be gone
-NAME_WIDTH = 18       # peer names are cut beyond this, so the table fits 80 columns
+NAME_WIDTH = 16       # peer names are cut beyond this, so the table fits 80 columns
+STATES = {"connecting": "dialing"}  # short words keep the state column narrow
 
 
 DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="Node directory (identity.key, config.toml).")]
@@ -128,14 +129,17 @@ def peers_table(peers: list[dict[str, Any]], now: float | None = None) -> Table:
     from p2pvpn.cli import _fmt_bytes, _fmt_counts
 
     now = time.time() if now is None else now
-    table = Table(title="peers", box=None, padding=(0, 1), show_edge=False, title_justify="left")
+    # Widest cells: name 16, IPv4 15, "dialing" 7, "relay …abcdef" 13, "123.4ms" 7, "117.7 MiB" 9, drops 5,
+    # plus one space between columns: 78.
+    table = Table(title="peers", box=None, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                  show_edge=False, title_justify="left")
     table.add_column("peer", no_wrap=True, max_width=NAME_WIDTH, overflow="ellipsis")
     table.add_column("overlay", no_wrap=True)
     table.add_column("state", no_wrap=True)
-    table.add_column("path", no_wrap=True, max_width=20, overflow="ellipsis")
+    table.add_column("path", no_wrap=True, max_width=13, overflow="ellipsis")
     table.add_column("rtt", justify="right", no_wrap=True)
     table.add_column("in/out", justify="right", no_wrap=True)
-    table.add_column("drops", overflow="fold", max_width=10)
+    table.add_column("drops", justify="right", no_wrap=True, max_width=6, overflow="ellipsis")
     for p in peers:
         pid = str(p["peer_id"])
         short = f"{pid[:4]}…{pid[-6:]}"
@@ -146,7 +150,7 @@ def peers_table(peers: list[dict[str, Any]], now: float | None = None) -> Table:
         table.add_row(
             f"{name}\n[dim]{short}[/dim]" if name else f"{short}\n[dim]{p.get('learned_from', '')}[/dim]",
             str(p.get("ipv4")),
-            f"{p.get('state')}\n[dim]{_age(since)}[/dim]",
+            f"{STATES.get(str(p.get('state')), p.get('state'))}\n[dim]{_age(since)}[/dim]",
             _path(p),
             rtt,
             f"{_fmt_bytes(int(p.get('bytes_in', 0)))}\n{_fmt_bytes(int(p.get('bytes_out', 0)))}",
@@ -166,12 +170,11 @@ def _age(seconds: float) -> str:
 
 
 def _path(p: dict[str, Any]) -> str:
-    """``direct tcp`` / ``relayed <relay>``, and ``udp`` when packets go as datagrams."""
+    """``direct tcp`` / ``relay …<relay ID tail>``, over ``udp`` datagrams or the ``stream``."""
     if not p.get("path"):
         return "-"
     if p.get("relay"):
-        first = f"relayed {str(p['relay'])[-6:]}"
+        first = f"relay …{str(p['relay'])[-6:]}"
     else:
         first = " ".join(str(x) for x in (p.get("path"), p.get("transport")) if x)
-    second = "udp" if p.get("data_path") == "udp" else str(p.get("remote") or "")
-    return f"{first}\n[dim]{second}[/dim]" if second else first
+    return f"{first}\n[dim]{'udp' if p.get('data_path') == 'udp' else 'stream'}[/dim]"
