@@ -289,19 +289,34 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
-def response(request_head: bytes, registry: CollectorRegistry) -> bytes:
-    """The whole HTTP/1.0 answer to one request head (sans-IO: tested without sockets)."""
+def render_snapshot(snapshot: dict[str, Any]) -> bytes:
+    """The page for one snapshot; runs in a worker thread (the snapshot is the scrape's own copy)."""
+    return render(registry_for(lambda: snapshot))
+
+
+def classify(request_head: bytes) -> tuple[int, bool]:
+    """(status code, HEAD?) for one request head: 200 means "serve the page" (sans-IO)."""
     line = request_head.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
     parts = line.split()
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        return _http(400, b"text/plain; charset=utf-8", b"bad request\n")
+        return 400, False
     method, target = parts[0], parts[1].split(b"?", 1)[0]
     if method not in (b"GET", b"HEAD"):
-        return _http(405, b"text/plain; charset=utf-8", b"only GET\n")
+        return 405, False
     if target not in (b"/metrics", b"/"):
-        return _http(404, b"text/plain; charset=utf-8", b"not found; try /metrics\n")
-    body = render(registry)
-    return _http(200, CONTENT_TYPE.encode(), b"" if method == b"HEAD" else body, len(body))
+        return 404, False
+    return 200, method == b"HEAD"
+
+
+_ERRORS = {400: b"bad request\n", 404: b"not found; try /metrics\n", 405: b"only GET\n",
+           500: b"internal error; see the node's log\n"}
+
+
+def response(code: int, head_only: bool = False, body: bytes = b"") -> bytes:
+    """The whole HTTP/1.0 answer: the page for 200, a short text otherwise."""
+    if code != 200:
+        return _http(code, b"text/plain; charset=utf-8", _ERRORS[code])
+    return _http(200, CONTENT_TYPE.encode(), b"" if head_only else body, len(body))
 
 
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -314,10 +329,15 @@ def _http(code: int, content_type: bytes, body: bytes, length: int | None = None
     return head + body
 
 
-async def serve(host: str, port: int, registry: CollectorRegistry, *,
+async def serve(host: str, port: int, snapshot: Snapshot, *,
                 task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Answer scrapes until cancelled; ``started`` with the bound (host, port) pairs (port 0 picks one)."""
+    """Answer scrapes until cancelled; ``started`` with the bound (host, port) pairs.
+
+    The snapshot is taken on the event loop (where the counters live); turning it into text, which
+    takes ~1 ms per peer, runs in a worker thread so a scrape never stalls the data path.
+    """
     limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
+    renderers = trio.CapacityLimiter(1)
 
     async def answer(stream: trio.SocketStream) -> None:
         async with limiter, stream:
@@ -329,12 +349,15 @@ async def serve(host: str, port: int, registry: CollectorRegistry, *,
                         if not chunk:
                             break
                         data += chunk
-                    try:
-                        answer_bytes = response(data, registry)
-                    except Exception:  # noqa: BLE001 - a collector bug must cost one scrape, not the node
-                        log.exception("metrics: rendering failed")
-                        answer_bytes = _http(500, b"text/plain; charset=utf-8", b"internal error; see the node's log\n")
-                    await stream.send_all(answer_bytes)
+                    code, head_only = classify(data)
+                    body = b""
+                    if code == 200:
+                        try:
+                            body = await trio.to_thread.run_sync(render_snapshot, snapshot(), limiter=renderers)
+                        except Exception:  # noqa: BLE001 - a collector bug must cost one scrape, not the node
+                            log.exception("metrics: rendering failed")
+                            code = 500
+                    await stream.send_all(response(code, head_only, body))
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 log.debug("metrics client went away: %r", exc)
 

@@ -181,9 +181,8 @@ class Node:
             if cfg.metrics:  # read at scrape time from status (p2pvpn.metrics); nothing counted twice
                 from p2pvpn import metrics
 
-                registry = metrics.registry_for(functools.partial(metrics.node_snapshot, self))
                 self.metrics_bound = await nursery.start(metrics.serve, *metrics.parse_address(
-                    cfg.metrics, cfg.metrics_public), registry)
+                    cfg.metrics, cfg.metrics_public), functools.partial(metrics.node_snapshot, self))
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
             v6 = ipaddress.IPv6Interface((self.addresses.ipv6, addressing.OVERLAY_V6_PREFIXLEN))
             tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)

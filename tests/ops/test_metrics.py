@@ -42,22 +42,19 @@ def test_a_public_address_needs_the_explicit_switch() -> None:
     assert metrics.parse_address("0.0.0.0:9469", public=True) == ("0.0.0.0", 9469)
 
 
-def _registry(snapshot: dict) -> object:
-    return metrics.registry_for(lambda: snapshot)
-
-
 def test_http_answers_metrics_and_refuses_the_rest() -> None:
-    registry = _registry({"peer_id": "12D3x", "network": "n", "peers": []})
-    ok = metrics.response(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", registry)  # type: ignore[arg-type]
-    head, body = ok.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.0 200 OK") and b"text/plain; version=0.0.4" in head
-    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert metrics.classify(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n") == (200, False)
+    assert metrics.classify(b"HEAD / HTTP/1.0\r\n\r\n") == (200, True)
+    assert metrics.classify(b"GET /secret HTTP/1.1\r\n\r\n") == (404, False)
+    assert metrics.classify(b"POST /metrics HTTP/1.1\r\n\r\n") == (405, False)
+    assert metrics.classify(b"\x16\x03\x01garbage") == (400, False)
+    body = metrics.render_snapshot({"peer_id": "12D3x", "network": "n", "peers": []})
     assert b'p2pvpn_node_info{ipv4="None",ipv6="None",network="n",peer_id="12D3x"} 1.0' in body
-    assert metrics.response(b"GET /secret HTTP/1.1\r\n\r\n", registry).startswith(b"HTTP/1.0 404")  # type: ignore[arg-type]
-    assert metrics.response(b"POST /metrics HTTP/1.1\r\n\r\n", registry).startswith(b"HTTP/1.0 405")  # type: ignore[arg-type]
-    assert metrics.response(b"\x16\x03\x01garbage", registry).startswith(b"HTTP/1.0 400")  # type: ignore[arg-type]
-    head_only = metrics.response(b"HEAD /metrics HTTP/1.0\r\n\r\n", registry)  # type: ignore[arg-type]
-    assert head_only.endswith(b"\r\n\r\n")
+    head, sent = metrics.response(200, False, body).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.0 200 OK") and b"text/plain; version=0.0.4" in head and sent == body
+    assert int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert metrics.response(200, True, body).endswith(b"\r\n\r\n")
+    assert metrics.response(404).startswith(b"HTTP/1.0 404 Not Found")
 
 
 def test_peer_series_are_capped() -> None:
@@ -138,3 +135,15 @@ async def test_a_running_nodes_metrics_parse_and_follow_its_traffic(tmp_path: Pa
         fams = _families(await _scrape("127.0.0.1", port))
         assert _value(fams["p2pvpn_drops"], "p2pvpn_drops_total", reason="no_route") >= 1
         assert (await _scrape("127.0.0.1", port, "/other")).startswith(b"HTTP/1.0 404")
+
+
+async def test_a_metrics_port_in_use_is_one_config_error_before_the_tun(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        node = cluster.node("a", dht="off", metrics=f"127.0.0.1:{port}")
+        with pytest.raises(ConfigError, match=f"metrics: cannot listen on 127.0.0.1:{port}"):
+            await node.run()
+    assert "a" not in cluster.tuns, "the TUN was created although the node could not start"
