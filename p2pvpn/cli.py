@@ -7,7 +7,6 @@ import inspect
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Optional

@@ -153,6 +153,7 @@ class Node:
         self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
         self._stop = trio.Event()  # `p2pvpn down` / SIGTERM: close tunnels with Close frames, then unwind (cli_ops)
         self.metrics_bound: list[tuple[str, int]] = []  # where /metrics listens (p2pvpn.metrics), once up
+        self.start_overrides: dict[str, Any] = {}  # the flags of `up`: a reload merges config.toml with them
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
                 raise ConfigError("peers: the list contains this node's own peer ID")

@@ -81,7 +81,7 @@ def reload(node: Any) -> dict[str, Any]:
     """Re-read config.toml; apply its peer lists; keep everything if it is malformed."""
     path = node.directory / config.CONFIG_FILE
     try:
-        new = config.build(config.read_file(path), dict(getattr(node, "start_overrides", {})))
+        new = config.build(config.read_file(path), dict(node.start_overrides))
     except ConfigError as exc:
         log.warning("reload refused, running configuration kept: %s", exc)
         return {"error": f"reload refused, running configuration kept: {exc}"}
