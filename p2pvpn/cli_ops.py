@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,16 +66,21 @@ def _control_path(directory: Path) -> Path:
 
 
 def wait_gone(path: Path, timeout: float) -> bool:
-    """Whether the node behind ``path`` went away (its socket removed or no longer answering) in time."""
+    """Whether the node behind ``path`` went away in time: its socket removed, or refusing connections.
+
+    Only connects, never asks: a request would race the control server's own shutdown (a reset).
+    """
     deadline = time.monotonic() + timeout
     for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
-        if not path.exists():
-            return True
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            client.request(path, "status", timeout=2)
-        except ControlError as exc:
-            if "no node" in str(exc):
-                return True
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return True
+        except OSError:
+            pass  # e.g. a full backlog while it stops: look again
+        finally:
+            probe.close()
         if time.monotonic() >= deadline:
             break
         time.sleep(0.1)
