@@ -6,9 +6,7 @@ import functools
 import inspect
 import json
 import logging
-import signal
 import sys
-import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
@@ -124,6 +122,8 @@ def up(
     keepalive: Annotated[Optional[float], typer.Option("--keepalive", help=_help("keepalive"))] = None,
     control_socket: Annotated[Optional[str], typer.Option("--control-socket", help=_help("control_socket"))] = None,
     log_level: Annotated[Optional[str], typer.Option("--log-level", help=_help("log_level"))] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", metavar="ADDR:PORT", help=_help("metrics"))] = None,
+    metrics_public: Annotated[Optional[bool], typer.Option("--metrics-public/--no-metrics-public", help=_help("metrics_public"))] = None,
     reachability: ReachabilityOpt = None,
     hole_punch: Annotated[Optional[bool], typer.Option("--hole-punch/--no-hole-punch", help=_help("hole_punch"))] = None,
     relay_reservations: Annotated[Optional[int], typer.Option("--relay-reservations", help=_help("relay_reservations"))] = None,
@@ -152,8 +152,7 @@ def up(
     for flag, value in (("trust_members", trust_members), ("allow_any_peer", allow_any_peer)):
         if value is not None:
             raise config.removed(flag)
-    cfg = config.load(
-        directory,
+    cfg = config.load(directory, **(overrides := dict(
         listen=listen or None, peers=peer or None, allow_peers=allow_peer or None,
         bootstrap=bootstrap or None, dht=dht, mdns=mdns, announce=announce or None, record_ttl=record_ttl,
         discovery_interval=discovery_interval,
@@ -167,13 +166,14 @@ def up(
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
         exit=exit, exit_allow=exit_allow or None, exit_deny=exit_deny or None,
         exit_capacity_mbit=exit_capacity_mbit, exit_client_rate_mbit=exit_client_rate_mbit,
-        use_exit=use_exit, exit_via=exit_via, **(limits or {}),
-    )
+        use_exit=use_exit, exit_via=exit_via, metrics=metrics, metrics_public=metrics_public, **(limits or {}),
+    )))
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
     from p2pvpn.node import Node
 
     node = Node(cfg, key_pair, directory)
+    node.start_overrides = overrides  # a reload (SIGHUP) merges config.toml with the same flags
     trio.run(_run_until_signal, node)
 
 
@@ -240,13 +240,9 @@ async def _run_until_signal(node: Any) -> None:
 
 
 async def _run_node(node: Any) -> None:
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            nursery.start_soon(node.run)
-            async for signum in signals:
-                logging.getLogger("p2pvpn").info("%s received, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+    from p2pvpn.cli_ops import run_node  # SIGTERM/SIGINT: graceful stop; SIGHUP: reload
+
+    await run_node(node)
 
 
 @app.command()
@@ -370,8 +366,10 @@ def lab(
 
 
 from p2pvpn.cli_membership import register as _register_membership  # noqa: E402  network, invite, join, ...
+from p2pvpn.cli_ops import register as _register_ops  # noqa: E402  down, reload
 
 _register_membership(app)
+_register_ops(app)
 from p2pvpn.cli_policy import register as _register_policy  # noqa: E402  policy set, policy show
 
 _register_policy(app)
@@ -396,45 +394,9 @@ def _fmt_bytes(n: int) -> str:
 
 
 def _peers_table(peers: list[dict[str, Any]]) -> Table:
-    table = Table(title="peers")
-    for col in ("peer", "overlay", "state", "path", "rtt", "in", "out", "drops"):
-        table.add_column(col)
-    now = time.time()
-    for p in peers:
-        since = now - float(p.get("since") or now)
-        path = _fmt_path(p, now)
-        rtt = f"{p['rtt_ms']:.1f} ms" if p.get("rtt_ms") is not None else "-"
-        learned = str(p.get("learned_from", ""))
-        if p.get("roles"):
-            learned += " " + ",".join(p["roles"])
-        if p.get("record_age") is not None:
-            learned += f" rec {p['record_age']:.0f}s"
-        table.add_row(
-            f"{p['peer_id'][:8]}…{p['peer_id'][-6:]}\n[dim]{learned}[/dim]",
-            f"{p['ipv4']}\n{p['ipv6']}",
-            f"{p['state']}\n[dim]{since:.0f} s[/dim]",
-            path,
-            rtt,
-            f"{_fmt_bytes(p['bytes_in'])}\n{p['packets_in']} pkts",
-            f"{_fmt_bytes(p['bytes_out'])}\n{p['packets_out']} pkts",
-            _fmt_counts(p.get("drops", {})),
-        )
-    return table
+    from p2pvpn.cli_ops import peers_table  # fits 80 columns; names from certificates
 
-
-def _fmt_path(p: dict[str, Any], now: float) -> str:
-    """``direct tcp 198.18.0.1:4242`` or ``relayed via 12D3…abcdef``, and how long ago it last changed."""
-    if not p.get("path"):
-        return "-"
-    if p.get("relay"):
-        text = f"relayed via {p['relay'][:8]}…{p['relay'][-6:]}"
-    else:
-        text = " ".join(str(x) for x in (p.get("path"), p.get("transport"), p.get("remote")) if x)
-    if p.get("data_path") == "udp":
-        text += f"\ndata over udp {p.get('udp_endpoint') or ''}".rstrip()
-    if p.get("path_since"):
-        text += f"\n[dim]since {now - float(p['path_since']):.0f} s[/dim]"
-    return text
+    return peers_table(peers)
 
 
 def _setup_logging(level: str, stream: Any = sys.stderr) -> None:

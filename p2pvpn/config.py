@@ -110,6 +110,10 @@ class Config:
     """Path of the local control socket; empty means /run/p2pvpn/<dir name>-<hash>.sock (<dir>/control.sock for non-root)."""
     log_level: str = "info"
     """One of debug, info, warning, error."""
+    metrics: str = ""
+    """Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 127.0.0.1:9469); empty: off. Loopback only unless metrics_public."""
+    metrics_public: bool = False
+    """Allow a non-loopback metrics address (the page lists every peer and its traffic)."""
     limit_conns: int = 256
     """Limit: connections held by non-members at once, in total (members are not counted; docs/limits.md)."""
     limit_conns_per_peer: int = 2
@@ -322,6 +326,10 @@ def validate(cfg: Config) -> Config:
             _prefixed("exit_via", cfg.exit_via)
             if cfg.exit_via == cfg.use_exit:
                 raise ConfigError("exit_via: the relay must be another peer than the exit it hides us from")
+    if cfg.metrics:
+        from p2pvpn.metrics import parse_address
+
+        parse_address(cfg.metrics, cfg.metrics_public)
     if cfg.log_level not in _LOG_LEVELS:
         raise ConfigError(f"log_level: {cfg.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     if not cfg.listen:

@@ -26,6 +26,7 @@ from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
 from p2pvpn import addressing, identity
+from p2pvpn import ops
 from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.dataplane.egress import route_from_tun
@@ -152,6 +153,9 @@ class Node:
         self.joins: JoinService | None = None  # answers /p2pvpn/join/1.0.0 when this node is in an owned network
         self._mdns_peers: set[ID] = set()
         self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
+        self._stop = trio.Event()  # `p2pvpn down` / SIGTERM: close tunnels with Close frames, then unwind (cli_ops)
+        self.metrics_bound: list[tuple[str, int]] = []  # where /metrics listens (p2pvpn.metrics), once up
+        self.start_overrides: dict[str, Any] = {}  # the flags of `up`: a reload merges config.toml with them
         for pid, _ in config.peer_infos():
             if pid == self.peer_id:
                 raise ConfigError("peers: the list contains this node's own peer ID")
@@ -177,6 +181,11 @@ class Node:
         async with trio.open_nursery() as nursery:
             await nursery.start(control.serve, control_path(cfg, self.directory), self.handle_control,
                                 self.failures.reporter("control"))
+            if cfg.metrics:  # read at scrape time from status (p2pvpn.metrics); nothing counted twice
+                from p2pvpn import metrics
+
+                self.metrics_bound = await nursery.start(metrics.serve, *metrics.parse_address(
+                    cfg.metrics, cfg.metrics_public), functools.partial(metrics.node_snapshot, self))
             v4 = ipaddress.IPv4Interface((self.addresses.ipv4, addressing.OVERLAY_V4_PREFIXLEN))
             v6 = ipaddress.IPv6Interface((self.addresses.ipv6, addressing.OVERLAY_V6_PREFIXLEN))
             tun = self._tun_factory(cfg.tun, cfg.mtu, v4, v6)
@@ -246,7 +255,9 @@ class Node:
                         for addr in host.addrs():
                             log.info("listening on %s", addr)
                         task_status.started()
-                        await trio.sleep_forever()
+                        await self._stop.wait()
+                        await ops.close_tunnels(manager)  # graceful stop: peers hear Close(NORMAL)
+                        inner.cancel_scope.cancel()
             finally:
                 tun.close()
                 if self.udp is not None:
@@ -409,12 +420,24 @@ class Node:
             return {"certificates": [cert_text(c.raw) for c in view.presented.values()] if view else []}
         if cmd == "exits":
             return self.exit_client.describe() if self.exit_client is not None else list_exits(self.manager)
+        if cmd in ops.COMMANDS:  # down, reload (p2pvpn.ops)
+            return ops.handle(self, cmd)
         return {"error": f"unknown command {cmd!r}"}
 
     def peers(self) -> list[dict[str, Any]]:
         if self.manager is None:
             return []
-        return [p.describe() for p in sorted(self.manager.peers.values(), key=lambda p: str(p.peer_id))]
+        view = self.membership
+        return [{**p.describe(), "name": ops.cert_name(view, p.peer_id)}
+                for p in sorted(self.manager.peers.values(), key=lambda p: str(p.peer_id))]
+
+    def stop(self) -> None:
+        """Stop gracefully: tunnels closed with a Close frame, then TUN, routes and nft removed on the way out."""
+        self._stop.set()
+
+    def reload(self) -> dict[str, Any]:
+        """SIGHUP: re-read config.toml's peers and allow lists (p2pvpn.ops.reload)."""
+        return ops.reload(self)
 
     def _discovery_status(self) -> dict[str, Any] | None:
         d = self.discovery

@@ -8,13 +8,16 @@
    198.18.1.3        198.18.1.1           198.18.1.2          198.18.1.10
    p2pvpn up         p2pvpn up --exit     p2pvpn up --exit    p2pvpn relay (bootstrap, DHT)
    default via       eth1 203.0.113.1     eth1 203.0.113.2
-   198.18.1.254           └─────── switch net: br0, 203.0.113.0/24 ("the internet")
-   (nobody there)                              │
-                                              www 203.0.113.10 and .20
-                                              python -m http.server 8080
+   198.18.1.254           2001:db8::1          2001:db8::2
+   (nobody there)         └─────── switch net: br0, 203.0.113.0/24 and 2001:db8::/64 ("the internet")
+                                               │
+                                              www 203.0.113.10 and .20, 2001:db8::10
+                                              python -m http.server 8080 (one per family)
 
 The client's own default route leads nowhere (no host has 198.18.1.254),
-so whatever reaches the web server went through an exit. The server logs
+and it has no IPv6 route beyond its TUN and link, so whatever reaches the
+web server went through an exit. IPv6 on the "internet" comes from the
+documentation prefix 2001:db8::/32 and exists only in these namespaces. The server logs
 each request's source address, which must be an exit's 203.0.113.x.
 
 Everything is named with the lab's prefix; :meth:`ExitLab.close` stops the
@@ -27,6 +30,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,6 +50,9 @@ NOWHERE = "198.18.1.254"
 WWW_IP = "203.0.113.10"
 WWW_IP_DENIED = "203.0.113.20"
 WWW_PORT = 8080
+NET6_PREFIXLEN = 64
+EXIT_NET6_IPS = ("2001:db8::1", "2001:db8::2")
+WWW6_IP = "2001:db8::10"
 BIG_FILE = "big.bin"
 BIG_SIZE = 64 << 20
 _LOG_RE = re.compile(r"^(\S+) - - \[[^]]*\] \"GET (\S+)")
@@ -61,6 +68,7 @@ class ExitLab(LabBase):
         self.relay: RelayProc | None = None
         self.www: Host | None = None
         self.www_proc: subprocess.Popen[bytes] | None = None
+        self.www6_proc: subprocess.Popen[bytes] | None = None
 
     def build(self) -> None:
         names = ["exit1", "exit2", "client", "relay"]
@@ -72,6 +80,7 @@ class ExitLab(LabBase):
             host = self.topo.add_host(f"exit{i + 1}")
             self.topo.attach(host, lan, EXIT_LAN_IPS[i])
             self.topo.attach(host, net, EXIT_NET_IPS[i], iface="eth1")
+            _add_v6(host, EXIT_NET6_IPS[i], "eth1")
             self.exits.append(self._node(host, EXIT_LAN_IPS[i], infos[host.name]))
         host = self.topo.add_host("client")
         self.topo.attach(host, lan, CLIENT_IP)
@@ -86,6 +95,7 @@ class ExitLab(LabBase):
         self.www = self.topo.add_host("www")
         self.topo.attach(self.www, net, WWW_IP)
         self.www.run("ip", "addr", "add", f"{WWW_IP_DENIED}/24", "dev", "eth0")
+        _add_v6(self.www, WWW6_IP, "eth0")
         site = self.workdir / "www"
         site.mkdir()
         (site / "hello.txt").write_text("hello from the internet\n")
@@ -109,6 +119,29 @@ class ExitLab(LabBase):
             log.close()
         self.www.wait_listening(WWW_PORT, timeout=30)
 
+    def start_www6(self) -> None:
+        """A second web server on [2001:db8::10]:8080, logging to www6.log (the IPv4 one keeps its log)."""
+        assert self.www is not None
+        log = open(self.workdir / "www6.log", "ab")
+        try:
+            self.www6_proc = self.www.popen("python3", "-u", "-m", "http.server", str(WWW_PORT), "--bind", WWW6_IP,
+                                            "--directory", str(self.workdir / "www"),
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 30
+        error = ""
+        for _ in range(300):  # bounded in count and time: until it answers in its own namespace
+            probe = self.www.run("curl", "-6", "-sS", "--max-time", "2", "-o", "/dev/null",
+                                 f"http://[{WWW6_IP}]:{WWW_PORT}/hello.txt", check=False)
+            if probe.returncode == 0:
+                return
+            error = probe.stderr.strip()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        raise LabError(f"the IPv6 web server at [{WWW6_IP}]:{WWW_PORT} did not answer within 30 s: {error}")
+
     def start_relay(self, *extra: str) -> None:
         assert self.relay is not None
         self.relay.start(*extra)
@@ -121,10 +154,10 @@ class ExitLab(LabBase):
         nodes = [*self.exits, *([self.client] if self.client is not None else [])]
         return ["--bootstrap", self.relay.dial_addr, *(arg for n in nodes for arg in ("--allow-peer", n.peer_id))]
 
-    def requests(self) -> list[tuple[str, str]]:
-        """(source address, path) of every request the web server logged, in order."""
+    def requests(self, log: str = "www.log") -> list[tuple[str, str]]:
+        """(source address, path) of every request the web server logged, in order (www6.log: IPv6's)."""
         try:
-            text = (self.workdir / "www.log").read_text(errors="replace")
+            text = (self.workdir / log).read_text(errors="replace")
         except OSError:
             return []
         return [(m[1], m[2]) for line in text.splitlines() if (m := _LOG_RE.match(line))]
@@ -153,6 +186,14 @@ class ExitLab(LabBase):
 
     def exit_net_ip(self, node: LabNode) -> str:
         return EXIT_NET_IPS[self.exits.index(node)]
+
+    def exit_net6_ip(self, node: LabNode) -> str:
+        return EXIT_NET6_IPS[self.exits.index(node)]
+
+
+def _add_v6(host: Host, address: str, iface: str) -> None:
+    """A 2001:db8:: address, usable at once (nodad: no duplicate address detection wait)."""
+    host.run("ip", "-6", "addr", "add", f"{address}/{NET6_PREFIXLEN}", "dev", iface, "nodad")
 
 
 def snapshot(host: Host) -> dict[str, str]:

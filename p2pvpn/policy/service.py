@@ -123,6 +123,10 @@ class PolicyService:
                  policy.default.name.lower(), len(policy.rules), len(self.firewall.rules))
         return True
 
+    def reload(self) -> None:
+        """Re-read the policy file if it changed (SIGHUP, `p2pvpn reload`, and the service's 1 s poll)."""
+        self._reload()
+
     def _reload(self) -> None:
         path = store.path_of(self.directory)
         try:

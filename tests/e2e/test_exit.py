@@ -2,8 +2,8 @@
 
 Topology: p2pvpn.lab.exitlab (client, exit1, exit2 and a relay on the
 underlay switch 198.18.1.0/24; the exits and the web server 203.0.113.10
-on the "internet" switch 203.0.113.0/24; the client's own default route
-leads nowhere). The numbers printed here (``-s``) are the ones in
+and 2001:db8::10 on the "internet" switch 203.0.113.0/24 + 2001:db8::/64;
+the client's own default route leads nowhere). The numbers printed here (``-s``) are the ones in
 docs/performance.md.
 """
 
@@ -20,7 +20,7 @@ import pytest
 
 from p2pvpn.lab.demo import Lab, LabNode, p2pvpn_argv, wait_for
 from p2pvpn.lab.exitlab import (
-    BIG_FILE, WWW_IP, WWW_IP_DENIED, WWW_PORT, ExitLab, counters, dump, snapshot,
+    BIG_FILE, WWW6_IP, WWW_IP, WWW_IP_DENIED, WWW_PORT, ExitLab, counters, dump, snapshot,
 )  # fmt: skip
 from p2pvpn.lab.natlab import AS_NOBODY, NOBODY
 
@@ -30,6 +30,7 @@ FAST = ("--discovery-interval", "1", "--record-ttl", "30", "--keepalive", "1")
 UP_WITHIN = 60.0         # seconds from start until the client's first request through an exit
 FAILOVER_WITHIN = 10.0   # seconds from killing the exit in use until new connections work again
 HELLO = f"http://{WWW_IP}:{WWW_PORT}/hello.txt"
+HELLO6 = f"http://[{WWW6_IP}]:{WWW_PORT}/hello.txt"
 # The lab's underlay is 198.18.0.0/15, which the default policy lets out (it is not private);
 # the exits' policy here refuses it, and the second web server address.
 POLICY = ("--exit-deny", "198.18.0.0/15", "--exit-deny", f"{WWW_IP_DENIED}/32", "--exit-deny", "100.64.0.0/10",
@@ -237,6 +238,37 @@ def test_multi_hop_exit_sees_the_relay_never_the_client(exit_lab: ExitLab) -> No
     refused = view["via"]["refused_direct_dials"]
     print(f"multi-hop: exit {current.name} connected only to {sorted(remote_ips)}; "
           f"client refused {refused} direct dials (DHT, AutoNAT) to hidden-from peers")
+
+
+def test_ipv6_web_traffic_leaves_through_the_exit_masqueraded_to_its_address(exit_lab: ExitLab) -> None:
+    """curl -6 from the client reaches [2001:db8::10] only through the exit, seen from the exit's 2001:db8::1.
+
+    The exit role masquerades the overlay's ULA sources (NAT66, p2pvpn.exit.nft) as it does IPv4; the
+    client's IPv6 default route into the TUN is the same policy routing as IPv4's (exit.client_routes).
+    """
+    lab = exit_lab
+    exit1, _ = lab.exits
+    client = lab.client
+    assert client is not None
+    lab.start_www6()
+    assert lab.curl(HELLO6, "-6", timeout=3).returncode != 0, "the client reached the IPv6 internet without an exit"
+
+    exit1.start([client], "--exit", "--dht", "off", *POLICY, *FAST)
+    client.start([exit1], "--use-exit", exit1.peer_id, "--dht", "off", *FAST)
+    assert wait_for(lambda: lab.curl(HELLO6, "-6", timeout=3).returncode == 0, UP_WITHIN, poll=0.5), \
+        dump(lab.exits_view())
+    result = lab.curl(HELLO6, "-6")
+    assert result.returncode == 0 and result.stdout == "hello from the internet\n", result
+    sources = {src for src, path in lab.requests("www6.log") if path == "/hello.txt" and src != WWW6_IP}
+    assert sources == {lab.exit_net6_ip(exit1)}, f"the IPv6 server saw {sources}, not only exit1's address"
+    # The exit's named counters saw the IPv6 flow both ways, and IPv4 still works beside it.
+    assert wait_for(lambda: counters(exit1).get("returned", {}).get("packets", 0) > 0, 10), counters(exit1)
+    assert lab.curl(HELLO).returncode == 0
+    route = client.host.run("ip", "-6", "route", "get", WWW6_IP).stdout
+    assert f"dev {client.tun}" in route, route
+
+    assert client.stop() == 0 and exit1.stop() == 0
+    assert lab.curl(HELLO6, "-6", timeout=3).returncode != 0, "IPv6 still left after the client stopped"
 
 
 # -- bad input: one line, non-zero exit, nothing left behind ----------------------------------------------

@@ -1,0 +1,186 @@
+"""Operator commands: ``p2pvpn down`` and ``reload``, the node's signal handling, the peers table.
+
+Signals of a running ``p2pvpn up`` (and ``relay``): SIGTERM or SIGINT stop
+it gracefully (p2pvpn.ops: tunnels closed with a Close frame, then TUN,
+routes and nft tables removed), a second one or :data:`STOP_DEADLINE`
+seconds without progress cancel at once; SIGHUP reloads config.toml's peer
+lists. A relay has no graceful stop or reload: it stops at once, and
+ignores SIGHUP with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import trio
+import typer
+from rich.table import Table
+
+from p2pvpn.control import client
+from p2pvpn.errors import ControlError
+
+log = logging.getLogger("p2pvpn")
+
+STOP_DEADLINE = 10.0  # seconds a graceful stop may take before it is cut short (systemd waits 90)
+DOWN_WAIT = 30.0      # seconds `p2pvpn down` waits for the node to be gone
+NAME_WIDTH = 16       # peer names are cut beyond this, so the table fits 80 columns
+STATES = {"connecting": "dialing"}  # short words keep the state column narrow
+
+
+DirOpt = Annotated[Path, typer.Option("--dir", "-d", help="Node directory (identity.key, config.toml).")]
+
+
+def register(app: typer.Typer) -> None:
+
+    @app.command()
+    def down(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
+        """Stop the running node: tunnels closed with a Close frame, TUN, routes and nft rules removed."""
+        from p2pvpn.cli import out
+
+        path = _control_path(directory)
+        reply = client.request(path, "down")
+        if not wait_gone(path, DOWN_WAIT):
+            raise ControlError(f"the node at {path} did not stop within {DOWN_WAIT:.0f} s")
+        out.print(f"stopped node {reply.get('peer_id', '')}", highlight=False)
+
+    @app.command()
+    def reload(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
+        """Re-read config.toml's peers and allow_peers (as SIGHUP does); tunnels of listed peers stay."""
+        from p2pvpn.cli import out
+
+        reply = client.request(_control_path(directory), "reload")
+        out.print(f"reloaded: {reply['added']} peer(s) added, {reply['removed']} removed, {reply['kept']} kept"
+                  + (f"; at the next start: {', '.join(reply['restart_needed'])}" if reply["restart_needed"] else ""),
+                  highlight=False)
+
+
+def _control_path(directory: Path) -> Path:
+    from p2pvpn.cli import _control_path as find
+
+    return find(directory)
+
+
+def wait_gone(path: Path, timeout: float) -> bool:
+    """Whether the node behind ``path`` went away in time: its socket removed, or refusing connections.
+
+    Only connects, never asks: a request would race the control server's own shutdown (a reset).
+    """
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):  # bounded in count and time
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return True
+        except OSError:
+            pass  # e.g. a full backlog while it stops: look again
+        finally:
+            probe.close()
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return False
+
+
+# -- signals ---------------------------------------------------------------------
+
+
+async def run_node(node: Any) -> None:
+    """Run ``node`` until it stops or a signal stops it; SIGHUP reloads (see the module docstring)."""
+    stopping = False
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
+            async def run_then_leave() -> None:
+                await node.run()
+                nursery.cancel_scope.cancel()  # stopped by itself (`p2pvpn down`)
+
+            async def cut_short() -> None:
+                await trio.sleep(STOP_DEADLINE)
+                log.warning("graceful stop took over %.0f s; stopping now", STOP_DEADLINE)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run_then_leave)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    if hasattr(node, "reload"):
+                        log.info("SIGHUP received, reloading the configuration")
+                        node.reload()
+                    else:
+                        log.info("SIGHUP received; this process has nothing to reload")
+                    continue
+                log.info("%s received, shutting down", name)
+                if stopping or not hasattr(node, "stop"):
+                    nursery.cancel_scope.cancel()
+                    break
+                stopping = True
+                node.stop()
+                nursery.start_soon(cut_short)
+
+
+# -- the peers table -------------------------------------------------------------------
+
+
+def peers_table(peers: list[dict[str, Any]], now: float | None = None) -> Table:
+    """Peers at 80 columns: name (or short ID), overlay IPv4, state, path, RTT, traffic, drops.
+
+    One row of at most two lines per peer; the IPv6 and full peer ID are in ``--json``.
+    """
+    from p2pvpn.cli import _fmt_bytes, _fmt_counts
+
+    now = time.time() if now is None else now
+    # Widest cells: name 16, IPv4 15, "dialing" 7, "relay …abcdef" 13, "123.4ms" 7, "117.7 MiB" 9, drops 5,
+    # plus one space between columns: 78.
+    table = Table(title="peers", box=None, padding=(0, 1), collapse_padding=True, pad_edge=False,
+                  show_edge=False, title_justify="left")
+    table.add_column("peer", no_wrap=True, max_width=NAME_WIDTH, overflow="ellipsis")
+    table.add_column("overlay", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("path", no_wrap=True, max_width=13, overflow="ellipsis")
+    table.add_column("rtt", justify="right", no_wrap=True)
+    table.add_column("in/out", justify="right", no_wrap=True)
+    table.add_column("drops", justify="right", no_wrap=True, max_width=6, overflow="ellipsis")
+    for p in peers:
+        pid = str(p["peer_id"])
+        short = f"{pid[:4]}…{pid[-6:]}"
+        name = p.get("name")
+        since = now - float(p.get("since") or now)
+        rtt = f"{p['rtt_ms']:.1f}ms" if p.get("rtt_ms") is not None else "-"
+        drops = sum((p.get("drops") or {}).values())
+        table.add_row(
+            f"{name}\n[dim]{short}[/dim]" if name else f"{short}\n[dim]{p.get('learned_from', '')}[/dim]",
+            str(p.get("ipv4")),
+            f"{STATES.get(str(p.get('state')), p.get('state'))}\n[dim]{_age(since)}[/dim]",
+            _path(p),
+            rtt,
+            f"{_fmt_bytes(int(p.get('bytes_in', 0)))}\n{_fmt_bytes(int(p.get('bytes_out', 0)))}",
+            str(drops) if drops else "-",
+        )
+    return table
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+def _path(p: dict[str, Any]) -> str:
+    """``direct tcp`` / ``relay …<relay ID tail>``, over ``udp`` datagrams or the ``stream``."""
+    if not p.get("path"):
+        return "-"
+    if p.get("relay"):
+        first = f"relay …{str(p['relay'])[-6:]}"
+    else:
+        first = " ".join(str(x) for x in (p.get("path"), p.get("transport")) if x)
+    return f"{first}\n[dim]{'udp' if p.get('data_path') == 'udp' else 'stream'}[/dim]"
