@@ -71,7 +71,7 @@ def ping_cmd(
                 out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} via {_path_text(reply)} "
                           f"rtt={reply['rtt_ms']:.2f} ms", highlight=False)
             else:
-                out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} no reply: {reply.get('error')}",
+                out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} no reply: {reply.get('problem')}",
                           highlight=False)
         if i + 1 < count:
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -25,12 +25,11 @@ RESOLVED_RUN_DIR = Path("/run/systemd/resolve")
 COMMAND_TIMEOUT = 5.0
 
 
-def setup_commands(resolvectl: str, link: str, servers: Sequence[str], zone: str) -> list[list[str]]:
-    """resolvectl calls giving ``link`` our DNS servers, the routing-only domain ``~zone``, no default route."""
-    zone = zone.rstrip(".")
+def setup_commands(resolvectl: str, link: str, servers: Sequence[str], zones: Sequence[str]) -> list[list[str]]:
+    """resolvectl calls giving ``link`` our DNS servers, the routing-only domains ``~zone``, no default route."""
     return [
         [resolvectl, "dns", link, *servers],
-        [resolvectl, "domain", link, f"~{zone}"],
+        [resolvectl, "domain", link, *(f"~{zone.rstrip('.')}" for zone in zones)],
         [resolvectl, "default-route", link, "false"],
     ]
 
@@ -61,8 +60,8 @@ def _netns(pid: str) -> str | None:
 class ResolvedHook:
     """``install`` on start, ``remove`` on the way out; both no-ops when resolved is absent."""
 
-    def __init__(self, link: str, servers: Sequence[str], zone: str, enabled: bool = True) -> None:
-        self.link, self.servers, self.zone = link, list(servers), zone
+    def __init__(self, link: str, servers: Sequence[str], zones: Sequence[str], enabled: bool = True) -> None:
+        self.link, self.servers, self.zones = link, list(servers), [z.rstrip(".") for z in zones]
         self.resolvectl = shutil.which("resolvectl")
         self.reason = "disabled in the configuration (dns_resolved = false)" if not enabled else \
             absent_reason(self.resolvectl, RESOLVED_RUN_DIR, _netns("self"), _netns("1"))
@@ -70,13 +69,15 @@ class ResolvedHook:
 
     def install(self) -> None:
         if self.reason is not None:
-            log.info("systemd-resolved hook off: %s; to resolve *.%s, point a resolver at %s (README: Names)",
-                     self.reason, self.zone.rstrip("."), " or ".join(self.servers))
+            log.info("systemd-resolved hook off: %s; to resolve names under %s, point a resolver at %s "
+                     "(README: Names, ping and netcheck)", self.reason, " and ".join(self.zones),
+                     " or ".join(self.servers))
             return
         assert self.resolvectl is not None
-        if self._run(setup_commands(self.resolvectl, self.link, self.servers, self.zone)):
+        if self._run(setup_commands(self.resolvectl, self.link, self.servers, self.zones)):
             self.installed = True
-            log.info("systemd-resolved: %s answers ~%s on %s", ", ".join(self.servers), self.zone, self.link)
+            log.info("systemd-resolved: %s answers %s on %s", ", ".join(self.servers), " ".join(self.zones),
+                     self.link)
 
     def remove(self) -> None:
         if self.installed and self.resolvectl is not None:

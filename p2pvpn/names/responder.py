@@ -2,8 +2,8 @@
 
 Rules (README "Names, ping and netcheck"):
 
-* The responder is authoritative for one zone (``p2pvpn.names.table``) and
-  nothing else: it never recurses and never forwards. A question outside
+* The responder is authoritative for its zones (``p2pvpn.names.table``:
+  the label's and the network ID's, with the same names) and nothing else: it never recurses and never forwards. A question outside
   the zone gets REFUSED; a name in the zone that is no member, NXDOMAIN;
   a member's name, its A and AAAA records (ANY gives both; other types
   NOERROR with no answer). Negative answers carry the zone's SOA, so
@@ -66,8 +66,8 @@ def answer(query: bytes, table: NameTable, *, tcp: bool = False) -> Answer:
     if question.rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
         return _reply(message, dns.rcode.REFUSED, tcp, "refused")
     qname: dns.name.Name = question.name
-    zone = table.zone
-    if not qname.is_subdomain(zone):
+    zone = next((z for z in table.zones if qname.is_subdomain(z)), None)
+    if zone is None:
         return _reply(message, dns.rcode.REFUSED, tcp, "refused")
     relative = qname.relativize(zone)
     member = None

@@ -85,7 +85,9 @@ class DnsServer:
                     continue
                 self.listening.append(_text(address, self.port))
             if self.listening:
-                log.info("DNS responder for %s on %s", self._table().zone.to_text(), ", ".join(self.listening))
+                log.info("DNS responder for %s on %s", " and ".join(z.to_text(omit_final_dot=True)
+                                                                    for z in self._table().zones),
+                         ", ".join(self.listening))
             async with trio.open_nursery() as nursery:
                 for sock in udp:
                     nursery.start_soon(self._serve_udp, sock)
@@ -166,7 +168,9 @@ class DnsServer:
             self._tcp_slots.release_on_behalf_of(conn)
 
     def status(self) -> dict[str, Any]:
-        return {"zone": self._table().zone.to_text(omit_final_dot=True), "listening": list(self.listening),
+        zones = self._table().zones
+        return {"zone": zones[0].to_text(omit_final_dot=True), "zones": [z.to_text(omit_final_dot=True) for z in zones],
+                "listening": list(self.listening),
                 "counters": dict(self.counters)}
 
 

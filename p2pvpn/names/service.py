@@ -26,7 +26,7 @@ from p2pvpn.membership.store import Store
 from p2pvpn.names.netcheck import Observation, mapping_behaviour
 from p2pvpn.names.resolved import ResolvedHook
 from p2pvpn.names.server import DnsServer
-from p2pvpn.names.table import NameTable, build_table, zone_name
+from p2pvpn.names.table import NameTable, build_table, zone_names
 from p2pvpn.names.targets import Target, UnknownTarget, resolve
 
 if TYPE_CHECKING:
@@ -49,10 +49,11 @@ class NamesService:
     def __init__(self, node: Node) -> None:
         self.node = node
         view = node.membership
-        self.zone: dns.name.Name | None = None
+        self.zones: list[dns.name.Name] = []
         if view is not None:
-            _, label = Store(node.directory).network()
-            self.zone = zone_name(label, view.network_id, node.config.dns_suffix)
+            label = node.config.dns_label or Store(node.directory).network()[1]
+            self.zones = zone_names(label, view.network_id, node.config.dns_suffix)
+        self.zone = self.zones[0] if self.zones else None
         self.server: DnsServer | None = None
         self.hook: ResolvedHook | None = None
         self._table: tuple[float, NameTable] | None = None
@@ -70,8 +71,8 @@ class NamesService:
             return
         addresses = [node.addresses.ipv4, node.addresses.ipv6]
         self.server = DnsServer(addresses, self.table)
-        self.hook = ResolvedHook(cfg.tun, [str(a) for a in addresses], self.zone.to_text(omit_final_dot=True),
-                                 enabled=cfg.dns_resolved)
+        self.hook = ResolvedHook(cfg.tun, [str(a) for a in addresses],
+                                 [z.to_text(omit_final_dot=True) for z in self.zones], enabled=cfg.dns_resolved)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.server.run)
             try:
@@ -95,7 +96,7 @@ class NamesService:
             raw = getattr(peer.record, "certificate", b"")
             if raw and (c := self._open(raw)) is not None and view.reason_invalid(c) is None:
                 recorded.append(c)
-        table = build_table(self.zone, view.own, presented, recorded)
+        table = build_table(self.zones, view.own, presented, recorded)
         self._table = (now, table)
         return table
 
@@ -127,10 +128,11 @@ class NamesService:
 
     def _names(self) -> dict[str, Any]:
         if self.zone is None:
-            return {"zone": None, "names": [], "dns": None}
+            return {"zone": None, "zones": [], "names": [], "dns": None}
         table = self.table()
         return {
             "zone": self.zone.to_text(omit_final_dot=True),
+            "zones": [z.to_text(omit_final_dot=True) for z in self.zones],
             "names": [{"name": m.name, "fqdn": table.fqdn(m), "peer_id": str(ID(m.peer_id)), "ipv4": str(m.ipv4),
                        "ipv6": str(m.ipv6)} for m in sorted(table.members.values(), key=lambda m: m.name)],
             "dns": self.status(),
@@ -162,19 +164,19 @@ class NamesService:
 
     async def ping(self, text: str) -> dict[str, Any]:
         """One probe to the peer ``text`` names, on the path its packets take now (docs: README, ping)."""
-        zone = self.zone.to_text(omit_final_dot=True) if self.zone is not None else None
+        zones = [z.to_text(omit_final_dot=True) for z in self.zones]
         try:
-            target = resolve(text, self._targets(), zone, self._own_target())
+            target = resolve(text, self._targets(), zones, self._own_target())
         except UnknownTarget as exc:
             return {"error": str(exc)}
         manager = self.node.manager
         peer = manager.peers.get(ID.from_base58(target.peer_id)) if manager is not None else None
         out: dict[str, Any] = {"target": text, "peer_id": target.peer_id, "name": target.name,
                                "ipv4": target.ipv4, "ipv6": target.ipv6, "reply": False, "rtt_ms": None,
-                               "path": None, "relay": None, "relay_name": None, "endpoint": None, "error": None}
+                               "path": None, "relay": None, "relay_name": None, "endpoint": None, "problem": None}
         tunnel = peer.tunnel if peer is not None else None
         if peer is None or tunnel is None:
-            out["error"] = f"no tunnel to this peer ({peer.state if peer is not None else 'not a peer yet'})"
+            out["problem"] = f"no tunnel to this peer ({peer.state if peer is not None else 'not a peer yet'})"
             return out
         link = tunnel.link
         try:
@@ -187,11 +189,11 @@ class NamesService:
                 out["relay_name"] = self._name_of(out["relay"])
                 rtt = await tunnel.echo(PROBE_TIMEOUT)
         except (trio.TooSlowError, OSError, *STREAM_ERRORS) as exc:  # the tunnel is going away
-            out["error"] = f"probe not sent: {type(exc).__name__}"
+            out["problem"] = f"probe not sent: {type(exc).__name__}"
             return out
         out["transport"] = tunnel.path.get("transport")
         if rtt is None:
-            out["error"] = f"no reply within {PROBE_TIMEOUT:g} s"
+            out["problem"] = f"no reply within {PROBE_TIMEOUT:g} s"
         else:
             out["reply"], out["rtt_ms"] = True, round(rtt * 1000, 3)
         return out

@@ -1,9 +1,12 @@
 """Which names the node answers for: the zone and its members, sans-IO (README "Names, ping and netcheck").
 
 The zone of an owned network is ``<network label>.<suffix>``: the label is
-the network's human-readable name (``network.json``, from the invite) when
-it is a lowercase DNS label, otherwise the 32-character network ID, which
-always is one. Each valid certificate the node knows (its own, those peers
+config ``dns_label`` if set, else the network's human-readable name
+(``network.json``: from ``network create`` or the invite; a member that
+joined with an offline certificate has none) when it is a DNS label
+(lowercased). The same names are always also answered under
+``<network ID>.<suffix>`` (32 characters, always a DNS label), the one
+zone every member can name without knowing the label. Each valid certificate the node knows (its own, those peers
 presented on tunnels, those in verified node records) gives one name,
 ``<certificate name>.<zone>``, with the certificate's two addresses.
 
@@ -53,11 +56,20 @@ def zone_name(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX)
     return dns.name.from_text(f"{zone_label(network_label, network_id)}.{check_suffix(suffix)}")
 
 
-class NameTable:
-    """The zone and its members by lowercase name; immutable once built."""
+def zone_names(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> list[dns.name.Name]:
+    """The label's zone (when there is a label), then the network ID's."""
+    by_id = zone_name("", network_id, suffix)
+    labelled = zone_name(network_label, network_id, suffix)
+    return [labelled, by_id] if labelled != by_id else [by_id]
 
-    def __init__(self, zone: dns.name.Name, members: Iterable[Member] = ()) -> None:
+
+class NameTable:
+    """The zone (and its aliases: the same names under other zones) and its members by lowercase name."""
+
+    def __init__(self, zone: dns.name.Name, members: Iterable[Member] = (),
+                 aliases: Iterable[dns.name.Name] = ()) -> None:
         self.zone = zone
+        self.zones = (zone, *aliases)
         self.members: dict[str, Member] = {}
         for member in members:  # first wins: callers pass them in order of preference
             self.members.setdefault(member.name.lower(), member)
@@ -81,11 +93,11 @@ class NameTable:
         return f"{member.name}.{self.zone.to_text(omit_final_dot=True)}"
 
 
-def build_table(zone: dns.name.Name, own: Certificate, presented: Iterable[Certificate],
+def build_table(zones: list[dns.name.Name], own: Certificate, presented: Iterable[Certificate],
                 recorded: Iterable[Certificate]) -> NameTable:
     """The table from certificates already judged valid, in the preference order of the module docstring."""
     def newest_first(certs: Iterable[Certificate]) -> list[Certificate]:
         return sorted(certs, key=lambda c: (-c.not_before, c.peer_id))
 
     ordered = [own, *newest_first(presented), *newest_first(recorded)]
-    return NameTable(zone, (Member(c.name, c.peer_id, c.ipv4, c.ipv6) for c in ordered))
+    return NameTable(zones[0], (Member(c.name, c.peer_id, c.ipv4, c.ipv6) for c in ordered), zones[1:])

@@ -19,8 +19,8 @@ class Target:
     ipv6: str
 
 
-def resolve(text: str, known: Iterable[Target], zone: str | None, own: Target) -> Target:
-    """The target ``text`` names: an overlay IP, a name (bare or under ``zone``, any case), or a peer ID."""
+def resolve(text: str, known: Iterable[Target], zones: Iterable[str], own: Target) -> Target:
+    """The target ``text`` names: an overlay IP, a name (bare or under one of ``zones``, any case), or a peer ID."""
     text = text.strip()
     candidates = list(known)
     if not text:
@@ -35,8 +35,10 @@ def resolve(text: str, known: Iterable[Target], zone: str | None, own: Target) -
             raise UnknownTarget(f"{text} is no overlay address of a peer this node knows")
         return _not_self(matches[0], own, text)
     name = text.rstrip(".").lower()
-    if zone and name.endswith("." + zone.lower()):
-        name = name[: -len(zone) - 1]
+    for zone in zones:
+        if name.endswith("." + zone.lower()):
+            name = name[: -len(zone) - 1]
+            break
     for target in [own, *candidates]:
         if target.name is not None and target.name.lower() == name:
             return _not_self(target, own, text)

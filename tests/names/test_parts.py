@@ -26,28 +26,28 @@ STATIC = Target("12D3static", None, "100.64.0.3", "fd00::3")
 
 # -- ping targets ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", ["beta", "BETA", "beta.lab.internal", "beta.lab.internal.", "100.64.0.2",
+@pytest.mark.parametrize("text", ["beta", "BETA", "beta.lab.internal", "beta.lab.internal.", "Beta.ABC.internal", "100.64.0.2",
                                   "fd00::2", "12D3beta"])
 def test_a_target_is_a_name_a_peer_id_or_an_overlay_address(text: str) -> None:
-    assert resolve(text, [BETA, STATIC], "lab.internal", OWN) == BETA
+    assert resolve(text, [BETA, STATIC], ["lab.internal", "abc.internal"], OWN) == BETA
 
 
 def test_a_peer_without_a_name_is_found_by_address_or_id() -> None:
-    assert resolve("100.64.0.3", [BETA, STATIC], None, OWN) == STATIC
-    assert resolve("12D3static", [BETA, STATIC], None, OWN) == STATIC
+    assert resolve("100.64.0.3", [BETA, STATIC], [], OWN) == STATIC
+    assert resolve("12D3static", [BETA, STATIC], [], OWN) == STATIC
 
 
 @pytest.mark.parametrize("text", ["gamma", "100.64.0.9", "gamma.lab.internal", "", "beta.other.internal"])
 def test_unknown_targets_are_one_line_errors(text: str) -> None:
     with pytest.raises(UnknownTarget) as caught:
-        resolve(text, [BETA, STATIC], "lab.internal", OWN)
+        resolve(text, [BETA, STATIC], ["lab.internal", "abc.internal"], OWN)
     assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("text", ["alpha", "100.64.0.1", "12D3own"])
 def test_pinging_ourselves_is_refused(text: str) -> None:
     with pytest.raises(UnknownTarget, match="this node itself"):
-        resolve(text, [BETA], "lab.internal", OWN)
+        resolve(text, [BETA], ["lab.internal"], OWN)
 
 
 # -- NAT mapping ----------------------------------------------------------------------------------------------
@@ -100,10 +100,11 @@ def test_one_observer_cannot_tell() -> None:
 # -- systemd-resolved -----------------------------------------------------------------------------------------
 
 def test_resolved_commands_route_only_the_zone_to_our_servers() -> None:
-    commands = resolved.setup_commands("/usr/bin/resolvectl", "p2pvpn0", ["100.64.0.1", "fd00::1"], "lab.internal.")
+    commands = resolved.setup_commands("/usr/bin/resolvectl", "p2pvpn0", ["100.64.0.1", "fd00::1"],
+                                       ["lab.internal.", "abc.internal"])
     assert commands == [
         ["/usr/bin/resolvectl", "dns", "p2pvpn0", "100.64.0.1", "fd00::1"],
-        ["/usr/bin/resolvectl", "domain", "p2pvpn0", "~lab.internal"],
+        ["/usr/bin/resolvectl", "domain", "p2pvpn0", "~lab.internal", "~abc.internal"],
         ["/usr/bin/resolvectl", "default-route", "p2pvpn0", "false"],
     ]
     assert resolved.undo_commands("resolvectl", "p2pvpn0") == [["resolvectl", "revert", "p2pvpn0"]]
@@ -122,7 +123,7 @@ def test_without_resolved_the_hook_logs_once_and_runs_nothing(monkeypatch: pytes
     monkeypatch.setattr(resolved.shutil, "which", lambda name: None)
     ran: list[object] = []
     monkeypatch.setattr(resolved.subprocess, "run", lambda *a, **k: ran.append(a))
-    hook = resolved.ResolvedHook("p2pvpn0", ["100.64.0.1"], "lab.internal")
+    hook = resolved.ResolvedHook("p2pvpn0", ["100.64.0.1"], ["lab.internal"])
     with caplog.at_level("INFO", logger="p2pvpn.names.resolved"):
         hook.install()
         hook.remove()
@@ -145,7 +146,7 @@ def test_a_running_resolved_gets_the_commands_and_revert_on_remove(monkeypatch: 
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(resolved.subprocess, "run", run)
-    hook = resolved.ResolvedHook("p2pvpn0", ["100.64.0.1"], "lab.internal")
+    hook = resolved.ResolvedHook("p2pvpn0", ["100.64.0.1"], ["lab.internal"])
     hook.install()
     assert hook.installed and [c[1] for c in ran] == ["dns", "domain", "default-route"]
     hook.remove()

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from p2pvpn.names.responder import MAX_QUERY, answer
-from p2pvpn.names.table import Member, NameTable, check_suffix, zone_label, zone_name
+from p2pvpn.names.table import Member, NameTable, check_suffix, zone_label, zone_name, zone_names
 
 NETWORK_ID = "abcdefghijklmnopqrstuvwxyz234567"
 ALPHA = Member("alpha", b"\x00\x24" + bytes(36), ipaddress.IPv4Address("100.64.0.7"),
@@ -24,7 +24,7 @@ BETA = Member("beta", b"\x00\x24" + bytes([1]) * 36, ipaddress.IPv4Address("100.
 
 
 def table() -> NameTable:
-    return NameTable(zone_name("lab", NETWORK_ID), [ALPHA, BETA])
+    return NameTable(zone_name("lab", NETWORK_ID), [ALPHA, BETA], [zone_name("", NETWORK_ID)])
 
 
 def ask(name: str, rdtype: str = "A", **kwargs: object) -> dns.message.Message:
@@ -61,6 +61,18 @@ def test_any_gives_both_addresses() -> None:
 def test_names_are_case_insensitive_and_the_trailing_dot_is_optional() -> None:
     for name in ("ALPHA.Lab.INTERNAL", "alpha.lab.internal.", "Alpha.lab.internal"):
         assert addresses(ask(name, "A")) == {"100.64.0.7"}, name
+
+
+def test_the_same_names_answer_under_the_network_id() -> None:
+    assert addresses(ask(f"beta.{NETWORK_ID}.internal", "A")) == {"100.64.0.8"}
+    response = ask(f"gamma.{NETWORK_ID}.internal", "A")
+    assert response.rcode() == dns.rcode.NXDOMAIN
+    assert response.authority[0].name == dns.name.from_text(f"{NETWORK_ID}.internal")
+
+
+def test_zone_names_are_the_label_then_the_id() -> None:
+    assert [z.to_text() for z in zone_names("Lab", NETWORK_ID)] == ["lab.internal.", f"{NETWORK_ID}.internal."]
+    assert [z.to_text() for z in zone_names("", NETWORK_ID, "vpn.example")] == [f"{NETWORK_ID}.vpn.example."]
 
 
 def test_unknown_member_is_nxdomain_with_the_zone_soa() -> None:
