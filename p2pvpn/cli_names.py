@@ -68,7 +68,7 @@ def ping_cmd(
         else:
             label = reply.get("name") or reply.get("peer_id", "")[:16]
             if reply.get("reply"):
-                out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} via {_path_text(reply)} "
+                out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} {_path_text(reply)} "
                           f"rtt={reply['rtt_ms']:.2f} ms", highlight=False)
             else:
                 out.print(f"{label} ({reply.get('ipv4')}): seq={i + 1} no reply: {reply.get('problem')}",

@@ -14,6 +14,7 @@ Queries go from m1's namespace to m1's own responder, as a program on m1
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -128,7 +129,7 @@ def test_names_resolve_ping_reports_the_path_and_netcheck_has_its_fields(lab: Me
     assert wait_for(lambda: data_path(m1, owner) == "udp", 30), status(m1).get("peers")
     pinged = in_ns(m1, "ping", owner.ipv6, "--count", "2", "--dir", str(m1.directory), timeout=CLI_TIMEOUT + 10)
     assert pinged.returncode == 0, pinged.stderr
-    assert "owner" in pinged.stdout and "via datagram (udp 198.18.1.1:" in pinged.stdout, pinged.stdout
+    assert "owner" in pinged.stdout and re.search(r"seq=1 datagram \(udp 198\.18\.1\.1:4242\) rtt=", pinged.stdout), pinged.stdout
     assert "2 sent, 2 received" in pinged.stdout or "2 sent, 1 received" in pinged.stdout, pinged.stdout
 
     unknown = in_ns(m1, "ping", "nobody", "--count", "1", "--dir", str(m1.directory))
@@ -155,3 +156,43 @@ def test_ping_without_a_running_node_is_one_line(lab: MemberLab) -> None:
     result = in_ns(m1, "ping", "m2", "--dir", str(m1.directory))
     assert result.returncode != 0 and "no node is running" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ping_through_a_relay_names_the_relay_and_netcheck_lists_the_slot() -> None:
+    """Behind NATs (the membership test's topology): a and b reach each other only through the owner's relay.
+
+        owner 198.18.0.10 (relay) ── wan ──┬─ nat1 (eim) ── a
+                                           └─ nat2 (random) ── b
+    """
+    lab = MemberLab(next_prefix(), ["a", "b"], nat=True)
+    lab.__enter__()
+    try:
+        for name in ("a", "b"):
+            lab.admit(name)
+        owner, a, b = lab["owner"], lab["a"], lab["b"]
+        owner.start((), "--relay", "--reachability", "public", *FAST)
+        owner.host.wait_listening(PORT, timeout=120)
+        for node in (a, b):  # no hole punching: the tunnel stays on the relay
+            node.start((), "--bootstrap", owner.dial_addr, "--static-relay", owner.dial_addr, "--no-hole-punch", *FAST)
+        wait_tunnels([(a, b), (b, a)], timeout=120)
+
+        pinged = in_ns(a, "ping", "b", "--count", "2", "--dir", str(a.directory), timeout=CLI_TIMEOUT + 10)
+        assert pinged.returncode == 0, pinged.stderr
+        assert re.search(r"seq=1 relayed via owner rtt=[0-9.]+ ms", pinged.stdout), pinged.stdout
+        assert "2 sent" in pinged.stdout
+
+        checked = in_ns(a, "netcheck", "--json", "--dir", str(a.directory), timeout=CLI_TIMEOUT + 10)
+        assert checked.returncode == 0, checked.stderr
+        report = json.loads(checked.stdout)
+        assert report["reachability"] in ("private", "unknown"), report["reachability_detail"]
+        assert [(r["relay"], r["name"]) for r in report["relays"]] == [(owner.peer_id, "owner")], report["relays"]
+        assert report["nat_mapping"] in ("endpoint-independent", "unknown"), report  # nat1 maps independently
+        rows = {r["peer_id"]: r for r in report["udp"]["peers"]}
+        assert rows[b.peer_id]["path"] == "relayed" and rows[b.peer_id]["udp_agreed"] is False
+        human = in_ns(a, "netcheck", "--dir", str(a.directory), timeout=CLI_TIMEOUT + 10)
+        assert human.returncode == 0 and re.search(r"relays reserved +owner\n", human.stdout), human.stdout
+    finally:
+        for node in lab.nodes.values():  # shown by pytest only when the test fails
+            print(f"--- log of {node.name} ({lab.prefix}) ---\n{node.log_tail(40)}")
+        lab.close()
+        assert not leftovers(lab.prefix), leftovers(lab.prefix)
