@@ -106,6 +106,10 @@ def up(
     bootstrap: Annotated[Optional[list[str]], typer.Option("--bootstrap", help=_help("bootstrap"))] = None,
     dht: Annotated[Optional[str], typer.Option("--dht", help=_help("dht"))] = None,
     mdns: Annotated[Optional[bool], typer.Option("--mdns/--no-mdns", help=_help("mdns"))] = None,
+    dns: Annotated[Optional[bool], typer.Option("--dns/--no-dns", help=_help("dns"))] = None,
+    dns_suffix: Annotated[Optional[str], typer.Option("--dns-suffix", help=_help("dns_suffix"))] = None,
+    dns_label: Annotated[Optional[str], typer.Option("--dns-label", help=_help("dns_label"))] = None,
+    dns_resolved: Annotated[Optional[bool], typer.Option("--dns-resolved/--no-dns-resolved", help=_help("dns_resolved"))] = None,
     announce: Annotated[Optional[list[str]], typer.Option("--announce", help=_help("announce"))] = None,
     record_ttl: Annotated[Optional[float], typer.Option("--record-ttl", help=_help("record_ttl"))] = None,
     discovery_interval: Annotated[Optional[float], typer.Option("--discovery-interval", help=_help("discovery_interval"))] = None,
@@ -155,7 +159,8 @@ def up(
     cfg = config.load(directory, **(overrides := dict(
         listen=listen or None, peers=peer or None, allow_peers=allow_peer or None,
         bootstrap=bootstrap or None, dht=dht, mdns=mdns, announce=announce or None, record_ttl=record_ttl,
-        discovery_interval=discovery_interval,
+        discovery_interval=discovery_interval, dns=dns, dns_suffix=dns_suffix, dns_label=dns_label,
+        dns_resolved=dns_resolved,
         network=network, tun=tun, mtu=mtu, offload=offload, udp=udp, queue_packets=queue_packets, keepalive=keepalive,
         control_socket=control_socket, log_level=log_level,
         reachability=reachability, hole_punch=hole_punch, relay_reservations=relay_reservations,
@@ -373,6 +378,9 @@ _register_ops(app)
 from p2pvpn.cli_policy import register as _register_policy  # noqa: E402  policy set, policy show
 
 _register_policy(app)
+from p2pvpn.cli_names import register as _register_names  # noqa: E402  ping, netcheck, names
+
+_register_names(app)
 
 
 def _control_path(directory: Path) -> Path:

@@ -19,6 +19,8 @@ import multiaddr
 
 from p2pvpn.errors import ConfigError
 from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, ExitPolicy
+from p2pvpn.membership.network import is_dns_label
+from p2pvpn.names.table import check_suffix
 
 if TYPE_CHECKING:  # importing libp2p costs seconds: `p2pvpn --help` should not pay it
     from libp2p.peer.id import ID
@@ -84,6 +86,14 @@ class Config:
     """Send internet traffic through an exit: none, auto (choose among the network's exits) or an exit's peer ID."""
     exit_via: str = ""
     """Reach the exit through a circuit relay (auto or a relay's peer ID), so the exit never sees our address; empty = directly."""
+    dns: bool = True
+    """Answer DNS for members' names (NAME.<network label>.<dns_suffix>) on our overlay addresses, port 53 (owned networks)."""
+    dns_suffix: str = "internal"
+    """The names' suffix after the network label: ``internal`` gives alpha.lab.internal (1-4 DNS labels)."""
+    dns_label: str = ""
+    """The network label in names (NAME.<label>.<dns_suffix>); empty: the network's name, if it is a DNS label. NAME.<network ID>.<dns_suffix> always works."""
+    dns_resolved: bool = True
+    """Hook the TUN into systemd-resolved (per-link DNS server and ~domain) when it runs; undone on exit."""
     mdns: bool = False
     """Also find peers of the same network on the local link with mDNS."""
     announce: tuple[str, ...] = ()
@@ -315,6 +325,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name}: {getattr(cfg, name)} is out of range 0..1000000")
     if cfg.use_exit not in ("none", "auto"):
         _prefixed("use_exit", cfg.use_exit)
+    try:
+        check_suffix(cfg.dns_suffix)
+    except ValueError as exc:
+        raise ConfigError(f"dns_suffix: {exc}") from None
+    if cfg.dns_label and not is_dns_label(cfg.dns_label):
+        raise ConfigError(f"dns_label: {cfg.dns_label!r} is not a lowercase DNS label (a-z 0-9 -, at most 63)")
     if cfg.use_exit != "none" and cfg.exit:
         raise ConfigError("use_exit: an exit node does not use another exit (drop exit or use_exit)")
     if cfg.exit_via:

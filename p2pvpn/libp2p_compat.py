@@ -472,6 +472,7 @@ def check(*, multihop: bool = False) -> None:
     _check_dcutr()
     _check_yamux_window_timeout()
     _check_logs_and_dials()
+    _check_observed_addresses()
     if multihop:
         check_dial_guard()
 
@@ -630,3 +631,72 @@ def _check_logs_and_dials() -> None:
     for module, text in ROUTINE_LIBP2P_SOURCES:
         if text not in inspect.getsource(importlib.import_module(module)):
             raise _fail("a routine log line p2pvpn.logs demotes", f"changed ({text!r} is gone from {module})")
+
+
+# -- identify's observed addresses (p2pvpn netcheck) ---------------------------------------------------
+
+def observed_addresses(host: Any) -> list[dict[str, Any]]:
+    """What identify told us others see us as: one entry per connection that brought an observation.
+
+    Each: ``external`` (ip, port) the peer saw, ``observer`` (py-libp2p's
+    observer group: the peer's IPv4, or its IPv6 /56) and ``local`` (ip,
+    port) of our end of that connection, or None where it cannot be found.
+    Relies on: ``BasicHost._observed_addr_manager`` (an ObservedAddrManager,
+    None when address discovery is off) and its ``_conn_observations``
+    (id(conn) -> (local thin waist, external thin waist, observer group,
+    weakref to the connection)); our end of a connection is read from the
+    trio socket under it (``_connection_socket``). py-libp2p skips
+    observations over relayed connections and of loopback addresses.
+    """
+    manager = getattr(host, "_observed_addr_manager", None)
+    if manager is None:
+        return []
+    out = []
+    for _local_tw, external_tw, group, conn_ref in list(manager._conn_observations.values()):
+        conn = conn_ref()
+        external = _ip_port(external_tw)
+        if conn is None or external is None:
+            continue
+        sock = _connection_socket(conn)
+        try:
+            local = tuple(sock.getsockname()[:2]) if sock is not None else None
+        except OSError:
+            local = None
+        out.append({"external": external, "observer": group, "local": local})
+    return out
+
+
+def _ip_port(thin_waist: str) -> tuple[str, int] | None:
+    parts = thin_waist.strip("/").split("/")
+    if len(parts) >= 4 and parts[0] in ("ip4", "ip6") and parts[2] in ("tcp", "udp") and parts[3].isdigit():
+        return parts[1], int(parts[3])
+    return None
+
+
+def _connection_socket(conn: Any) -> Any:
+    """The socket under a swarm connection: SwarmConn.muxed_conn (Yamux) .secured_conn (SecureSession)
+    .conn (noise read-writer) .conn (RawConnection) .stream (TrioTCPStream) .stream (trio SocketStream)
+    .socket; None for other stacks (QUIC, relayed), which have no such chain."""
+    obj = conn
+    for _ in range(10):
+        sock = getattr(obj, "socket", None)
+        if sock is not None and hasattr(sock, "getsockname"):
+            return sock
+        for attr in ("muxed_conn", "secured_conn", "conn", "stream"):
+            nxt = getattr(obj, attr, None)
+            if nxt is not None:
+                obj = nxt
+                break
+        else:
+            return None
+    return None
+
+
+def _check_observed_addresses() -> None:
+    from libp2p.host.basic_host import BasicHost
+    from libp2p.host.observed_addr_manager import ObservedAddrManager
+
+    if "self._observed_addr_manager" not in inspect.getsource(BasicHost.__init__):
+        raise _fail("netcheck's observed addresses", "BasicHost no longer sets self._observed_addr_manager")
+    if "self._conn_observations" not in inspect.getsource(ObservedAddrManager.__init__):
+        raise _fail("netcheck's observed addresses", "ObservedAddrManager no longer sets self._conn_observations")

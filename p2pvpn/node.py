@@ -51,6 +51,7 @@ from p2pvpn.membership.service import MembershipService
 from p2pvpn.membership.store import Store
 from p2pvpn.membership.view import certificate_addresses, check_roles, load_view
 from p2pvpn.policy.service import PolicyService, make_firewall
+from p2pvpn.names.service import COMMANDS as NAMES_COMMANDS, NamesService
 from p2pvpn.nat.traversal import Traversal
 from p2pvpn.roles.relay import RelayService, limits_from_config
 from p2pvpn.routing import RouteTable
@@ -150,6 +151,7 @@ class Node:
         self.relay: RelayService | None = None
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
+        self.names: NamesService | None = None  # DNS responder, resolved hook, ping/netcheck (p2pvpn.names)
         self.joins: JoinService | None = None  # answers /p2pvpn/join/1.0.0 when this node is in an owned network
         self._mdns_peers: set[ID] = set()
         self.failures = Failures()  # contained failures by kind (tunnels, control requests), for status
@@ -251,6 +253,8 @@ class Node:
                             await inner.start(discovery.run)
                             if cfg.mdns:
                                 inner.start_soon(self._mdns_loop, host, discovery)
+                        self.names = NamesService(self)
+                        await inner.start(self.names.run)
                         log.info("node %s up: %s %s/%s on %s", self.peer_id, cfg.network, v4, v6, cfg.tun)
                         for addr in host.addrs():
                             log.info("listening on %s", addr)
@@ -418,6 +422,8 @@ class Node:
         if cmd == "members":  # certificates presented to us, for `p2pvpn members`
             view = self.membership
             return {"certificates": [cert_text(c.raw) for c in view.presented.values()] if view else []}
+        if cmd.partition(" ")[0] in NAMES_COMMANDS and self.names is not None:  # names, ping TARGET, netcheck
+            return await self.names.handle(cmd)
         if cmd == "exits":
             return self.exit_client.describe() if self.exit_client is not None else list_exits(self.manager)
         if cmd in ops.COMMANDS:  # down, reload (p2pvpn.ops)
@@ -497,6 +503,7 @@ class Node:
             "exit_client": self._exit_client_status(),
             "membership": self._membership_status(),
             "policy": self.policy.status() if self.policy is not None else None,
+            "dns": self.names.status() if self.names else None,
             "peers": self.peers(),
         }
 

@@ -14,6 +14,7 @@ replay window pre-check (``udp_replayed``) -> AES-GCM tag (``udp_bad_auth``)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pvpn.datagram.epochs import Epoch, KeySchedule
@@ -44,6 +45,7 @@ class DatagramSession:
         self.path = Path()
         self.tx_packets = 0
         self.rx_packets = 0
+        self.on_probe_reply: Callable[[bytes], None] | None = None  # told each authenticated reply's probe id
 
     @property
     def usable(self) -> bool:
@@ -102,6 +104,8 @@ class DatagramSession:
         if kind == Kind.PROBE:
             return Received(reply=self.probe(Kind.PROBE_REPLY, plaintext))
         self.path.on_alive(source, new_highest and epoch is self.keys.current, now)
+        if kind == Kind.PROBE_REPLY and self.on_probe_reply is not None:
+            self.on_probe_reply(bytes(plaintext))
         if kind == Kind.DATA:
             self.rx_packets += 1
             return Received(packet=plaintext)

@@ -85,6 +85,7 @@ class Tunnel:
         self._last_rx = trio.current_time()
         self._ping_seq = 0
         self._pings: dict[int, float] = {}
+        self._echoes: dict[int, trio.Event] = {}  # keepalive seqs `p2pvpn ping` waits on (echo)
 
     async def write(self, data: bytes) -> None:
         """Serialise writers (send loop, keepalives) and never cancel a write halfway.
@@ -223,6 +224,8 @@ class Tunnel:
         if isinstance(frame, Keepalive):
             if frame.reply:
                 sent = self._pings.pop(frame.seq, None)
+                if (echo := self._echoes.get(frame.seq)) is not None:
+                    echo.set()
                 if sent is not None:
                     self.last_reply = trio.current_time()
                     self.rtt = self.last_reply - sent
@@ -273,6 +276,22 @@ class Tunnel:
         if len(self._pings) > MAX_PENDING_PINGS:
             self._pings.pop(min(self._pings))
         await self.write(encode(Keepalive(seq=self._ping_seq)))
+
+    async def echo(self, timeout: float) -> float | None:
+        """One keepalive request for `p2pvpn ping`: its round trip in seconds, or None after ``timeout``."""
+        self._ping_seq += 1
+        seq = self._ping_seq
+        self._echoes[seq] = answered = trio.Event()
+        try:
+            sent = trio.current_time()
+            self._pings[seq] = sent
+            await self.write(encode(Keepalive(seq=seq)))
+            with trio.move_on_after(timeout):
+                await answered.wait()
+                return trio.current_time() - sent
+            return None
+        finally:
+            del self._echoes[seq]
 
     async def _send(self, peer: Peer, tun: TunDevice) -> None:
         with trio.CancelScope() as self._send_scope:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ class UdpLink:
         self._write = write
         self._deliver = deliver
         self._registered: set[int] = set()
+        self._echoes: dict[bytes, trio.Event] = {}  # probe ids `p2pvpn ping` waits on
 
     # -- control (on the stream) -------------------------------------------------
 
@@ -113,6 +115,33 @@ class UdpLink:
         if endpoint is None:
             return
         await self.sock.send(endpoint, session.seal_packets(packets, trio.current_time()))
+
+    async def echo(self, timeout: float) -> float | None:
+        """One probe to the endpoint for `p2pvpn ping`: the reply's round trip in seconds, or None.
+
+        None at once when the path is not ``udp`` (no endpoint, no keys).
+        """
+        session = self.session
+        endpoint = session.path.endpoint
+        probe_id = os.urandom(8)
+        datagram = session.probe(probe_id=probe_id)
+        if endpoint is None or datagram is None:
+            return None
+        self._echoes[probe_id] = answered = trio.Event()
+        session.on_probe_reply = self._on_probe_reply
+        try:
+            sent = trio.current_time()
+            await self.sock.send(endpoint, [datagram])
+            with trio.move_on_after(timeout):
+                await answered.wait()
+                return trio.current_time() - sent
+            return None
+        finally:
+            del self._echoes[probe_id]
+
+    def _on_probe_reply(self, probe_id: bytes) -> None:
+        if (answered := self._echoes.get(probe_id)) is not None:
+            answered.set()
 
     def close(self) -> None:
         """The tunnel ended: forget every key and index at once (§16.4)."""
