@@ -196,6 +196,7 @@ class Node:
                         udp=self.udp,
                     )
                     self.manager = manager
+                    demand = manager.enable_on_demand(cfg.idle_timeout) if cfg.on_demand else None
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
                         view = self.membership  # its clock, so tests can move time for issuing and checking alike
@@ -228,7 +229,7 @@ class Node:
                         await inner.start(manager.run)
                         if self.membership_service is not None:
                             await inner.start(self.membership_service.run)
-                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops)
+                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops, demand)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:
                                 await inner.start(exit_part.run)
@@ -291,7 +292,10 @@ class Node:
                 interval=cfg.discovery_interval,
                 roles=self._roles,
                 needs_refresh=self._unreachable,
+                in_use=(lambda p: p in manager.peers and manager.peers[p].tunnel is not None) if cfg.on_demand else None,
             )
+            if manager.demand is not None:  # on demand: a packet's address finds its member (docs/protocol.md §17)
+                manager.demand.resolve = discovery.lookup_address
             self.discovery = discovery
             if self.membership_service is not None:  # the revocation list lives in the DHT too
                 self.membership_service.attach_dht(dht)
@@ -423,6 +427,7 @@ class Node:
             "rounds": d.rounds,
             "last_published": d.last_published,
             "address_index": self.addresses.index,
+            "address_lookups": dict(d.address_lookups),
         }
 
     def _exit_client_status(self) -> dict[str, Any] | None:
@@ -460,6 +465,7 @@ class Node:
             "limits": self.host.limits.status() if self.host else {},
             "dials": self.host.dials.status() if self.host else {},
             "discovery": self._discovery_status(),
+            "on_demand": self.manager.demand.describe() if self.manager and self.manager.demand else None,
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
             "exit": self.exit_server.status() if self.exit_server else None,
