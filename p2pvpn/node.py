@@ -197,6 +197,7 @@ class Node:
                     )
                     self.manager = manager
                     demand = manager.enable_on_demand(cfg.idle_timeout) if cfg.on_demand else None
+                    manager.keep_exits = cfg.use_exit != "none"
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
                         view = self.membership  # its clock, so tests can move time for issuing and checking alike
@@ -293,6 +294,7 @@ class Node:
                 roles=self._roles,
                 needs_refresh=self._unreachable,
                 in_use=(lambda p: p in manager.peers and manager.peers[p].tunnel is not None) if cfg.on_demand else None,
+                track_roles=("exit",) if cfg.on_demand and cfg.use_exit != "none" else (),
             )
             if manager.demand is not None:  # on demand: a packet's address finds its member (docs/protocol.md §17)
                 manager.demand.resolve = discovery.lookup_address

@@ -71,6 +71,7 @@ class Discovery:
         needs_refresh: Callable[[ID], bool] | None = None,
         limits: ResourceManager | None = None,
         in_use: Callable[[ID], bool] | None = None,
+        track_roles: Sequence[str] = (),
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -97,6 +98,7 @@ class Discovery:
         self._republish = trio.Event()
         # On demand: the members whose records rounds keep fresh (those with a tunnel); None: every member.
         self.in_use = in_use
+        self.track_roles = tuple(track_roles)  # on demand: roles whose providers' records rounds still fetch ("exit")
         self.address_lookups: dict[str, int] = {"found": 0, "missing": 0, "invalid": 0}
 
     # -- our record ------------------------------------------------------------
@@ -198,6 +200,14 @@ class Discovery:
     async def _refresh_in_use(self) -> None:
         """An on-demand round: refresh the due records of members we have tunnels with; expire the rest."""
         peers = [p for p in self.known if self.in_use is not None and self.in_use(p) and self._due(p)]
+        for role in self.track_roles:  # a few providers (exits), not the members: bounded by the role's size
+            try:
+                providers = await self.dht.find_providers(role)
+            except STREAM_ERRORS as exc:
+                log.debug("find_providers(%s) failed: %r", role, exc)
+                continue
+            peers += [p.peer_id for p in providers[:20] if p.peer_id != self.peer_id and p.peer_id not in peers
+                      and self._due(p.peer_id)]
         if peers:
             limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
             async with trio.open_nursery() as nursery:

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ class OnDemand:
         self.drops: Counter[str] = self.pending.drops  # pending_full, pending_limit, unreachable
         self.dials = 0
         self.icmp_sent = 0
+        self.lookup_ms: deque[float] = deque(maxlen=100)  # the last lookups' durations (status, benchmarks)
         self._deadline: dict[ID, float] = {}  # peer -> trio time by which its demand dial must have a tunnel
         self._bucket = icmp.TokenBucket(UNREACHABLE_PER_SECOND, UNREACHABLE_BURST)
         self._nursery: trio.Nursery | None = None
@@ -131,12 +133,14 @@ class OnDemand:
     async def _lookup(self, destination: bytes) -> None:
         deadline = self.pending.deadline(destination) or trio.current_time() + self.lookup_timeout
         address = ipaddress.ip_address(destination)
+        started = trio.current_time()
         if self.resolve is not None:
             with trio.move_on_at(deadline):
                 try:
                     await self.resolve(address)
                 except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted below
                     log.debug("lookup of %s failed: %r", address, exc)
+        self.lookup_ms.append(round((trio.current_time() - started) * 1000, 1))
         peer_id = self.manager.routes.lookup(destination)
         peer = self.manager.peers.get(peer_id) if peer_id is not None else None
         if peer is None:
@@ -160,12 +164,14 @@ class OnDemand:
     # -- idle tunnels ----------------------------------------------------------------------------
 
     def pinned(self, peer_id: ID) -> bool:
-        """Never closed for idleness: static peers, the exit in use, and ``pinned_extra``."""
+        """Never closed for idleness: static peers, the exit in use (and candidates), and ``pinned_extra``."""
         peer = self.manager.peers.get(peer_id)
         if peer is not None and peer.learned_from == "static":
             return True
         if self.manager.routes.default == peer_id:
             return True
+        if self.manager.keep_exits and peer is not None and peer.record is not None and peer.record.exit is not None:
+            return True  # an exit candidate of a node that uses exits: selection probes it
         return self.pinned_extra is not None and self.pinned_extra(peer_id)
 
     def check_idle(self, now: float) -> list[ID]:
@@ -212,4 +218,6 @@ class OnDemand:
             "idle_closed": self.idle.closed,
             "drops": dict(self.drops),
             "icmp_unreachable": self.icmp_sent,
+            "lookup_ms_median": statistics.median(self.lookup_ms) if self.lookup_ms else None,
+            "lookup_ms_max": max(self.lookup_ms, default=None),
         }

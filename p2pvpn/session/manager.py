@@ -163,6 +163,7 @@ class SessionManager:
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
         self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
         self._dialing: set[ID] = set()  # peers with a running dial loop (one each)
+        self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
 
     def enable_on_demand(self, idle_timeout: float) -> OnDemand:
         """Open tunnels to members when traffic needs them, close them when idle (before ``run``)."""
@@ -232,7 +233,7 @@ class SessionManager:
         if addrs != peer.dial_addrs:
             peer.dial_addrs = addrs
             peer.addrs_changed.set()  # e.g. the peer got relay slots: a dial on the old addresses is moot
-        if self.demand is None or peer.learned_from == "static":
+        if self.demand is None or peer.learned_from == "static" or (self.keep_exits and record.exit is not None):
             self._want(peer)
         return peer
 
