@@ -102,6 +102,21 @@ def measure(mode: str, size: int, warmup: float, window: float, idle_timeout: fl
         result["reach_answered"] = f"{len(answered)}/{len(rtts)}"
         result["reach_ms_median"] = round(statistics.median(answered), 1) if answered else None
         result["reach_ms_max"] = round(max(answered), 1) if answered else None
+        if mode == "ondemand":  # what the nodes saw: lookups found / missing, drops by reason
+            totals: dict[str, int] = {}
+            for node in nodes:
+                try:
+                    st = node.status(timeout=5)
+                except ControlError:
+                    continue
+                for k, v in ((st.get("discovery") or {}).get("address_lookups") or {}).items():
+                    totals[f"lookup_{k}"] = totals.get(f"lookup_{k}", 0) + v
+                for k, v in ((st.get("on_demand") or {}).get("drops") or {}).items():
+                    totals[f"drop_{k}"] = totals.get(f"drop_{k}", 0) + v
+                ms = (st.get("on_demand") or {}).get("lookup_ms_max")
+                if ms is not None:
+                    totals["lookup_ms_max"] = max(totals.get("lookup_ms_max", 0), ms)
+            result["on_demand"] = totals
         if mode == "ondemand":
             time.sleep(idle_timeout + 5)
         else:
