@@ -36,7 +36,7 @@ from typing import Any
 
 from p2pvpn.errors import ControlError
 from p2pvpn.lab.demo import Lab, LabNode
-from p2pvpn.lab.topology import require_netns
+from p2pvpn.lab.topology import LabError, require_netns
 from p2pvpn.testing.owned import make_owned_network
 
 POLL = 2.0
@@ -159,7 +159,14 @@ def main() -> int:
             print(f"--modes: unknown mode {mode!r} (mesh, ondemand)", file=sys.stderr)
             return 2
         print(f"measuring {mode}, {args.nodes} nodes...", file=sys.stderr, flush=True)
-        rows.append(measure(mode, args.nodes, args.warmup, args.window, args.idle_timeout))
+        for attempt in range(3):  # a lab's build (p2pvpn init per node) can time out on an overloaded machine
+            try:
+                rows.append(measure(mode, args.nodes, args.warmup, args.window, args.idle_timeout))
+                break
+            except LabError as exc:
+                print(f"{mode}: {exc}; {'retrying' if attempt < 2 else 'giving up'}", file=sys.stderr, flush=True)
+        else:
+            return 1
         print(json.dumps(rows[-1]), flush=True)
     print(f"{'mode':9} {'reach (median/max ms)':>22} {'idle CPU % (median/max)':>24} {'RSS MiB (median/max)':>21} {'tunnels':>8}")
     for r in rows:

@@ -63,6 +63,8 @@ OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own 
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
+ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
+ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
 
 
 def _use_our_protocol_id() -> None:
@@ -288,8 +290,12 @@ class Dht:
         """The best valid record stored under an address key (docs/protocol.md §17.2), or None.
 
         A valid local copy answers at once (its expiry bounds how stale it
-        is); else the closest peers of the key are asked and the first valid
-        answer wins (quorum 1): the lookup sits on a packet's path.
+        is). Then the ADDRESS_FIRST_ASK peers of our routing table closest
+        to the key are asked at once, in parallel (one round trip; in a
+        network whose members our table mostly holds, they are among the
+        peers the owner stored it at); only if none of them has a valid copy
+        within ADDRESS_FIRST_WAIT s does an iterative lookup run, taking the
+        first valid answer (quorum 1): the lookup sits on a packet's path.
         """
         local = self.kad.value_store.get(key.encode())
         if local is not None:
@@ -299,6 +305,9 @@ class Dht:
             except rec.RecordError:
                 self.rejected += 1
                 self.kad.value_store.remove(key.encode())
+        found = await self._ask_closest(key)
+        if found is not None:
+            return found
         try:
             value = await self.kad.get_value(key, quorum=1)
         except rec.RecordError as exc:  # every copy found was invalid
@@ -308,6 +317,36 @@ class Dht:
             log.debug("address lookup %s failed: %r", key, exc)
             return None
         return value
+
+    async def _ask_closest(self, key: str) -> bytes | None:
+        """GET_VALUE to the few closest peers our table knows, in parallel; the first valid answer."""
+        closest = [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), ADDRESS_FIRST_ASK)
+                   if p != self.host.peer_id]
+        found: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask(peer_id: ID) -> None:
+                try:
+                    value = await libp2p_compat.value_from_peer(self.kad, peer_id, key.encode())
+                except STREAM_ERRORS as exc:
+                    log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
+                    return
+                if not isinstance(value, bytes):
+                    return
+                try:
+                    self.address_validator.validate(key, value)
+                except rec.RecordError:
+                    self.rejected += 1
+                    return
+                found.append(value)
+                nursery.cancel_scope.cancel()
+
+            nursery.cancel_scope.deadline = trio.current_time() + ADDRESS_FIRST_WAIT
+            for peer_id in closest:
+                nursery.start_soon(ask, peer_id)
+        if found:
+            self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
+        return found[0] if found else None
 
     async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
