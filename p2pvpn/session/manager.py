@@ -162,7 +162,7 @@ class SessionManager:
         # Set by exit use with --exit-via: the addresses we actually dial a peer at (through a relay).
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
         self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
-        self._dialing: set[ID] = set()  # peers with a running dial loop (one each)
+        self._dialing: set[int] = set()  # id() of the Peer objects with a running dial loop (one each)
         self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
 
     def enable_on_demand(self, idle_timeout: float) -> OnDemand:
@@ -280,7 +280,7 @@ class SessionManager:
         peer.wanted = True
         if peer.tunnel is None:
             peer.set_tunnel(None)  # state: connecting
-        if self._nursery is not None and peer.peer_id not in self._dialing:  # a loop still running sees ``wanted``
+        if self._nursery is not None and id(peer) not in self._dialing:  # a loop still running sees ``wanted``
             self._nursery.start_soon(self._dial_loop, peer)
 
     def _ensure_peer(self, peer_id: ID, learned_from: str, index: int = 0) -> Peer:
@@ -376,13 +376,13 @@ class SessionManager:
             ticket.release()
 
     async def _dial_loop(self, peer: Peer) -> None:
-        if peer.peer_id in self._dialing:
+        if id(peer) in self._dialing:
             return
-        self._dialing.add(peer.peer_id)
+        self._dialing.add(id(peer))
         try:
             await self._dial_until_unwanted(peer)
         finally:
-            self._dialing.discard(peer.peer_id)
+            self._dialing.discard(id(peer))
 
     async def _dial_until_unwanted(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
