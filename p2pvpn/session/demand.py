@@ -16,7 +16,7 @@ them against the session manager:
    counted ``unreachable``, each answered with an ICMP "host unreachable"
    (rate-limited), and the peer is no longer dialed.
 4. Every ``IdleTracker.check_interval`` s the traffic totals of open
-   tunnels are observed; idle ones are retired with Close(IDLE). Static
+   tunnels are observed; idle ones we opened are retired with Close(IDLE). Static
    peers, the exit in use (the default route's peer) and whatever
    ``pinned_extra`` names never idle. Reserved relays are libp2p
    connections, not tunnels: closing a tunnel never touches them.
@@ -81,11 +81,14 @@ class OnDemand:
             return False
         verdict = self.pending.miss(destination, packet, trio.current_time())
         if verdict is Miss.LOOKUP:
+            log.info("first packet for %s (%s): looking up its member", ipaddress.ip_address(destination),
+                     _describe(packet[self._offset:]))
             self._nursery.start_soon(self._lookup, destination)
         return True
 
     def wake(self, peer: Peer) -> None:
         if not peer.wanted:
+            log.info("packet for %s, which has no tunnel: dialing it", peer.peer_id)
             self.request(peer)
 
     # -- dialing -------------------------------------------------------------------------------
@@ -221,3 +224,15 @@ class OnDemand:
             "lookup_ms_median": statistics.median(self.lookup_ms) if self.lookup_ms else None,
             "lookup_ms_max": max(self.lookup_ms, default=None),
         }
+
+
+def _describe(packet: bytes) -> str:
+    """Source and protocol of a packet, for the log line that says why a tunnel opens."""
+    try:
+        if packet[0] >> 4 == 4:
+            return f"from {ipaddress.IPv4Address(packet[12:16])}, protocol {packet[9]}"
+        if packet[0] >> 4 == 6:
+            return f"from {ipaddress.IPv6Address(packet[8:24])}, next header {packet[6]}"
+    except (IndexError, ValueError):
+        pass
+    return "not IP"

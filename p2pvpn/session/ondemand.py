@@ -14,11 +14,12 @@ Theory of operation:
   counted drop (``unreachable``). A failed address is not looked up again
   for ``negative_ttl`` seconds: its packets are dropped at once, counted.
 * ``IdleTracker`` is told each open tunnel's traffic total (packets in +
-  out; keepalives are not traffic) at every check; a tunnel whose total has
-  not moved for ``timeout`` seconds is idle if we opened it, or for twice
-  that if the peer did: the opener closes first (Close(IDLE)), so both
-  sides agree on when, and the responder's longer timer only matters for a
-  peer that never idles. Pinned peers (static, the exit in use) never idle.
+  out; keepalives are not traffic) at every check; a tunnel we opened whose
+  total has not moved for ``timeout`` seconds is idle. Only the opener
+  closes (Close(IDLE)), so the two sides never disagree: a responder cannot
+  know whether the opener pins the peer (a static peer there), and closing
+  such a tunnel would only make the opener redial at once. Pinned peers
+  (static, the exit in use) never idle.
 
 Nothing here reads a clock: every call takes ``now``.
 """
@@ -148,7 +149,7 @@ class _Seen:
 
 
 class IdleTracker(Generic[K]):
-    """Which open tunnels carried no traffic for the idle timeout (the opener's; twice that for the other side)."""
+    """Which tunnels we opened carried no traffic for the idle timeout (the peer's own tunnels are its to close)."""
 
     def __init__(self, timeout: float = IDLE_TIMEOUT) -> None:
         if timeout <= 0:
@@ -174,8 +175,7 @@ class IdleTracker(Generic[K]):
         """Tunnels to close now for idleness (forgotten here; the caller closes them)."""
         out = []
         for key, seen in list(self._seen.items()):
-            limit = self.timeout if seen.initiator else 2 * self.timeout
-            if now - seen.since >= limit and not pinned(key):
+            if seen.initiator and now - seen.since >= self.timeout and not pinned(key):
                 out.append(key)
                 del self._seen[key]
         self.closed += len(out)

@@ -97,6 +97,7 @@ def test_first_ping_opens_a_tunnel_idle_closes_it_static_stays(make_lab: Callabl
     assert n2.status()["on_demand"]["idle_closed"] + n4.status()["on_demand"]["idle_closed"] >= 1
     time.sleep(IDLE * 1.5)
     assert _state(n2, n3) == "up", "the static tunnel was closed"
+    assert n3.status()["on_demand"]["idle_closed"] == 0, "the static peer's other side closed it (only openers idle)"
     assert _state(n2, n4) != "up", "the idle tunnel came back without traffic"
 
     # 4. Traffic from the other side reopens it.

@@ -65,16 +65,15 @@ def test_negative_cache_is_bounded() -> None:
     assert len(pending._failed) <= 8
 
 
-def test_idle_tracker_opener_closes_first_responder_later() -> None:
+def test_idle_tracker_only_the_opener_closes() -> None:
     idle: IdleTracker[str] = IdleTracker(timeout=10)
     idle.opened("out", 0, initiator=True, now=0)
     idle.opened("in", 0, initiator=False, now=0)
     nothing_pinned = lambda key: False  # noqa: E731
     assert idle.idle(9.9, nothing_pinned) == []
     assert idle.idle(10.0, nothing_pinned) == ["out"]
-    assert idle.idle(19.9, nothing_pinned) == []
-    assert idle.idle(20.0, nothing_pinned) == ["in"]
-    assert idle.closed == 2
+    assert idle.idle(1000.0, nothing_pinned) == []  # the peer may pin it (static there): its call
+    assert idle.closed == 1
 
 
 def test_traffic_restarts_the_idle_timer() -> None:
