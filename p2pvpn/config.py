@@ -116,6 +116,10 @@ class Config:
     """Packets queued per peer before new ones are dropped (and counted)."""
     keepalive: float = 5.0
     """Seconds between keepalives; a tunnel silent for four times this is closed."""
+    on_demand: bool = False
+    """Open a tunnel to a member when the first packet for it arrives, close it after ``idle_timeout`` (static peers stay)."""
+    idle_timeout: float = 300.0
+    """On demand: seconds without traffic after which a tunnel closes (Close IDLE); the peer that sees traffic reopens."""
     control_socket: str = ""
     """Path of the local control socket; empty means /run/p2pvpn/<dir name>-<hash>.sock (<dir>/control.sock for non-root)."""
     log_level: str = "info"
@@ -283,6 +287,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"queue_packets: {cfg.queue_packets} is out of range 16..65536")
     if not 0.1 <= cfg.keepalive <= 300:
         raise ConfigError(f"keepalive: {cfg.keepalive} is out of range 0.1..300 seconds")
+    if not 0.5 <= cfg.idle_timeout <= 86400:
+        raise ConfigError(f"idle_timeout: {cfg.idle_timeout} is out of range 0.5..86400 seconds")
     if cfg.dht not in ("auto", "server", "client", "off"):
         raise ConfigError(f"dht: {cfg.dht!r} is not one of auto, server, client, off")
     if cfg.reachability not in ("auto", "public", "private"):

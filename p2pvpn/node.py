@@ -209,6 +209,8 @@ class Node:
                         udp=self.udp,
                     )
                     self.manager = manager
+                    demand = manager.enable_on_demand(cfg.idle_timeout) if cfg.on_demand else None
+                    manager.keep_exits = cfg.use_exit != "none"
                     manager.destinations.exit_role = cfg.exit  # an exit serves destinations outside the overlay
                     if Store(self.directory).exists():  # invites made with `p2pvpn invite` are read per request
                         view = self.membership  # its clock, so tests can move time for issuing and checking alike
@@ -245,7 +247,8 @@ class Node:
                             await inner.start(self.membership_service.run)
                         if self.policy is not None:
                             await inner.start(self.policy.run)
-                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops, manager.firewall)
+                        inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops, manager.firewall,
+                                         demand)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:
                                 await inner.start(exit_part.run)
@@ -312,7 +315,11 @@ class Node:
                 interval=cfg.discovery_interval,
                 roles=self._roles,
                 needs_refresh=self._unreachable,
+                in_use=(lambda p: p in manager.peers and manager.peers[p].tunnel is not None) if cfg.on_demand else None,
+                track_roles=("exit",) if cfg.on_demand and cfg.use_exit != "none" else (),
             )
+            if manager.demand is not None:  # on demand: a packet's address finds its member (docs/protocol.md §18)
+                manager.demand.resolve = discovery.lookup_address
             self.discovery = discovery
             if self.membership_service is not None:  # the revocation list lives in the DHT too
                 self.membership_service.attach_dht(dht)
@@ -460,6 +467,7 @@ class Node:
             "rounds": d.rounds,
             "last_published": d.last_published,
             "address_index": self.addresses.index,
+            "address_lookups": dict(d.address_lookups),
         }
 
     def _exit_client_status(self) -> dict[str, Any] | None:
@@ -497,6 +505,7 @@ class Node:
             "limits": self.host.limits.status() if self.host else {},
             "dials": self.host.dials.status() if self.host else {},
             "discovery": self._discovery_status(),
+            "on_demand": self.manager.demand.describe() if self.manager and self.manager.demand else None,
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
             "exit": self.exit_server.status() if self.exit_server else None,

@@ -38,11 +38,23 @@ class RouteTable(Generic[PeerKey]):
         if peer is not None and len(v6_overlay_prefix) != 8:
             raise ValueError("the overlay's IPv6 /64 prefix must be 8 bytes")
         self._default = peer
-        self._v6_overlay = v6_overlay_prefix
+        self._v6_overlay = v6_overlay_prefix or self._v6_overlay  # kept for in_overlay when the default goes
 
     @property
     def default(self) -> PeerKey | None:
         return self._default
+
+    def in_overlay(self, address: bytes) -> bool:
+        """Whether ``address`` lies in the overlay (100.64.0.0/10, or the network's /64 once it is set)."""
+        if len(address) == 4:
+            return not self._outside(address)
+        return len(address) == 16 and bool(self._v6_overlay) and address[:8] == self._v6_overlay
+
+    def set_v6_overlay(self, prefix: bytes) -> None:
+        """The 8 bytes of the network's ULA /64, so ``in_overlay`` knows IPv6 overlay addresses without a default."""
+        if len(prefix) != 8:
+            raise ValueError("the overlay's IPv6 /64 prefix must be 8 bytes")
+        self._v6_overlay = prefix
 
     def _outside(self, address: bytes) -> bool:
         if len(address) == 4:

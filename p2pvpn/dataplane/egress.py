@@ -4,7 +4,10 @@
    wait, many reads). With TUN offload each one is a *record*: a virtio-net
    header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
 2. Look up each destination in the route table; unknown destinations are
-   dropped and counted (``no_route``).
+   dropped and counted (``no_route``), unless tunnels open on demand
+   (``demand``, p2pvpn.session.demand): then a packet for an overlay address
+   without a route waits for its member's lookup (``Demand.miss``), and one
+   queued for a known member without a tunnel asks for one (``Demand.wake``).
    With a network policy that restricts anything, the packet opens or
    refreshes its flow in the firewall's conntrack, so replies pass (p2pvpn.policy).
 3. Put the packet on that peer's bounded queue; a full queue drops the
@@ -57,6 +60,18 @@ _ITEM_OVERHEAD = 4
 _FRAME_ROOM = MAX_FRAME_LEN - 8
 
 
+class Demand(Protocol):
+    """On-demand tunnels as the TUN reader sees them (p2pvpn.session.demand.OnDemand)."""
+
+    def miss(self, destination: bytes, packet: bytes) -> bool:
+        """A packet without a route: True if taken (queued for a lookup, or dropped and counted there)."""
+        ...
+
+    def wake(self, peer: Peer) -> None:
+        """A packet was queued for ``peer``, which has no tunnel."""
+        ...
+
+
 class DatagramPath(Protocol):
     """The tunnel's datagram path as the send loop sees it (p2pvpn.session.udp_link.UdpLink)."""
 
@@ -72,6 +87,7 @@ async def route_from_tun(
     peers: Mapping[ID, Peer],
     drops: Counter[str],
     firewall: Firewall | None = None,
+    demand: Demand | None = None,
 ) -> None:
     """Steps 1-3, forever."""
     offset = VNET_HDR_LEN if tun.offload else 0
@@ -87,12 +103,15 @@ async def route_from_tun(
             peer_id = routes.lookup(destination)
             peer = peers.get(peer_id) if peer_id is not None else None
             if peer is None:
-                drops[DropReason.NO_ROUTE] += 1
+                if demand is None or not demand.miss(destination, packet):
+                    drops[DropReason.NO_ROUTE] += 1
                 continue
             if fw is not None:
                 fw.outbound(packet, offset, now)
             if not peer.queue.put(packet):
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
+            elif demand is not None and peer.tunnel is None:
+                demand.wake(peer)
 
 
 async def send_to_peer(

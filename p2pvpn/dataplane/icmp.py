@@ -94,3 +94,36 @@ class TokenBucket:
             self._tokens -= 1
             return True
         return False
+
+
+def unreachable_reply(packet: bytes) -> bytes | None:
+    """ICMP "host unreachable" (v4 type 3 code 1; v6 type 1 code 3) for a packet no member could take.
+
+    For an on-demand destination whose lookup or dial failed (p2pvpn.session.ondemand): the sender's
+    socket fails at once (EHOSTUNREACH) instead of waiting out its own timeouts. Same rules as
+    ``too_big_reply``: never for an ICMP error, never to nobody; comes "from" the destination.
+    """
+    if len(packet) >= 20 and packet[0] >> 4 == 4:
+        ihl = (packet[0] & 0x0F) * 4
+        if ihl < 20 or len(packet) < ihl or struct.unpack_from("!H", packet, 6)[0] & 0x1FFF:
+            return None
+        if packet[9] == _ICMP_V4 and len(packet) > ihl and packet[ihl] in _V4_ERRORS:
+            return None
+        if packet[12] == 0 or packet[12] >= 224:
+            return None
+        icmp = struct.pack("!BBHI", 3, 1, 0, 0) + packet[:_V4_QUOTE]
+        icmp = icmp[:2] + struct.pack("!H", _checksum(icmp)) + icmp[4:]
+        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(icmp), 0, 0, _TTL, _ICMP_V4, 0, packet[16:20],
+                             packet[12:16])
+        return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + icmp
+    if len(packet) >= 40 and packet[0] >> 4 == 6:
+        if packet[6] == _ICMP_V6 and len(packet) > 40 and packet[40] < 128:
+            return None
+        source, destination = packet[24:40], packet[8:24]
+        if destination[0] == 0xFF or destination == bytes(16):
+            return None
+        icmp = struct.pack("!BBHI", 1, 3, 0, 0) + packet[:_V6_QUOTE]
+        pseudo = source + destination + struct.pack("!I3xB", len(icmp), _ICMP_V6)
+        icmp = icmp[:2] + struct.pack("!H", _checksum(pseudo + icmp)) + icmp[4:]
+        return struct.pack("!IHBB16s16s", 0x60000000, len(icmp), _ICMP_V6, _TTL, source, destination) + icmp
+    return None

@@ -70,6 +70,12 @@ class PacketQueue:
         self._bytes = 0
         return n
 
+    def drain(self) -> list[bytes]:
+        """Take everything queued, oldest first (an on-demand dial gave up: each gets an ICMP answer)."""
+        packets = list(self._packets)
+        self.clear()
+        return packets
+
     def __len__(self) -> int:
         return len(self._packets)
 

@@ -34,7 +34,7 @@ lookup: each query waits for them until it times out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import multiaddr
@@ -47,6 +47,7 @@ from libp2p.peer.peerstore import PeerStoreError
 
 from p2pvpn import libp2p_compat
 from p2pvpn.discovery import record as rec
+from p2pvpn.discovery.address import AddressValidator, is_address_key
 from p2pvpn.host import STREAM_ERRORS, Host
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own 
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
+ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
+ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
 
 
 def _use_our_protocol_id() -> None:
@@ -89,6 +92,7 @@ class Dht:
         self.rejected = 0  # records refused: invalid ones (our store, a PUT_VALUE, an answer), providers of foreign keys
         # An owned network's node passes one that checks certificates (docs/protocol.md §15.9.4).
         self.validator = validator or rec.RecordValidator(network)
+        self.address_validator = AddressValidator(self.validator)  # address keys (docs/protocol.md §18.2)
         # Other kinds of value in our namespace, by key (e.g. the revocation list, docs/protocol.md §15.9.4).
         self.extra_validators: dict[str, Validator] = {}
         namespaced = NamespacedValidator({"p2pvpn": _ByKey(self)}, strict_validation=True)
@@ -205,10 +209,13 @@ class Dht:
     def routing_table_size(self) -> int:
         return self.kad.get_routing_table_size()
 
-    async def publish(self, peer_id: ID, sealed: bytes, roles: list[str]) -> None:
-        """Store our record under its key and announce ourselves as provider of each role key."""
+    async def publish(self, peer_id: ID, sealed: bytes, roles: list[str], address_keys: Sequence[str] = ()) -> None:
+        """Store our record under its key (and its address keys) and announce ourselves as provider of each role key."""
         with trio.move_on_after(QUERY_TIMEOUT):
             await self.kad.put_value(rec.record_key(self.network, peer_id), sealed)
+        for key in address_keys:
+            with trio.move_on_after(QUERY_TIMEOUT):
+                await self.kad.put_value(key, sealed)
         for role in roles:
             with trio.move_on_after(QUERY_TIMEOUT):
                 await self.kad.provide(rec.provider_key(self.network, role))
@@ -278,6 +285,68 @@ class Dht:
         except Exception as exc:  # py-libp2p raises assorted types when nothing is found
             log.debug("no value for %s: %r", key, exc)
             return None
+
+    async def get_address(self, key: str) -> bytes | None:
+        """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
+
+        A valid local copy answers at once (its expiry bounds how stale it
+        is). Then the ADDRESS_FIRST_ASK peers of our routing table closest
+        to the key are asked at once, in parallel (one round trip; in a
+        network whose members our table mostly holds, they are among the
+        peers the owner stored it at); only if none of them has a valid copy
+        within ADDRESS_FIRST_WAIT s does an iterative lookup run, taking the
+        first valid answer (quorum 1): the lookup sits on a packet's path.
+        """
+        local = self.kad.value_store.get(key.encode())
+        if local is not None:
+            try:
+                self.address_validator.validate(key, local.value)
+                return local.value
+            except rec.RecordError:
+                self.rejected += 1
+                self.kad.value_store.remove(key.encode())
+        found = await self._ask_closest(key)
+        if found is not None:
+            return found
+        try:
+            value = await self.kad.get_value(key, quorum=1)
+        except rec.RecordError as exc:  # every copy found was invalid
+            log.debug("no valid address record under %s: %s", key, exc)
+            return None
+        except STREAM_ERRORS as exc:
+            log.debug("address lookup %s failed: %r", key, exc)
+            return None
+        return value
+
+    async def _ask_closest(self, key: str) -> bytes | None:
+        """GET_VALUE to the few closest peers our table knows, in parallel; the first valid answer."""
+        closest = [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), ADDRESS_FIRST_ASK)
+                   if p != self.host.peer_id]
+        found: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask(peer_id: ID) -> None:
+                try:
+                    value = await libp2p_compat.value_from_peer(self.kad, peer_id, key.encode())
+                except STREAM_ERRORS as exc:
+                    log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
+                    return
+                if not isinstance(value, bytes):
+                    return
+                try:
+                    self.address_validator.validate(key, value)
+                except rec.RecordError:
+                    self.rejected += 1
+                    return
+                found.append(value)
+                nursery.cancel_scope.cancel()
+
+            nursery.cancel_scope.deadline = trio.current_time() + ADDRESS_FIRST_WAIT
+            for peer_id in closest:
+                nursery.start_soon(ask, peer_id)
+        if found:
+            self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
+        return found[0] if found else None
 
     async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
@@ -403,6 +472,8 @@ class _ByKey(Validator):
         self._dht = dht
 
     def _for(self, key: str) -> Validator:
+        if is_address_key(key):
+            return self._dht.address_validator
         return self._dht.extra_validators.get(key, self._dht.validator)
 
     def validate(self, key: str, value: bytes) -> None:

@@ -11,10 +11,17 @@ Theory of operation (docs/protocol.md, "Node records and the DHT"):
   fetch each provider's record, verify it (signature, peer ID, network,
   expiry, overlay addresses) and hand it to ``on_record``. A peer whose last
   valid record has expired is handed to ``on_expired`` and forgotten.
+* On demand (``in_use`` given, docs/protocol.md §18): no round asks for the
+  providers or fetches every member's record. A member is found when a
+  packet names its overlay address (``lookup_address``: one address key,
+  §18.2); a round only refreshes the records of members we have a tunnel
+  with, so an idle node's rounds cost nothing whatever the network's size.
+  Members also store their record under their address keys, in both modes.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +34,7 @@ from libp2p.peer.id import ID
 
 from p2pvpn.addressing import OverlayAddresses
 from p2pvpn.discovery import record as rec
+from p2pvpn.discovery.address import address_key, keys_of
 from p2pvpn.discovery.dht import Dht
 from p2pvpn.host import STREAM_ERRORS
 from p2pvpn.limits import ResourceManager
@@ -62,6 +70,8 @@ class Discovery:
         member: bool = True,
         needs_refresh: Callable[[ID], bool] | None = None,
         limits: ResourceManager | None = None,
+        in_use: Callable[[ID], bool] | None = None,
+        track_roles: Sequence[str] = (),
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -86,6 +96,10 @@ class Discovery:
         self.rounds = 0
         self.last_published = 0.0
         self._republish = trio.Event()
+        # On demand: the members whose records rounds keep fresh (those with a tunnel); None: every member.
+        self.in_use = in_use
+        self.track_roles = tuple(track_roles)  # on demand: roles whose providers' records rounds still fetch ("exit")
+        self.address_lookups: dict[str, int] = {"found": 0, "missing": 0, "invalid": 0}
 
     # -- our record ------------------------------------------------------------
 
@@ -143,7 +157,8 @@ class Discovery:
             roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
             try:
                 sealed = rec.seal(record, self.key_pair.private_key)
-                await self.dht.publish(self.peer_id, sealed, roles)
+                address_keys = keys_of(self.network, record) if self.member else []
+                await self.dht.publish(self.peer_id, sealed, roles, address_keys)
                 self.last_published = self._clock()
             except rec.RecordError as exc:  # a bug in what we put in it; say so, keep running
                 log.error("our own record is invalid, not published: %s", exc)
@@ -162,6 +177,9 @@ class Discovery:
     async def find_once(self) -> None:
         """One discovery round: providers -> records -> verified -> handed over; expire the rest."""
         self.rounds += 1
+        if self.in_use is not None:
+            await self._refresh_in_use()
+            return
         started = trio.current_time()
         try:
             providers = await self.dht.find_providers("members")
@@ -178,6 +196,50 @@ class Discovery:
         self._expire()
         log.debug("round %d: %d providers in %.1f s, records in %.1f s; %d members known", self.rounds, len(peers),
                   found - started, trio.current_time() - found, len(self.known))
+
+    async def _refresh_in_use(self) -> None:
+        """An on-demand round: refresh the due records of members we have tunnels with; expire the rest."""
+        peers = [p for p in self.known if self.in_use is not None and self.in_use(p) and self._due(p)]
+        for role in self.track_roles:  # a few providers (exits), not the members: bounded by the role's size
+            try:
+                providers = await self.dht.find_providers(role)
+            except STREAM_ERRORS as exc:
+                log.debug("find_providers(%s) failed: %r", role, exc)
+                continue
+            peers += [p.peer_id for p in providers[:20] if p.peer_id != self.peer_id and p.peer_id not in peers
+                      and self._due(p.peer_id)]
+        if peers:
+            limiter = trio.CapacityLimiter(FETCH_CONCURRENCY)
+            async with trio.open_nursery() as nursery:
+                for peer_id in peers:
+                    nursery.start_soon(self._fetch, peer_id, limiter)
+        self._expire()
+
+    async def lookup_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> rec.NodeRecord | None:
+        """The member holding an overlay address, from its address record (§18.2); handed to ``on_record``.
+
+        None if no valid record names it (or it is ours). The caller bounds the time.
+        """
+        key = address_key(self.network, address)
+        sealed = await self.dht.get_address(key)
+        if sealed is None:
+            self.address_lookups["missing"] += 1
+            return None
+        try:
+            record = self.dht.address_validator.open(key, sealed)
+        except rec.RecordError as exc:
+            self.address_lookups["invalid"] += 1
+            self.rejected += 1
+            log.info("rejected address record under %s: %s", key, exc)
+            return None
+        if record.peer_id == self.peer_id:
+            return None
+        self.address_lookups["found"] += 1
+        previous = self.known.get(record.peer_id)
+        if previous is None or previous.record.seq <= record.seq:
+            self.known[record.peer_id] = Known(record, self._clock())
+        self._on_record(self.known[record.peer_id].record, "lookup")
+        return self.known[record.peer_id].record
 
     def _due(self, peer_id: ID) -> bool:
         """Whether this round should fetch the member's record again.

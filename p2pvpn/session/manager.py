@@ -23,6 +23,10 @@ Theory of operation:
   frames in flight. The smaller side does it so that peers applying only
   the older rules (initiator, then newer) reach the same answer.
 * A peer's queue and counters outlive its tunnels; only the send loop moves.
+* On demand (``enable_on_demand``, docs/protocol.md §18): members learned
+  from discovery are routed but not dialed; the first packet for one
+  dials it (p2pvpn.session.demand), and idle tunnels close. Static peers
+  are always dialed and never idle.
 * Every tunnel runs inside a failure boundary (p2pvpn.supervisor): an
   error in one tunnel (a write the peer never takes, a bug) ends that
   tunnel only, is logged once and counted in ``failures``; the peer is then
@@ -67,6 +71,7 @@ from p2pvpn.wire.codec import PROTOCOL_ID, CloseCode, ProtocolError
 
 if TYPE_CHECKING:
     from p2pvpn.discovery.record import NodeRecord
+    from p2pvpn.session.demand import OnDemand
     from p2pvpn.membership.view import MembershipView
 
 log = logging.getLogger(__name__)
@@ -157,6 +162,17 @@ class SessionManager:
         self.on_local_collision: Callable[[NodeRecord], None] | None = None
         # Set by exit use with --exit-via: the addresses we actually dial a peer at (through a relay).
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
+        self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
+        self._dialing: set[int] = set()  # id() of the Peer objects with a running dial loop (one each)
+        self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
+
+    def enable_on_demand(self, idle_timeout: float) -> OnDemand:
+        """Open tunnels to members when traffic needs them, close them when idle (before ``run``)."""
+        from p2pvpn.session.demand import OnDemand
+
+        self.routes.set_v6_overlay(self.local.ipv6.packed[:8])
+        self.demand = OnDemand(self, idle_timeout)
+        return self.demand
 
     # -- peers -------------------------------------------------------------
 
@@ -218,7 +234,8 @@ class SessionManager:
         if addrs != peer.dial_addrs:
             peer.dial_addrs = addrs
             peer.addrs_changed.set()  # e.g. the peer got relay slots: a dial on the old addresses is moot
-        self._want(peer)
+        if self.demand is None or peer.learned_from == "static" or (self.keep_exits and record.exit is not None):
+            self._want(peer)
         return peer
 
     def forget(self, peer_id: ID) -> None:
@@ -254,13 +271,17 @@ class SessionManager:
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
 
+    def want(self, peer: Peer) -> None:
+        """Keep a tunnel to ``peer``: dial it until one is up (on demand: p2pvpn.session.demand)."""
+        self._want(peer)
+
     def _want(self, peer: Peer) -> None:
         if peer.wanted:
             return
         peer.wanted = True
         if peer.tunnel is None:
             peer.set_tunnel(None)  # state: connecting
-        if self._nursery is not None:
+        if self._nursery is not None and id(peer) not in self._dialing:  # a loop still running sees ``wanted``
             self._nursery.start_soon(self._dial_loop, peer)
 
     def _ensure_peer(self, peer_id: ID, learned_from: str, index: int = 0) -> Peer:
@@ -316,6 +337,8 @@ class SessionManager:
                 if peer.wanted:
                     nursery.start_soon(self._dial_loop, peer)
             nursery.start_soon(self._migrate_loop)
+            if self.demand is not None:
+                await nursery.start(self.demand.run)
             if self.udp is not None:
                 await nursery.start(self.udp.run)
             task_status.started()
@@ -354,6 +377,15 @@ class SessionManager:
             ticket.release()
 
     async def _dial_loop(self, peer: Peer) -> None:
+        if id(peer) in self._dialing:
+            return
+        self._dialing.add(id(peer))
+        try:
+            await self._dial_until_unwanted(peer)
+        finally:
+            self._dialing.discard(id(peer))
+
+    async def _dial_until_unwanted(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
         if self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
             # Let the smaller peer ID dial first: two simultaneous dials give two libp2p
@@ -565,6 +597,9 @@ class SessionManager:
         peer.set_tunnel(tunnel)
         tunnel.activate()
         self.host.protect_member(peer.peer_id)  # py-libp2p's pruning must not close a tunnel's connection
+        if self.demand is not None:
+            self.demand.idle.opened(peer.peer_id, peer.stats.packets_in + peer.stats.packets_out,
+                                    tunnel.initiator == self.host.peer_id, trio.current_time())
 
     def _detach(self, peer: Peer, tunnel: Tunnel) -> None:
         if peer.tunnel is tunnel:
@@ -572,6 +607,10 @@ class SessionManager:
                 peer.last_error = tunnel.close_reason
             peer.set_tunnel(None)
             log.info("tunnel with %s down: %s", peer.peer_id, tunnel.close_reason or "closed")
+            if self.demand is not None and self.peers.get(peer.peer_id) is peer:
+                self.demand.detached(peer)  # no redial unless packets wait; the record keeps its route
+                if peer.record is not None or peer.wanted:
+                    return
             if not peer.wanted:
                 self._remove_peer(peer)
 

@@ -16,8 +16,8 @@ further classes, driving their own sans-IO modules.
   record whose copy is in the second half of its life. py-libp2p's
   provider store keeps the first 20 providers of a key and ignores later
   ones (``ProviderStore.add_provider``): that cap is modeled exactly.
-* :class:`AddressKey`, **address records** (branch h-ondemand,
-  docs/protocol.md §17 there): as :class:`PerKey`, and each member also
+* :class:`AddressKey`, **address records** (the node's own,
+  docs/protocol.md §18): as :class:`PerKey`, and each member also
   stores its record under one key per overlay address
   (``/p2pvpn/<net>/addr/<ip>``); a first packet for an overlay address
   looks up that key. Three stores per member instead of one.
@@ -256,12 +256,7 @@ class PerKey(Strategy):
         return len(stored) / len(ctx.world.members)
 
 
-try:  # the real key function once address records are merged (branch h-ondemand)
-    from p2pvpn.discovery.address import address_key
-except ImportError:  # until then, the key format of that branch's docs/protocol.md §17.2
-
-    def address_key(network: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-        return f"/{rec.KEY_NAMESPACE}/{network}/addr/{address.compressed}"
+from p2pvpn.discovery.address import address_key  # noqa: E402  the real key function (docs/protocol.md §18.2)
 
 
 @dataclass

@@ -128,6 +128,7 @@ class CloseCode(enum.IntEnum):
     NOT_AUTHORIZED = 6
     TIMEOUT = 7
     HELLO_TIMEOUT = 8  # no Hello within the handshake timeout (docs/protocol.md §7.1)
+    IDLE = 9  # no traffic for the idle timeout of an on-demand tunnel (docs/protocol.md §18.4)
 
 
 _CLOSE_CODES: dict[int, CloseCode] = {code.value: code for code in CloseCode}

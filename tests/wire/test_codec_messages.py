@@ -112,6 +112,7 @@ def test_constants_are_the_documented_ones() -> None:
         "NOT_AUTHORIZED": 6,
         "TIMEOUT": 7,
         "HELLO_TIMEOUT": 8,
+        "IDLE": 9,
     }
 
 
