@@ -47,7 +47,7 @@ async def _run(demand: RecordingDemand | None) -> tuple[Counter[str], Peer]:
     for dst in (KNOWN, UNKNOWN, OUTSIDE):
         tun.inject(udp4(LOCAL, dst, b"x"))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(route_from_tun, tun, routes, {PEER: peer}, drops, demand)
+        nursery.start_soon(route_from_tun, tun, routes, {PEER: peer}, drops, None, demand)
         await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     return drops, peer

@@ -81,8 +81,8 @@ def test_traffic_restarts_the_idle_timer() -> None:
     idle.opened("p", 5, initiator=True, now=0)
     idle.observe("p", 5, True, now=6)   # nothing moved
     idle.observe("p", 7, True, now=8)   # traffic: idle since 8
-    assert idle.idle(18.9, lambda k: False) == []
-    idle.observe("p", 7, True, now=18.9)
+    assert idle.idle(17.9, lambda k: False) == []
+    idle.observe("p", 7, True, now=17.9)  # still 7 packets: the timer keeps running from 8
     assert idle.idle(18.0, lambda k: False) == ["p"]
 
 
