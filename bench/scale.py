@@ -289,11 +289,12 @@ def summarize(values: Sequence[float]) -> dict[str, float] | None:
 # -- the network run -----------------------------------------------------------------------------------
 
 
-def admit_offline(lab: Any, bootstraps: int) -> dict[str, Any]:
+def admit_offline(lab: Any, bootstraps: int, on_demand: bool = False) -> dict[str, Any]:
     """``network create`` on n1, then ``admit`` + ``join CERT`` for every other node, in this process.
 
     Every node's config gets ``bootstrap`` = the first ``bootstraps`` nodes
     but itself; those nodes serve the DHT from the start (``dht = "server"``).
+    With ``on_demand`` every node opens tunnels on the first packet (docs/protocol.md §18).
     """
     from p2pvpn import identity
     from p2pvpn.cli_membership import admit_cmd, create_network, join_cmd, set_config
@@ -319,7 +320,9 @@ def admit_offline(lab: Any, bootstraps: int) -> dict[str, Any]:
     addrs = [f"/ip4/{a}/tcp/{PORT}/p2p/{p}" for a, p in zip(lab.addresses, peers)]
     for i, d in enumerate(dirs):
         boot = [addrs[j] for j in range(min(bootstraps, len(dirs))) if j != i]
-        values: dict[str, str | list[str]] = {"bootstrap": boot} if boot else {}
+        values: dict[str, Any] = {"bootstrap": boot} if boot else {}
+        if on_demand:
+            values["on_demand"] = True
         if i < bootstraps:
             values["dht"] = "server"
         if values:
@@ -369,7 +372,7 @@ class ScaleRun:
             with lab:  # builds the namespaces
                 self.phases["build_s"] = round(time.monotonic() - t, 2)
                 t = time.monotonic()
-                self.membership = admit_offline(lab, args.bootstraps)
+                self.membership = admit_offline(lab, args.bootstraps, args.on_demand)
                 lab.nodes = [lab._node(i) for i in range(len(lab.hosts))]
                 self.phases["admit_s"] = round(time.monotonic() - t, 2)
                 self._start(lab)
@@ -595,7 +598,7 @@ class ScaleRun:
         ok = (not self.failures and len(ready) == args.nodes and up == args.nodes and len(reached) == len(self.reach)
               and bool(self.reach) and not stop_left and not self.after_teardown)  # fmt: skip
         return {
-            "config": {"nodes": args.nodes, "pairs": args.pairs, "bootstraps": args.bootstraps,
+            "config": {"nodes": args.nodes, "on_demand": args.on_demand, "pairs": args.pairs, "bootstraps": args.bootstraps,
                        "measure_after_s": args.measure_after, "measure_from": args.measure_from,
                        "interval_s": args.interval,
                        "reach_timeout_s": args.reach_timeout, "settle_s": args.settle,
@@ -753,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--idle-window", type=_bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")
     p_net.add_argument("--up-timeout", type=_bounded(float, 5, 1200), default=240.0, help="every node must listen within this")
     p_net.add_argument("--seed", type=int, default=1)
+    p_net.add_argument("--on-demand", action="store_true", help="on_demand = true on every node: tunnels open on the first packet")
     p_net.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
     p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over the idle window")
     p_net.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")

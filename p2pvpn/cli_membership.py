@@ -99,7 +99,7 @@ def _node_key(directory: Path, create: bool = False) -> KeyPair:
     return identity.load(path)
 
 
-def set_config(directory: Path, **values: str | list[str]) -> None:
+def set_config(directory: Path, **values: str | bool | list[str]) -> None:
     """Set keys of ``config.toml`` in place (creating it from the template), then check the result loads."""
     path = directory / config.CONFIG_FILE
     try:
