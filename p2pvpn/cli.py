@@ -13,7 +13,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
-import trio
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -174,6 +173,8 @@ def up(
     from p2pvpn.node import Node
 
     node = Node(cfg, key_pair, directory)
+    import trio
+
     trio.run(_run_until_signal, node)
 
 
@@ -224,6 +225,8 @@ def relay_cmd(
         identity.create(key_path)
         logging.getLogger("p2pvpn").info("created identity key %s", key_path)
     key_pair = identity.load(key_path)
+    import trio
+
     from p2pvpn.relay_node import RelayNode
 
     trio.run(_run_until_signal, RelayNode(cfg, key_pair, directory))
@@ -240,6 +243,8 @@ async def _run_until_signal(node: Any) -> None:
 
 
 async def _run_node(node: Any) -> None:
+    import trio
+
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             nursery.start_soon(node.run)
@@ -372,7 +377,7 @@ _register_membership(app)
 
 
 def _control_path(directory: Path) -> Path:
-    from p2pvpn.node import find_control_path
+    from p2pvpn.control.paths import find_control_path
 
     return find_control_path(config.load(directory), directory)
 
