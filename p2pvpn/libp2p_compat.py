@@ -580,7 +580,9 @@ def route_libp2p_logs() -> None:
     its warnings bare), and with it gives ``libp2p.*`` loggers queue handlers
     of their own format. We clear those handlers and let them propagate.
     """
-    import libp2p  # noqa: F401  (its import-time setup must have run before we undo it)
+    # Under p2pvpn.libp2p_import, `import libp2p` does not run setup_logging() (the package __init__
+    # is deferred); whoever makes it run later (libp2p_compat.new_host's fallback) calls us again.
+    import libp2p  # noqa: F401  (without the deferral, its import-time setup must have run before we undo it)
 
     for name in ["libp2p", *[n for n in logging.root.manager.loggerDict if n.startswith("libp2p.")]]:
         logger = logging.getLogger(name)
@@ -662,7 +664,9 @@ def new_host(**kwargs: Any) -> Any:
             or kwargs.get("muxer_preference", "YAMUX") != "YAMUX" or not protocols <= _LIGHT_PROTOCOLS):
         import libp2p  # the full import; only for arguments p2pvpn does not use
 
-        return libp2p.new_host(**kwargs)
+        upstream = libp2p.new_host  # runs libp2p/__init__ now if it has not run (p2pvpn.libp2p_import) ...
+        route_libp2p_logs()  # ... and with it setup_logging(): undo it again
+        return upstream(**kwargs)
     return _build_host(**kwargs)
 
 

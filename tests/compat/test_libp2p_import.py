@@ -164,3 +164,20 @@ def test_arguments_we_do_not_build_for_go_to_libp2p_new_host(monkeypatch: pytest
     assert libp2p_compat.new_host(key_pair=None, sec_opt={"x": 1}, listen_addrs=ws) == "upstream"
     assert libp2p_compat.new_host(key_pair=None, sec_opt={"x": 1}, listen_addrs=ws[:0]) == "upstream"
     assert len(seen) == 2
+
+
+def test_the_fallback_to_libp2p_new_host_keeps_py_libp2p_logs_routed() -> None:
+    """Running the deferred libp2p/__init__ late also runs its setup_logging(); new_host undoes it again."""
+    out = _run(
+        "import json, logging, multiaddr, p2pvpn, libp2p\n"
+        "from libp2p.crypto.ed25519 import create_new_key_pair\n"
+        "from p2pvpn import libp2p_compat\n"
+        "from p2pvpn.libp2p_import import is_deferred\n"
+        "libp2p_compat.route_libp2p_logs()\n"
+        "before = is_deferred(libp2p)\n"
+        "libp2p_compat.new_host(key_pair=create_new_key_pair(), sec_opt=None,\n"
+        "                       listen_addrs=[multiaddr.Multiaddr('/ip4/127.0.0.1/tcp/0/ws')])\n"
+        "print(json.dumps({'before': before, 'after': is_deferred(libp2p),\n"
+        "                  'propagate': logging.getLogger('libp2p').propagate}))\n"
+    )
+    assert out == {"before": True, "after": False, "propagate": True}
