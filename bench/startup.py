@@ -116,6 +116,15 @@ def import_costs(runs: int) -> dict[str, Any]:
         }
 
 
+def node_cpu_s(proc: subprocess.Popen[Any]) -> float | None:
+    """CPU seconds (user + system) a node has used so far: its whole start, independent of the load."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def rss_mib(proc: subprocess.Popen[Any]) -> float | None:
     """Resident memory of a node (``ip netns exec`` execs it, so the pid is the node's)."""
     try:
@@ -162,6 +171,7 @@ def one_run(kill: bool) -> dict[str, Any]:
                                    "cold_b": log_marks(workdir / "b.log", t0)}  # fmt: skip
             time.sleep(1.0)  # a settled tunnel, as a restart would find it
             res["rss_mib"] = [rss_mib(p) for p in procs]
+            res["node_cpu_s"] = [node_cpu_s(p) for p in procs]  # start-up, tunnel and 1 s idle
             code = lab.stop_node(procs.pop(), signal.SIGKILL if kill else signal.SIGTERM)
             res["stop_exit_code"] = code
             t1 = time.time()
@@ -181,8 +191,9 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rss = [v for r in runs for v in r.get("rss_mib", []) if v is not None]
+    cpu = [v for r in runs for v in r.get("node_cpu_s", []) if v is not None]
     return {"cold_s": spread([r["cold_s"] for r in runs]), "restart_s": spread([r["restart_s"] for r in runs]),
-            "idle_rss_mib": spread(rss) if rss else None}  # fmt: skip
+            "idle_rss_mib": spread(rss) if rss else None, "node_cpu_s": spread(cpu) if cpu else None}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("cold_s", "restart_s"):
                 v = r[key]
                 print(f"  {key[:-2]:8} min {v['min']:.3f}  median {v['median']:.3f}  max {v['max']:.3f} s")
+            if r["node_cpu_s"]:
+                v = r["node_cpu_s"]
+                print(f"  node CPU to first echo + 1 s: min {v['min']} median {v['median']} max {v['max']} s")
             if r["idle_rss_mib"]:
                 v = r["idle_rss_mib"]
                 print(f"  idle RSS min {v['min']} median {v['median']} max {v['max']} MiB per node")
