@@ -11,7 +11,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
-import trio
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -179,6 +178,8 @@ def up(
 
     node = Node(cfg, key_pair, directory)
     node.start_overrides = overrides  # a reload (SIGHUP) merges config.toml with the same flags
+    import trio
+
     trio.run(_run_until_signal, node)
 
 
@@ -229,6 +230,8 @@ def relay_cmd(
         identity.create(key_path)
         logging.getLogger("p2pvpn").info("created identity key %s", key_path)
     key_pair = identity.load(key_path)
+    import trio
+
     from p2pvpn.relay_node import RelayNode
 
     trio.run(_run_until_signal, RelayNode(cfg, key_pair, directory))
@@ -384,7 +387,7 @@ _register_names(app)
 
 
 def _control_path(directory: Path) -> Path:
-    from p2pvpn.node import find_control_path
+    from p2pvpn.control.paths import find_control_path
 
     return find_control_path(config.load(directory), directory)
 

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import trio
 import typer
 from rich.table import Table
 
@@ -92,6 +91,8 @@ def wait_gone(path: Path, timeout: float) -> bool:
 
 async def run_node(node: Any) -> None:
     """Run ``node`` until it stops or a signal stops it; SIGHUP reloads (see the module docstring)."""
+    import trio  # only `up` needs it: the other commands start faster without (tests/test_cli_imports.py)
+
     stopping = False
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:

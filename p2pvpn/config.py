@@ -20,7 +20,7 @@ import multiaddr
 from p2pvpn.errors import ConfigError
 from p2pvpn.exit.policy import DEFAULT_ALLOW, DEFAULT_DENY, ExitPolicy
 from p2pvpn.membership.network import is_dns_label
-from p2pvpn.names.table import check_suffix
+from p2pvpn.names.suffix import check_suffix
 
 if TYPE_CHECKING:  # importing libp2p costs seconds: `p2pvpn --help` should not pay it
     from libp2p.peer.id import ID

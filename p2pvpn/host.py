@@ -16,7 +16,7 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p import new_host
+from p2pvpn.libp2p_compat import new_host
 from libp2p.network.config import ConnectionConfig
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair

@@ -581,7 +581,9 @@ def route_libp2p_logs() -> None:
     its warnings bare), and with it gives ``libp2p.*`` loggers queue handlers
     of their own format. We clear those handlers and let them propagate.
     """
-    import libp2p  # noqa: F401  (its import-time setup must have run before we undo it)
+    # Under p2pvpn.libp2p_import, `import libp2p` does not run setup_logging() (the package __init__
+    # is deferred); whoever makes it run later (libp2p_compat.new_host's fallback) calls us again.
+    import libp2p  # noqa: F401  (without the deferral, its import-time setup must have run before we undo it)
 
     for name in ["libp2p", *[n for n in logging.root.manager.loggerDict if n.startswith("libp2p.")]]:
         logger = logging.getLogger(name)
@@ -700,3 +702,82 @@ def _check_observed_addresses() -> None:
         raise _fail("netcheck's observed addresses", "BasicHost no longer sets self._observed_addr_manager")
     if "self._conn_observations" not in inspect.getsource(ObservedAddrManager.__init__):
         raise _fail("netcheck's observed addresses", "ObservedAddrManager no longer sets self._conn_observations")
+
+# -- the host, built without libp2p/__init__ (start-up time) -----------------------------------------
+#
+# ``libp2p.new_host`` lives in py-libp2p's package ``__init__``, which imports every transport and
+# service (p2pvpn.libp2p_import). ``new_host`` below builds the same object graph for the arguments
+# p2pvpn passes (TCP, QUIC if a listen address asks for it, our security transports, yamux first),
+# from the submodules alone; QUIC's modules (aioquic) are imported only when QUIC is configured.
+# For anything else it calls py-libp2p's own ``new_host``. Canary:
+# tests/compat/test_libp2p_import.py builds both and compares them attribute by attribute.
+
+_NEW_HOST_KWARGS = ("key_pair", "sec_opt", "muxer_preference", "listen_addrs", "enable_quic",
+                    "addrs_factory", "enable_mDNS", "connection_config")
+_LIGHT_PROTOCOLS = frozenset({"ip4", "ip6", "dns", "dns4", "dns6", "tcp", "udp", "quic-v1", "quic"})
+
+
+def new_host(**kwargs: Any) -> Any:
+    """``libp2p.new_host(**kwargs)``, without importing all of py-libp2p when the arguments allow it.
+
+    Relies on: upstream ``new_host`` -> ``new_swarm`` -> ``_build_transports_for_swarm`` of
+    py-libp2p 0.8.1: a default ``ResourceManager`` (``libp2p.rcmgr.new_resource_manager``) given to
+    the swarm and the host, ``PeerStore`` holding our key pair, ``TransportUpgrader`` with the given
+    security transports and muxers yamux then mplex, a ``TCP`` transport for TCP listen addresses
+    and a ``QUICTransport`` for QUIC ones, a ``TransportManager`` without port sharing, and a
+    ``BasicHost`` with the default negotiate timeout.
+    """
+    listen = kwargs.get("listen_addrs") or ()
+    protocols = {p.name for addr in listen for p in addr.protocols()}
+    if (set(kwargs) - set(_NEW_HOST_KWARGS) or not listen or not kwargs.get("sec_opt")
+            or kwargs.get("muxer_preference", "YAMUX") != "YAMUX" or not protocols <= _LIGHT_PROTOCOLS):
+        import libp2p  # the full import; only for arguments p2pvpn does not use
+
+        upstream = libp2p.new_host  # runs libp2p/__init__ now if it has not run (p2pvpn.libp2p_import) ...
+        route_libp2p_logs()  # ... and with it setup_logging(): undo it again
+        return upstream(**kwargs)
+    return _build_host(**kwargs)
+
+
+def _build_host(*, key_pair: Any, sec_opt: Any, listen_addrs: Any, enable_quic: bool = False,
+                addrs_factory: Any = None, enable_mDNS: bool = False, connection_config: Any = None,
+                muxer_preference: str = "YAMUX") -> Any:
+    try:
+        from libp2p.host.basic_host import DEFAULT_NEGOTIATE_TIMEOUT, BasicHost
+        from libp2p.network.swarm import Swarm
+        from libp2p.peer.peerstore import PeerStore
+        from libp2p.rcmgr import new_resource_manager
+        from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+        from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID, Yamux
+        from libp2p.transport.manager import TransportManager
+        from libp2p.transport.tcp.tcp import TCP
+        from libp2p.transport.upgrader import TransportUpgrader
+    except ImportError as exc:
+        raise _fail("new_host's building blocks", f"cannot be imported ({exc})") from None
+
+    resource_manager = new_resource_manager()
+    upgrader = TransportUpgrader(
+        secure_transports_by_protocol=sec_opt,
+        muxer_transports_by_protocol={TProtocol(YAMUX_PROTOCOL_ID): Yamux, TProtocol(MPLEX_PROTOCOL_ID): Mplex},
+    )
+    transports: list[Any] = []
+    for addr in listen_addrs:
+        names = {p.name for p in addr.protocols()}
+        if "tcp" in names and not any(t.__class__ is TCP for t in transports):
+            transports.append(TCP())
+        elif names & {"quic", "quic-v1"} and not any(t.__class__.__name__ == "QUICTransport" for t in transports):
+            from libp2p.transport.quic.transport import QUICTransport  # aioquic: only when configured
+
+            transports.append(QUICTransport(key_pair.private_key, config=None, enable_autotls=False))
+    if enable_quic and not any(t.__class__.__name__ == "QUICTransport" for t in transports):
+        raise _fail("new_host", "enable_quic without a QUIC listen address is not built here")
+    peer_id = ID.from_pubkey(key_pair.public_key)
+    peerstore = PeerStore()
+    peerstore.add_key_pair(peer_id, key_pair)
+    swarm = Swarm(peer_id, peerstore, upgrader, transports=transports, retry_config=None,
+                  connection_config=connection_config, psk=None, metric_send_channel=None,
+                  transport_manager=TransportManager(port_demuxers={}))
+    swarm.set_resource_manager(resource_manager)
+    return BasicHost(network=swarm, enable_mDNS=enable_mDNS, bootstrap=None, enable_upnp=False,
+                     negotiate_timeout=DEFAULT_NEGOTIATE_TIMEOUT, resource_manager=resource_manager,
+                     metric_recv_channel=None, addrs_factory=addrs_factory)

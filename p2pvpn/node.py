@@ -10,7 +10,6 @@ resource is released by the context that created it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
 import logging
 import os
@@ -29,6 +28,7 @@ from p2pvpn import addressing, identity
 from p2pvpn import ops
 from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
+from p2pvpn.control.paths import RUN_DIR, control_path, find_control_path  # noqa: F401  (re-exported: node.RUN_DIR, ...)
 from p2pvpn.dataplane.egress import route_from_tun
 from p2pvpn.discovery.dht import Dht
 from p2pvpn.discovery.record import NodeRecord, RecordValidator, RelayRole
@@ -67,40 +67,7 @@ log = logging.getLogger(__name__)
 TunFactory = Callable[[str, int, ipaddress.IPv4Interface, ipaddress.IPv6Interface], TunDevice]
 
 
-RUN_DIR = Path("/run/p2pvpn")
 NETLINK_THREADS = trio.CapacityLimiter(1)  # netlink dumps for status run in a thread, one at a time
-
-
-def control_path(config: Config, directory: Path) -> Path:
-    """``control_socket`` if set, else /run/p2pvpn/<dir name>-<hash of the absolute dir>.sock.
-
-    Under /run (tmpfs, cleared at boot) rather than beside the config, so
-    /etc stays read-only; the hash keeps two nodes with different --dir on
-    one host (the lab, the tests) apart, and ``p2pvpn status --dir D``
-    derives the same name from D. A non-root user may not write /run, so
-    for one the socket stays in the node's own directory (<dir>/control.sock).
-    """
-    if config.control_socket:
-        return Path(config.control_socket)
-    return _run_path(directory) if os.geteuid() == 0 else directory / "control.sock"
-
-
-def find_control_path(config: Config, directory: Path) -> Path:
-    """Where a client finds the node of ``directory``: root may ask a node that runs as another user."""
-    if config.control_socket:
-        return Path(config.control_socket)
-    for candidate in (_run_path(directory), directory / "control.sock"):
-        if candidate.exists():
-            return candidate
-    return control_path(config, directory)
-
-
-def _run_path(directory: Path) -> Path:
-    absolute = directory.resolve()
-    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:12]
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in absolute.name)[:40] or "node"
-    return RUN_DIR / f"{name}-{digest}.sock"
-
 
 
 def serves_dht_at_start(cfg: Config) -> bool:

@@ -25,8 +25,9 @@ import dns.name
 
 from p2pvpn.membership.cert import Certificate
 from p2pvpn.membership.network import is_dns_label
+from p2pvpn.names.suffix import DEFAULT_SUFFIX, check_suffix
 
-DEFAULT_SUFFIX = "internal"
+__all__ = ["DEFAULT_SUFFIX", "Member", "NameTable", "build_table", "check_suffix", "zone_label", "zone_name", "zone_names"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +43,6 @@ def zone_label(network_label: str, network_id: str) -> str:
     folded = network_label.strip().lower()
     return folded if is_dns_label(folded) else network_id
 
-
-def check_suffix(suffix: str) -> str:
-    """``suffix`` without dots at either end, lowercased; ValueError unless it is 1..4 DNS labels."""
-    text = suffix.strip().strip(".").lower()
-    labels = text.split(".") if text else []
-    if not 1 <= len(labels) <= 4 or not all(is_dns_label(label) for label in labels):
-        raise ValueError(f"{suffix!r} is not a DNS suffix (1 to 4 labels of a-z 0-9 -, e.g. 'internal')")
-    return text
 
 
 def zone_name(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> dns.name.Name:
