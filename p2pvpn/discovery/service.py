@@ -51,6 +51,13 @@ class Known:
     fetched: float
 
 
+# A node publishes first when its routing table holds little more than its bootstrap peers, so its record
+# (and its address records, §18.2) land on whichever peers it knew then, not on the peers closest to the
+# keys once the network has settled; py-libp2p does not move values to newly closer peers. So it stores
+# them again a few times after the start: a fixed number of puts per node, whatever the network's size.
+EARLY_REPUBLISH = (10.0, 30.0, 90.0, 270.0)
+
+
 class Discovery:
     def __init__(
         self,
@@ -151,6 +158,7 @@ class Discovery:
             await trio.sleep(delay)
 
     async def _announce_loop(self) -> None:
+        early = list(EARLY_REPUBLISH)
         while True:
             record = self.own_record()
             roles = ["members"] if self.member else []
@@ -165,7 +173,7 @@ class Discovery:
             except (trio.TooSlowError, ValueError, *STREAM_ERRORS) as exc:
                 log.info("publishing our record failed: %s", type(exc).__name__)
             self._republish = trio.Event()
-            with trio.move_on_after(self.ttl / 2):
+            with trio.move_on_after(min(early.pop(0) if early else self.ttl / 2, self.ttl / 2)):
                 await self._republish.wait()
                 await trio.sleep(0.5)  # let a burst of changes settle into one record
 
