@@ -114,25 +114,40 @@ def install() -> None:
 
     from p2pvpn.datagram import udp_socket
 
-    drain = udp_socket._drain
+    if hasattr(udp_socket, "_drain"):
+        drain = udp_socket._drain
 
-    def traced_drain(sock: Any) -> Any:
-        received, more = drain(sock)
-        if received and len(received[0][0]) <= SMALL + 29:
-            stamp("udp_recv", len(received[0][0]))
-        return received, more
+        def traced_drain(sock: Any) -> Any:
+            received, more = drain(sock)
+            if received and len(received[0][0]) <= SMALL + 29:
+                stamp("udp_recv", len(received[0][0]))
+            return received, more
 
-    udp_socket._drain = traced_drain  # type: ignore[assignment]
+        udp_socket._drain = traced_drain  # type: ignore[assignment]
+    else:  # before 752cae6: trio's socket
+        from trio._socket import _SocketType
 
-    receive_batch = DatagramSession.receive_batch
+        recvmsg = _SocketType.recvmsg
+
+        async def traced_recvmsg(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await recvmsg(self, *args, **kwargs)
+            if self.type == 2 and len(result[0]) <= SMALL + 29:  # SOCK_DGRAM
+                stamp("udp_recv", len(result[0]))
+            return result
+
+        _SocketType.recvmsg = traced_recvmsg  # type: ignore[method-assign]
+
+    name = "receive_batch" if hasattr(DatagramSession, "receive_batch") else "receive"
+    receive = getattr(DatagramSession, name)
 
     def traced_receive(self: DatagramSession, *args: Any, **kwargs: Any) -> Any:
-        out = receive_batch(self, *args, **kwargs)
-        if out.packets and (tag := icmp_tag(out.packets[-1])) is not None:
+        out = receive(self, *args, **kwargs)
+        packet = out.packets[-1] if name == "receive_batch" and out.packets else getattr(out, "packet", None)
+        if packet is not None and (tag := icmp_tag(packet)) is not None:
             stamp("opened", tag)
         return out
 
-    DatagramSession.receive_batch = traced_receive  # type: ignore[method-assign]
+    setattr(DatagramSession, name, traced_receive)
 
 
 def main() -> None:

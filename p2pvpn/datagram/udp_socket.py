@@ -205,16 +205,15 @@ class DatagramSocket:
             while True:
                 received, more = _drain(sock)
                 if received:
-                    self._handle(sock, received)
+                    self._handle(sock, received, trio.current_time())
                 if not more:
                     break
                 await trio.lowlevel.checkpoint()  # the socket is still busy: let the other tasks run first
 
-    def _handle(self, sock: _socket.socket, received: list[tuple[bytes, int, Endpoint]]) -> None:
+    def _handle(self, sock: _socket.socket, received: list[tuple[bytes, int, Endpoint]], now: float) -> None:
         """Split, demultiplex and open one drained batch; deliver its data packets per tunnel, once."""
         drops = self.drops
         table = self._table
-        now = trio.current_time()
         groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
         for data, segment, source in received:
             for datagram in split(data, segment):
