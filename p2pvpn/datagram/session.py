@@ -53,12 +53,44 @@ class Batch:
     drops: Counter[str] = field(default_factory=Counter)
 
 
+HOLD_MAX = 256
+HOLD_MAX_BYTES = 1 << 20  # unauthenticated until the keys come: bounded in bytes too
+HOLD_TIME = 1.0
+"""Datagrams for our pending offer's receiver_index are kept at most this long (seconds), this many (§16.6)."""
+
+
 class DatagramSession:
     def __init__(self, keys: KeySchedule) -> None:
         self.keys = keys
         self.path = Path()
         self.tx_packets = 0
         self.rx_packets = 0
+        self._held: list[tuple[bytes, Endpoint, float]] = []
+        self._held_bytes = 0
+
+    def hold(self, index: int, datagram: bytes | memoryview, source: Endpoint, now: float) -> bool:
+        """Keep a datagram that carries our pending offer's receiver_index until that epoch is installed.
+
+        At a rekey the responder installs the new epoch, and seals with it, as
+        soon as it has our offer; its own offer comes back on the stream and
+        may arrive after its first datagrams. Held (bounded) they are opened
+        once the epoch is installed (:meth:`take_held`) instead of being lost.
+        False: not our pending index, or the hold is full (the caller drops it).
+        """
+        if index != self.keys.pending_index or len(self._held) >= HOLD_MAX \
+                or self._held_bytes + len(datagram) > HOLD_MAX_BYTES:  # fmt: skip
+            return False
+        self._held.append((bytes(datagram), source, now))
+        self._held_bytes += len(datagram)
+        return True
+
+    def take_held(self, now: float) -> tuple[list[tuple[bytes, Endpoint]], int]:
+        """The held datagrams, in arrival order, and how many were older than HOLD_TIME (dropped). Empties the hold."""
+        fresh = [(d, source) for d, source, at in self._held if now - at <= HOLD_TIME]
+        stale = len(self._held) - len(fresh)
+        self._held.clear()
+        self._held_bytes = 0
+        return fresh, stale
 
     @property
     def usable(self) -> bool:

@@ -83,6 +83,8 @@ class DatagramSocket:
         self._sock: _socket.socket | None = None
         self._table: dict[int, _Binding] = {}
         self._reserved: set[int] = set()
+        self._pending: dict[int, DatagramSession] = {}  # our offered, not yet installed indices (the hold, §16.6)
+        self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
 
     # -- setup -------------------------------------------------------------
 
@@ -128,13 +130,25 @@ class DatagramSocket:
                 self._reserved.add(index)
                 return index
 
-    def register(self, session: DatagramSession, epoch: Epoch, deliver: Deliver) -> None:
+    def pending(self, index: int, session: DatagramSession) -> None:
+        """``index`` is in an offer we sent: hold what carries it until the epoch is installed."""
+        self._pending[index] = session
+
+    def register(self, session: DatagramSession, epoch: Epoch, deliver: Deliver, now: float | None = None) -> None:
+        """Demultiplex ``epoch.recv_index`` to this session; then open what the session held for it."""
         self._reserved.discard(epoch.recv_index)
+        self._pending.pop(epoch.recv_index, None)
         self._table[epoch.recv_index] = _Binding(session, epoch, deliver)
+        if now is not None:
+            held, stale = session.take_held(now)
+            self.drops[Drop.UNKNOWN_INDEX] += stale
+            if held:
+                self._handle([(d, 0, source) for d, source in held], now)
 
     def release(self, index: int) -> None:
         self._table.pop(index, None)
         self._reserved.discard(index)
+        self._pending.pop(index, None)
 
     # -- sending --------------------------------------------------------------
 
@@ -205,12 +219,12 @@ class DatagramSocket:
             while True:
                 received, more = _drain(sock)
                 if received:
-                    self._handle(sock, received, trio.current_time())
+                    self._handle(received, trio.current_time())
                 if not more:
                     break
                 await trio.lowlevel.checkpoint()  # the socket is still busy: let the other tasks run first
 
-    def _handle(self, sock: _socket.socket, received: list[tuple[bytes, int, Endpoint]], now: float) -> None:
+    def _handle(self, received: list[tuple[bytes, int, Endpoint]], now: float) -> None:
         """Split, demultiplex and open one drained batch; deliver its data packets per tunnel, once."""
         drops = self.drops
         table = self._table
@@ -222,7 +236,11 @@ class DatagramSocket:
                     continue
                 index = int.from_bytes(datagram[1:5], "big")
                 if index not in table:
-                    drops[Drop.UNKNOWN_INDEX] += 1
+                    session = self._pending.get(index)
+                    if session is not None and session.hold(index, datagram, source, now):
+                        self.held += 1
+                    else:
+                        drops[Drop.UNKNOWN_INDEX] += 1
                     continue
                 key = (index, source)
                 group = groups.get(key)
@@ -239,13 +257,15 @@ class DatagramSocket:
             out = Batch(packets=entry[1], drops=drops)
             binding.session.receive_batch(binding.epoch, datagrams, source, now, out)
             for reply in out.replies:
-                self._send_run(sock, source, [reply], len(reply))  # a full buffer loses it, like the network
+                if self._sock is not None:  # a full buffer loses it, like the network
+                    self._send_run(self._sock, source, [reply], len(reply))
         for deliver, packets in delivered.values():
             if packets:
                 deliver(packets)
 
     def describe(self) -> dict[str, object]:
-        return {"port": self.port, "gso": self.gso, "gro": self.gro, **self.buffers, **{k: self.drops.get(k, 0) for k in (
+        return {"port": self.port, "gso": self.gso, "gro": self.gro, **self.buffers, "udp_held": self.held,
+                **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
 
