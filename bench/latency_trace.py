@@ -117,8 +117,8 @@ def install() -> None:
     if hasattr(udp_socket, "_drain"):
         drain = udp_socket._drain
 
-        def traced_drain(sock: Any) -> Any:
-            received, more = drain(sock)
+        def traced_drain(sock: Any, *args: Any) -> Any:
+            received, more = drain(sock, *args)
             if received and len(received[0][0]) <= SMALL + 29:
                 stamp("udp_recv", len(received[0][0]))
             return received, more

@@ -78,6 +78,7 @@ class DatagramSocket:
         self.drops: Counter[str] = Counter()
         self.gso = True
         self.gro = False
+        self.dual = False  # one IPv6 socket that also carries IPv4 (open() on an unspecified host)
         self.buffers: dict[str, int] = {}  # socket buffer bytes the kernel granted (status)
         self.sends = 0  # sendmsg calls, for the benchmark's per-syscall numbers
         self._sock: _socket.socket | None = None
@@ -89,18 +90,38 @@ class DatagramSocket:
     # -- setup -------------------------------------------------------------
 
     async def open(self) -> None:
-        """Bind to ``wanted_port`` if free, else an ephemeral port."""
-        family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
-        sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        """Bind to ``wanted_port`` if free, else an ephemeral port.
+
+        An unspecified host (``0.0.0.0`` or ``::``) gets one dual-stack IPv6
+        socket (``IPV6_V6ONLY`` off), so the path works between IPv4 and
+        between IPv6 underlay addresses alike; IPv4 peers appear as plain
+        IPv4 endpoints above this class (mapped ``::ffff:`` only on the wire
+        to the kernel). Without IPv6 in the kernel: an IPv4 socket.
+        """
+        sock: _socket.socket | None = None
+        if self.host in ("0.0.0.0", "::"):
+            try:
+                sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+                self.dual = True
+            except OSError:
+                if sock is not None:
+                    sock.close()
+                sock = None
+                self.dual = False
+        if sock is None:
+            family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
+            sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        host = "::" if self.dual else self.host
         try:
             sock.setblocking(False)
             try:
-                sock.bind((self.host, self.wanted_port))
+                sock.bind((host, self.wanted_port))
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or self.wanted_port == 0:
                     raise
                 log.info("UDP port %d is taken; the datagram path uses an ephemeral port", self.wanted_port)
-                sock.bind((self.host, 0))
+                sock.bind((host, 0))
             self.buffers = _grow_buffers(sock)
         except BaseException:
             sock.close()
@@ -113,6 +134,12 @@ class DatagramSocket:
         self.port = sock.getsockname()[1]
         self._sock = sock
         await trio.lowlevel.checkpoint()
+
+    def accepts(self, host: str) -> bool:
+        """Can this socket reach an endpoint with this IP (IPv6 if it has a colon)?"""
+        if self.dual:
+            return True
+        return (":" in host) == (":" in self.host)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -159,6 +186,8 @@ class DatagramSocket:
         sock = self._sock
         if sock is None:
             return
+        if self.dual and ":" not in endpoint[0]:
+            endpoint = ("::ffff:" + endpoint[0], endpoint[1])  # IPv4, through the dual-stack socket
         i, n = 0, len(datagrams)
         while i < n:
             size = len(datagrams[i])
@@ -217,7 +246,7 @@ class DatagramSocket:
         while True:
             await trio.lowlevel.wait_readable(sock)
             while True:
-                received, more = _drain(sock)
+                received, more = _drain(sock, self.dual)
                 if received:
                     self._handle(received, trio.current_time())
                 if not more:
@@ -258,13 +287,15 @@ class DatagramSocket:
             binding.session.receive_batch(binding.epoch, datagrams, source, now, out)
             for reply in out.replies:
                 if self._sock is not None:  # a full buffer loses it, like the network
-                    self._send_run(self._sock, source, [reply], len(reply))
+                    to = ("::ffff:" + source[0], source[1]) if self.dual and ":" not in source[0] else source
+                    self._send_run(self._sock, to, [reply], len(reply))
         for deliver, packets in delivered.values():
             if packets:
                 deliver(packets)
 
     def describe(self) -> dict[str, object]:
-        return {"port": self.port, "gso": self.gso, "gro": self.gro, **self.buffers, "udp_held": self.held,
+        return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,
+                "udp_held": self.held,
                 **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
@@ -282,9 +313,10 @@ def split(data: bytes, segment: int) -> list[bytes | memoryview]:
     return [view[offset : offset + segment] for offset in range(0, len(data), segment)]
 
 
-def _drain(sock: _socket.socket) -> tuple[list[tuple[bytes, int, Endpoint]], bool]:
+def _drain(sock: _socket.socket, unmap: bool = False) -> tuple[list[tuple[bytes, int, Endpoint]], bool]:
     """What the socket holds now, up to RECV_BATCH datagrams: (data, GRO segment size or 0, source) each,
-    and whether more may be waiting (the batch ended on its bound, not on an empty socket)."""
+    and whether more may be waiting (the batch ended on its bound, not on an empty socket).
+    ``unmap``: a dual-stack socket; IPv4 sources come as ``::ffff:a.b.c.d`` and leave as ``a.b.c.d``."""
     out: list[tuple[bytes, int, Endpoint]] = []
     count = 0
     for _ in range(RECV_BATCH_CALLS):
@@ -299,7 +331,10 @@ def _drain(sock: _socket.socket) -> tuple[list[tuple[bytes, int, Endpoint]], boo
         for level, kind, value in ancdata:
             if level == SOL_UDP and kind == UDP_GRO:
                 segment = _I32.unpack(value[:4])[0] if len(value) >= 4 else _U16.unpack(value[:2])[0]
-        out.append((data, segment, (address[0], address[1])))
+        host = address[0]
+        if unmap and host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        out.append((data, segment, (host, address[1])))
         count += len(data) // segment if 0 < segment < len(data) else 1
         if count >= RECV_BATCH:
             break

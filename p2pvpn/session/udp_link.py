@@ -79,8 +79,7 @@ class UdpLink:
             address = ipaddress.ip_address(raw[:-2])
             if _usable(address, loopback_ok):
                 out.append((str(address), int.from_bytes(raw[-2:], "big")))
-        family = ":" in self.sock.host
-        return [e for e in out if (":" in e[0]) == family]  # our socket's family only
+        return [e for e in out if self.sock.accepts(e[0])]  # what our socket can reach (dual-stack: all)
 
     # -- timers (probes, keepalives, rekey, grace) -------------------------------
 
