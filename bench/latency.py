@@ -129,7 +129,11 @@ def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
         procs = [start_node(a, b, ids, workdir, extra, trace), start_node(b, a, ids, workdir, extra, trace)]
         try:
             overlay_b = ids[b.name]["ipv4"]
-            wait_first_echo(a, overlay_b)
+            try:
+                wait_first_echo(a, overlay_b)
+            except BenchError as exc:  # say why: the nodes' own last words
+                tails = {h.name: (workdir / f"{h.name}.log").read_text(errors="replace")[-1500:] for h in (a, b)}
+                raise BenchError(f"{exc}; node logs: {tails}") from None
             veth: list[float | None] = []
             tunnel: list[float | None] = []
             per_round = max(1, count // rounds)
