@@ -38,9 +38,10 @@ SUBNET = "198.18.0.0/24"
 IFACE = "eth0"
 TUN = "p2v0"
 VPN_PORT = 4001
-CLI_TIMEOUT = 30.0
+CLI_TIMEOUT = float(os.environ.get("P2PVPN_BENCH_CLI_TIMEOUT", "30"))  # raise it on a loaded machine
 UP_TIMEOUT = 60.0
 ECHO = REPO / "bench" / "echo.py"
+TRACER = REPO / "bench" / "latency_trace.py"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -63,15 +64,19 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
-               extra: tuple[str, ...] = ()) -> subprocess.Popen[Any]:  # fmt: skip
-    """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log."""
+               extra: tuple[str, ...] = (), trace: Path | None = None) -> subprocess.Popen[Any]:  # fmt: skip
+    """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log.
+
+    ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace."""
+    env = ENV if trace is None else {**ENV, "P2PVPN_TRACE_OUT": str(trace / f"{host.name}.trace")}
+    launcher = ("-m", "p2pvpn") if trace is None else (str(TRACER),)
     with open(workdir / f"{host.name}.log", "ab") as log:
         return host.popen(
-            sys.executable, "-m", "p2pvpn", "up", "--dir", str(workdir / host.name),
+            sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
             "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
             "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
             "--tun", TUN, "--dht", "off", *extra,
-            stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )  # fmt: skip
 
 
@@ -114,16 +119,21 @@ def summary(rtts: list[float | None]) -> dict[str, Any]:
             "median_ms": round(statistics.median(got), 3), "p99_ms": round(p99, 3), "max_ms": round(got[-1], 3)}  # fmt: skip
 
 
-def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...]) -> dict[str, Any]:
+def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
+            trace: Path | None = None) -> dict[str, Any]:  # fmt: skip
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         workdir = Path(tmp)
         a, b = topo.add_host("a"), topo.add_host("b")
         _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
         ids = init_nodes(a, b, workdir)
-        procs = [start_node(a, b, ids, workdir, extra), start_node(b, a, ids, workdir, extra)]
+        procs = [start_node(a, b, ids, workdir, extra, trace), start_node(b, a, ids, workdir, extra, trace)]
         try:
             overlay_b = ids[b.name]["ipv4"]
-            wait_first_echo(a, overlay_b)
+            try:
+                wait_first_echo(a, overlay_b)
+            except BenchError as exc:  # say why: the nodes' own last words
+                tails = {h.name: (workdir / f"{h.name}.log").read_text(errors="replace")[-1500:] for h in (a, b)}
+                raise BenchError(f"{exc}; node logs: {tails}") from None
             veth: list[float | None] = []
             tunnel: list[float | None] = []
             per_round = max(1, count // rounds)
@@ -135,7 +145,55 @@ def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...]) ->
             codes = [stop_node(p) for p in procs]
     res: dict[str, Any] = {"veth": summary(veth), "tunnel": summary(tunnel), "node_exit_codes": codes}
     res["added_ms"] = {k: round(res["tunnel"][k] - res["veth"][k], 3) for k in ("min_ms", "median_ms", "p99_ms")}
+    if trace is not None:
+        res["trace_us"] = trace_steps(trace / f"{a.name}.trace", trace / f"{b.name}.trace")
     return res
+
+
+TRACE_STEPS = (
+    ("a", "tun_read", "8"), ("a", "queue_get", None), ("a", "sealed", None), ("a", "udp_sent", None),
+    ("b", "wake", None), ("b", "udp_recv", None), ("b", "opened", "8"), ("b", "tun_write", "8"),
+    ("b", "tun_read", "0"), ("b", "queue_get", None), ("b", "sealed", None), ("b", "udp_sent", None),
+    ("a", "wake", None), ("a", "udp_recv", None), ("a", "opened", "0"), ("a", "tun_write", "0"),
+)
+
+
+def trace_steps(path_a: Path, path_b: Path) -> dict[str, Any]:
+    """Median µs from each traced step of an echo to the next, over the echoes whose steps all matched.
+
+    One echo's steps are the first stamp of each kind after the previous step, within 20 ms
+    (the echoes are ``--interval`` apart, so they do not interleave)."""
+    events: list[tuple[int, str, str, str]] = []
+    for node, path in (("a", path_a), ("b", path_b)):
+        for line in path.read_text().splitlines():
+            t, event, *detail = line.split(" ")
+            events.append((int(t), node, event, detail[0] if detail else ""))
+    events.sort()
+    starts = [i for i, e in enumerate(events) if e[1:3] == ("a", "tun_read") and e[3].startswith("8:")]
+    gaps: list[list[int]] = []
+    for i in starts:
+        t0, seq = events[i][0], events[i][3].split(":")[1]
+        row, j, prev = [], i, t0
+        for node, event, kind in TRACE_STEPS[1:]:
+            j += 1
+            while j < len(events) and events[j][0] - t0 < 20_000_000:
+                e = events[j]
+                if e[1] == node and e[2] == event and (kind is None or e[3] == f"{kind}:{seq}"):
+                    break
+                j += 1
+            else:
+                break
+            row.append(events[j][0] - prev)
+            prev = events[j][0]
+        if len(row) == len(TRACE_STEPS) - 1:
+            gaps.append(row)
+    if not gaps:
+        return {"echoes": 0}
+    names = [f"{n}.{e}" for n, e, _ in TRACE_STEPS]
+    steps = {f"{names[k]} -> {names[k + 1]}": round(statistics.median(g[k] for g in gaps) / 1000, 1)
+             for k in range(len(names) - 1)}  # fmt: skip
+    total = round(statistics.median(sum(g) for g in gaps) / 1000, 1)
+    return {"echoes": len(gaps), "steps": steps, "total": total}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating veth/tunnel rounds")
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between echoes")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--trace", type=Path, help="run the nodes under bench/latency_trace.py; stamps in this dir")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
@@ -156,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
     started = time.monotonic()
     try:
-        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args))
+        if args.trace is not None:
+            args.trace.mkdir(parents=True, exist_ok=True)
+            for old in args.trace.glob("*.trace"):
+                old.unlink()
+        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace)
     except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 1
@@ -172,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
     d = res["added_ms"]
     print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+    if "trace_us" in res:
+        t = res["trace_us"]
+        print(f"trace: {t['echoes']} echoes with every step; median µs per step:")
+        for step, us in t.get("steps", {}).items():
+            print(f"  {step:36} {us:8.1f}")
+        print(f"  {'total':36} {t.get('total', 0):8.1f}")
     return 0
 
 

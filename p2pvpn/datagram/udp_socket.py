@@ -11,6 +11,18 @@ everything protocol-shaped happens in the sans-IO session
   coalesced datagrams from one source, their size in a cmsg.
 
 Both fall back to one datagram per syscall where the kernel refuses.
+
+The socket is a plain non-blocking one, not a trio socket: trio's socket
+methods end every successful call with a scheduler pass (a checkpoint),
+and on this data path each pass is a measurable share of the added RTT
+(docs/performance.md, "Latency budget"). So a send is a direct syscall
+(trio waits only when the buffer is full), and a receive drains what the
+kernel holds, up to RECV_BATCH datagrams, before any of it is handled:
+through a link without GRO (the WAN emulator, many NICs under loss) every
+recvmsg brings one datagram, and a batch is what lets the tunnel coalesce
+them into 64 KiB TUN writes again (p2pvpn.dataplane.gro). The receive loop
+yields between batches while the socket stays busy, so the TUN reader and
+the send loops keep their turn.
 """
 
 from __future__ import annotations
@@ -27,9 +39,9 @@ from dataclasses import dataclass
 import trio
 
 from p2pvpn.datagram.epochs import Epoch
-from p2pvpn.datagram.packet import HEADER, MIN_DATAGRAM_LEN
+from p2pvpn.datagram.packet import MIN_DATAGRAM_LEN
 from p2pvpn.datagram.path import Endpoint
-from p2pvpn.datagram.session import DatagramSession, Drop
+from p2pvpn.datagram.session import Batch, DatagramSession, Drop
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,8 @@ UDP_GRO = 104
 GSO_MAX_SEGMENTS = 64      # the smallest UDP_MAX_SEGMENTS of the kernels we run on
 GSO_MAX_BYTES = 65000      # payload bytes of one GSO send (an IP datagram is at most 64 KiB)
 RECV_SIZE = 65536
+RECV_BATCH = 96            # datagrams per drained batch: more than one 64 KiB TUN record's worth (46)
+RECV_BATCH_CALLS = 64      # recvmsg calls per batch, whatever they bring
 _CMSG_SPACE = _socket.CMSG_SPACE(4)
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")
@@ -64,27 +78,54 @@ class DatagramSocket:
         self.drops: Counter[str] = Counter()
         self.gso = True
         self.gro = False
+        self.dual = False  # one IPv6 socket that also carries IPv4 (open() on an unspecified host)
         self.buffers: dict[str, int] = {}  # socket buffer bytes the kernel granted (status)
         self.sends = 0  # sendmsg calls, for the benchmark's per-syscall numbers
-        self._sock: trio.socket.SocketType | None = None
+        self._sock: _socket.socket | None = None
         self._table: dict[int, _Binding] = {}
         self._reserved: set[int] = set()
+        self._pending: dict[int, DatagramSession] = {}  # our offered, not yet installed indices (the hold, §16.6)
+        self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
 
     # -- setup -------------------------------------------------------------
 
     async def open(self) -> None:
-        """Bind to ``wanted_port`` if free, else an ephemeral port."""
-        family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
-        sock = trio.socket.socket(family, _socket.SOCK_DGRAM)
+        """Bind to ``wanted_port`` if free, else an ephemeral port.
+
+        An unspecified host (``0.0.0.0`` or ``::``) gets one dual-stack IPv6
+        socket (``IPV6_V6ONLY`` off), so the path works between IPv4 and
+        between IPv6 underlay addresses alike; IPv4 peers appear as plain
+        IPv4 endpoints above this class (mapped ``::ffff:`` only on the wire
+        to the kernel). Without IPv6 in the kernel: an IPv4 socket.
+        """
+        sock: _socket.socket | None = None
+        if self.host in ("0.0.0.0", "::"):
+            try:
+                sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_DGRAM)
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 0)
+                self.dual = True
+            except OSError:
+                if sock is not None:
+                    sock.close()
+                sock = None
+                self.dual = False
+        if sock is None:
+            family = _socket.AF_INET6 if ":" in self.host else _socket.AF_INET
+            sock = _socket.socket(family, _socket.SOCK_DGRAM)
+        host = "::" if self.dual else self.host
         try:
-            await sock.bind((self.host, self.wanted_port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or self.wanted_port == 0:
-                sock.close()
-                raise
-            log.info("UDP port %d is taken; the datagram path uses an ephemeral port", self.wanted_port)
-            await sock.bind((self.host, 0))
-        self.buffers = _grow_buffers(sock)
+            sock.setblocking(False)
+            try:
+                sock.bind((host, self.wanted_port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or self.wanted_port == 0:
+                    raise
+                log.info("UDP port %d is taken; the datagram path uses an ephemeral port", self.wanted_port)
+                sock.bind((host, 0))
+            self.buffers = _grow_buffers(sock)
+        except BaseException:
+            sock.close()
+            raise
         try:
             sock.setsockopt(SOL_UDP, UDP_GRO, 1)
             self.gro = True
@@ -92,9 +133,17 @@ class DatagramSocket:
             self.gro = False
         self.port = sock.getsockname()[1]
         self._sock = sock
+        await trio.lowlevel.checkpoint()
+
+    def accepts(self, host: str) -> bool:
+        """Can this socket reach an endpoint with this IP (IPv6 if it has a colon)?"""
+        if self.dual:
+            return True
+        return (":" in host) == (":" in self.host)
 
     def close(self) -> None:
         if self._sock is not None:
+            trio.lowlevel.notify_closing(self._sock)  # wakes a receive loop still waiting on it
             self._sock.close()
             self._sock = None
 
@@ -108,21 +157,37 @@ class DatagramSocket:
                 self._reserved.add(index)
                 return index
 
-    def register(self, session: DatagramSession, epoch: Epoch, deliver: Deliver) -> None:
+    def pending(self, index: int, session: DatagramSession) -> None:
+        """``index`` is in an offer we sent: hold what carries it until the epoch is installed."""
+        self._pending[index] = session
+
+    def register(self, session: DatagramSession, epoch: Epoch, deliver: Deliver, now: float | None = None) -> None:
+        """Demultiplex ``epoch.recv_index`` to this session; then open what the session held for it."""
         self._reserved.discard(epoch.recv_index)
+        self._pending.pop(epoch.recv_index, None)
         self._table[epoch.recv_index] = _Binding(session, epoch, deliver)
+        if now is not None:
+            held, stale = session.take_held(now)
+            self.drops[Drop.UNKNOWN_INDEX] += stale
+            if held:
+                self._handle([(d, 0, source) for d, source in held], now)
 
     def release(self, index: int) -> None:
         self._table.pop(index, None)
         self._reserved.discard(index)
+        self._pending.pop(index, None)
 
     # -- sending --------------------------------------------------------------
 
     async def send(self, endpoint: Endpoint, datagrams: list[bytes]) -> None:
-        """Send ``datagrams`` in order to ``endpoint``: runs of equal size as one GSO sendmsg each."""
+        """Send ``datagrams`` in order to ``endpoint``: runs of equal size as one GSO sendmsg each.
+
+        No scheduler pass unless the socket buffer is full (then trio waits until writable)."""
         sock = self._sock
         if sock is None:
             return
+        if self.dual and ":" not in endpoint[0]:
+            endpoint = ("::ffff:" + endpoint[0], endpoint[1])  # IPv4, through the dual-stack socket
         i, n = 0, len(datagrams)
         while i < n:
             size = len(datagrams[i])
@@ -132,81 +197,148 @@ class DatagramSocket:
                 j += 1
             if j < n and j < limit and len(datagrams[j]) < size:
                 j += 1  # GSO allows a shorter last segment
-            await self._send_run(sock, endpoint, datagrams[i:j], size)
+            run = datagrams[i:j]
+            for _ in range(FULL_BUFFER_WAITS):
+                if self._send_run(sock, endpoint, run, size):
+                    break
+                await trio.lowlevel.wait_writable(sock)
+            else:
+                self.drops["udp_send_eagain"] += len(run)
             i = j
 
-    async def _send_run(self, sock: trio.socket.SocketType, endpoint: Endpoint, run: list[bytes], size: int) -> None:
+    def _send_run(self, sock: _socket.socket, endpoint: Endpoint, run: list[bytes], size: int) -> bool:
+        """One run (GSO if possible); False if the buffer is full and nothing was sent."""
         try:
             if len(run) > 1 and self.gso:
                 try:
-                    await sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, endpoint)
+                    sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, endpoint)
                     self.sends += 1
-                    return
+                    return True
+                except BlockingIOError:
+                    return False
                 except OSError as exc:
                     if exc.errno not in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
                         raise
                     if exc.errno != errno.EINVAL:
                         self.gso = False  # the kernel or device has no UDP GSO: one datagram per send from now on
-            for datagram in run:
-                await sock.sendto(datagram, endpoint)
+            for k, datagram in enumerate(run):
+                try:
+                    sock.sendto(datagram, endpoint)
+                except BlockingIOError:
+                    if k == 0:
+                        return False
+                    self.drops["udp_send_eagain"] += len(run) - k  # a partial run is not resent (no duplicates)
+                    return True
                 self.sends += 1
         except OSError as exc:
             # The path is unreachable or the buffer is full: like a lost packet. The path's
             # timeout, not an error here, moves the tunnel back to the stream.
             self.drops[f"udp_send_{errno.errorcode.get(exc.errno or 0, 'error').lower()}"] += len(run)
+        return True
 
     # -- receiving -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Receive until cancelled: split GRO runs, demultiplex, hand to the sessions."""
+        """Receive until cancelled: drain a batch, split GRO runs, demultiplex, hand to the sessions."""
         sock = self._sock
         assert sock is not None, "open() first"
         task_status.started()
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            while True:
+                received, more = _drain(sock, self.dual)
+                if received:
+                    self._handle(received, trio.current_time())
+                if not more:
+                    break
+                await trio.lowlevel.checkpoint()  # the socket is still busy: let the other tasks run first
+
+    def _handle(self, received: list[tuple[bytes, int, Endpoint]], now: float) -> None:
+        """Split, demultiplex and open one drained batch; deliver its data packets per tunnel, once."""
         drops = self.drops
         table = self._table
-        unpack_header = HEADER.unpack_from
-        while True:
-            try:
-                data, ancdata, _flags, address = await sock.recvmsg(RECV_SIZE, _CMSG_SPACE)
-            except OSError as exc:  # e.g. ECONNREFUSED from an earlier send's ICMP: not fatal
-                log.debug("UDP receive: %r", exc)
-                continue
-            source: Endpoint = (address[0], address[1])
-            segment = len(data)
-            for level, kind, value in ancdata:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    segment = _I32.unpack(value[:4])[0] if len(value) >= 4 else _U16.unpack(value[:2])[0]
-            now = trio.current_time()
-            delivered: dict[int, tuple[Deliver, list[bytes]]] = {}
-            view = memoryview(data)
-            for offset in range(0, len(data), segment or len(data) or 1):
-                datagram = view[offset : offset + segment] if segment < len(data) else data
+        groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
+        for data, segment, source in received:
+            for datagram in split(data, segment):
                 if len(datagram) < MIN_DATAGRAM_LEN or not 1 <= datagram[0] <= 3:
                     drops[Drop.SHORT] += 1
                     continue
-                index = unpack_header(datagram)[1]
-                binding = table.get(index)
-                if binding is None:
-                    drops[Drop.UNKNOWN_INDEX] += 1
-                    continue
-                result = binding.session.receive(binding.epoch, datagram, source, now)
-                if result.packet is not None:
-                    entry = delivered.get(id(binding.deliver))
-                    if entry is None:
-                        delivered[id(binding.deliver)] = (binding.deliver, [result.packet])
+                index = int.from_bytes(datagram[1:5], "big")
+                if index not in table:
+                    session = self._pending.get(index)
+                    if session is not None and session.hold(index, datagram, source, now):
+                        self.held += 1
                     else:
-                        entry[1].append(result.packet)
-                elif result.reply is not None:
-                    await self._send_run(sock, source, [result.reply], len(result.reply))
-                elif result.drop is not None:
-                    drops[result.drop] += 1
-            for deliver, packets in delivered.values():
+                        drops[Drop.UNKNOWN_INDEX] += 1
+                    continue
+                key = (index, source)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [datagram]
+                else:
+                    group.append(datagram)
+        delivered: dict[int, tuple[Deliver, list[bytes]]] = {}
+        for (index, source), datagrams in groups.items():
+            binding = table[index]
+            entry = delivered.get(id(binding.deliver))
+            if entry is None:
+                entry = delivered[id(binding.deliver)] = (binding.deliver, [])
+            out = Batch(packets=entry[1], drops=drops)
+            binding.session.receive_batch(binding.epoch, datagrams, source, now, out)
+            for reply in out.replies:
+                if self._sock is not None:  # a full buffer loses it, like the network
+                    to = ("::ffff:" + source[0], source[1]) if self.dual and ":" not in source[0] else source
+                    self._send_run(self._sock, to, [reply], len(reply))
+        for deliver, packets in delivered.values():
+            if packets:
                 deliver(packets)
 
     def describe(self) -> dict[str, object]:
-        return {"port": self.port, "gso": self.gso, "gro": self.gro, **self.buffers, **{k: self.drops.get(k, 0) for k in (
+        return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,
+                "udp_held": self.held,
+                **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
+
+
+FULL_BUFFER_WAITS = 1000
+"""Waits for a writable socket per run before its datagrams count as dropped (``udp_send_eagain``)."""
+
+
+def split(data: bytes, segment: int) -> list[bytes | memoryview]:
+    """The datagrams of one receive: ``data`` cut every ``segment`` bytes (UDP GRO), or whole."""
+    if segment <= 0 or segment >= len(data):
+        return [data]
+    view = memoryview(data)
+    return [view[offset : offset + segment] for offset in range(0, len(data), segment)]
+
+
+def _drain(sock: _socket.socket, unmap: bool = False) -> tuple[list[tuple[bytes, int, Endpoint]], bool]:
+    """What the socket holds now, up to RECV_BATCH datagrams: (data, GRO segment size or 0, source) each,
+    and whether more may be waiting (the batch ended on its bound, not on an empty socket).
+    ``unmap``: a dual-stack socket; IPv4 sources come as ``::ffff:a.b.c.d`` and leave as ``a.b.c.d``."""
+    out: list[tuple[bytes, int, Endpoint]] = []
+    count = 0
+    for _ in range(RECV_BATCH_CALLS):
+        try:
+            data, ancdata, _flags, address = sock.recvmsg(RECV_SIZE, _CMSG_SPACE)
+        except BlockingIOError:
+            return out, False
+        except OSError as exc:  # e.g. ECONNREFUSED from an earlier send's ICMP: not fatal
+            log.debug("UDP receive: %r", exc)
+            continue
+        segment = 0
+        for level, kind, value in ancdata:
+            if level == SOL_UDP and kind == UDP_GRO:
+                segment = _I32.unpack(value[:4])[0] if len(value) >= 4 else _U16.unpack(value[:2])[0]
+        host = address[0]
+        if unmap and host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        out.append((data, segment, (host, address[1])))
+        count += len(data) // segment if 0 < segment < len(data) else 1
+        if count >= RECV_BATCH:
+            break
+    return out, True
 
 
 def bind_target(listen: list[str] | tuple[str, ...]) -> tuple[str, int]:
@@ -236,7 +368,7 @@ BUFFER_BYTES = 4 << 20
 default (net.core.rmem_max, 208 KiB), whose drops the inner TCP reads as congestion."""
 
 
-def _grow_buffers(sock: trio.socket.SocketType) -> dict[str, int]:
+def _grow_buffers(sock: _socket.socket) -> dict[str, int]:
     """Ask for BUFFER_BYTES each way; the *FORCE options (CAP_NET_ADMIN, which a node has for its TUN) pass
     rmem_max/wmem_max. Returns what the kernel granted (it doubles the request for bookkeeping)."""
     granted = {}

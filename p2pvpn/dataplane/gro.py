@@ -6,17 +6,25 @@ put ~45 % of the receiving node's busy time in those writes. An offload TUN
 takes a 64 KiB super-packet instead (docs/protocol.md §5.3.1), as the
 kernel's own GRO would have built it; wireguard-go and Tailscale do the same.
 
-Theory of operation: walk the packets in order; a packet joins the group
-before it when it continues the same TCP flow exactly as the kernel's
-segmentation would have cut it (same addresses, ports, ack, window, options,
-IPv4 ID +1, sequence right after, every earlier segment the same size and
-flagged ACK only, PSH allowed on the last). A group of two or more becomes
-one record: the first segment's headers with the lengths fixed, the
-payloads concatenated, and a ``NEEDS_CSUM`` virtio-net header whose TCP
-checksum field holds the pseudo-header sum, which is the kernel's
-convention (``p2pvpn.dataplane.offload.segment`` cuts it back into exactly
-the packets it came from; a test checks that). Everything else passes as a
-plain record (zero header). Pure: bytes in, records out.
+Theory of operation: walk the packets in arrival order, keeping one open
+group per TCP flow (addresses and ports, one direction). A packet joins
+its flow's open group when it continues it exactly as the kernel's
+segmentation would have cut it (same addresses, ports, ack, window,
+options, IPv4 ID +1, sequence right after, every earlier segment the same
+size and flagged ACK only, PSH allowed on the last); otherwise it starts
+the flow's next group. Packets of other flows, ACKs going the other way
+and non-TCP packets in between do not end a group, so interleaved flows
+and a batch that came in many receives still make 64 KiB records; a gap
+(a lost or late segment) ends one, and the segments after it form the
+next group, never merged across the gap. Records come out in the order
+their groups started: within a flow that is arrival order, so nothing is
+reordered within a flow and nothing is held beyond the batch. A group of
+two or more becomes one record: the first segment's headers with the
+lengths fixed, the payloads concatenated, and a ``NEEDS_CSUM`` virtio-net
+header whose TCP checksum field holds the pseudo-header sum, which is the
+kernel's convention (``p2pvpn.dataplane.offload.segment`` cuts it back
+into exactly the packets it came from; a test checks that). Everything
+else passes as a plain record (zero header). Pure: bytes in, records out.
 """
 
 from __future__ import annotations
@@ -68,41 +76,70 @@ def _same_flow(a: bytes, b: bytes, ip_len: int, hdr_len: int) -> bool:
         and a[t + 14 : t + 16] == b[t + 14 : t + 16] and a[t + 18 : hdr_len] == b[t + 18 : hdr_len]
 
 
+def _flow(packet: bytes, ip_len: int) -> bytes:
+    """Addresses and ports: one direction of one TCP connection."""
+    if ip_len == 20:
+        return packet[12:24]
+    return packet[8:44]
+
+
+class _Group:
+    """One flow's run of segments that will become one record."""
+
+    __slots__ = ("packets", "layout", "last_payload", "total")
+
+    def __init__(self, packet: bytes, layout: tuple[int, int, int] | None) -> None:
+        self.packets = [packet]
+        self.layout = layout
+        self.last_payload = layout[2] if layout is not None else 0
+        self.total = len(packet)
+
+    def takes(self, packet: bytes, this: tuple[int, int, int]) -> bool:
+        """Does ``packet`` continue this group exactly as the kernel would have segmented it?"""
+        layout = self.layout
+        assert layout is not None
+        ip_len, tcp_len, gso_size = layout
+        hdr_len = ip_len + tcp_len
+        prev = self.packets[-1]
+        last_payload = self.last_payload
+        return (
+            this[0] == ip_len and this[1] == tcp_len and 0 < this[2] <= gso_size
+            and last_payload == gso_size and prev[ip_len + 13] == _ACK
+            and self.total + this[2] <= MAX_RECORD
+            and int.from_bytes(packet[ip_len + 4 : ip_len + 8], "big")
+            == (int.from_bytes(prev[ip_len + 4 : ip_len + 8], "big") + last_payload) & 0xFFFFFFFF
+            and (ip_len == 40 or (packet[4] << 8 | packet[5]) == ((prev[4] << 8 | prev[5]) + 1) & 0xFFFF)
+            and _same_flow(self.packets[0], packet, ip_len, hdr_len)
+        )  # fmt: skip
+
+    def add(self, packet: bytes, payload: int) -> None:
+        self.packets.append(packet)
+        self.last_payload = payload
+        self.total += payload
+
+
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
-    """Records for an offload TUN, in order, each with how many packets it carries."""
-    out: list[tuple[bytes, int]] = []
-    group: list[bytes] = []
-    layout: tuple[int, int, int] | None = None  # of the group's first packet
-    last_payload = 0
-    total = 0
+    """Records for an offload TUN, each with how many packets it carries; per flow in arrival order."""
+    groups: list[_Group] = []
+    open_groups: dict[bytes, _Group] = {}
     for packet in packets:
         this = _tcp_layout(packet)
-        if group and this is not None and layout is not None:
-            ip_len, tcp_len, gso_size = layout
-            hdr_len = ip_len + tcp_len
-            prev = group[-1]
-            if (
-                this[0] == ip_len and this[1] == tcp_len and 0 < this[2] <= gso_size
-                and last_payload == gso_size and prev[hdr_len - tcp_len + 13] == _ACK
-                and total + this[2] <= MAX_RECORD
-                and int.from_bytes(packet[ip_len + 4 : ip_len + 8], "big")
-                == (int.from_bytes(prev[ip_len + 4 : ip_len + 8], "big") + last_payload) & 0xFFFFFFFF
-                and (ip_len == 40 or (packet[4] << 8 | packet[5]) == ((prev[4] << 8 | prev[5]) + 1) & 0xFFFF)
-                and _same_flow(group[0], packet, ip_len, hdr_len)
-            ):
-                group.append(packet)
-                last_payload = this[2]
-                total += this[2]
-                continue
-        if group:
-            out.append(_record(group, layout))
-        group = [packet]
-        layout = this
-        last_payload = this[2] if this is not None else 0
-        total = len(packet)
-    if group:
-        out.append(_record(group, layout))
-    return out
+        if this is None:
+            groups.append(_Group(packet, None))
+            if len(packet) >= 40 and (packet[0] == 0x45 and packet[9] == IPPROTO_TCP):
+                open_groups.pop(packet[12:24], None)  # a SYN, FIN, RST... of a flow ends its group
+            elif len(packet) >= 60 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_TCP:
+                open_groups.pop(packet[8:44], None)
+            continue
+        key = _flow(packet, this[0])
+        group = open_groups.get(key)
+        if group is not None and group.takes(packet, this):
+            group.add(packet, this[2])
+            continue
+        group = _Group(packet, this)
+        groups.append(group)
+        open_groups[key] = group
+    return [_record(g.packets, g.layout) for g in groups]
 
 
 def _record(group: list[bytes], layout: tuple[int, int, int] | None) -> tuple[bytes, int]:

@@ -46,19 +46,23 @@ class UdpLink:
         """Our epoch-1 offer, unless the peer's came first and we already answered it."""
         keys = self.session.keys
         if keys.current is None and keys.pending_index is None:
-            await self._write(encode(keys.start()))
+            offer = keys.start()
+            self.sock.pending(offer.receiver_index, self.session)
+            await self._write(encode(offer))
 
     async def on_offer(self, offer: DatagramOffer) -> None:
         """The peer's offer: install the epoch when complete, answer if we are the responder (DatagramError up)."""
-        installed = self.session.keys.receive_offer(offer, trio.current_time())
+        now = trio.current_time()
+        installed = self.session.keys.receive_offer(offer, now)
         if installed.epoch is not None:
-            self._register(installed.epoch)
-        self.session.path.set_candidates(self._candidates(offer), trio.current_time())
+            self._register(installed.epoch, now)
+        self.session.path.set_candidates(self._candidates(offer), now)
         if installed.reply is not None:
             await self._write(encode(installed.reply))
 
-    def _register(self, epoch: Epoch) -> None:
-        self.sock.register(self.session, epoch, self._deliver)
+    def _register(self, epoch: Epoch, now: float) -> None:
+        """Our index of ``epoch`` now opens datagrams; what arrived for it early (held) is opened now."""
+        self.sock.register(self.session, epoch, self._deliver, now)
         self._registered.add(epoch.recv_index)
 
     def _candidates(self, offer: DatagramOffer) -> list[Endpoint]:
@@ -77,8 +81,7 @@ class UdpLink:
             address = ipaddress.ip_address(raw[:-2])
             if _usable(address, loopback_ok):
                 out.append((str(address), int.from_bytes(raw[-2:], "big")))
-        family = ":" in self.sock.host
-        return [e for e in out if (":" in e[0]) == family]  # our socket's family only
+        return [e for e in out if self.sock.accepts(e[0])]  # what our socket can reach (dual-stack: all)
 
     # -- timers (probes, keepalives, rekey, grace) -------------------------------
 
@@ -90,6 +93,7 @@ class UdpLink:
         while True:
             now = trio.current_time()
             if (offer := keys.rekey_due(now)) is not None:
+                self.sock.pending(offer.receiver_index, self.session)
                 await self._write(encode(offer))
             if (old := keys.expire(now)) is not None:
                 self.sock.release(old.recv_index)
@@ -150,6 +154,7 @@ class UdpLink:
             self.sock.release(index)
         if keys.pending_index is not None:
             self.sock.release(keys.pending_index)
+        self.session.take_held(math.inf)  # what was held for the pending epoch goes with it
         self._registered.clear()
         keys.current = keys.previous = None
 
