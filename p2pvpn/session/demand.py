@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNREACHABLE_PER_SECOND, UNREACHABLE_BURST = 10.0, 20
+# A lookup that finds nothing may be early rather than final: the member's record has not reached the peers
+# closest to its key yet (a node that just started, or one whose DHT mode just switched). It is asked again
+# after 0.25, 0.5, 0.75 ... s, within the first packet's deadline (LOOKUP_TIMEOUT).
+LOOKUP_ATTEMPTS, LOOKUP_RETRY_AFTER = 8, 0.25
 
 Resolve = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], Awaitable["NodeRecord | None"]]
 
@@ -68,6 +72,7 @@ class OnDemand:
         self.drops: Counter[str] = self.pending.drops  # pending_full, pending_limit, unreachable
         self.dials = 0
         self.icmp_sent = 0
+        self.lookup_retries = 0  # lookups asked again after finding nothing
         self.lookup_ms: deque[float] = deque(maxlen=100)  # the last lookups' durations (status, benchmarks)
         self._deadline: dict[ID, float] = {}  # peer -> trio time by which its demand dial must have a tunnel
         self._bucket = icmp.TokenBucket(UNREACHABLE_PER_SECOND, UNREACHABLE_BURST)
@@ -139,10 +144,14 @@ class OnDemand:
         started = trio.current_time()
         if self.resolve is not None:
             with trio.move_on_at(deadline):
-                try:
-                    await self.resolve(address)
-                except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted below
-                    log.debug("lookup of %s failed: %r", address, exc)
+                for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the deadline
+                    try:
+                        if await self.resolve(address) is not None:
+                            break
+                    except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted below
+                        log.debug("lookup of %s failed: %r", address, exc)
+                    self.lookup_retries += 1
+                    await trio.sleep(LOOKUP_RETRY_AFTER * (attempt + 1))
         self.lookup_ms.append(round((trio.current_time() - started) * 1000, 1))
         peer_id = self.manager.routes.lookup(destination)
         peer = self.manager.peers.get(peer_id) if peer_id is not None else None
@@ -216,6 +225,7 @@ class OnDemand:
         return {
             "idle_timeout": self.idle.timeout,
             "lookups": self.pending.lookups,
+            "lookup_retries": self.lookup_retries,
             "waiting_lookups": len(self.pending),
             "demand_dials": self.dials,
             "idle_closed": self.idle.closed,

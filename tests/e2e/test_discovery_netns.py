@@ -51,6 +51,7 @@ TTL = 20                 # --record-ttl: records republished every 10 s
 INTERVAL = 5             # --discovery-interval (why not 1 s: see the module doc)
 DISCOVERY = ("--record-ttl", str(TTL), "--discovery-interval", str(INTERVAL))
 MESH_WITHIN = 60.0       # seconds from the first start to every pair "up"
+MEMBERS_WITHIN = 30.0    # seconds after the mesh until every node has every member's record from the DHT
 GONE_WITHIN = TTL + 10.0  # seconds from SIGTERM to the node missing from every peer list
 JOIN_WITHIN = 30.0       # seconds from the late node's start to pings both ways
 PING_SOURCES = 4         # source namespaces pinging at once (each pings all its targets in parallel)
@@ -78,6 +79,13 @@ def test_nodes_given_one_bootstrap_address_mesh_ping_forget_and_admit(make_lab: 
         + _summary(first)
     )
     print(f"time to mesh: {NODES} nodes, {NODES * (NODES - 1)} directed tunnels up {mesh_took:.1f} s after the first start")
+    # A tunnel may come up inbound before this node's own discovery round has fetched that member's record:
+    # every node knows every member's record within a few rounds (DISCOVERY's interval).
+    def short_of_members() -> list[str]:
+        return [n.name for n in first if ((n.status()["discovery"] or {}).get("members") or 0) < NODES - 1]
+
+    short = _wait_for(short_of_members, MEMBERS_WITHIN, first)
+    assert not short, f"{short} do not know {NODES - 1} members {MEMBERS_WITHIN:g} s after the mesh\n" + _summary(first)
     for node in first:
         status = node.status()
         discovery = status["discovery"]
