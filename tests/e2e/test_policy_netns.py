@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from p2pvpn.lab.demo import LabNode, wait_for
-from tests.e2e.test_membership_netns import FAST, MemberLab, cli, member_lab, status, wait_tunnels  # noqa: F401
+from e2e.test_membership_netns import FAST, MemberLab, cli, member_lab, status, wait_tunnels  # noqa: F401
 
 pytestmark = pytest.mark.netns
 

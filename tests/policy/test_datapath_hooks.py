@@ -16,7 +16,7 @@ from p2pvpn.policy.model import Action, Policy, Proto, Rule, Selector
 from p2pvpn.routing import RouteTable
 from p2pvpn.session.peer import Peer
 from p2pvpn.testing.memtun import MemoryTun
-from tests.policy.packets import ACK, SYN, tcp
+from policy.packets import ACK, SYN, tcp
 
 NID = "tgegoektrvlu43fcqzq352hc4a5usevm"
 US, THEM = "100.64.0.2", "100.64.0.1"

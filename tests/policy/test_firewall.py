@@ -7,7 +7,7 @@ import pytest
 from p2pvpn.policy.conntrack import ConnTrack, State, Timeouts, make_key
 from p2pvpn.policy.firewall import Firewall
 from p2pvpn.policy.model import Action, Policy, Proto, Rule, Selector, allow_all
-from tests.policy.packets import ACK, FIN, RST, SYN, fragment, icmp, tcp, udp
+from policy.packets import ACK, FIN, RST, SYN, fragment, icmp, tcp, udp
 
 NID = "tgegoektrvlu43fcqzq352hc4a5usevm"
 ME, A, B = b"\x00me".ljust(38, b"m"), b"\x00a".ljust(38, b"a"), b"\x00b".ljust(38, b"b")

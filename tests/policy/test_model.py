@@ -11,7 +11,7 @@ from p2pvpn.membership.network import ROLE_ADMIN, signer_from_seed
 from p2pvpn.policy import policy_pb2 as pb
 from p2pvpn.policy.dhtkey import PolicyValidator, policy_key
 from p2pvpn.policy.model import Action, PolicyError, Proto, Rule, Selector, open_bytes, open_policy, sign_policy
-from tests.policy.conftest import Keys
+from policy.conftest import Keys
 
 T0 = 1767225600
 RULES = [Rule(Action.DENY, Selector(group="A"), Selector(group="B"), Proto.TCP, (22, 22))]

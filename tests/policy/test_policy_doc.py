@@ -12,7 +12,7 @@ from p2pvpn.membership.network import network_id, peer_id_bytes, signer_from_see
 from p2pvpn.policy import policy_pb2 as pb
 from p2pvpn.policy.firewall import Firewall
 from p2pvpn.policy.model import POLICY_CONTEXT, Action, Proto, Rule, Selector, open_bytes, sign_policy
-from tests.policy.packets import SYN, tcp, udp
+from policy.packets import SYN, tcp, udp
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "protocol.md").read_text()

@@ -15,7 +15,7 @@ from p2pvpn.membership.view import MembershipView
 from p2pvpn.policy import store
 from p2pvpn.policy.model import Action, Proto, Rule, Selector, sign_policy
 from p2pvpn.policy.service import PolicyService, make_firewall
-from tests.policy.conftest import Keys
+from policy.conftest import Keys
 
 DENY_SSH = [Rule(Action.DENY, Selector(group="A"), Selector(group="B"), Proto.TCP, (22, 22))]
 
