@@ -1,4 +1,4 @@
-"""The checked-in protobuf code matches proto/tunnel.proto and proto/membership.proto.
+"""The checked-in protobuf code matches every schema in proto/ (tunnel, membership, records, policy).
 
 Runs the real scripts/gen-proto in a scratch copy of the repo, so both the
 script and the committed output are checked: editing the .proto without
@@ -20,6 +20,7 @@ pytest.importorskip("grpc_tools.protoc", reason="grpcio-tools is not installed (
 REPO = Path(__file__).resolve().parents[2]
 GENERATED = (
     "wire/tunnel_pb2.py", "wire/tunnel_pb2.pyi", "membership/membership_pb2.py", "membership/membership_pb2.pyi",
+    "discovery/records_pb2.py", "discovery/records_pb2.pyi", "policy/policy_pb2.py", "policy/policy_pb2.pyi",
 )
 
 
@@ -27,8 +28,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     shutil.copytree(REPO / "proto", tmp_path / "proto")
     (tmp_path / "scripts").mkdir()
     shutil.copy2(REPO / "scripts" / "gen-proto", tmp_path / "scripts" / "gen-proto")
-    (tmp_path / "p2pvpn" / "wire").mkdir(parents=True)
-    (tmp_path / "p2pvpn" / "membership").mkdir(parents=True)
+    for package in {name.split("/")[0] for name in GENERATED}:
+        (tmp_path / "p2pvpn" / package).mkdir(parents=True, exist_ok=True)
     # The script calls `python`; make that this interpreter, whatever PATH says.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
