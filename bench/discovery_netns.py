@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2pvpn.errors import ControlError
+from p2pvpn.lab.benchkit import proc_stat
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.topology import require_netns
 from p2pvpn.testing.owned import make_owned_network
@@ -54,19 +55,6 @@ def _up_pairs(nodes: list[LabNode], ids: set[str]) -> int:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return sum(pool.map(count, nodes))
-
-
-def _proc_stat(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds) of one process."""
-    rss = 0.0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return rss, (int(fields[11]) + int(fields[12])) / ticks
 
 
 def measure(size: int, interval: float, ttl: float, timeout: float) -> dict[str, Any]:
@@ -100,7 +88,7 @@ def measure(size: int, interval: float, ttl: float, timeout: float) -> dict[str,
                 break
             time.sleep(POLL)
         result["pairs_up"] = up
-        stats = [_proc_stat(n.proc.pid) for n in nodes if n.proc is not None and n.proc.poll() is None]
+        stats = [proc_stat(n.proc.pid) for n in nodes if n.proc is not None and n.proc.poll() is None]
         result["rss_mib_median"] = round(statistics.median(s[0] for s in stats), 1)
         result["rss_mib_max"] = round(max(s[0] for s in stats), 1)
         result["cpu_s_median"] = round(statistics.median(s[1] for s in stats), 1)

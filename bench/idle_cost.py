@@ -35,24 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from p2pvpn.errors import ControlError
+from p2pvpn.lab.benchkit import proc_stat
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.topology import LabError, require_netns
 from p2pvpn.testing.owned import make_owned_network
 
 POLL = 2.0
 MESH_TIMEOUT = 240.0
-
-
-def _proc_stat(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds) of one process."""
-    rss = 0.0
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _tunnels_up(nodes: list[LabNode]) -> int:
@@ -122,11 +111,11 @@ def measure(mode: str, size: int, warmup: float, window: float, idle_timeout: fl
         else:
             time.sleep(5)
         pids = [n.proc.pid for n in nodes if n.proc is not None and n.proc.poll() is None]
-        before = {pid: _proc_stat(pid)[1] for pid in pids}
+        before = {pid: proc_stat(pid)[1] for pid in pids}
         t0 = time.monotonic()
         time.sleep(window)
         elapsed = time.monotonic() - t0
-        after = {pid: _proc_stat(pid) for pid in pids}
+        after = {pid: proc_stat(pid) for pid in pids}
         cpu = [100 * (after[p][1] - before[p]) / elapsed for p in pids]
         rss = [after[p][0] for p in pids]
         result["idle_cpu_pct_median"] = round(statistics.median(cpu), 2)

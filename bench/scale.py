@@ -79,6 +79,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python bench/scale.py` from a checkout without an install
     sys.path.insert(0, str(REPO))
 
+from p2pvpn.lab.benchkit import bounded  # noqa: E402  stdlib only behind it: the reach processes start fast
+
 MAX_NODES = 50  # p2pvpn.lab.owned.OwnedLab's limit
 SUBNET = "198.18.0.0/16"  # the underlay: room for every node, inside the lab range 198.18.0.0/15
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -705,19 +707,6 @@ def sim_charts(rep: dict[str, Any], directory: Path) -> list[Path]:
 # -- the command line ----------------------------------------------------------------------------------
 
 
-def _bounded(kind: type, low: float, high: float) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
-        return value
-
-    return parse
-
-
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -745,16 +734,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/scale.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_net = sub.add_parser("net", help="N `p2pvpn up` processes in namespaces (root)")
-    p_net.add_argument("--nodes", type=_bounded(int, 2, MAX_NODES), default=50)
-    p_net.add_argument("--pairs", type=_bounded(int, 1, 10_000), default=50, help="random ordered pairs to reach")
-    p_net.add_argument("--bootstraps", type=_bounded(int, 1, 10), default=3, help="the first B nodes bootstrap the DHT")
-    p_net.add_argument("--measure-after", type=_bounded(float, 0, 3600), default=30.0, help="reach is measured this long after --measure-from")
+    p_net.add_argument("--nodes", type=bounded(int, 2, MAX_NODES), default=50)
+    p_net.add_argument("--pairs", type=bounded(int, 1, 10_000), default=50, help="random ordered pairs to reach")
+    p_net.add_argument("--bootstraps", type=bounded(int, 1, 10), default=3, help="the first B nodes bootstrap the DHT")
+    p_net.add_argument("--measure-after", type=bounded(float, 0, 3600), default=30.0, help="reach is measured this long after --measure-from")
     p_net.add_argument("--measure-from", choices=("ready", "start"), default="ready", help="ready: every node listens (default); start: the nodes were started")
-    p_net.add_argument("--interval", type=_bounded(float, 0.01, 5), default=0.1, help="seconds between echoes to an unanswered destination")
-    p_net.add_argument("--reach-timeout", type=_bounded(float, 1, 600), default=30.0, help="a pair not answered within this is not reached")
-    p_net.add_argument("--settle", type=_bounded(float, 0, 3600), default=10.0, help="seconds after the reach phase before the idle window")
-    p_net.add_argument("--idle-window", type=_bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")
-    p_net.add_argument("--up-timeout", type=_bounded(float, 5, 1200), default=240.0, help="every node must listen within this")
+    p_net.add_argument("--interval", type=bounded(float, 0.01, 5), default=0.1, help="seconds between echoes to an unanswered destination")
+    p_net.add_argument("--reach-timeout", type=bounded(float, 1, 600), default=30.0, help="a pair not answered within this is not reached")
+    p_net.add_argument("--settle", type=bounded(float, 0, 3600), default=10.0, help="seconds after the reach phase before the idle window")
+    p_net.add_argument("--idle-window", type=bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")
+    p_net.add_argument("--up-timeout", type=bounded(float, 5, 1200), default=240.0, help="every node must listen within this")
     p_net.add_argument("--seed", type=int, default=1)
     p_net.add_argument("--on-demand", action="store_true", help="on_demand = true on every node: tunnels open on the first packet")
     p_net.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
@@ -765,13 +754,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_reach.add_argument("dests", nargs="+")
     p_reach.add_argument("--out", type=Path, required=True)
     p_reach.add_argument("--start-at", type=float, required=True)
-    p_reach.add_argument("--interval", type=_bounded(float, 0.01, 5), default=0.1)
-    p_reach.add_argument("--timeout", type=_bounded(float, 1, 600), default=30.0)
+    p_reach.add_argument("--interval", type=bounded(float, 0.01, 5), default=0.1)
+    p_reach.add_argument("--timeout", type=bounded(float, 1, 600), default=30.0)
     sub.add_parser("imports", help="RSS and Python allocations of importing p2pvpn.node (what every node pays)")
     p_sim = sub.add_parser("sim", help="the discrete-event model (p2pvpn/sim): 10 to 1,000 nodes")
     p_sim.add_argument("--sizes", type=_sizes, default=[10, 30, 100, 300, 1000])
     p_sim.add_argument("--strategies", default="members-key,per-key,addr-key", help="comma-separated (see p2pvpn/sim/strategies.py)")
-    p_sim.add_argument("--lookups", type=_bounded(int, 1, 100_000), default=200, help="per-key lookups measured per size")
+    p_sim.add_argument("--lookups", type=bounded(int, 1, 100_000), default=200, help="per-key lookups measured per size")
     p_sim.add_argument("--seed", type=int, default=1)
     p_sim.add_argument("--charts", type=Path, default=None, help="write PNG charts into this directory (needs matplotlib)")
     p_sim.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")

@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pvpn.errors import ControlError
+from p2pvpn.lab.benchkit import bounded
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.echo import echo_request, parse_echo_reply
 from p2pvpn.lab import topology
@@ -623,38 +624,25 @@ def summary(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(kind: type, low: float, high: float) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low:g}..{high:g}")
-        return value
-
-    return parse
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     p_stream = sub.add_parser("stream", help="(internal) the echo stream run inside a namespace")
     p_stream.add_argument("dests", nargs="+")
     p_stream.add_argument("--out", type=Path, required=True)
-    p_stream.add_argument("--rate", type=_positive(float, 0.1, 1000), default=5.0)
-    p_stream.add_argument("--duration", type=_positive(float, 1, MAX_DURATION), required=True)
-    p_stream.add_argument("--echo-timeout", type=_positive(float, 0.1, 60), default=2.0)
-    parser.add_argument("--nodes", type=_positive(int, 2, MAX_NODES), default=10)
-    parser.add_argument("--duration", type=_positive(float, 10, MAX_DURATION), default=1800.0, help="seconds of traffic and churn")
-    parser.add_argument("--kill-every", type=_positive(float, 2, 3600), default=30.0, help="seconds between kills")
-    parser.add_argument("--spare", type=_positive(int, 0, MAX_NODES), default=2, help="the first N nodes are never killed")
-    parser.add_argument("--rate", type=_positive(float, 0.1, 100), default=5.0, help="echoes per second from each node to each of its 2 targets")
-    parser.add_argument("--echo-timeout", type=_positive(float, 0.1, 60), default=2.0, help="an echo without reply after this is lost")
-    parser.add_argument("--warmup", type=_positive(float, 0, MAX_DURATION), default=300.0, help="resource growth counts from this process age on")
-    parser.add_argument("--sample-every", type=_positive(float, 0.5, 600), default=10.0, help="seconds between RSS/fd samples")
-    parser.add_argument("--ready-timeout", type=_positive(float, 5, 600), default=90.0, help="a restarted node must be back within this")
-    parser.add_argument("--up-timeout", type=_positive(float, 5, 600), default=180.0, help="the first full mesh must be up within this")
+    p_stream.add_argument("--rate", type=bounded(float, 0.1, 1000), default=5.0)
+    p_stream.add_argument("--duration", type=bounded(float, 1, MAX_DURATION), required=True)
+    p_stream.add_argument("--echo-timeout", type=bounded(float, 0.1, 60), default=2.0)
+    parser.add_argument("--nodes", type=bounded(int, 2, MAX_NODES), default=10)
+    parser.add_argument("--duration", type=bounded(float, 10, MAX_DURATION), default=1800.0, help="seconds of traffic and churn")
+    parser.add_argument("--kill-every", type=bounded(float, 2, 3600), default=30.0, help="seconds between kills")
+    parser.add_argument("--spare", type=bounded(int, 0, MAX_NODES), default=2, help="the first N nodes are never killed")
+    parser.add_argument("--rate", type=bounded(float, 0.1, 100), default=5.0, help="echoes per second from each node to each of its 2 targets")
+    parser.add_argument("--echo-timeout", type=bounded(float, 0.1, 60), default=2.0, help="an echo without reply after this is lost")
+    parser.add_argument("--warmup", type=bounded(float, 0, MAX_DURATION), default=300.0, help="resource growth counts from this process age on")
+    parser.add_argument("--sample-every", type=bounded(float, 0.5, 600), default=10.0, help="seconds between RSS/fd samples")
+    parser.add_argument("--ready-timeout", type=bounded(float, 5, 600), default=90.0, help="a restarted node must be back within this")
+    parser.add_argument("--up-timeout", type=bounded(float, 5, 600), default=180.0, help="the first full mesh must be up within this")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
     parser.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")

@@ -123,6 +123,20 @@ def gather(ctx: Ctx, origin: int, peers: list[int], serve: Callable[[int], objec
         ctx.net.rpc(origin, peer, lambda p=peer: serve(p), reply)
 
 
+def put_record(ctx: Ctx, node: int, records: dict[int, set[int]]) -> None:
+    """PUT_VALUE of ``node``'s own record: walk to its key, then each closest peer checks and stores it."""
+    member = ctx.world.members[node]
+
+    def put(lookup: Lookup[int]) -> None:
+        def store(peer: int) -> None:
+            if ctx.world.open(node, member.sealed):
+                records.setdefault(peer, set()).add(node)
+
+        gather(ctx, node, lookup.result(), store, lambda _: None)
+
+    walk(ctx, node, member.record_position, put)
+
+
 class Strategy:
     """A discovery design, as the simulator drives it."""
 
@@ -152,14 +166,7 @@ class MembersKey(Strategy):
     records: dict[int, set[int]] = field(default_factory=dict)  # storer -> members whose record it holds
 
     def publish(self, ctx: Ctx, node: int) -> None:
-        member = ctx.world.members[node]
-
-        def put(lookup: Lookup[int]) -> None:
-            def store(peer: int) -> None:
-                if ctx.world.open(node, member.sealed):
-                    self.records.setdefault(peer, set()).add(node)
-
-            gather(ctx, node, lookup.result(), store, lambda _: None)
+        put_record(ctx, node, self.records)
 
         def provide(lookup: Lookup[int]) -> None:
             def add(peer: int) -> None:
@@ -169,7 +176,6 @@ class MembersKey(Strategy):
 
             gather(ctx, node, lookup.result(), add, lambda _: None)
 
-        walk(ctx, node, member.record_position, put)
         walk(ctx, node, provider_position(ctx.world), provide)
 
     def _find_providers(self, ctx: Ctx, node: int, fresh_walk: bool, done: Callable[[list[int], int], None]) -> None:
@@ -225,16 +231,7 @@ class PerKey(Strategy):
     records: dict[int, set[int]] = field(default_factory=dict)  # storer -> members whose record it holds
 
     def publish(self, ctx: Ctx, node: int) -> None:
-        member = ctx.world.members[node]
-
-        def put(lookup: Lookup[int]) -> None:
-            def store(peer: int) -> None:
-                if ctx.world.open(node, member.sealed):
-                    self.records.setdefault(peer, set()).add(node)
-
-            gather(ctx, node, lookup.result(), store, lambda _: None)
-
-        walk(ctx, node, member.record_position, put)
+        put_record(ctx, node, self.records)
 
     def round(self, ctx: Ctx, node: int) -> None:
         """Nothing: an idle node only republishes its record (counted from ``publish``)."""
