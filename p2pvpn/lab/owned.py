@@ -77,6 +77,7 @@ class OwnedLab(LabBase):
         prefix: str | None = None,
         subnet: str = SUBNET,
         on_command: Callable[[CliRun], None] | None = None,
+        routed: bool = False,
     ) -> None:
         if not 2 <= nodes <= 50:
             raise ValueError("an owned lab has 2 to 50 nodes")
@@ -88,10 +89,15 @@ class OwnedLab(LabBase):
         self.addresses: list[str] = []
         self.nodes: list[LabNode] = []
         self.network_id = ""
+        self.routed = routed
 
     def build(self) -> None:
-        """Namespaces and the switch; node directories are made by the commands themselves."""
-        lan = self.topo.add_switch("lan", self.subnet)
+        """Namespaces and the switch; node directories are made by the commands themselves.
+
+        ``routed``: the switch routes instead of bridging, for many nodes (see
+        :class:`p2pvpn.lab.topology.Switch`: the kernel's shared neighbour table).
+        """
+        lan = self.topo.add_switch("lan", self.subnet, routed=self.routed)
         self.hosts = [self.topo.add_host(f"n{i}") for i in range(1, self.count + 1)]
         self.addresses = [self.topo.attach(host, lan) for host in self.hosts]
 

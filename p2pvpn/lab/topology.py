@@ -314,14 +314,27 @@ class Host(Netns):
 
 
 class Switch(Netns):
-    """A namespace holding one bridge, standing for a LAN segment."""
+    """A namespace joining hosts of one subnet: a bridge (a LAN segment), or a router (``routed``).
 
-    def __init__(self, topo: Topology, name: str, subnet: str) -> None:
+    Why routed: the kernel's IPv4 neighbour table is one table for all
+    namespaces (``net.ipv4.neigh.default.gc_thresh3``, 1024 entries by
+    default). On a bridge every host keeps an entry for every host it talks
+    to, so 50 hosts in a mesh need ~2,500 entries, the table overflows
+    ("neighbor table overflow!" in the kernel log) and packets are dropped
+    before any qdisc sees them. A routed switch gives each host one /32 and
+    one neighbour (the switch), and the switch one neighbour per host.
+    """
+
+    def __init__(self, topo: Topology, name: str, subnet: str, routed: bool = False) -> None:
         super().__init__(topo, name)
         self.subnet = ipaddress.IPv4Network(subnet)
         _check_underlay(self.subnet)
         self._used: set[ipaddress.IPv4Address] = set()
         self._ports = 0
+        self.routed = routed
+        self.gateway: ipaddress.IPv4Address | None = None
+        if routed:  # the switch's own address on every port: the subnet's last host address
+            self.gateway = self.claim(str(self.subnet.broadcast_address - 1)).ip
 
     def claim(self, address: str | None) -> ipaddress.IPv4Interface:
         """Reserve ``address`` (or the lowest free one) in this switch's subnet."""
@@ -416,9 +429,17 @@ class Topology:
         """Create a host namespace with loopback up."""
         return self._create(Host(self, name))
 
-    def add_switch(self, name: str, subnet: str) -> Switch:
-        """Create a switch namespace with an up bridge for ``subnet`` (a lab range)."""
-        switch = self._create(Switch(self, name, subnet))
+    def add_switch(self, name: str, subnet: str, routed: bool = False) -> Switch:
+        """Create a switch namespace for ``subnet`` (a lab range): an up bridge, or a router if ``routed``.
+
+        Use ``routed`` for many hosts: see :class:`Switch` (neighbour table).
+        """
+        switch = self._create(Switch(self, name, subnet, routed))
+        if routed:
+            for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
+                        "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.all.send_redirects=0"):  # fmt: skip
+                switch.run("sysctl", "-qw", key)
+            return switch
         switch.run("ip", "link", "add", BRIDGE, "type", "bridge")
         switch.run("ip", "link", "set", BRIDGE, "up")
         return switch
@@ -463,9 +484,16 @@ class Topology:
         addr = switch.claim(address)
         port = switch.next_port(host)
         self._veth(host, iface, switch, port)
-        switch.run("ip", "link", "set", port, "master", BRIDGE)
-        switch._add_veth_end(port, None)
-        host._add_veth_end(iface, addr)
+        if switch.gateway is None:
+            switch.run("ip", "link", "set", port, "master", BRIDGE)
+            switch._add_veth_end(port, None)
+            host._add_veth_end(iface, addr)
+            return str(addr.ip)
+        gateway = str(switch.gateway)
+        switch._add_veth_end(port, ipaddress.IPv4Interface(f"{gateway}/32"))
+        switch.run("ip", "route", "replace", f"{addr.ip}/32", "dev", port)
+        host._add_veth_end(iface, ipaddress.IPv4Interface(f"{addr.ip}/32"))
+        host.run("ip", "route", "replace", str(switch.subnet), "via", gateway, "dev", iface, "onlink")
         return str(addr.ip)
 
     def link(

@@ -53,6 +53,20 @@ def test_two_hosts_on_a_switch_ping_each_other(topo: Topology) -> None:
 
 
 @pytest.mark.netns
+def test_a_routed_switch_joins_hosts_with_one_neighbour_each(topo: Topology) -> None:
+    """Many hosts must not fill the kernel's shared neighbour table: each host's only neighbour is the switch."""
+    hosts = [topo.add_host(n) for n in ("a", "b", "c")]
+    lan = topo.add_switch("lan", "198.18.1.0/24", routed=True)
+    addrs = [topo.attach(h, lan) for h in hosts]
+    assert addrs == ["198.18.1.1", "198.18.1.2", "198.18.1.3"]  # .254 is the switch's own
+    assert _ping(hosts[0], addrs[1]).returncode == 0
+    assert _ping(hosts[0], addrs[2]).returncode == 0
+    assert _ping(hosts[2], addrs[1]).returncode == 0
+    neighbours = hosts[0].run("ip", "-4", "neigh", "show", "dev", "eth0").stdout.split()
+    assert neighbours[:1] == ["198.18.1.254"] and "198.18.1.2" not in neighbours and "198.18.1.3" not in neighbours
+
+
+@pytest.mark.netns
 def test_attach_with_an_explicit_address(topo: Topology) -> None:
     a, b = topo.add_host("a"), topo.add_host("b")
     lan = topo.add_switch("lan", "198.18.1.0/24")
