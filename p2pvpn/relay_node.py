@@ -17,11 +17,12 @@ socket, and ``p2pvpn down`` returns when the socket is gone.
 
 A reload (``p2pvpn reload``, SIGHUP) reads config.toml again with the
 flags the relay was started with (p2pvpn.ops.read_config) and applies
-RELOADED_KEYS at once: the relay_* limits and the bootstrap list (peers
-counted as members without a lookup). Reservations and circuits held
-stay, even where the new limits are lower; the new limits apply to the
-next reservation or circuit, the relay role in our record to the next
-publication. Other changed keys wait for the next start.
+RELOADED_KEYS at once: the relay_* limits and the bootstrap list (the
+peers discovery dials for the DHT, which admission spares the strangers'
+connection limits). Reservations and circuits held stay, even where the
+new limits are lower; the new limits apply to the next reservation or
+circuit, the relay role in our record to the next publication. Other
+changed keys wait for the next start.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class RelayNode:
         self.autonat: AutoNat | None = None
         self.share: list[str] = []
         self.start_overrides: dict[str, Any] = {}  # the flags of `relay`: a reload merges config.toml with them
-        self._bootstrap: set[ID] = {p for p, _ in config.bootstrap_infos()}  # members without a lookup
+        self._bootstrap: set[ID] = {p for p, _ in config.bootstrap_infos()}  # known without a lookup (admission)
         self._stop = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

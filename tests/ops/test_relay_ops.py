@@ -42,9 +42,9 @@ async def test_reload_applies_new_limits_keeps_the_reservation_and_down_closes_e
     directory.mkdir()
     key = identity.create(directory / identity.KEY_FILE)
     port = free_port()
-    cfg = validate(Config(listen=(f"/ip4/127.0.0.1/tcp/{port}",), dht="off", relay=True))
+    cfg = validate(Config(listen=(f"/ip4/127.0.0.1/tcp/{port}",), dht="server", relay=True))
     relay = RelayNode(cfg, key, directory)
-    relay.start_overrides = {"listen": list(cfg.listen), "dht": "off", "relay": True}  # as `p2pvpn relay` sets them
+    relay.start_overrides = {"listen": list(cfg.listen), "dht": "server", "relay": True}  # as `p2pvpn relay` sets them
     member = Host(create_new_key_pair(), [f"/ip4/127.0.0.1/tcp/{free_port()}"])
     stranger = Host(create_new_key_pair(), [f"/ip4/127.0.0.1/tcp/{free_port()}"])
     path = control_path(cfg, directory)
@@ -57,11 +57,16 @@ async def test_reload_applies_new_limits_keeps_the_reservation_and_down_closes_e
             await c.reserve(member, relay.peer_id)  # a stranger to this relay, served: serve_strangers is on
         assert member.peer_id in relay.relay.policy.slots
 
-        (directory / "config.toml").write_text('relay_serve_strangers = false\nrelay_max_circuits = 7\n'
-                                               'mtu = 1300\n')
+        assert not relay.host.is_member(stranger.peer_id)
+        (directory / "config.toml").write_text(
+            f'bootstrap = ["{stranger.listen_addrs[0]}/p2p/{stranger.peer_id}"]\n'
+            'relay_serve_strangers = false\nrelay_max_circuits = 7\nmtu = 1300\n')
         reply = await trio.to_thread.run_sync(client.request, path, "reload")
-        assert reply == {"reloaded": True, "role": "relay", "changed": ["relay_max_circuits", "relay_serve_strangers"],
+        assert reply == {"reloaded": True, "role": "relay",
+                         "changed": ["bootstrap", "relay_max_circuits", "relay_serve_strangers"],
                          "reservations_kept": 1, "restart_needed": ["mtu"]}
+        assert relay.host.is_member(stranger.peer_id)  # a bootstrap peer now: spared the strangers' limits
+        assert relay.discovery is not None and [p for p, _ in relay.discovery.bootstrap_peers] == [stranger.peer_id]
         limits = relay.relay.status()["limits"]
         assert limits["max_circuits"] == 7 and limits["serve_strangers"] is False
         assert member.peer_id in relay.relay.policy.slots  # kept
