@@ -139,10 +139,6 @@ class MembershipService:
             self.manager.forget(peer.peer_id)
             self.view.presented.pop(raw, None)
 
-    @property
-    def dht(self) -> Dht | None:
-        return self.spreader.dht
-
     def attach_dht(self, dht: Dht) -> None:
         """Validate, fetch and publish the revocation list in ``dht`` from now on."""
         self.spreader.attach_dht(dht, revocations_key(self.view.network_id), RevocationListValidator(

@@ -189,10 +189,6 @@ class PolicyService:
             self._spread()
             self.spreader.schedule.soon()
 
-    @property
-    def dht(self) -> Dht | None:
-        return self.spreader.dht
-
     def attach_dht(self, dht: Dht) -> None:
         self.spreader.attach_dht(dht, policy_key(self.view.network_id), PolicyValidator(
             self.view.network_id, lambda: self.view.revocations.entries, self.view.clock))
