@@ -210,11 +210,13 @@ def relay_cmd(
 
     The identity key is created in --dir on first start. Share the printed
     "share:" addresses with members: they use them as --bootstrap.
+    `p2pvpn down --dir DIR`, SIGTERM or SIGINT stop it gracefully; `p2pvpn
+    reload --dir DIR` or SIGHUP re-read config.toml's relay_* limits and
+    bootstrap list, keeping the reservations held.
     """
     from p2pvpn import identity  # imports libp2p: only where needed
 
-    cfg = config.load(
-        directory,
+    cfg = config.load(directory, **(overrides := dict(
         listen=listen or None, announce=announce or None, bootstrap=bootstrap or None, network=network,
         record_ttl=record_ttl, discovery_interval=discovery_interval, reachability=reachability, relay=True,
         relay_max_reservations=relay_max_reservations, relay_max_circuits=relay_max_circuits,
@@ -222,7 +224,7 @@ def relay_cmd(
         relay_member_bytes=relay_member_bytes, relay_stranger_duration=relay_stranger_duration,
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
         control_socket=control_socket, log_level=log_level, **(limits or {}),
-    )
+    )))
     _setup_logging(cfg.log_level, stream=sys.stdout)
     key_path = directory / identity.KEY_FILE
     if not key_path.exists():
@@ -234,7 +236,9 @@ def relay_cmd(
 
     from p2pvpn.relay_node import RelayNode
 
-    trio.run(_run_until_signal, RelayNode(cfg, key_pair, directory))
+    node = RelayNode(cfg, key_pair, directory)
+    node.start_overrides = overrides  # a reload (SIGHUP, `p2pvpn reload`) merges config.toml with the same flags
+    trio.run(_run_until_signal, node)
 
 
 async def _run_until_signal(node: Any) -> None:

@@ -1,11 +1,12 @@
 """Operator commands: ``p2pvpn down`` and ``reload``, the node's signal handling, the peers table.
 
-Signals of a running ``p2pvpn up`` (and ``relay``): SIGTERM or SIGINT stop
-it gracefully (p2pvpn.ops: tunnels closed with a Close frame, then TUN,
-routes and nft tables removed), a second one or :data:`STOP_DEADLINE`
-seconds without progress cancel at once; SIGHUP reloads config.toml's peer
-lists. A relay has no graceful stop or reload: it stops at once, and
-ignores SIGHUP with a log line.
+Signals of a running ``p2pvpn up`` and ``p2pvpn relay``: SIGTERM or SIGINT
+stop it gracefully (p2pvpn.ops: a node's tunnels closed with a Close frame,
+then its TUN, routes and nft tables removed; a relay's circuits ended and
+its connections closed, p2pvpn.relay_node), a second one or
+:data:`STOP_DEADLINE` seconds without progress cancel at once; SIGHUP
+reloads config.toml (a node's peer lists, a relay's limits and bootstrap
+list). ``down`` and ``reload`` ask the same over the control socket.
 """
 
 from __future__ import annotations
@@ -38,24 +39,39 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def down(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
-        """Stop the running node: tunnels closed with a Close frame, TUN, routes and nft rules removed."""
+        """Stop the running node or relay of --dir (as SIGTERM does) and wait until it is gone.
+
+        A node closes its tunnels with a Close frame and removes its TUN,
+        routes and nft rules; a relay ends its circuits and closes its
+        connections.
+        """
         from p2pvpn.cli import out
 
         path = _control_path(directory)
         reply = client.request(path, "down")
+        role = reply.get("role", "node")
         if not wait_gone(path, DOWN_WAIT):
-            raise ControlError(f"the node at {path} did not stop within {DOWN_WAIT:.0f} s")
-        out.print(f"stopped node {reply.get('peer_id', '')}", highlight=False)
+            raise ControlError(f"the {role} at {path} did not stop within {DOWN_WAIT:.0f} s")
+        out.print(f"stopped {role} {reply.get('peer_id', '')}", highlight=False)
 
     @app.command()
     def reload(directory: DirOpt = Path("/etc/p2pvpn")) -> None:
-        """Re-read config.toml's peers and allow_peers (as SIGHUP does); tunnels of listed peers stay."""
+        """Re-read config.toml (as SIGHUP does); nothing changes if it is malformed.
+
+        A node applies peers and allow_peers (tunnels of listed peers stay),
+        a relay its relay_* limits and bootstrap list (reservations stay).
+        """
         from p2pvpn.cli import out
 
         reply = client.request(_control_path(directory), "reload")
+        later = f"; at the next start: {', '.join(reply['restart_needed'])}" if reply["restart_needed"] else ""
+        if reply.get("role") == "relay":
+            changed = f"{', '.join(reply['changed'])} changed" if reply["changed"] else "no relay setting changed"
+            out.print(f"reloaded: {changed}, {reply['reservations_kept']} reservation(s) kept{later}",
+                      highlight=False)
+            return
         out.print(f"reloaded: {reply['added']} peer(s) added, {reply['removed']} removed, {reply['kept']} kept"
-                  + (f"; at the next start: {', '.join(reply['restart_needed'])}" if reply["restart_needed"] else ""),
-                  highlight=False)
+                  + later, highlight=False)
 
 
 def _control_path(directory: Path) -> Path:

@@ -43,11 +43,11 @@ RELOADED_KEYS = ("peers", "allow_peers")
 
 
 def handle(node: Any, cmd: str) -> dict[str, Any]:
-    """The control socket's ``down`` and ``reload``."""
+    """The control socket's ``down`` and ``reload``, for a node and a relay (p2pvpn.relay_node) alike."""
     if cmd == "down":
         log.info("stop requested over the control socket")
         node.stop()
-        return {"stopping": True, "peer_id": str(node.peer_id)}
+        return {"stopping": True, "role": getattr(node, "ROLE", "node"), "peer_id": str(node.peer_id)}
     return node.reload()  # type: ignore[no-any-return]
 
 
@@ -79,33 +79,51 @@ async def close_tunnels(manager: SessionManager, timeout: float = CLOSE_GRACE) -
 
 def reload(node: Any) -> dict[str, Any]:
     """Re-read config.toml; apply its peer lists; keep everything if it is malformed."""
-    path = node.directory / config.CONFIG_FILE
     try:
-        new = config.build(config.read_file(path), dict(node.start_overrides))
+        new = read_config(node)
+        if node.peer_id in dict(new.peer_infos()):
+            raise ConfigError("peers: the list contains this node's own peer ID")
     except ConfigError as exc:
-        log.warning("reload refused, running configuration kept: %s", exc)
-        return {"error": f"reload refused, running configuration kept: {exc}"}
+        return refused(exc)
     old: config.Config = node.config
-    if node.peer_id in dict(new.peer_infos()):
-        log.warning("reload refused, running configuration kept: peers: the list contains this node's own peer ID")
-        return {"error": "reload refused, running configuration kept: peers: the list contains this node's own peer ID"}
     if old.exit_via:  # the node runs with the hidden-path adjustments (p2pvpn.exit.multihop)
         from p2pvpn.exit.multihop import hidden_config
 
         new = hidden_config(new)
-    later = [f.name for f in dataclasses.fields(old)
-             if f.name not in RELOADED_KEYS and getattr(old, f.name) != getattr(new, f.name)]
-    if later:
-        log.warning("reload: %s changed; that takes effect at the next start", ", ".join(later))
+    later = restart_needed(old, new, RELOADED_KEYS)
     summary: dict[str, Any] = {"added": 0, "removed": 0, "kept": 0}
     if node.manager is not None:
         summary = apply_peer_lists(node.manager, old, new, own=node.peer_id)
     node.config = dataclasses.replace(old, peers=new.peers, allow_peers=new.allow_peers)
     if node.policy is not None:  # the network policy file too (its service also polls it every second)
         node.policy.reload()
-    log.info("reloaded %s: %d peer(s) added, %d removed, %d kept", path, summary["added"], summary["removed"],
-             summary["kept"])
+    log.info("reloaded %s: %d peer(s) added, %d removed, %d kept", node.directory / config.CONFIG_FILE,
+             summary["added"], summary["removed"], summary["kept"])
     return {"reloaded": True, "restart_needed": later, **summary}
+
+
+def read_config(node: Any) -> config.Config:
+    """``node``'s config.toml read and validated again, merged with the flags it was started with.
+
+    Raises ConfigError; the caller answers with :func:`refused` and changes nothing.
+    """
+    path = node.directory / config.CONFIG_FILE
+    return config.build(config.read_file(path), dict(node.start_overrides))
+
+
+def refused(exc: ConfigError) -> dict[str, Any]:
+    """A reload that changes nothing: one log line, and the reply saying why."""
+    log.warning("reload refused, running configuration kept: %s", exc)
+    return {"error": f"reload refused, running configuration kept: {exc}"}
+
+
+def restart_needed(old: config.Config, new: config.Config, reloaded: tuple[str, ...]) -> list[str]:
+    """The keys that changed but are not in ``reloaded`` (named in one log line: they wait for a restart)."""
+    later = [f.name for f in dataclasses.fields(old)
+             if f.name not in reloaded and getattr(old, f.name) != getattr(new, f.name)]
+    if later:
+        log.warning("reload: %s changed; that takes effect at the next start", ", ".join(later))
+    return later
 
 
 def apply_peer_lists(manager: SessionManager, old: config.Config, new: config.Config, own: ID) -> dict[str, int]:

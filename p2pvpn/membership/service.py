@@ -14,7 +14,8 @@
    certificate it presented (push or Hello), never from a DHT lookup.
 4. The best list also lives in the DHT (``attach_dht``): fetched at start
    and every DHT_INTERVAL, stored whenever ours is better than what the
-   DHT holds, so a member that was offline during a push learns it.
+   DHT holds, so a member that was offline during a push learns it
+   (p2pvpn.spread does the pushing and the DHT reads and writes).
 5. When less than half of our certificate's lifetime is left, we renew it:
    with the owner key if it is here, else from an admin we have a tunnel
    with (/p2pvpn/join/1.0.0, ``renew``), then push the new certificate on
@@ -31,31 +32,42 @@ import trio
 from libp2p.peer.id import ID
 
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
+from p2pvpn.host import STREAM_ERRORS, Host
 from p2pvpn.membership import authority, canonical, cert, invite
 from p2pvpn.membership import membership_pb2 as pb
 from p2pvpn.membership.errors import MembershipError
 from p2pvpn.membership.invite import JoinAnswer, JoinStatus
 from p2pvpn.membership.cert import Certificate
-from p2pvpn.membership.join import read_message, renew, uvarint
+from p2pvpn.membership.join import renew
 from p2pvpn.membership.network import ROLE_ADMIN
 from p2pvpn.membership.dhtlist import RevocationListValidator, revocations_key
-from p2pvpn.membership.revocation import MAX_LIST_SIZE, open_list
+from p2pvpn.membership.revocation import MAX_LIST_SIZE, RevocationList, open_list
 from p2pvpn.membership.store import Store
 from p2pvpn.membership.view import MembershipView
 from p2pvpn.session.manager import SessionManager
+from p2pvpn.spread.rules import Rank
+from p2pvpn.spread.spreader import Kind, Spreader
 from p2pvpn.wire.codec import CloseCode
 
 log = logging.getLogger(__name__)
 
 PUSH_PROTOCOL_ID = "/p2pvpn/membership/1.0.0"
 CHECK_INTERVAL = 1.0
-PUSH_TIMEOUT = 5.0
-DHT_INTERVAL = 30.0
-DHT_EARLY_RETRY = 2.0    # while the DHT has given us nothing yet (e.g. just after start, before bootstrap)
-DHT_EARLY_TRIES = 10
-DHT_TIMEOUT = 20.0
 MAX_PUSH_SIZE = MAX_LIST_SIZE + 8192
+
+
+def _encode_answer(ok: bool, message: str) -> bytes:
+    """Only ``status`` (and a refusal's message): an OK answer is the single byte 00 on the wire."""
+    return invite.encode_response(JoinAnswer(JoinStatus.OK, message) if ok else
+                                  JoinAnswer(JoinStatus.BAD_REQUEST, message))
+
+
+def _decode_answer(data: bytes) -> tuple[bool, str]:
+    answer = invite.parse_response(data)
+    return answer.status is JoinStatus.OK, answer.message
+
+
+KIND = Kind("membership", PUSH_PROTOCOL_ID, MAX_PUSH_SIZE, invite.MAX_RESPONSE_SIZE, _encode_answer, _decode_answer)
 
 
 class MembershipService:
@@ -65,13 +77,10 @@ class MembershipService:
         self.manager = manager
         self.host = host
         self.counters: Counter[str] = Counter()
+        self.spreader: Spreader[RevocationList] = Spreader(KIND, host, self.counters)
         self._mtime: int | None = None
         self._nursery: trio.Nursery | None = None
         self.renew_enabled = True
-        self.dht: Dht | None = None
-        self._next_dht = 0.0
-        self._dht_syncing = False
-        self._dht_misses = 0
         self._renewing = False
         self._next_renewal = 0.0
 
@@ -83,11 +92,9 @@ class MembershipService:
             while True:
                 if self._reload():
                     self._spread(exclude=None)
-                    self._next_dht = 0.0  # and into the DHT
+                    self.spreader.schedule.soon()  # and into the DHT
                 self.enforce()
-                if self.dht is not None and not self._dht_syncing and trio.current_time() >= self._next_dht:
-                    self._dht_syncing = True
-                    nursery.start_soon(self._dht_sync)
+                self.spreader.start_sync_if_due(nursery, self._dht_sync)
                 if self.renew_enabled and not self._renewing and self._renewal_due():
                     self._renewing = True
                     nursery.start_soon(self._renew)
@@ -134,47 +141,24 @@ class MembershipService:
 
     def attach_dht(self, dht: Dht) -> None:
         """Validate, fetch and publish the revocation list in ``dht`` from now on."""
-        dht.extra_validators[revocations_key(self.view.network_id)] = RevocationListValidator(
-            self.view.network_id, lambda: self.view.revocations.entries, self.view.clock)
-        self.dht = dht
-        self._next_dht = 0.0
+        self.spreader.attach_dht(dht, revocations_key(self.view.network_id), RevocationListValidator(
+            self.view.network_id, lambda: self.view.revocations.entries, self.view.clock))
 
     async def _dht_sync(self) -> None:
         """Take in the DHT's list; put ours there when it is better (or the DHT has none)."""
-        assert self.dht is not None
-        key = revocations_key(self.view.network_id)
-        try:
-            with trio.move_on_after(DHT_TIMEOUT):
-                value = await self.dht.get(key)
-                theirs = None
-                if value is not None:
-                    try:
-                        theirs = open_list(value, self.view.network_id, self.view.clock(),
-                                           self.view.revocations.entries)
-                    except MembershipError as exc:
-                        self.counters["dht_refused"] += 1
-                        log.info("revocation list in the DHT refused: %s", exc)
-                if theirs is None:
-                    self._dht_misses += 1
-                else:
-                    self._dht_misses = DHT_EARLY_TRIES
-                    self.counters["dht_fetched"] += 1
-                    if self.view.revocations.merge(theirs):
-                        self.enforce()
-                        await trio.to_thread.run_sync(self._save)
-                        self._spread(exclude=None)
-                best = self.view.revocations.best
-                if best is not None and (theirs is None or (best.seq, best.raw) > (theirs.seq, theirs.raw)):
-                    await self.dht.put(key, best.raw)
-                    self.counters["dht_published"] += 1
-        except (OSError, *STREAM_ERRORS) as exc:
-            log.info("revocation list DHT sync failed: %r", exc)
-        except Exception as exc:  # py-libp2p's KadDHT raises assorted types on lookups and stores
-            log.info("revocation list DHT sync failed: %r", exc)
-        finally:
-            self._dht_syncing = False
-            early = self._dht_misses < DHT_EARLY_TRIES and self.view.revocations.best is None
-            self._next_dht = trio.current_time() + (DHT_EARLY_RETRY if early else DHT_INTERVAL)
+        async def take(theirs: RevocationList) -> None:
+            if self.view.revocations.merge(theirs):
+                self.enforce()
+                await trio.to_thread.run_sync(self._save)
+                self._spread(exclude=None)
+
+        def ours() -> Rank | None:
+            best = self.view.revocations.best
+            return None if best is None else (best.seq, best.raw)
+
+        await self.spreader.sync_dht(
+            lambda value: open_list(value, self.view.network_id, self.view.clock(), self.view.revocations.entries),
+            lambda theirs: (theirs.seq, theirs.raw), take, ours)
 
     def _renewal_due(self) -> bool:
         own, now = self.view.own, self.view.clock()
@@ -263,33 +247,12 @@ class MembershipService:
         return c is not None and self.view.reason_invalid(c) is None
 
     async def _push_one(self, peer: ID, message: bytes) -> None:
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                stream = await self.host.open_stream(peer, [], PUSH_PROTOCOL_ID)
-                try:
-                    await stream.write(uvarint(len(message)) + message)
-                    answer = invite.parse_response(await read_message(stream, invite.MAX_RESPONSE_SIZE))
-                finally:
-                    await close_quietly(stream)
-            if answer.status is not JoinStatus.OK:
-                self.counters["push_refused_by_peer"] += 1
-                log.info("%s refused our membership push: %s", peer, answer.message)
-                return
-            self.counters["pushed"] += 1
-        except (trio.TooSlowError, OSError, *STREAM_ERRORS) as exc:
-            self.counters["push_failed"] += 1
-            log.debug("revocation push to %s failed: %r", peer, exc)
-        except Exception as exc:  # py-libp2p's dial and negotiation errors have no common base
-            self.counters["push_failed"] += 1
-            log.debug("revocation push to %s failed: %r", peer, exc)
+        await self.spreader.push(peer, message)
 
     async def _on_push(self, stream: object) -> None:
-        sender = remote_peer(stream)  # type: ignore[arg-type]
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                data = await read_message(stream, MAX_PUSH_SIZE)
+        def take(sender: ID, data: bytes) -> set[bytes]:
             message = canonical.parse(pb.Membership, data, "membership push")
-            changed = set()
+            changed: set[bytes] = set()
             if message.HasField("certificate"):  # a member introducing itself (to a relay)
                 peer = self.manager.peers.get(sender)
                 tunnel = (peer.addresses.ipv4, peer.addresses.ipv6) if peer is not None and peer.tunnel is not None else None
@@ -297,35 +260,19 @@ class MembershipService:
                 self.counters["certificates"] += 1
             if message.HasField("revocations"):
                 changed = self.view.revocations.merge_bytes(canonical.encode(message.revocations), self.view.clock())
-        except MembershipError as exc:
-            self.counters["push_refused"] += 1
-            log.info("membership push from %s refused: %s", sender, exc)
-            await self._answer(stream, JoinAnswer(JoinStatus.BAD_REQUEST, str(exc)))
+            return changed
+
+        served = await self.spreader.serve(stream, take)
+        if served is None:
             return
-        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
-            self.counters["push_refused"] += 1
-            log.info("membership push from %s failed: %r", sender, exc)
-            await reset_quietly(stream)  # type: ignore[arg-type]
-            return
-        await self._answer(stream, JoinAnswer(JoinStatus.OK))  # the sender may now rely on what it pushed
-        self.counters["received"] += 1
+        sender, changed = served
         if changed:
             log.info("revocation list %d from %s: %d peers revoked or moved", self.view.revocations.seq, sender,
                      len(changed))
             self.enforce()
             await trio.to_thread.run_sync(self._save)
             self._spread(exclude=sender)
-            self._next_dht = 0.0
-
-    async def _answer(self, stream: object, answer: JoinAnswer) -> None:
-        data = invite.encode_response(answer)
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                await stream.write(uvarint(len(data)) + data)  # type: ignore[attr-defined]
-        except (trio.TooSlowError, *STREAM_ERRORS):
-            await reset_quietly(stream)  # type: ignore[arg-type]
-            return
-        await close_quietly(stream)  # type: ignore[arg-type]
+            self.spreader.schedule.soon()
 
     def _save(self) -> None:
         with self.store.lock():

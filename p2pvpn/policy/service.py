@@ -11,7 +11,9 @@
    packet), is saved, and goes on to every other member by step 1. A worse
    one is answered OK, and the sender gets ours back.
 3. The best policy also lives in the DHT (``attach_dht``), read at start
-   and every DHT_INTERVAL, stored whenever ours is better.
+   and every DHT_INTERVAL, stored whenever ours is better (p2pvpn.spread
+   does the pushing and the DHT reads and writes for both this and the
+   revocation list).
 4. Every SWEEP_INTERVAL the conntrack table drops its expired flows.
 """
 
@@ -26,10 +28,9 @@ import trio
 from libp2p.peer.id import ID
 
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.host import STREAM_ERRORS, Host, close_quietly, remote_peer, reset_quietly
+from p2pvpn.host import Host
 from p2pvpn.membership import canonical
 from p2pvpn.membership.errors import MembershipError
-from p2pvpn.membership.join import read_message, uvarint
 from p2pvpn.membership.view import MembershipView
 from p2pvpn.policy import policy_pb2 as pb
 from p2pvpn.policy import store
@@ -37,19 +38,28 @@ from p2pvpn.policy.dhtkey import PolicyValidator, policy_key
 from p2pvpn.policy.firewall import Firewall
 from p2pvpn.policy.model import MAX_POLICY_SIZE, Policy, allow_all, open_policy
 from p2pvpn.session.manager import SessionManager
+from p2pvpn.spread.rules import Rank
+from p2pvpn.spread.spreader import Kind, Spreader
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_ID = "/p2pvpn/policy/1.0.0"
 CHECK_INTERVAL = 1.0
-PUSH_TIMEOUT = 5.0
 SWEEP_INTERVAL = 10.0
-DHT_INTERVAL = 30.0
-DHT_EARLY_RETRY = 2.0
-DHT_EARLY_TRIES = 10
-DHT_TIMEOUT = 20.0
 STATUS_OK, STATUS_BAD_REQUEST = 0, 5
 MAX_ANSWER_SIZE = 1024
+
+
+def _encode_answer(ok: bool, message: str) -> bytes:
+    return canonical.encode(pb.PolicyAnswer(status=STATUS_OK if ok else STATUS_BAD_REQUEST, message=message[:200]))
+
+
+def _decode_answer(data: bytes) -> tuple[bool, str]:
+    answer = canonical.parse(pb.PolicyAnswer, data, "policy answer")
+    return answer.status == STATUS_OK, answer.message
+
+
+KIND = Kind("policy", PROTOCOL_ID, MAX_POLICY_SIZE, MAX_ANSWER_SIZE, _encode_answer, _decode_answer)
 
 
 def make_firewall(directory: Path, view: MembershipView, local_peer: bytes) -> Firewall:
@@ -78,13 +88,10 @@ class PolicyService:
         self.host = host
         self.firewall = firewall
         self.counters: Counter[str] = Counter()
-        self.dht: Dht | None = None
+        self.spreader: Spreader[Policy] = Spreader(KIND, host, self.counters)
         self._mtime: int | None = None
         self._sent: dict[bytes, tuple[int, int]] = {}  # peer -> (seq, id(tunnel)) it has had from us or sent us
         self._nursery: trio.Nursery | None = None
-        self._next_dht = 0.0
-        self._dht_syncing = False
-        self._dht_misses = 0
         self._next_sweep = 0.0
 
     @property
@@ -105,9 +112,7 @@ class PolicyService:
                 if now >= self._next_sweep:
                     self.firewall.sweep(now)
                     self._next_sweep = now + SWEEP_INTERVAL
-                if self.dht is not None and not self._dht_syncing and trio.current_time() >= self._next_dht:
-                    self._dht_syncing = True
-                    nursery.start_soon(self._dht_sync)
+                self.spreader.start_sync_if_due(nursery, self._dht_sync)
                 await trio.sleep(CHECK_INTERVAL)
 
     def accept(self, data: bytes) -> bool:
@@ -163,46 +168,17 @@ class PolicyService:
                 self._nursery.start_soon(self._push_one, peer.peer_id, policy.raw)
 
     async def _push_one(self, peer: ID, data: bytes) -> None:
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                stream = await self.host.open_stream(peer, [], PROTOCOL_ID)
-                try:
-                    await stream.write(uvarint(len(data)) + data)
-                    answer = canonical.parse(pb.PolicyAnswer, await read_message(stream, MAX_ANSWER_SIZE),
-                                             "policy answer")
-                finally:
-                    await close_quietly(stream)
-            if answer.status != STATUS_OK:
-                self.counters["push_refused_by_peer"] += 1
-                log.info("%s refused our policy: %s", peer, answer.message)
-                return
-            self.counters["pushed"] += 1
-        except (trio.TooSlowError, MembershipError, OSError, *STREAM_ERRORS) as exc:
-            self.counters["push_failed"] += 1
-            log.debug("policy push to %s failed: %r", peer, exc)
-        except Exception as exc:  # py-libp2p's dial and negotiation errors have no common base
-            self.counters["push_failed"] += 1
-            log.debug("policy push to %s failed: %r", peer, exc)
+        await self.spreader.push(peer, data)
 
     async def _on_push(self, stream: object) -> None:
-        sender = remote_peer(stream)  # type: ignore[arg-type]
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                data = await read_message(stream, MAX_POLICY_SIZE)
+        def take(sender: ID, data: bytes) -> tuple[Policy, bool]:
             theirs = open_policy(data, self.view.network_id, self.view.clock(), self.view.revocations.entries)
-            changed = self._apply(theirs)
-        except MembershipError as exc:
-            self.counters["push_refused"] += 1
-            log.info("policy push from %s refused: %s", sender, exc)
-            await self._answer(stream, STATUS_BAD_REQUEST, str(exc))
+            return theirs, self._apply(theirs)
+
+        served = await self.spreader.serve(stream, take)
+        if served is None:
             return
-        except (trio.TooSlowError, *STREAM_ERRORS) as exc:
-            self.counters["push_refused"] += 1
-            log.info("policy push from %s failed: %r", sender, exc)
-            await reset_quietly(stream)  # type: ignore[arg-type]
-            return
-        await self._answer(stream, STATUS_OK, "")
-        self.counters["received"] += 1
+        sender, (theirs, changed) = served
         peer = self.manager.peers.get(sender)
         if peer is not None and peer.tunnel is not None and theirs.rank() >= self.policy.rank():
             self._sent[sender.to_bytes()] = (self.policy.seq, id(peer.tunnel))  # no need to send it back
@@ -211,57 +187,23 @@ class PolicyService:
         if changed:
             await trio.to_thread.run_sync(self._save)
             self._spread()
-            self._next_dht = 0.0
-
-    async def _answer(self, stream: object, status: int, message: str) -> None:
-        data = canonical.encode(pb.PolicyAnswer(status=status, message=message[:200]))
-        try:
-            with trio.fail_after(PUSH_TIMEOUT):
-                await stream.write(uvarint(len(data)) + data)  # type: ignore[attr-defined]
-        except (trio.TooSlowError, *STREAM_ERRORS):
-            await reset_quietly(stream)  # type: ignore[arg-type]
-            return
-        await close_quietly(stream)  # type: ignore[arg-type]
+            self.spreader.schedule.soon()
 
     def attach_dht(self, dht: Dht) -> None:
-        dht.extra_validators[policy_key(self.view.network_id)] = PolicyValidator(
-            self.view.network_id, lambda: self.view.revocations.entries, self.view.clock)
-        self.dht = dht
-        self._next_dht = 0.0
+        self.spreader.attach_dht(dht, policy_key(self.view.network_id), PolicyValidator(
+            self.view.network_id, lambda: self.view.revocations.entries, self.view.clock))
 
     async def _dht_sync(self) -> None:
-        assert self.dht is not None
-        key = policy_key(self.view.network_id)
-        try:
-            with trio.move_on_after(DHT_TIMEOUT):
-                value = await self.dht.get(key)
-                theirs: Policy | None = None
-                if value is not None:
-                    try:
-                        theirs = open_policy(value, self.view.network_id, self.view.clock(),
-                                             self.view.revocations.entries)
-                    except MembershipError as exc:
-                        self.counters["dht_refused"] += 1
-                        log.info("policy in the DHT refused: %s", exc)
-                if theirs is None:
-                    self._dht_misses += 1
-                else:
-                    self._dht_misses = DHT_EARLY_TRIES
-                    self.counters["dht_fetched"] += 1
-                    if self._apply(theirs):
-                        await trio.to_thread.run_sync(self._save)
-                ours = self.policy
-                if ours.raw and (theirs is None or ours.rank() > theirs.rank()):
-                    await self.dht.put(key, ours.raw)
-                    self.counters["dht_published"] += 1
-        except (OSError, MembershipError, *STREAM_ERRORS) as exc:
-            log.info("policy DHT sync failed: %r", exc)
-        except Exception as exc:  # py-libp2p's KadDHT raises assorted types on lookups and stores
-            log.info("policy DHT sync failed: %r", exc)
-        finally:
-            self._dht_syncing = False
-            early = self._dht_misses < DHT_EARLY_TRIES and not self.policy.raw
-            self._next_dht = trio.current_time() + (DHT_EARLY_RETRY if early else DHT_INTERVAL)
+        async def take(theirs: Policy) -> None:
+            if self._apply(theirs):
+                await trio.to_thread.run_sync(self._save)
+
+        def ours() -> Rank | None:
+            return self.policy.rank() if self.policy.raw else None
+
+        await self.spreader.sync_dht(
+            lambda value: open_policy(value, self.view.network_id, self.view.clock(), self.view.revocations.entries),
+            Policy.rank, take, ours)
 
     def status(self) -> dict[str, object]:
         return {**self.firewall.status(), "counters": dict(self.counters)}

@@ -90,8 +90,15 @@ class RelayPolicy:
     def __post_init__(self) -> None:
         # One slot per peer by construction (a second RESERVE renews); strangers get at most
         # max_reservations - relay_member_reservations slots (at least one), the rest stays for members.
-        share = max(1, self.limits.max_reservations - self.rm.limits.relay_member_reservations)
-        self.rm.add_gauge("relay_stranger_reservations", share)
+        self.rm.add_gauge("relay_stranger_reservations", self._stranger_share())
+
+    def _stranger_share(self) -> int:
+        return max(1, self.limits.max_reservations - self.rm.limits.relay_member_reservations)
+
+    def set_limits(self, limits: RelayLimits) -> None:
+        """New limits (a reload) for new reservations and circuits; slots and circuits held now stay."""
+        self.limits = limits
+        self.rm.gauges["relay_stranger_reservations"].limit = self._stranger_share()
 
     def reserve(self, peer: ID, member: bool, now: float, source: str | None = "unknown") -> tuple[int, Slot | None]:
         """Grant or renew ``peer``'s slot; ``source`` is its IP address (strangers are capped per IP)."""

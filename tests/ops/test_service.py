@@ -40,7 +40,7 @@ async def test_down_over_the_control_socket_closes_tunnels_with_close_and_return
             await wait_up(b, a, 20)
             at_b = _tunnel(b, a)
             reply = await trio.to_thread.run_sync(client.request, path, "down")
-            assert reply == {"stopping": True, "peer_id": str(a.peer_id)}
+            assert reply == {"stopping": True, "role": "node", "peer_id": str(a.peer_id)}
             with trio.fail_after(10):  # a.run returns by itself: this nursery ends without a cancel
                 await _until(lambda: not path.exists())
         # b heard a Close(NORMAL) with our reason, not a keepalive timeout

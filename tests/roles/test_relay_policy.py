@@ -119,3 +119,18 @@ def test_a_stranger_that_becomes_a_member_gives_its_stranger_share_back() -> Non
     policy.expire(NOW + RelayLimits().reservation_ttl + 1)
     assert rm.gauges["relay_stranger_reservations"].in_use == 0
     assert rm.gauges["relay_reservations_per_ip"].in_use == 0
+
+
+def test_new_limits_keep_the_slots_held_and_apply_to_the_next_reservation() -> None:
+    """A reload (p2pvpn.relay_node) lowers the limits: nobody loses a slot, the next one is refused."""
+    policy = RelayPolicy(RelayLimits(max_reservations=40))
+    held = [peer() for _ in range(3)]
+    for p in held:
+        assert policy.reserve(p, False, NOW)[0] == c.OK
+    assert policy.rm.gauges["relay_stranger_reservations"].limit == 40 - 32
+    policy.set_limits(RelayLimits(max_reservations=2, serve_strangers=True))
+    assert set(policy.slots) == set(held)
+    assert policy.rm.gauges["relay_stranger_reservations"].limit == 1  # at least one, as at start
+    assert policy.reserve(held[0], False, NOW)[0] == c.OK  # a renewal of a slot held is not a new slot
+    assert policy.reserve(peer(), True, NOW) == (c.RESERVATION_REFUSED, None)
+    assert policy.refused == {"reservations_full": 1}
