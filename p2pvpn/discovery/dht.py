@@ -65,6 +65,7 @@ MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
 ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
+NEAR_WAIT = 5.0  # seconds the closest peers have to answer a periodic read (get_near)
 
 
 def _use_our_protocol_id() -> None:
@@ -306,8 +307,9 @@ class Dht:
                 self.rejected += 1
                 self.kad.value_store.remove(key.encode())
         found = await self._ask_closest(key)
-        if found is not None:
-            return found
+        if found:
+            self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
+            return found[0]
         try:
             value = await self.kad.get_value(key, quorum=1)
         except rec.RecordError as exc:  # every copy found was invalid
@@ -318,8 +320,28 @@ class Dht:
             return None
         return value
 
-    async def _ask_closest(self, key: str) -> bytes | None:
-        """GET_VALUE to the few closest peers our table knows, in parallel; the first valid answer."""
+    async def get_near(self, key: str) -> bytes | None:
+        """The best valid value for ``key`` among the few closest peers our routing table knows, or None.
+
+        One round trip to ADDRESS_FIRST_ASK peers instead of a lookup (a
+        FIND_NODE walk, then GET_VALUE to up to 20 peers): for the periodic
+        reads of the revocation list and the policy (p2pvpn.spread), which
+        every member makes every 30 s and which most often find nothing new.
+        The publisher stored the value at the ~20 peers closest to the key, so
+        the closest peers we know usually hold it; the spreader still makes
+        a full lookup now and then (SyncSchedule). Every answer within
+        NEAR_WAIT s counts (the best wins, not the first). Neither our own
+        store (the caller compares with its own copy) nor a cache: nobody
+        would update a cached copy, and it would hide newer ones.
+        """
+        found = await self._ask_closest(key, first=False, wait=NEAR_WAIT)
+        return self._best(key, *found)
+
+    async def _ask_closest(self, key: str, first: bool = True, wait: float = ADDRESS_FIRST_WAIT) -> list[bytes]:
+        """GET_VALUE to the few closest peers our table knows, in parallel, for at most ``wait`` s.
+
+        The valid answers; with ``first``, the first one ends the asking.
+        """
         closest = [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), ADDRESS_FIRST_ASK)
                    if p != self.host.peer_id]
         found: list[bytes] = []
@@ -334,19 +356,17 @@ class Dht:
                 if not isinstance(value, bytes):
                     return
                 try:
-                    self.address_validator.validate(key, value)
-                except rec.RecordError:
-                    self.rejected += 1
+                    _ByKey(self).validate(key, value)  # counts a refusal in rejected
+                except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
                     return
                 found.append(value)
-                nursery.cancel_scope.cancel()
+                if first:
+                    nursery.cancel_scope.cancel()
 
-            nursery.cancel_scope.deadline = trio.current_time() + ADDRESS_FIRST_WAIT
+            nursery.cancel_scope.deadline = trio.current_time() + wait
             for peer_id in closest:
                 nursery.start_soon(ask, peer_id)
-        if found:
-            self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
-        return found[0] if found else None
+        return found
 
     async def get_record(self, peer_id: ID, refresh: bool = False) -> bytes | None:
         """The best copy the DHT has of the peer's record; the caller verifies it again.
@@ -460,8 +480,8 @@ class Dht:
         if not candidates:
             return None
         try:
-            return candidates[self.validator.select(key, candidates)]
-        except rec.RecordError:
+            return candidates[_ByKey(self).select(key, candidates)]
+        except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
             return None
 
 

@@ -55,6 +55,7 @@ class Spreader(Generic[T]):
         self.dht: Dht | None = None
         self.key = ""
         self.schedule = SyncSchedule()
+        self._full = True  # the running read is a full lookup (SyncSchedule.start)
 
     # -- push ------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class Spreader(Generic[T]):
     def start_sync_if_due(self, nursery: trio.Nursery, sync: Callable[[], Awaitable[None]]) -> None:
         """Start ``sync`` (which calls :meth:`sync_dht`) when a DHT is attached and a read is due."""
         if self.dht is not None and self.schedule.due(trio.current_time()):
-            self.schedule.start()
+            self._full = self.schedule.start()
             nursery.start_soon(sync)
 
     async def sync_dht(self, open_value: Callable[[bytes], T], rank: Callable[[T], Rank],
@@ -137,7 +138,12 @@ class Spreader(Generic[T]):
         assert self.dht is not None
         try:
             with trio.move_on_after(DHT_TIMEOUT):
-                value = await self.dht.get(self.key)
+                if self._full:
+                    self.counters["dht_full_reads"] += 1
+                    value = await self.dht.get(self.key)
+                else:
+                    self.counters["dht_near_reads"] += 1
+                    value = await self.dht.get_near(self.key)
                 theirs: T | None = None
                 if value is not None:
                     try:

@@ -52,3 +52,9 @@ async def test_a_member_learns_a_revocation_from_the_dht(tmp_path: Path, capsys:
                 await trio.sleep(0.1)
         assert m1.membership_service is not None and m1.membership_service.counters["dht_fetched"] >= 1
         assert m1.membership_service.counters["received"] == 0  # not by a push
+        # The periodic reads between full lookups ask only the closest peers (here: the owner), one round trip.
+        spreader = m1.membership_service.spreader
+        assert spreader.dht is not None
+        near = await spreader.dht.get_near(revocations_key(nid))
+        assert near is not None and near == owner.membership_service.spreader.dht.kad.value_store.get(
+            revocations_key(nid).encode()).value

@@ -124,11 +124,16 @@ class MemoryDht:
     extra_validators: dict[str, object] = field(default_factory=dict)
     fail: bool = False
     puts: int = 0
+    near: int = 0
 
     async def get(self, key: str) -> bytes | None:
         if self.fail:
             raise OSError("no peers")
         return self.values.get(key)
+
+    async def get_near(self, key: str) -> bytes | None:
+        self.near += 1
+        return await self.get(key)
 
     async def put(self, key: str, value: bytes) -> None:
         self.puts += 1
@@ -163,7 +168,8 @@ async def test_sync_publishes_ours_when_the_dht_has_none_or_worse_and_takes_a_be
     node = Node((2, b"2:ours"))
     assert "/p2pvpn/n/policy" in node.dht.extra_validators
     await node.sync()
-    assert node.dht.values["/p2pvpn/n/policy"] == b"2:ours" and node.counters == Counter(dht_published=1)
+    assert node.dht.values["/p2pvpn/n/policy"] == b"2:ours"
+    assert node.counters == Counter(dht_published=1, dht_full_reads=1)
     node.dht.values["/p2pvpn/n/policy"] = b"1:old"
     await node.sync()
     assert node.dht.values["/p2pvpn/n/policy"] == b"2:ours" and node.counters["dht_fetched"] == 1
@@ -171,6 +177,16 @@ async def test_sync_publishes_ours_when_the_dht_has_none_or_worse_and_takes_a_be
     await node.sync()
     assert node.own == (5, b"5:newer") and node.dht.puts == 2  # taken, and nothing better to put back
     assert not node.spreader.schedule.running
+
+
+async def test_periodic_reads_ask_only_the_closest_peers_between_full_lookups() -> None:
+    node = Node((1, b"1:ours"))
+    node.dht.values["/p2pvpn/n/policy"] = b"1:ours"
+    for _ in range(12):  # as start_sync_if_due does
+        node.spreader._full = node.spreader.schedule.start()
+        await node.sync()
+    assert node.counters["dht_full_reads"] == 2 and node.counters["dht_near_reads"] == 10
+    assert node.dht.near == 10
 
 
 async def test_an_invalid_dht_value_is_counted_and_overwritten_and_a_failing_dht_is_retried() -> None:
