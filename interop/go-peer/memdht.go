@@ -68,13 +68,19 @@ func (v RevocationListValidator) Select(key string, values [][]byte) (int, error
 
 // byKey sends the revocation key to the list validator and every other key to the record validator.
 type byKey struct {
-	records NodeRecordValidator
-	lists   RevocationListValidator
+	records  NodeRecordValidator
+	lists    RevocationListValidator
+	policies PolicyValidator
 }
 
 func (b byKey) isList(key string) bool { return strings.HasSuffix(key, "/revocations") }
 
+func (b byKey) isPolicy(key string) bool { return strings.HasSuffix(key, dhtPolicyKeySuffix) }
+
 func (b byKey) Validate(key string, value []byte) error {
+	if b.isPolicy(key) {
+		return b.policies.Validate(key, value)
+	}
 	if b.isList(key) {
 		return b.lists.Validate(key, value)
 	}
@@ -82,6 +88,9 @@ func (b byKey) Validate(key string, value []byte) error {
 }
 
 func (b byKey) Select(key string, values [][]byte) (int, error) {
+	if b.isPolicy(key) {
+		return b.policies.Select(key, values)
+	}
 	if b.isList(key) {
 		return b.lists.Select(key, values)
 	}
