@@ -13,6 +13,7 @@
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
 //	go-peer membership id|network|issue|revoke|verify ...   (see memtool.go)
+//	go-peer policy check|filter           (see policytool.go)
 //
 // Every long-running mode prints {"event":"ready",...} with its peer ID and
 // multiaddrs on stdout when it is ready, then one JSON event per line; SIGUSR1
@@ -47,6 +48,9 @@ func main() {
 		return
 	case "membership":
 		runMembershipTool(args)
+		return
+	case "policy":
+		runPolicyTool(args)
 		return
 	case "dht", "relay", "vpn", "probe":
 	default:

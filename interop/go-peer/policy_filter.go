@@ -166,6 +166,11 @@ const (
 	ctClosing
 )
 
+type ctRef struct {
+	key   string
+	order uint64
+}
+
 type ctEntry struct {
 	expires time.Time
 	state   ctState
@@ -201,7 +206,7 @@ type Firewall struct {
 	here     []PolicyRule // the rules whose "to" matches this node
 	active   bool
 	flows    map[string]*ctEntry
-	fifo     []string // insertion order, for eviction (entries removed since are skipped)
+	fifo     []ctRef // insertion order, for eviction (entries removed or replaced since are skipped)
 	nextID   uint64
 	denied   map[string]uint64
 	ctCounts map[string]uint64
@@ -296,13 +301,13 @@ func (fw *Firewall) open(f *flow, from peer.ID, now time.Time) {
 		for len(fw.flows) >= fw.max && len(fw.fifo) > 0 {
 			oldest := fw.fifo[0]
 			fw.fifo = fw.fifo[1:]
-			if e, ok := fw.flows[oldest]; ok {
+			if e, ok := fw.flows[oldest.key]; ok && e.order == oldest.order {
 				if !now.Before(e.expires) {
 					fw.ctCounts["expired"]++
 				} else {
 					fw.ctCounts["evicted"]++
 				}
-				delete(fw.flows, oldest)
+				delete(fw.flows, oldest.key)
 			}
 		}
 	}
@@ -319,12 +324,12 @@ func (fw *Firewall) open(f *flow, from peer.ID, now time.Time) {
 	fw.nextID++
 	fw.flows[key] = &ctEntry{expires: now.Add(ctTimeout(f.proto, state)), state: state, peer: from,
 		seq: fw.policy.Seq, order: fw.nextID}
-	fw.fifo = append(fw.fifo, key)
-	if len(fw.fifo) > 2*fw.max { // drop the keys of flows that are gone
+	fw.fifo = append(fw.fifo, ctRef{key, fw.nextID})
+	if len(fw.fifo) > 2*fw.max { // drop the references to flows that are gone
 		live := fw.fifo[:0]
-		for _, k := range fw.fifo {
-			if _, ok := fw.flows[k]; ok {
-				live = append(live, k)
+		for _, r := range fw.fifo {
+			if e, ok := fw.flows[r.key]; ok && e.order == r.order {
+				live = append(live, r)
 			}
 		}
 		fw.fifo = live
