@@ -41,7 +41,7 @@ func newDHT(h host.Host, network string, server bool, revoked func() map[string]
 		dht.ProtocolPrefix(dhtPrefix),
 		dht.Validator(record.NamespacedValidator{"p2pvpn": byKey{records: v, lists: RevocationListValidator{
 			Network: network, Revoked: revoked, OnVerdict: v.OnVerdict,
-		}, policies: PolicyValidator{Network: network, Revoked: revoked}}}),
+		}, policies: PolicyValidator{Network: network, Revoked: revoked, OnVerdict: v.OnVerdict}}}),
 		dht.Mode(mode),
 	)
 }

@@ -300,8 +300,9 @@ func (s *PolicyService) pushOne(ctx context.Context, to peer.ID, data []byte) {
 
 // PolicyValidator validates and selects policies under this network's policy key.
 type PolicyValidator struct {
-	Network string
-	Revoked func() map[string]uint64
+	Network   string
+	Revoked   func() map[string]uint64
+	OnVerdict func(key string, err error)
 }
 
 func (pv PolicyValidator) open(key string, value []byte) (*Policy, error) {
@@ -317,6 +318,9 @@ func (pv PolicyValidator) open(key string, value []byte) (*Policy, error) {
 
 func (pv PolicyValidator) Validate(key string, value []byte) error {
 	_, err := pv.open(key, value)
+	if pv.OnVerdict != nil {
+		pv.OnVerdict(key, err)
+	}
 	return err
 }
 

@@ -6,6 +6,8 @@ same packets:
 * policies: §17.7's vector and its negative vectors, re-signed edge cases (canonical form,
   field limits, signers, admins at a time and under revocation) and seeded random mutations:
   the same accept/refuse verdict on every one;
+* the DHT key: a Python owner's policy, stored in a Go DHT server, reaches a Go member that has
+  no tunnel (so no push);
 * the stateful filter: seeded random scenarios (policies with random rules, a node with
   groups, peers with groups, packets of every kind in both directions, time passing, a better
   policy arriving midway): the same verdict on every packet and the same counters at the end.
@@ -20,7 +22,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from gopeer import run_tool
+import pytest
+import trio
+from gopeer import LOOPBACK_LISTEN, GoPeer, run_tool
 from policy.packets import ACK, FIN, RST, SYN, fragment, icmp, tcp, udp
 
 from p2pvpn.membership import canonical, cert
@@ -29,6 +33,7 @@ from p2pvpn.membership.network import Signer, network_id, peer_id_bytes, signer_
 from p2pvpn.policy import policy_pb2 as pb
 from p2pvpn.policy.firewall import Firewall
 from p2pvpn.policy.model import POLICY_CONTEXT, open_bytes, open_policy
+from p2pvpn.testing.cluster import running
 
 T0 = 1767225600
 DAY = 86400
@@ -265,3 +270,40 @@ def test_go_and_python_filter_the_same_packets(go_peer_bin: Path) -> None:
             assert answer["status"][key] == status[key], (n, key, answer["status"], status)
         denied += status["denied"]
     assert denied > 100, denied  # the scenarios do deny things
+
+
+# -- the DHT key (§17.4) ------------------------------------------------------------------------------
+
+
+async def test_a_python_policy_travels_through_a_go_dht_to_a_go_member(
+        go_peer_bin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The owner stores its policy under /p2pvpn/<network ID>/policy in a Go DHT server (which validates
+    it); a Go member with no tunnel to anyone reads it there, enforces it and saves it to --policy."""
+    from test_go_membership import GO_SEED, PyNet, cli, go_peer_id, go_vpn
+
+    net = PyNet(tmp_path, capsys, [])
+    go_id = go_peer_id(go_peer_bin, GO_SEED)
+    issued = net.admit(go_id, "gopher", "--groups", "gophers")
+    text = tmp_path / "acl.toml"
+    text.write_text('default = "deny"\n\n[[rule]]\naction = "allow"\nto = "group:gophers"\nproto = "icmp"\n')
+    key = f"/p2pvpn/{net.nid}/policy"
+    saved = tmp_path / "go-policy"
+    with GoPeer(go_peer_bin, "dht", "--network", net.nid, *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as boot:
+        await boot.aready()
+        owner = net.cluster.node("owner", network=net.nid, bootstrap=[boot.addr()], discovery_interval=0.5)
+        async with running(owner):
+            node_key = f"/p2pvpn/{net.nid}/node/{owner.peer_id}"
+            await boot.await_event("record_validated", lambda e: e["key"] == node_key, timeout=40)
+            # Set on the running owner: it re-reads the file within a second and stores the policy at once.
+            await trio.to_thread.run_sync(cli, "policy", "set", str(text), "--dir", str(tmp_path / "owner"))
+            stored = await boot.await_event("record_validated", lambda e: e["key"] == key, timeout=30)
+            assert stored["ok"], stored
+            with go_vpn(go_peer_bin, GO_SEED, net.nid, issued["certificate"], "--bootstrap", boot.addr(),
+                        "--policy", str(saved)) as go:
+                await go.aready()
+                applied = await go.await_event("policy_applied", lambda e: e["via"] == "dht", timeout=40)
+                assert (applied["seq"], applied["default"], applied["rules_here"], applied["active"]) == \
+                    (1, "deny", 1, True), applied
+                status = (await go.stats())["policy"]
+                assert status["counters"]["dht_fetched"] >= 1, status
+                assert saved.read_text().strip() == (tmp_path / "owner" / "membership" / "policy").read_text().strip()
