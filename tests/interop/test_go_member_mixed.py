@@ -181,8 +181,10 @@ def test_a_go_member_in_a_python_network_with_certificates_datagrams_an_acl_and_
             assert st["policy"]["seq"] == 0 and not st["policy"]["active"], st["policy"]
 
             # b. The ACL: set on the owner's directory, pushed to m and to the Go peer.
+            started = time.monotonic()
             cli("policy", "set", str(write_policy(lab.workdir / "acl.toml", owner, m)), "--dir", str(owner.directory))
             applied = gov.wait_for("policy_applied", lambda e: e["seq"] == 1, timeout=30)
+            policy_took = time.monotonic() - started
             assert applied["via"] == "push" and applied["active"] and applied["rules_here"] == 1, applied
             assert wait_for(lambda: policy_of(m).get("seq") == 1 and policy_of(owner).get("seq") == 1, 30,
                             poll=0.3), f"policy 1 not on the Python nodes: {policy_of(owner)} {policy_of(m)}"
@@ -213,12 +215,13 @@ def test_a_go_member_in_a_python_network_with_certificates_datagrams_an_acl_and_
             final = go_stats(gov)["policy"]
             assert final["denied_by_reason"].get("rule", 0) == go_rule, final  # m's replies were not denied
             assert final["flows"] >= 1 and final["conntrack"]["opened"] >= 1, final
-            print(f"ACL: Go peer {final}; owner {policy_of(owner)}")
+            print(f"ACL: on the Go peer {policy_took:.1f} s after `policy set`; Go {final}; owner {policy_of(owner)}")
 
             # c. The owner revokes m: the Go peer closes m's tunnel, refuses it after; the owner stays.
-            mark = gov.mark()
+            mark, started = gov.mark(), time.monotonic()
             cli("revoke", "m", "--dir", str(owner.directory))
             down = gov.wait_for("tunnel_down", lambda e: e["peer"] == m.peer_id, start=mark, timeout=20)
+            print(f"revocation: the Go peer closed m's tunnel {time.monotonic() - started:.1f} s after `revoke`")
             assert "NOT_AUTHORIZED" in (down.get("sent_close"), down.get("received_close")), down
             refused = gov.wait_for("hello_rejected", lambda e: e["peer"] == m.peer_id, start=mark, timeout=30)
             assert refused["code"] == "NOT_AUTHORIZED" and "revoked" in refused["reason"], refused
