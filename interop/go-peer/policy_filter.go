@@ -237,11 +237,26 @@ func selectorMatches(group string, peerID []byte, id peer.ID, groups []string) b
 	return true
 }
 
-// setPolicy puts a (better) policy in force: new flows follow it at once, flows peers opened are
+// setPolicy puts a policy in force: new flows follow it at once, flows peers opened are
 // re-decided on their next packet.
 func (fw *Firewall) setPolicy(p *Policy) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
+	fw.install(p)
+}
+
+// setIfBetter is setPolicy for a policy better than the one in force (§17.3), checked atomically.
+func (fw *Firewall) setIfBetter(p *Policy) bool {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if !betterPolicy(p, fw.policy) {
+		return false
+	}
+	fw.install(p)
+	return true
+}
+
+func (fw *Firewall) install(p *Policy) {
 	fw.policy = p
 	fw.here = nil
 	for _, r := range p.Rules {

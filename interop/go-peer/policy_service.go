@@ -95,10 +95,9 @@ func (s *PolicyService) accept(data []byte, via string) (*Policy, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if !betterPolicy(p, s.fw.current()) {
+	if !s.fw.setIfBetter(p) {
 		return p, false, nil
 	}
-	s.fw.setPolicy(p)
 	s.count("applied")
 	st := s.fw.status()
 	emit("policy_applied", map[string]any{"via": via, "seq": p.Seq, "default": st["default"],
