@@ -89,15 +89,16 @@ def policy_cases() -> list[tuple[str, bytes, dict[str, Any]]]:
         ("fields out of order", sign(b"\x10\x01" + body(seq=0)), at),
         ("seq non-minimal", sign(body(seq=0).replace(b"\x18\x01", b"\x10\x81\x00\x18\x01", 1)), at),
         # default_action = 2^32 + 1: a runtime keeps the low 32 bits (1), which re-encode differently
-        ("default above 2^32", sign(body(default_action=0).replace(b"\x2a\x20", b"\x18\x81\x80\x80\x80\x10\x2a\x20", 1)),
-         at),
+        ("default above 2^32",
+         sign(body(default_action=0).replace(b"\x2a\x20", b"\x18\x81\x80\x80\x80\x10\x2a\x20", 1)), at),
         ("empty issuer_certificate on the wire", sign(body()) + b"\x1a\x00", at),
         ("trailing junk", sign(body()) + b"\x00", at),
     ]
     good_rules = [
         rule(action=2, from_group="A", to_group="B", proto=6, port_first=22, port_last=22),
         rule(action=1, from_peer=PIDS[1], proto=17, port_first=5000, port_last=5010),
-        rule(action=1, proto=1), rule(action=2), rule(action=1, to_peer=PIDS[2], proto=17, port_first=1, port_last=65535),
+        rule(action=1, proto=1), rule(action=2),
+        rule(action=1, to_peer=PIDS[2], proto=17, port_first=1, port_last=65535),
         rule(action=2, from_group="x" * 32), rule(action=2, to_group="a.b_c-D9"),
     ]
     bad_rules = {
