@@ -7,6 +7,7 @@ package main
 //   record seal  --seed HEX --network N --seq S --expires E [...]   one sealed record
 //   record check --network N --now T      stdin {"key","value"(hex)}  -> {"ok","error","record"}
 //   record select --network N --now T     stdin {"key","values"[hex]} -> {"index"}   (-1: none valid)
+//     (a node key /node/ or an address key /addr/ of §18.2: each gets its own validator)
 //   frame decode                          stdin {"hex"}                -> {"ok","error","frame"}
 //   frame encode                          stdin a frame as JSON        -> {"hex"}
 
@@ -136,7 +137,11 @@ func runRecordTool(args []string) {
 			if err != nil {
 				return errJSON(err)
 			}
-			r, err := v.open(in.Key, value)
+			open := v.open
+			if isAddressKey(in.Key) {
+				open = AddressRecordValidator{Records: v}.open
+			}
+			r, err := open(in.Key, value)
 			if err != nil {
 				return errJSON(err)
 			}
@@ -160,7 +165,11 @@ func runRecordTool(args []string) {
 				}
 				values = append(values, b)
 			}
-			i, err := v.Select(in.Key, values)
+			sel := v.Select
+			if isAddressKey(in.Key) {
+				sel = AddressRecordValidator{Records: v}.Select
+			}
+			i, err := sel(in.Key, values)
 			if err != nil {
 				return map[string]any{"index": -1, "error": err.Error()}
 			}
