@@ -83,7 +83,7 @@ func TestAddressRecordValidation(t *testing.T) {
 		key   string
 		value []byte
 	}{
-		"another member's address":   {v, "/p2pvpn/default/addr/100.106.251.185", value},
+		"another member's address":    {v, "/p2pvpn/default/addr/100.106.251.185", value},
 		"leading zero":                {v, "/p2pvpn/default/addr/100.111.188.0205", value},
 		"upper-case IPv6":             {v, "/p2pvpn/default/addr/FD1F:6AE6:C5B:0:BE30:9543:B4D8:919E", value},
 		"IPv6 with leading zeros":     {v, "/p2pvpn/default/addr/fd1f:6ae6:0c5b:0000:be30:9543:b4d8:919e", value},
@@ -183,7 +183,7 @@ func TestAddressRecordSelectionPrefersTheSmallestPeerID(t *testing.T) {
 		values [][]byte
 		want   int
 	}{
-		{[][]byte{largeNew, smallOld}, 1},           // smaller peer ID beats a higher seq
+		{[][]byte{largeNew, smallOld}, 1}, // smaller peer ID beats a higher seq
 		{[][]byte{smallOld, largeNew}, 0},
 		{[][]byte{largeNew, smallOld, smallNew}, 2}, // then §12.8: the higher seq
 		{[][]byte{expired, largeNew}, 1},            // an invalid value never wins

@@ -2,11 +2,13 @@ package main
 
 // Our private Kademlia DHT (docs/protocol.md §12.1): go-libp2p-kad-dht under
 // the /p2pvpn prefix, with the "p2pvpn" namespace as the only one and our
-// NodeRecord validator on it. The vpn mode also publishes its own record and
-// provides the "members" key (§12.9).
+// NodeRecord validator on it (address keys, §18.2, get theirs). The vpn mode
+// also publishes its own record, under its record key and its two address
+// keys (§18.2), and provides the "members" key (§12.9).
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -101,6 +103,12 @@ func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.Pr
 		// table for a while, which would make Provide fail too (interop/README.md).
 		errProvide := d.Provide(pctx, membersCID(v.network), true)
 		errPut := d.PutValue(pctx, recordKey(v.network, h.ID()), sealed)
+		// §18.2: the same bytes under our two address keys, for on-demand nodes.
+		for _, a := range []netip.Addr{v.self.IPv4, v.self.IPv6} {
+			if err := d.PutValue(pctx, addressKey(v.network, a), sealed); err != nil && errPut == nil {
+				errPut = err
+			}
+		}
 		cancel()
 		ok := errPut == nil && errProvide == nil
 		ev["ok"] = ok

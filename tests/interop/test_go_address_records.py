@@ -1,0 +1,214 @@
+"""Address records across implementations (docs/protocol.md §18.2): the Go peer's validator vs p2pvpn's.
+
+* Go derives §18.2's keys of a record it seals and accepts it under them, as
+  p2pvpn does; each side accepts the other's record under its address keys;
+* on a corpus of valid and broken (key, value) pairs both validators give the
+  same verdict, and on lists of values under one key (two members claiming
+  one IPv4, as under §12.12) both select the same value. A disagreement means
+  the document is ambiguous or one side is wrong; the failure names the case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from gopeer import run_tool
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
+from libp2p.peer.id import ID
+
+from p2pvpn import addressing
+from p2pvpn.discovery import record as rec
+from p2pvpn.discovery import records_pb2 as pb
+from p2pvpn.discovery.address import AddressValidator, address_key, keys_of
+
+NOW = 1767225600 - 3600
+NET = "lab"
+SEED = {n: bytes([n]) * 32 for n in (1, 2, 3)}
+KEYS = {n: Ed25519PrivateKey.new(seed) for n, seed in SEED.items()}
+PEERS = {n: ID.from_pubkey(key.get_public_key()) for n, key in KEYS.items()}
+
+
+def go_check(binary: Path, network: str, now: int, cases: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    lines = [{"key": key, "value": value.hex()} for key, value in cases]
+    return run_tool(binary, ["record", "check", "--network", network, "--now", str(now)], lines)
+
+
+def validator(network: str = NET, now: int = NOW) -> AddressValidator:
+    return AddressValidator(rec.RecordValidator(network, clock=lambda: now))
+
+
+def py_verdict(key: str, value: bytes, network: str = NET, now: int = NOW) -> str | None:
+    """None if p2pvpn accepts the value under the address key, else its error."""
+    try:
+        validator(network, now).validate(key, value)
+    except rec.RecordError as exc:
+        return str(exc)
+    return None
+
+
+def payload(key: Ed25519PrivateKey, network: str = NET, **fields: Any) -> pb.NodeRecord:
+    peer_id = ID.from_pubkey(key.get_public_key()).to_bytes()
+    derived = addressing.derive(peer_id, network)
+    message = pb.NodeRecord(peer_id=peer_id, network=network, seq=1, expires_unix=NOW + 300,
+                            ipv4=derived.ipv4.packed, ipv6=derived.ipv6.packed)
+    for name, value in fields.items():
+        if isinstance(value, list):
+            getattr(message, name).extend(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def sealed(key: Ed25519PrivateKey, network: str = NET, **fields: Any) -> bytes:
+    return rec._seal_payload(payload(key, network, **fields).SerializeToString(), key)
+
+
+def addresses(peer: int, network: str = NET) -> addressing.OverlayAddresses:
+    return addressing.derive(PEERS[peer].to_bytes(), network)
+
+
+# -- each side reads the other's records --------------------------------------
+
+
+def test_go_seals_a_record_python_accepts_under_its_address_keys(go_peer_bin: Path) -> None:
+    [out] = run_tool(go_peer_bin, ["record", "seal", "--seed", SEED[3].hex(), "--network", NET,
+                                   "--seq", "5", "--expires", str(NOW + 300), "--addr", "/ip4/127.0.0.1/tcp/4001"])
+    value = bytes.fromhex(out["value"])
+    keys = keys_of(NET, rec.open_sealed(value))
+    assert keys == [address_key(NET, addresses(3).ipv4), address_key(NET, addresses(3).ipv6)]
+    for key in keys:
+        assert py_verdict(key, value) is None
+    assert [v["ok"] for v in go_check(go_peer_bin, NET, NOW, [(k, value) for k in keys])] == [True, True]
+
+
+def test_go_accepts_a_python_record_under_both_address_keys_and_reads_it(go_peer_bin: Path) -> None:
+    record = rec.make_record(PEERS[1], NET, seq=9, now=NOW, addrs=("/ip4/127.0.0.1/tcp/4001",))
+    value = rec.seal(record, KEYS[1])
+    verdicts = go_check(go_peer_bin, NET, NOW, [(k, value) for k in keys_of(NET, record)])
+    assert all(v["ok"] for v in verdicts), verdicts
+    assert {v["record"]["ipv4"] for v in verdicts} == {str(record.ipv4)}
+
+
+# -- differential: one rule at a time ------------------------------------------
+
+
+def _cases() -> dict[str, tuple[str, bytes]]:
+    """name -> (key, value): a valid record, then keys and values each breaking (or not) one rule."""
+    mine = addresses(1)
+    v4, v6 = address_key(NET, mine.ipv4), address_key(NET, mine.ipv6)
+    good = sealed(KEYS[1])
+    forged = bytearray(good)
+    forged[-1] ^= 1
+    v4_text, v6_text = str(mine.ipv4), str(mine.ipv6)
+    exploded = ipaddress.IPv6Address(mine.ipv6).exploded
+    cases: dict[str, tuple[str, bytes]] = {
+        "valid under its IPv4": (v4, good),
+        "valid under its IPv6": (v6, good),
+        "record key, not address key": (rec.record_key(NET, PEERS[1]), good),  # routed to §12.7: valid too
+        "peer 2's IPv4": (address_key(NET, addresses(2).ipv4), good),
+        "peer 2's IPv6": (address_key(NET, addresses(2).ipv6), good),
+        "its address in another network": (address_key("default", mine.ipv4), good),
+        "other network name, same address": (v4.replace(f"/{NET}/", "/lab2/"), good),
+        "IPv6 exploded": (f"/p2pvpn/{NET}/addr/{exploded}", good),
+        "IPv6 upper case": (f"/p2pvpn/{NET}/addr/{v6_text.upper()}", good),
+        "IPv6 with zone": (v6 + "%eth0", good),
+        "IPv4-mapped, dotted": (f"/p2pvpn/{NET}/addr/::ffff:{v4_text}", good),
+        "IPv4 leading zero": (f"/p2pvpn/{NET}/addr/{v4_text.replace('.', '.0', 1)}", good),
+        "IPv4 with prefix length": (v4 + "/32", good),
+        "trailing slash": (v4 + "/", good),
+        "kind ADDR": (v4.replace("/addr/", "/ADDR/"), good),
+        "namespace pk": ("/pk" + v4[len("/p2pvpn"):], good),
+        "no address": (f"/p2pvpn/{NET}/addr/", good),
+        "hostname": (f"/p2pvpn/{NET}/addr/localhost", good),
+        "key over 128 bytes": (f"/p2pvpn/{NET}/addr/" + "1" * 120, good),
+        "bad signature": (v4, bytes(forged)),
+        "truncated": (v4, good[:-1]),
+        "empty value": (v4, b""),
+        "signed by peer 2": (v4, rec._seal_payload(payload(KEYS[1]).SerializeToString(), KEYS[2])),
+        "peer 2's own record under peer 1's key": (v4, sealed(KEYS[2])),
+        "expired": (v4, sealed(KEYS[1], expires_unix=NOW)),
+        "expires in a day": (v4, sealed(KEYS[1], expires_unix=NOW + 86400)),
+        "expires in a day and a second": (v4, sealed(KEYS[1], expires_unix=NOW + 86401)),
+        "record of another network": (v4, sealed(KEYS[1], network="lab2")),
+        "claims peer 2's IPv4 (under it)": (address_key(NET, addresses(2).ipv4),
+                                            sealed(KEYS[1], ipv4=addresses(2).ipv4.packed)),
+        "claims peer 2's IPv6 (under it)": (address_key(NET, addresses(2).ipv6),
+                                            sealed(KEYS[1], ipv6=addresses(2).ipv6.packed)),
+        "address_index 3 under its candidate-3 IPv4": (
+            address_key(NET, addressing.derive(PEERS[1].to_bytes(), NET, 3).ipv4),
+            sealed(KEYS[1], address_index=3, ipv4=addressing.derive(PEERS[1].to_bytes(), NET, 3).ipv4.packed)),
+        "candidate-3 IPv4 key, record at index 0": (
+            address_key(NET, addressing.derive(PEERS[1].to_bytes(), NET, 3).ipv4), good),
+        "envelope with trailing garbage": (v4, good + b"\x00"),
+    }
+    return cases
+
+
+def test_go_and_python_agree_case_by_case(go_peer_bin: Path) -> None:
+    cases = _cases()
+    names = list(cases)
+    go = go_check(go_peer_bin, NET, NOW, [cases[n] for n in names])
+    disagree = []
+    for name, verdict in zip(names, go, strict=True):
+        key, value = cases[name]
+        py = py_verdict(key, value) if key.split("/")[3:4] == ["addr"] else _py_node_verdict(key, value)
+        if verdict["ok"] != (py is None):
+            disagree.append(f"{name}: go {'accepts' if verdict['ok'] else 'rejects: ' + verdict['error']}; "
+                            f"python {'accepts' if py is None else 'rejects: ' + py}")
+    assert not disagree, "Go and Python validators disagree:\n" + "\n".join(disagree)
+    accepted = {n for n, v in zip(names, go, strict=True) if v["ok"]}
+    assert accepted == {"valid under its IPv4", "valid under its IPv6", "record key, not address key",
+                        "expires in a day", "address_index 3 under its candidate-3 IPv4"}, accepted
+    # The reader's network is part of the rule: a "default" reader refuses the "lab" keys.
+    other = go_check(go_peer_bin, "default", NOW, [cases["valid under its IPv4"]])
+    assert not other[0]["ok"] and py_verdict(*cases["valid under its IPv4"], network="default") is not None
+
+
+def _py_node_verdict(key: str, value: bytes) -> str | None:
+    try:
+        rec.RecordValidator(NET, clock=lambda: NOW).validate(key, value)
+    except rec.RecordError as exc:
+        return str(exc)
+    return None
+
+
+# -- selection: two members claiming one IPv4 -----------------------------------
+
+
+def colliding_keys(network: str, limit: int = 50000) -> tuple[Ed25519PrivateKey, Ed25519PrivateKey]:
+    """Two identities whose first IPv4 candidate is the same address (22 bits: found within a few thousand)."""
+    seen: dict[ipaddress.IPv4Address, Ed25519PrivateKey] = {}
+    for i in range(limit):
+        key = Ed25519PrivateKey.new(hashlib.sha256(b"collide" + i.to_bytes(4, "big")).digest())
+        address, used = addressing.derive_ipv4(ID.from_pubkey(key.get_public_key()).to_bytes(), network, 0)
+        if used != 0:
+            continue
+        if address in seen:
+            return seen[address], key
+        seen[address] = key
+    raise AssertionError(f"no IPv4 collision among {limit} keys")
+
+
+def test_go_and_python_select_the_same_value(go_peer_bin: Path) -> None:
+    a, b = colliding_keys(NET)
+    small, large = sorted((a, b), key=lambda k: ID.from_pubkey(k.get_public_key()).to_bytes())
+    key = address_key(NET, addressing.derive(ID.from_pubkey(small.get_public_key()).to_bytes(), NET).ipv4)
+    s_old, s_new = sealed(small, seq=1, expires_unix=NOW + 100), sealed(small, seq=2, expires_unix=NOW + 50)
+    s_later = sealed(small, seq=2, expires_unix=NOW + 60)
+    s_tie = sealed(small, seq=2, expires_unix=NOW + 60, addrs=[b"\x04\xc0\x00\x02\x01\x06\x0f\xa1"])
+    l_new, s_expired = sealed(large, seq=99, expires_unix=NOW + 300), sealed(small, seq=100, expires_unix=NOW)
+    lists = [[l_new, s_old], [s_old, l_new], [l_new, s_old, s_new], [s_new, s_later], [s_later, s_tie],
+             [s_tie, s_later], [s_new, s_new], [s_expired, l_new], [s_expired], [l_new]]
+    go = run_tool(go_peer_bin, ["record", "select", "--network", NET, "--now", str(NOW)],
+                  [{"key": key, "values": [v.hex() for v in values]} for values in lists])
+    v = validator()
+    for values, answer in zip(lists, go, strict=True):
+        try:
+            expected = v.select(key, values)
+        except rec.RecordError:
+            expected = -1
+        assert answer["index"] == expected, ([lists.index(values)], answer, expected)
+    assert [g["index"] for g in go[:3]] == [1, 0, 2]  # the smaller peer ID wins over a higher seq
