@@ -5,30 +5,41 @@
 * on a corpus of valid and broken (key, value) pairs both validators give the
   same verdict, and on lists of values under one key (two members claiming
   one IPv4, as under §12.12) both select the same value. A disagreement means
-  the document is ambiguous or one side is wrong; the failure names the case.
+  the document is ambiguous or one side is wrong; the failure names the case;
+* end to end, on loopback with in-memory TUNs: two on-demand Python nodes
+  whose only DHT server is the Go peer; the first packet from one to the
+  other's overlay address finds it by its address record stored in Go.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from pathlib import Path
 from typing import Any
 
-from gopeer import run_tool
-from libp2p.crypto.ed25519 import Ed25519PrivateKey
+import multiaddr
+import trio
+from gopeer import GoPeer, run_tool
+from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
 from libp2p.peer.id import ID
+from test_go_dht import get_value, kad_request, put_value
 
 from p2pvpn import addressing
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery import records_pb2 as pb
 from p2pvpn.discovery.address import AddressValidator, address_key, keys_of
+from p2pvpn.host import Host
+from p2pvpn.testing.cluster import Cluster, running
+from p2pvpn.testing.packets import udp4
 
 NOW = 1767225600 - 3600
 NET = "lab"
 SEED = {n: bytes([n]) * 32 for n in (1, 2, 3)}
 KEYS = {n: Ed25519PrivateKey.new(seed) for n, seed in SEED.items()}
 PEERS = {n: ID.from_pubkey(key.get_public_key()) for n, key in KEYS.items()}
+ON_DEMAND = {"record_ttl": 30.0, "discovery_interval": 0.5, "on_demand": True, "idle_timeout": 30.0}
 
 
 def go_check(binary: Path, network: str, now: int, cases: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
@@ -212,3 +223,59 @@ def test_go_and_python_select_the_same_value(go_peer_bin: Path) -> None:
             expected = -1
         assert answer["index"] == expected, ([lists.index(values)], answer, expected)
     assert [g["index"] for g in go[:3]] == [1, 0, 2]  # the smaller peer ID wins over a higher seq
+
+
+# -- end to end: on-demand Python nodes whose only DHT server is the Go peer ----
+
+
+async def test_on_demand_nodes_find_each_other_by_address_through_the_go_dht(go_dht: GoPeer, tmp_path: Path) -> None:
+    """b publishes its address records into the Go DHT; a's first packet to b's address finds b there.
+
+    Both Python nodes are DHT clients, so the Go peer is the only DHT server:
+    every record is stored there and every lookup is answered from there. In a
+    network without owner the record opens a tunnel only to a listed peer (§18.2).
+    """
+    cluster = Cluster(tmp_path)
+    cluster.node("a")
+    cluster.node("b")  # keys first, to list each other
+    settings = {**ON_DEMAND, "bootstrap": [go_dht.addr()], "dht": "client"}
+    a = cluster.node("a", allow_peers=(str(cluster.nodes["b"].peer_id),), **settings)
+    b = cluster.node("b", allow_peers=(str(a.peer_id),), **settings)
+    b_keys = [address_key("default", b.addresses.ipv4), address_key("default", b.addresses.ipv6)]
+    async with running(a, b):
+        for key in b_keys:  # the Go validator accepted b's address records (§18.2), so it stores them
+            await go_dht.await_event("record_validated", lambda e, k=key: e["key"] == k and e["ok"], timeout=30)
+        assert a.manager is not None and b.peer_id not in {p for p, peer in a.manager.peers.items()
+                                                             if peer.tunnel is not None}
+        # a's only DHT server is Go: the lookup below can be answered nowhere else.
+        assert a.discovery is not None
+        assert [str(p) for p in a.discovery.dht.kad.routing_table.get_peer_ids()] == [go_dht.peer_id]
+        assert a.discovery.dht.kad.value_store.get(b_keys[0].encode()) is None
+        packet = udp4(str(a.addresses.ipv4), str(b.addresses.ipv4), b"found through go")
+        started = trio.current_time()
+        cluster.tuns["a"].inject(packet)
+        with trio.fail_after(20):
+            assert await cluster.tuns["b"].delivered.receive() == packet
+        print(f"first packet to delivery through the Go DHT: {trio.current_time() - started:.2f} s")
+        assert a.discovery is not None and a.discovery.address_lookups["found"] >= 1
+        assert a.manager.peers[b.peer_id].learned_from == "lookup"
+        back = udp4(str(b.addresses.ipv4), str(a.addresses.ipv4), b"and back")
+        cluster.tuns["b"].inject(back)
+        with trio.fail_after(10):
+            assert await cluster.tuns["a"].delivered.receive() == back
+
+        # The Go DHT refuses b's record under a's address key, and keeps serving b's own under b's.
+        go_id = ID.from_base58(go_dht.peer_id)
+        go_addr = multiaddr.Multiaddr(go_dht.addr()).decapsulate(multiaddr.Multiaddr(f"/p2p/{go_id}"))
+        client = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+        async with client.running():
+            served = await kad_request(client, go_id, go_addr, get_value(b_keys[0]))
+            assert served is not None and served.HasField("record")
+            assert validator("default", int(time.time())).open(b_keys[0], served.record.value).peer_id == b.peer_id
+            stolen = address_key("default", a.addresses.ipv4)
+            mark = go_dht.mark()
+            await kad_request(client, go_id, go_addr, put_value(stolen, served.record.value))
+            refused = await go_dht.await_event("record_validated", lambda e: e["key"] == stolen, start=mark)
+            assert not refused["ok"] and "claims" in refused["error"], refused
+            kept = await kad_request(client, go_id, go_addr, get_value(stolen))
+            assert kept is None or not kept.HasField("record") or rec.open_sealed(kept.record.value).peer_id == a.peer_id
