@@ -8,7 +8,8 @@
   the document is ambiguous or one side is wrong; the failure names the case;
 * end to end, on loopback with in-memory TUNs: two on-demand Python nodes
   whose only DHT server is the Go peer; the first packet from one to the
-  other's overlay address finds it by its address record stored in Go.
+  other's overlay address finds it by its address record stored in Go; and
+  the Go vpn peer, which stores its own address records, is found the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import multiaddr
 import trio
-from gopeer import GoPeer, run_tool
+from gopeer import LOOPBACK_LISTEN, GoPeer, icmp6_echo, parse_reply, run_tool
 from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
 from libp2p.peer.id import ID
 from test_go_dht import get_value, kad_request, put_value
@@ -280,3 +281,32 @@ async def test_on_demand_nodes_find_each_other_by_address_through_the_go_dht(go_
             kept = await kad_request(client, go_id, go_addr, get_value(stolen))
             if kept is not None and kept.HasField("record"):  # a's own, if a stored it there
                 assert rec.open_sealed(kept.record.value).peer_id == a.peer_id
+
+
+async def test_an_on_demand_python_node_reaches_the_go_vpn_peer_by_its_address_record(
+    go_dht: GoPeer, go_peer_bin: Path, tmp_path: Path
+) -> None:
+    """The Go vpn peer stores its record under its two address keys (§18.2); a packet to either finds it."""
+    with GoPeer(go_peer_bin, "vpn", "--bootstrap", go_dht.addr(), "--keepalive", "1s", "--record-ttl", "10s",
+                "--udp-echo-port", "7", *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as go:
+        ready = await go.aready()
+        go_keys = [address_key("default", ipaddress.ip_address(ready[k])) for k in ("ipv4", "ipv6")]
+        published = await go.await_event("published", lambda e: e["ok"], timeout=30)
+        assert "put_error" not in published
+        for key in go_keys:
+            await go_dht.await_event("record_validated", lambda e, k=key: e["key"] == k and e["ok"], timeout=30)
+        cluster = Cluster(tmp_path)
+        py = cluster.node("py", allow_peers=(go.peer_id,), bootstrap=[go_dht.addr()], dht="client", **ON_DEMAND)
+        async with running(py):
+            await trio.sleep(1.0)  # several discovery rounds: on demand, nothing dials the Go peer yet
+            go_id = ID.from_base58(go.peer_id)
+            assert py.manager is not None and go_id not in py.manager.peers
+            tun = cluster.tuns["py"]
+            me6 = str(py.addresses.ipv6)
+            tun.inject(icmp6_echo(me6, ready["ipv6"], ident=0x66, seq=1))
+            with trio.fail_after(20):
+                reply = parse_reply(await tun.delivered.receive())
+            assert (reply["type"], reply["src"], reply["seq"]) == (129, ready["ipv6"], 1)
+            assert py.manager.peers[go_id].learned_from == "lookup"
+            assert py.discovery is not None and py.discovery.address_lookups["found"] == 1
+            await go.await_event("tunnel_up", lambda e: e["peer"] == str(py.peer_id))
