@@ -66,7 +66,7 @@ func (v AddressRecordValidator) open(key string, value []byte) (*NodeRecord, err
 	if err != nil {
 		return nil, err
 	}
-	if err := checkRecord(r, peer.ID(r.PeerID), v.Records.Network, v.Records.Now()); err != nil {
+	if err := v.Records.check(r, peer.ID(r.PeerID)); err != nil {
 		return nil, err
 	}
 	want := a.AsSlice()

@@ -22,11 +22,12 @@ import (
 const dhtPrefix = "/p2pvpn" // -> /p2pvpn/kad/1.0.0
 
 // newDHT starts the DHT; revoked (nil outside an owned network) is the set the revocation-list
-// validator checks an admin signer against (§15.9.4).
+// validator checks an admin signer against, and the record validators a certificate (§15.9.4).
 func newDHT(h host.Host, network string, server bool, revoked func() map[string]uint64) (*dht.IpfsDHT, error) {
 	v := NodeRecordValidator{
 		Network: network,
 		Now:     func() int64 { return time.Now().Unix() },
+		Revoked: revoked,
 		OnVerdict: func(key string, err error) {
 			ev := map[string]any{"key": key, "ok": err == nil}
 			if err != nil {
@@ -79,6 +80,9 @@ func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
 		PeerID: []byte(h.ID()), Network: v.network,
 		Seq: uint64(now.UnixMilli()), ExpiresUnix: uint64(now.Add(ttl).Unix()),
 		IPv4: v.self.IPv4.AsSlice(), IPv6: v.self.IPv6.AsSlice(), AddressIndex: v.self.Index,
+	}
+	if v.member != nil && v.member.own != nil { // §15.9.4: our certificate admits our record
+		r.Certificate = v.member.own.Raw
 	}
 	for _, a := range h.Addrs() {
 		if len(r.Addrs) < maxAddrs && checkRecordAddr(a.Bytes(), false) == nil {

@@ -83,6 +83,7 @@ func main() {
 	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
+	owned := fs.Bool("owned", false, "dht: the network has an owner (--network is its ID): records need certificates (§15.9.4)")
 	policyFile := fs.String("policy", "", "vpn --cert: the policy file (§17.4): read when it changes, better policies saved there")
 	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
@@ -134,7 +135,14 @@ func main() {
 			fatal("relay: %v", err)
 		}
 	case "dht":
-		d, err := newDHT(h, *network, true, nil)
+		var revoked func() map[string]uint64
+		if *owned { // a bare DHT server knows no revocation list: its set R is empty
+			if !networkIDRe.MatchString(*network) {
+				fatal("--owned needs --network to be the network ID (32 characters a-z2-7)")
+			}
+			revoked = func() map[string]uint64 { return map[string]uint64{} }
+		}
+		d, err := newDHT(h, *network, true, revoked)
 		if err != nil {
 			fatal("dht: %v", err)
 		}

@@ -27,13 +27,14 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
 from libp2p.peer.id import ID
 from test_go_dht import get_value, kad_request, put_value
 
-from p2pvpn import addressing
+from p2pvpn import addressing, identity
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery import records_pb2 as pb
 from p2pvpn.discovery.address import AddressValidator, address_key, keys_of
 from p2pvpn.host import Host
+from p2pvpn.membership.store import Store
 from p2pvpn.testing.cluster import Cluster, running
-from p2pvpn.testing.packets import udp4
+from p2pvpn.testing.packets import udp4, udp6
 
 NOW = 1767225600 - 3600
 NET = "lab"
@@ -310,3 +311,83 @@ async def test_an_on_demand_python_node_reaches_the_go_vpn_peer_by_its_address_r
             assert py.manager.peers[go_id].learned_from == "lookup"
             assert py.discovery is not None and py.discovery.address_lookups["found"] == 1
             await go.await_event("tunnel_up", lambda e: e["peer"] == str(py.peer_id))
+
+
+# -- a network with an owner: the certificate decides the addresses (§15.9.4) ---
+
+
+def test_go_and_python_agree_on_address_records_of_an_owned_network(go_peer_bin: Path, tmp_path: Path) -> None:
+    """Records with certificates, without, with another member's, with addresses the certificate does not give."""
+    cluster = Cluster(tmp_path)
+    nid = cluster.owned("n0", ["n1", "n2"])
+    opened = {n: Store(tmp_path / n).certificate() for n in ("n1", "n2")}
+    c1, c2 = opened["n1"], opened["n2"]
+    assert c1 is not None and c2 is not None
+    certs = {"n1": c1.raw, "n2": c2.raw}
+    keys = {n: identity.load(tmp_path / n / identity.KEY_FILE) for n in ("n1", "n2")}
+    now = int(time.time())
+    peer1 = ID.from_pubkey(keys["n1"].public_key)
+
+    def owned(certificate: bytes, ipv4: ipaddress.IPv4Address = c1.ipv4,
+              ipv6: ipaddress.IPv6Address = c1.ipv6, signer: str = "n1") -> bytes:
+        message = pb.NodeRecord(peer_id=peer1.to_bytes(), network=nid, seq=1, expires_unix=now + 300,
+                                ipv4=ipv4.packed, ipv6=ipv6.packed, certificate=certificate)
+        return rec._seal_payload(message.SerializeToString(), keys[signer].private_key)
+
+    k4, k6 = address_key(nid, c1.ipv4), address_key(nid, c1.ipv6)
+    other4 = addressing.derive(peer1.to_bytes(), nid, 1).ipv4  # a valid derivation, but not the certificate's
+    assert other4 != c1.ipv4
+    cases = {
+        "with its certificate, IPv4 key": (k4, owned(certs["n1"])),
+        "with its certificate, IPv6 key": (k6, owned(certs["n1"])),
+        "with its certificate, record key": (rec.record_key(nid, peer1), owned(certs["n1"])),
+        "under the other member's key": (address_key(nid, c2.ipv4), owned(certs["n1"])),
+        "no certificate": (k4, owned(b"")),
+        "the other member's certificate": (k4, owned(certs["n2"])),
+        "an IPv4 its certificate does not give": (address_key(nid, other4), owned(certs["n1"], other4)),
+        "claims the other member's IPv4": (address_key(nid, c2.ipv4), owned(certs["n1"], c2.ipv4)),
+        "certificate bit flipped": (k4, owned(certs["n1"][:-1] + bytes([certs["n1"][-1] ^ 1]))),
+    }
+    names = list(cases)
+    go = run_tool(go_peer_bin, ["record", "check", "--network", nid, "--now", str(now), "--owned"],
+                  [{"key": cases[n][0], "value": cases[n][1].hex()} for n in names])
+    records = rec.RecordValidator(nid, clock=lambda: now, revocations=dict)
+    disagree, accepted = [], set()
+    for name, verdict in zip(names, go, strict=True):
+        key, value = cases[name]
+        try:
+            (AddressValidator(records).validate if "/addr/" in key else records.validate)(key, value)
+            py = None
+        except rec.RecordError as exc:
+            py = str(exc)
+        if verdict["ok"] != (py is None):
+            disagree.append(f"{name}: go {verdict.get('error', 'accepts')}; python {py or 'accepts'}")
+        if verdict["ok"]:
+            accepted.add(name)
+    assert not disagree, "Go and Python validators disagree:\n" + "\n".join(disagree)
+    assert accepted == set(names[:3]), accepted
+    # The admission gave n1 its derived addresses, so a reader that ignores owners would take the
+    # record without a certificate: only the owned reader (--owned) refuses it.
+    [plain] = go_check(go_peer_bin, nid, now, [cases["no certificate"]])
+    assert plain["ok"]
+
+
+async def test_owned_network_on_demand_members_meet_through_an_owned_go_dht(go_peer_bin: Path, tmp_path: Path) -> None:
+    """The same first-packet lookup in a network with an owner; the Go DHT (`--owned`) checks certificates."""
+    cluster = Cluster(tmp_path)
+    nid = cluster.owned("n0", ["n1", "n2"])
+    with GoPeer(go_peer_bin, "dht", "--network", nid, "--owned", *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as dht:
+        await dht.aready()
+        settings = {**ON_DEMAND, "bootstrap": [dht.addr()], "dht": "client", "network": nid}
+        n1, n2 = cluster.node("n1", **settings), cluster.node("n2", **settings)
+        async with running(n1, n2):
+            for key in (address_key(nid, n2.addresses.ipv4), address_key(nid, n2.addresses.ipv6),
+                        rec.record_key(nid, n2.peer_id)):
+                await dht.await_event("record_validated", lambda e, k=key: e["key"] == k and e["ok"], timeout=30)
+            assert n1.discovery is not None
+            assert [str(p) for p in n1.discovery.dht.kad.routing_table.get_peer_ids()] == [dht.peer_id]
+            packet = udp6(str(n1.addresses.ipv6), str(n2.addresses.ipv6), b"owned, through go")
+            cluster.tuns["n1"].inject(packet)
+            with trio.fail_after(20):
+                assert await cluster.tuns["n2"].delivered.receive() == packet
+            assert n1.manager is not None and n1.manager.peers[n2.peer_id].learned_from == "lookup"
