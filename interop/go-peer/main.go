@@ -83,6 +83,7 @@ func main() {
 	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
+	onDemand := fs.Bool("on-demand", false, "vpn: find --traffic-to's member by its address record in the DHT and dial it (§18)")
 	owned := fs.Bool("owned", false, "dht: the network has an owner (--network is its ID): records need certificates (§15.9.4)")
 	policyFile := fs.String("policy", "", "vpn --cert: the policy file (§17.4): read when it changes, better policies saved there")
 	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
@@ -227,6 +228,9 @@ func main() {
 			}
 			statsFn = func() map[string]any { st := v.stats(); st["punch"] = p.describe(); return st }
 		}
+		if *onDemand && *dhtMode == "off" {
+			fatal("--on-demand needs the DHT")
+		}
 		if *dhtMode != "off" {
 			var revoked func() map[string]uint64
 			if v.member != nil {
@@ -239,6 +243,9 @@ func main() {
 			defer d.Close()
 			bootstrapDHT(ctx, h, d, bootInfos)
 			go publishLoop(ctx, h, d, key, v, *ttl)
+			if *onDemand {
+				v.demand.Store(&demand{v: v, d: d})
+			}
 			if v.member != nil {
 				go v.member.dhtLoop(ctx, d)
 				go v.policy.dhtLoop(ctx, d)

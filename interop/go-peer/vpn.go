@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -34,10 +35,11 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
-	member    *Member        // nil unless the network has an owner (§15)
-	dg        *dgNode        // the UDP socket of the datagram path (§16); nil with --udp=false
-	traffic   []*trafficGen  // --traffic-to: answers to our own traffic are taken before the responder
-	policy    *PolicyService // the network policy (§17); nil unless the network has an owner
+	member    *Member                // nil unless the network has an owner (§15)
+	dg        *dgNode                // the UDP socket of the datagram path (§16); nil with --udp=false
+	traffic   []*trafficGen          // --traffic-to: answers to our own traffic are taken before the responder
+	policy    *PolicyService         // the network policy (§17); nil unless the network has an owner
+	demand    atomic.Pointer[demand] // --on-demand: address lookups for --traffic-to (§18); nil: off
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer

@@ -9,13 +9,16 @@
 * end to end, on loopback with in-memory TUNs: two on-demand Python nodes
   whose only DHT server is the Go peer; the first packet from one to the
   other's overlay address finds it by its address record stored in Go; and
-  the Go vpn peer, which stores its own address records, is found the same way.
+  the Go vpn peer, which stores its own address records, is found the same way;
+  and the Go vpn peer (``--on-demand``) finds a Python member the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import signal
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from libp2p.peer.id import ID
 from test_go_dht import get_value, kad_request, put_value
 
 from p2pvpn import addressing, identity
+from p2pvpn.dataplane.packet import checksum
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery import records_pb2 as pb
 from p2pvpn.discovery.address import AddressValidator, address_key, keys_of
@@ -391,3 +395,49 @@ async def test_owned_network_on_demand_members_meet_through_an_owned_go_dht(go_p
             with trio.fail_after(20):
                 assert await cluster.tuns["n2"].delivered.receive() == packet
             assert n1.manager is not None and n1.manager.peers[n2.peer_id].learned_from == "lookup"
+
+
+# -- the Go vpn peer dials on demand -------------------------------------------
+
+
+def echo_reply4(request: bytes) -> bytes:
+    """The ICMP echo reply a host sends to an IPv4 echo request (addresses swapped, same ident, seq, data)."""
+    assert request[9] == 1 and request[20] == 8, request.hex()
+    icmp = b"\x00\x00\x00\x00" + request[24:]
+    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    header = bytearray(request[:20])
+    header[12:16], header[16:20], header[10:12] = request[16:20], request[12:16], b"\x00\x00"
+    header[10:12] = struct.pack("!H", checksum(bytes(header)))
+    return bytes(header) + icmp
+
+
+async def test_the_go_vpn_peer_finds_a_python_member_by_its_address_record_and_dials_it(
+    go_dht: GoPeer, go_peer_bin: Path, tmp_path: Path
+) -> None:
+    """Go (`--on-demand`) has no tunnel to the Python node; its own pings to the node's IPv4 start a lookup (§18.3)."""
+    cluster = Cluster(tmp_path)
+    first = cluster.node("py")  # its key, for --allow
+    with GoPeer(go_peer_bin, "vpn", "--bootstrap", go_dht.addr(), "--keepalive", "1s", "--record-ttl", "10s",
+                "--on-demand", "--allow", str(first.peer_id), "--traffic-to", str(first.addresses.ipv4),
+                "--traffic-path", "any", "--traffic-pings", "3", "--traffic-bytes", "0", "--traffic-on-usr2",
+                *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as go:
+        ready = await go.aready()
+        py = cluster.node("py", allow_peers=(go.peer_id,), bootstrap=[go_dht.addr()], dht="client", **ON_DEMAND)
+        async with running(py):
+            key = address_key("default", py.addresses.ipv4)
+            await go_dht.await_event("record_validated", lambda e: e["key"] == key and e["ok"], timeout=30)
+            assert py.manager is not None and ID.from_base58(go.peer_id) not in py.manager.peers
+            go.proc.send_signal(signal.SIGUSR2)  # one round of Go's own traffic
+            resolved = await go.await_event("demand_resolved", timeout=30)
+            assert resolved["peer"] == str(py.peer_id) and resolved["addrs"] >= 1, resolved
+            tun = cluster.tuns["py"]
+            for _ in range(3):
+                with trio.fail_after(15):
+                    request = await tun.delivered.receive()
+                assert (str(ipaddress.IPv4Address(request[12:16])), request[20]) == (ready["ipv4"], 8)
+                tun.inject(echo_reply4(request))
+            done = await go.await_event("traffic_done", timeout=30)
+            assert done["looked_up"] is True and done["pings_answered"] == 3, done
+            await go.await_event("tunnel_up", lambda e: e["peer"] == str(py.peer_id))
+            peer = py.manager.peers[ID.from_base58(go.peer_id)]
+            assert peer.tunnel is not None
