@@ -2,11 +2,13 @@ package main
 
 // Our private Kademlia DHT (docs/protocol.md §12.1): go-libp2p-kad-dht under
 // the /p2pvpn prefix, with the "p2pvpn" namespace as the only one and our
-// NodeRecord validator on it. The vpn mode also publishes its own record and
-// provides the "members" key (§12.9).
+// NodeRecord validator on it (address keys, §18.2, get theirs). The vpn mode
+// also publishes its own record, under its record key and its two address
+// keys (§18.2), and provides the "members" key (§12.9).
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -20,11 +22,12 @@ import (
 const dhtPrefix = "/p2pvpn" // -> /p2pvpn/kad/1.0.0
 
 // newDHT starts the DHT; revoked (nil outside an owned network) is the set the revocation-list
-// validator checks an admin signer against (§15.9.4).
+// validator checks an admin signer against, and the record validators a certificate (§15.9.4).
 func newDHT(h host.Host, network string, server bool, revoked func() map[string]uint64) (*dht.IpfsDHT, error) {
 	v := NodeRecordValidator{
 		Network: network,
 		Now:     func() int64 { return time.Now().Unix() },
+		Revoked: revoked,
 		OnVerdict: func(key string, err error) {
 			ev := map[string]any{"key": key, "ok": err == nil}
 			if err != nil {
@@ -41,7 +44,7 @@ func newDHT(h host.Host, network string, server bool, revoked func() map[string]
 		dht.ProtocolPrefix(dhtPrefix),
 		dht.Validator(record.NamespacedValidator{"p2pvpn": byKey{records: v, lists: RevocationListValidator{
 			Network: network, Revoked: revoked, OnVerdict: v.OnVerdict,
-		}}}),
+		}, policies: PolicyValidator{Network: network, Revoked: revoked, OnVerdict: v.OnVerdict}}}),
 		dht.Mode(mode),
 	)
 }
@@ -78,6 +81,9 @@ func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
 		Seq: uint64(now.UnixMilli()), ExpiresUnix: uint64(now.Add(ttl).Unix()),
 		IPv4: v.self.IPv4.AsSlice(), IPv6: v.self.IPv6.AsSlice(), AddressIndex: v.self.Index,
 	}
+	if v.member != nil && v.member.own != nil { // §15.9.4: our certificate admits our record
+		r.Certificate = v.member.own.Raw
+	}
 	for _, a := range h.Addrs() {
 		if len(r.Addrs) < maxAddrs && checkRecordAddr(a.Bytes(), false) == nil {
 			r.Addrs = append(r.Addrs, a.Bytes())
@@ -101,6 +107,12 @@ func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.Pr
 		// table for a while, which would make Provide fail too (interop/README.md).
 		errProvide := d.Provide(pctx, membersCID(v.network), true)
 		errPut := d.PutValue(pctx, recordKey(v.network, h.ID()), sealed)
+		// §18.2: the same bytes under our two address keys, for on-demand nodes.
+		for _, a := range []netip.Addr{v.self.IPv4, v.self.IPv6} {
+			if err := d.PutValue(pctx, addressKey(v.network, a), sealed); err != nil && errPut == nil {
+				errPut = err
+			}
+		}
 		cancel()
 		ok := errPut == nil && errProvide == nil
 		ev["ok"] = ok

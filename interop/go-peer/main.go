@@ -7,11 +7,13 @@
 //	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
 //	              [--udp=true] [--rekey-after 120s]
 //	              [--reserve RELAY-MA]... [--holepunch observed|stock]   (behind a NAT: relay slot + DCUtR; punch.go)
+//	              [--policy FILE]   (the network policy, §17: text form p2pvpn-policy1:..., re-read when it changes)
 //	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
 //	go-peer probe --addr MA/p2p/ID [--protocol P]... [--listen MA]... [--timeout 10s]
 //	go-peer record seal|check|select ...   (see tools.go)
 //	go-peer frame decode                  (see tools.go)
 //	go-peer membership id|network|issue|revoke|verify ...   (see memtool.go)
+//	go-peer policy check|filter           (see policytool.go)
 //
 // Every long-running mode prints {"event":"ready",...} with its peer ID and
 // multiaddrs on stdout when it is ready, then one JSON event per line; SIGUSR1
@@ -47,13 +49,16 @@ func main() {
 	case "membership":
 		runMembershipTool(args)
 		return
+	case "policy":
+		runPolicyTool(args)
+		return
 	case "dht", "relay", "vpn", "probe":
 	default:
 		fatal("unknown mode %q", mode)
 	}
 
 	fs := flag.NewFlagSet(mode, flag.ExitOnError)
-	var listen, bootstrap, peers, allow, protocols, reserve listFlag
+	var listen, bootstrap, peers, allow, protocols, reserve, trafficTo listFlag
 	fs.Var(&listen, "listen", "multiaddr to listen on (repeatable)")
 	fs.Var(&bootstrap, "bootstrap", "DHT bootstrap peer multiaddr with /p2p (repeatable)")
 	fs.Var(&peers, "peer", "vpn: peer to keep a tunnel to, multiaddr with /p2p (repeatable)")
@@ -69,7 +74,7 @@ func main() {
 	ttl := fs.Duration("record-ttl", defaultTTL*time.Second, "vpn: lifetime of our published record")
 	dhtMode := fs.String("dht", "server", "vpn: DHT mode, server or client")
 	udp := fs.Bool("udp", true, "vpn: announce udp/1 and use the datagram path (§16)")
-	trafficTo := fs.String("traffic-to", "", "vpn: overlay address to send our own traffic to (pings, then a UDP echo transfer)")
+	fs.Var(&trafficTo, "traffic-to", "vpn: overlay address to send our own traffic to (pings, then a UDP echo transfer; repeatable)")
 	trafficPings := fs.Int("traffic-pings", 5, "vpn: echo requests --traffic-to sends")
 	trafficBytes := fs.Int("traffic-bytes", 256*1024, "vpn: bytes --traffic-to transfers through a UDP echo server")
 	trafficPort := fs.Uint("traffic-port", 7, "vpn: the UDP echo port at --traffic-to")
@@ -78,6 +83,9 @@ func main() {
 	rekeyAfter := fs.Duration("rekey-after", rekeyAfterTime, "vpn: as tunnel initiator, start a new datagram key epoch this often")
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
+	onDemand := fs.Bool("on-demand", false, "vpn: find --traffic-to's member by its address record in the DHT and dial it (§18)")
+	owned := fs.Bool("owned", false, "dht: the network has an owner (--network is its ID): records need certificates (§15.9.4)")
+	policyFile := fs.String("policy", "", "vpn --cert: the policy file (§17.4): read when it changes, better policies saved there")
 	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
 	timeout := fs.Duration("timeout", 10*time.Second, "probe: give up after this long")
 	_ = fs.Parse(args)
@@ -120,7 +128,7 @@ func main() {
 	}
 	ready := map[string]any{"mode": mode, "peer_id": h.ID().String(), "addrs": fullAddrs(h)}
 	var statsFn func() map[string]any
-	var traffic *trafficGen
+	var traffic []*trafficGen
 
 	switch mode {
 	case "relay":
@@ -128,7 +136,14 @@ func main() {
 			fatal("relay: %v", err)
 		}
 	case "dht":
-		d, err := newDHT(h, *network, true, nil)
+		var revoked func() map[string]uint64
+		if *owned { // a bare DHT server knows no revocation list: its set R is empty
+			if !networkIDRe.MatchString(*network) {
+				fatal("--owned needs --network to be the network ID (32 characters a-z2-7)")
+			}
+			revoked = func() map[string]uint64 { return map[string]uint64{} }
+		}
+		d, err := newDHT(h, *network, true, revoked)
 		if err != nil {
 			fatal("dht: %v", err)
 		}
@@ -175,14 +190,21 @@ func main() {
 			defer v.dg.conn.Close()
 			ready["udp_port"] = v.dg.port
 		}
-		if *trafficTo != "" {
-			dst, err := netip.ParseAddr(*trafficTo)
+		if v.member != nil { // §17: the network policy, from pushes, the DHT and --policy
+			v.policy = newPolicyService(v, v.member, *policyFile)
+			go v.policy.run(ctx)
+		} else if *policyFile != "" {
+			fatal("--policy needs --cert (a policy belongs to a network with an owner)")
+		}
+		for _, to := range trafficTo {
+			dst, err := netip.ParseAddr(to)
 			if err != nil || *trafficPort < 1 || *trafficPort > 65535 || (*trafficPath != pathUDP && *trafficPath != "any") {
 				fatal("--traffic-to needs an IP address, --traffic-port 1..65535, --traffic-path udp|any")
 			}
-			v.traffic = newTrafficGen(v, dst, *trafficPings, *trafficBytes, uint16(*trafficPort), *trafficPath)
+			g := newTrafficGen(v, dst, *trafficPings, *trafficBytes, uint16(*trafficPort), *trafficPath)
+			v.traffic = append(v.traffic, g)
 			if !*trafficOnSignal {
-				go v.traffic.run(ctx) // it waits for the tunnel
+				go g.run(ctx) // it waits for the tunnel
 			}
 		}
 		h.SetStreamHandler(tunnelProtocol, v.handleStream)
@@ -206,6 +228,9 @@ func main() {
 			}
 			statsFn = func() map[string]any { st := v.stats(); st["punch"] = p.describe(); return st }
 		}
+		if *onDemand && *dhtMode == "off" {
+			fatal("--on-demand needs the DHT")
+		}
 		if *dhtMode != "off" {
 			var revoked func() map[string]uint64
 			if v.member != nil {
@@ -218,8 +243,12 @@ func main() {
 			defer d.Close()
 			bootstrapDHT(ctx, h, d, bootInfos)
 			go publishLoop(ctx, h, d, key, v, *ttl)
+			if *onDemand {
+				v.demand.Store(&demand{v: v, d: d})
+			}
 			if v.member != nil {
 				go v.member.dhtLoop(ctx, d)
+				go v.policy.dhtLoop(ctx, d)
 			}
 		}
 	}
@@ -237,8 +266,8 @@ func main() {
 			emit("stopped", nil)
 			return
 		case <-usr2: // one more round of --traffic-to (runs one at a time)
-			if traffic != nil {
-				go traffic.run(ctx)
+			for _, g := range traffic {
+				go g.run(ctx)
 			}
 		case <-usr1:
 			st := map[string]any{}

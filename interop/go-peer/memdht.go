@@ -66,15 +66,25 @@ func (v RevocationListValidator) Select(key string, values [][]byte) (int, error
 	return best, nil
 }
 
-// byKey sends the revocation key to the list validator and every other key to the record validator.
+// byKey sends the revocation key to the list validator, the policy key to the policy validator,
+// address keys (§18.2) to the address-record validator and every other key to the record validator.
 type byKey struct {
-	records NodeRecordValidator
-	lists   RevocationListValidator
+	records  NodeRecordValidator
+	lists    RevocationListValidator
+	policies PolicyValidator
 }
 
 func (b byKey) isList(key string) bool { return strings.HasSuffix(key, "/revocations") }
 
+func (b byKey) isPolicy(key string) bool { return strings.HasSuffix(key, dhtPolicyKeySuffix) }
+
 func (b byKey) Validate(key string, value []byte) error {
+	if isAddressKey(key) {
+		return AddressRecordValidator{Records: b.records}.Validate(key, value)
+	}
+	if b.isPolicy(key) {
+		return b.policies.Validate(key, value)
+	}
 	if b.isList(key) {
 		return b.lists.Validate(key, value)
 	}
@@ -82,6 +92,12 @@ func (b byKey) Validate(key string, value []byte) error {
 }
 
 func (b byKey) Select(key string, values [][]byte) (int, error) {
+	if isAddressKey(key) {
+		return AddressRecordValidator{Records: b.records}.Select(key, values)
+	}
+	if b.isPolicy(key) {
+		return b.policies.Select(key, values)
+	}
 	if b.isList(key) {
 		return b.lists.Select(key, values)
 	}

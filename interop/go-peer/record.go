@@ -64,6 +64,7 @@ type NodeRecord struct {
 	RelayAddrs   [][]byte
 	Relay        *RelayRole
 	Exit         *ExitRole
+	Certificate  []byte // owned network: the node's SignedCertificate (§15.9.4); empty otherwise
 }
 
 // Domain, Codec, MarshalRecord, UnmarshalRecord make NodeRecord a go-libp2p record.Record (§12.3).
@@ -117,6 +118,7 @@ func (r *NodeRecord) marshal() []byte {
 		m.varint(4, uint64(r.Exit.LoadPermille))
 		w.repeated(11, m.b)
 	}
+	w.bytes(12, r.Certificate)
 	return w.b
 }
 
@@ -168,6 +170,8 @@ func parseNodeRecord(b []byte) (*NodeRecord, error) {
 			hasRelay, relay = true, append(relay, f.bytes...)
 		case 11:
 			hasExit, exit = true, append(exit, f.bytes...)
+		case 12:
+			r.Certificate = f.bytes
 		}
 		return nil
 	})
@@ -232,6 +236,9 @@ func (r *NodeRecord) checkFields() error {
 	}
 	if r.AddressIndex > maxAddressIndex {
 		return fmt.Errorf("address_index %d is over %d", r.AddressIndex, maxAddressIndex)
+	}
+	if len(r.Certificate) > maxCertSize {
+		return fmt.Errorf("certificate of %d bytes, over %d", len(r.Certificate), maxCertSize)
 	}
 	if len(r.Addrs) > maxAddrs || len(r.RelayAddrs) > maxAddrs {
 		return fmt.Errorf("more than %d addrs or relay_addrs", maxAddrs)
@@ -557,8 +564,9 @@ func openSealed(v []byte) (*NodeRecord, error) {
 	return r, nil
 }
 
-// checkRecord is §12.7 steps 6-9.
-func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64) error {
+// checkRecord is §12.7 steps 6-9; revoked is the reader's revocation set in a network with an
+// owner (there the certificate replaces step 9, §15.9.4) and nil in a network without one.
+func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64, revoked map[string]uint64) error {
 	if !bytes.Equal(r.PeerID, []byte(keyPeer)) {
 		return errors.New("record peer_id is not the peer named by the key")
 	}
@@ -570,6 +578,19 @@ func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64) erro
 	}
 	if r.ExpiresUnix > uint64(now)+maxTTL {
 		return errors.New("record expires more than 86400 s ahead")
+	}
+	if revoked != nil {
+		if len(r.Certificate) == 0 {
+			return errors.New("record has no certificate (the network has an owner)")
+		}
+		c, err := verifyCertificate(r.Certificate, network, uint64(now), revoked, r.PeerID)
+		if err != nil {
+			return fmt.Errorf("record certificate: %w", err)
+		}
+		if !bytes.Equal(r.IPv4, c.IPv4) || !bytes.Equal(r.IPv6, c.IPv6) {
+			return fmt.Errorf("record addresses are not its certificate's (%s, %s)", c.Addr4(), c.Addr6())
+		}
+		return nil
 	}
 	v4, used, err := deriveIPv4(r.PeerID, network, r.AddressIndex)
 	if err != nil || used != r.AddressIndex || !bytes.Equal(v4.AsSlice(), r.IPv4) {
@@ -585,7 +606,19 @@ func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64) erro
 type NodeRecordValidator struct {
 	Network   string
 	Now       func() int64
+	Revoked   func() map[string]uint64    // set in a network with an owner (§15.9.4); nil: no owner
 	OnVerdict func(key string, err error) // optional: observe every validation
+}
+
+// check is §12.7 steps 6-9 for this reader.
+func (v NodeRecordValidator) check(r *NodeRecord, keyPeer peer.ID) error {
+	var revoked map[string]uint64
+	if v.Revoked != nil {
+		if revoked = v.Revoked(); revoked == nil {
+			revoked = map[string]uint64{}
+		}
+	}
+	return checkRecord(r, keyPeer, v.Network, v.Now(), revoked)
 }
 
 func (v NodeRecordValidator) open(key string, value []byte) (*NodeRecord, error) {
@@ -597,7 +630,7 @@ func (v NodeRecordValidator) open(key string, value []byte) (*NodeRecord, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkRecord(r, keyPeer, v.Network, v.Now()); err != nil {
+	if err := v.check(r, keyPeer); err != nil {
 		return nil, err
 	}
 	return r, nil

@@ -7,6 +7,8 @@ package main
 //   record seal  --seed HEX --network N --seq S --expires E [...]   one sealed record
 //   record check --network N --now T      stdin {"key","value"(hex)}  -> {"ok","error","record"}
 //   record select --network N --now T     stdin {"key","values"[hex]} -> {"index"}   (-1: none valid)
+//     (a node key /node/ or an address key /addr/ of §18.2: each gets its own validator;
+//      --owned: a network with an owner, records need their certificate, §15.9.4)
 //   frame decode                          stdin {"hex"}                -> {"ok","error","frame"}
 //   frame encode                          stdin a frame as JSON        -> {"hex"}
 
@@ -60,6 +62,14 @@ func eachLine(fn func(line []byte) any) {
 
 func errJSON(err error) map[string]any { return map[string]any{"ok": false, "error": err.Error()} }
 
+// noRevocations is a reader's empty revocation set in a network with an owner, nil without one.
+func noRevocations(owned bool) func() map[string]uint64 {
+	if !owned {
+		return nil
+	}
+	return func() map[string]uint64 { return map[string]uint64{} }
+}
+
 func runRecordTool(args []string) {
 	if len(args) == 0 {
 		fatal("record: seal, check or select")
@@ -67,6 +77,7 @@ func runRecordTool(args []string) {
 	fs := flag.NewFlagSet("record "+args[0], flag.ExitOnError)
 	network := fs.String("network", "default", "network name")
 	now := fs.Int64("now", 0, "reader's Unix time")
+	owned := fs.Bool("owned", false, "check/select: the network has an owner (records need certificates; no revocations)")
 	seed := fs.String("seed", "", "signer's Ed25519 seed, 64 hex digits")
 	seq := fs.Uint64("seq", 1, "seq")
 	expires := fs.Uint64("expires", 0, "expires_unix")
@@ -126,7 +137,7 @@ func runRecordTool(args []string) {
 			"key": recordKey(*network, id), "value": hex.EncodeToString(sealed), "payload": hex.EncodeToString(r.marshal()),
 		})
 	case "check":
-		v := NodeRecordValidator{Network: *network, Now: func() int64 { return *now }}
+		v := NodeRecordValidator{Network: *network, Now: func() int64 { return *now }, Revoked: noRevocations(*owned)}
 		eachLine(func(line []byte) any {
 			var in struct{ Key, Value string }
 			if err := json.Unmarshal(line, &in); err != nil {
@@ -136,14 +147,18 @@ func runRecordTool(args []string) {
 			if err != nil {
 				return errJSON(err)
 			}
-			r, err := v.open(in.Key, value)
+			open := v.open
+			if isAddressKey(in.Key) {
+				open = AddressRecordValidator{Records: v}.open
+			}
+			r, err := open(in.Key, value)
 			if err != nil {
 				return errJSON(err)
 			}
 			return map[string]any{"ok": true, "record": recordJSON(r)}
 		})
 	case "select":
-		v := NodeRecordValidator{Network: *network, Now: func() int64 { return *now }}
+		v := NodeRecordValidator{Network: *network, Now: func() int64 { return *now }, Revoked: noRevocations(*owned)}
 		eachLine(func(line []byte) any {
 			var in struct {
 				Key    string
@@ -160,7 +175,11 @@ func runRecordTool(args []string) {
 				}
 				values = append(values, b)
 			}
-			i, err := v.Select(in.Key, values)
+			sel := v.Select
+			if isAddressKey(in.Key) {
+				sel = AddressRecordValidator{Records: v}.Select
+			}
+			i, err := sel(in.Key, values)
 			if err != nil {
 				return map[string]any{"index": -1, "error": err.Error()}
 			}

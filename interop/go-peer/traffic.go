@@ -104,7 +104,12 @@ func (g *trafficGen) run(ctx context.Context) {
 		emit("traffic_done", result)
 	}()
 	var t *tunnel
+	looked := false
 	for t = g.tunnel(g.path == pathUDP); t == nil; t = g.tunnel(g.path == pathUDP) {
+		if o := g.v.demand.Load(); o != nil && !looked && g.tunnel(false) == nil {
+			looked = true // one lookup and dial per round (§18.3: it retries inside)
+			result["looked_up"] = o.open(ctx, g.dst) == nil
+		}
 		if ctx.Err() != nil {
 			result["error"] = "no tunnel to " + g.dst.String() + " on path " + g.path
 			return

@@ -92,6 +92,9 @@ func (t *tunnel) send(f Frame) bool {
 
 // sendPacket queues one IP packet; a full queue drops it (counted), never blocks.
 func (t *tunnel) sendPacket(p []byte) {
+	if t.vpn.policy != nil { // §17.5: what we send opens or refreshes its flow
+		t.vpn.policy.fw.outbound(p, time.Now())
+	}
 	if t.dg != nil && t.dg.sendData(p) {
 		return // over UDP (§16)
 	}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -34,9 +35,11 @@ type VPN struct {
 	allowAny  bool
 	allow     map[peer.ID]bool
 	resp      *Responder
-	member    *Member     // nil unless the network has an owner (§15)
-	dg        *dgNode     // the UDP socket of the datagram path (§16); nil with --udp=false
-	traffic   *trafficGen // --traffic-to: answers to our own traffic are taken before the responder
+	member    *Member                // nil unless the network has an owner (§15)
+	dg        *dgNode                // the UDP socket of the datagram path (§16); nil with --udp=false
+	traffic   []*trafficGen          // --traffic-to: answers to our own traffic are taken before the responder
+	policy    *PolicyService         // the network policy (§17); nil unless the network has an owner
+	demand    atomic.Pointer[demand] // --on-demand: address lookups for --traffic-to (§18); nil: off
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -75,6 +78,9 @@ func (v *VPN) stats() map[string]any {
 		}
 	}
 	st := map[string]any{"counters": c, "tunnels": tunnels}
+	if v.policy != nil {
+		st["policy"] = v.policy.status()
+	}
 	if v.dg != nil {
 		st["udp_indexes"] = v.dg.indexes() // receiver_indexes held: at most 3 per tunnel (§16.4)
 	}
@@ -196,7 +202,13 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 			v.count("too_big")
 			continue
 		}
-		if v.traffic != nil && v.traffic.take(p) {
+		if v.policy != nil { // §17.5, after the source check of §7.3
+			if reason := v.policy.fw.inbound(t.remote, p, time.Now()); reason != "" {
+				v.count("policy_denied")
+				continue
+			}
+		}
+		if v.takeTraffic(p) {
 			v.count("traffic_replies")
 			continue
 		}
@@ -210,6 +222,15 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 			}
 		}
 	}
+}
+
+func (v *VPN) takeTraffic(p []byte) bool {
+	for _, g := range v.traffic {
+		if g.take(p) {
+			return true
+		}
+	}
+	return false
 }
 
 // handleStream accepts a tunnel the peer opened.

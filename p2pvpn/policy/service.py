@@ -143,8 +143,8 @@ class PolicyService:
         self._mtime = mtime
         try:
             stored = store.load(self.directory, self.view.network_id)
-            if stored is not None:
-                self.accept(stored.raw)
+            if stored is not None and self.accept(stored.raw):
+                self._next_dht = 0.0  # §17.4: a new policy goes to the DHT at once, as a pushed one does
         except MembershipError as exc:
             self.counters["file_refused"] += 1
             log.warning("policy file not applied: %s", exc)

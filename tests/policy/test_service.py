@@ -63,3 +63,12 @@ def test_a_restarted_node_starts_with_the_stored_policy(keys: Keys, tmp_path: Pa
     store.save(tmp_path, sign_policy(keys.owner, keys.nid, 7, Action.ALLOW, DENY_SSH))
     assert service(keys, tmp_path).policy.seq == 7
     assert store.load(tmp_path, keys.nid).seq == 7  # type: ignore[union-attr]
+
+
+def test_a_policy_set_locally_goes_to_the_dht_at_once(keys: Keys, tmp_path: Path) -> None:
+    """§17.4: a member stores its policy in the DHT at once after learning a new one, from the file too."""
+    svc = service(keys, tmp_path)
+    svc._next_dht = 1e9  # the next periodic sync is far away
+    store.save(tmp_path, sign_policy(keys.owner, keys.nid, 6, Action.DENY, []))
+    svc._reload()
+    assert svc.policy.seq == 6 and svc._next_dht == 0.0

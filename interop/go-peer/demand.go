@@ -1,0 +1,135 @@
+package main
+
+// On-demand dial from the Go side (docs/protocol.md §18.2-§18.3), for
+// --traffic-to: a destination no tunnel routes is looked up under its address
+// key (GET_VALUE; our DHT validator has checked and selected the value, and it
+// is checked again here), the member the record names is dialed once at the
+// addresses its record gives. Lookups that find nothing are asked again with
+// growing pauses (§18.3 step 4: 0.25, 0.5, 0.75 ... s, at most 8 attempts),
+// since a member that just started may not have stored its address records.
+// Not here: the idle close of §18.4 (the Go peer keeps what it opened).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+const (
+	demandAttempts = 8
+	demandPause    = 250 * time.Millisecond
+	demandTimeout  = 5 * time.Second // one GET_VALUE lookup (§18.3's LOOKUP_TIMEOUT)
+)
+
+// demand resolves overlay addresses through the DHT and dials their members.
+type demand struct {
+	v *VPN
+	d *dht.IpfsDHT
+}
+
+// resolve is §18.2's reading: the member holding dst, from its address record.
+func (o *demand) resolve(ctx context.Context, dst netip.Addr) (*NodeRecord, error) {
+	key := addressKey(o.v.network, dst)
+	check := AddressRecordValidator{Records: NodeRecordValidator{
+		Network: o.v.network, Now: func() int64 { return time.Now().Unix() }, Revoked: o.revoked(),
+	}}
+	var last error
+	for attempt := 1; attempt <= demandAttempts && ctx.Err() == nil; attempt++ {
+		gctx, cancel := context.WithTimeout(ctx, demandTimeout)
+		value, err := o.d.GetValue(gctx, key)
+		cancel()
+		if err == nil {
+			r, err := check.open(key, value)
+			if err != nil {
+				return nil, fmt.Errorf("address record under %s: %w", key, err)
+			}
+			return r, nil
+		}
+		last = err
+		sleepCtx(ctx, time.Duration(attempt)*demandPause)
+	}
+	return nil, fmt.Errorf("no address record under %s: %v", key, last)
+}
+
+func (o *demand) revoked() func() map[string]uint64 {
+	if o.v.member == nil {
+		return nil
+	}
+	return o.v.member.revoked
+}
+
+// admitted: in an owned network the record's certificate (checked by resolve) admits its peer;
+// without an owner only a peer we list (--allow) gets a tunnel from a record (§18.2).
+func (o *demand) admitted(id peer.ID) bool {
+	return o.v.member != nil || o.v.allow[id]
+}
+
+// dialable: the record's listen addresses we may dial (§12.5; loopback only when we listen on loopback only).
+func (o *demand) dialable(r *NodeRecord) []ma.Multiaddr {
+	loopbackOnly := true
+	for _, a := range o.v.h.Addrs() {
+		if !manet.IsIPLoopback(a) {
+			loopbackOnly = false
+		}
+	}
+	var out []ma.Multiaddr
+	for _, raw := range r.Addrs {
+		a, err := ma.NewMultiaddrBytes(raw)
+		if err != nil {
+			continue
+		}
+		ip, err := manet.ToIP(a)
+		if err == nil && (ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip.IsMulticast() ||
+			ip.Equal([]byte{255, 255, 255, 255}) || ip.IsLoopback() && !loopbackOnly) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// open finds dst's member and starts one tunnel to it; the tunnel runs until it ends.
+func (o *demand) open(ctx context.Context, dst netip.Addr) error {
+	start := time.Now()
+	r, err := o.resolve(ctx, dst)
+	if err != nil {
+		emit("demand_failed", map[string]any{"dst": dst.String(), "error": err.Error()})
+		return err
+	}
+	id := peer.ID(r.PeerID)
+	if id == o.v.h.ID() {
+		return errors.New("the address is ours")
+	}
+	if !o.admitted(id) {
+		err := fmt.Errorf("%s holds %s but is not listed (--allow)", id, dst)
+		emit("demand_failed", map[string]any{"dst": dst.String(), "error": err.Error()})
+		return err
+	}
+	info := peer.AddrInfo{ID: id, Addrs: o.dialable(r)}
+	emit("demand_resolved", map[string]any{"dst": dst.String(), "peer": id.String(), "addrs": len(info.Addrs),
+		"seconds": time.Since(start).Seconds()})
+	if o.v.current(id) != nil {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(ctx, demandTimeout)
+	defer cancel()
+	if err := o.v.h.Connect(dctx, info); err != nil {
+		emit("dial_failed", map[string]any{"peer": id.String(), "error": err.Error()})
+		return err
+	}
+	var s network.Stream
+	if s, err = o.v.h.NewStream(dctx, id, tunnelProtocol); err != nil {
+		emit("dial_failed", map[string]any{"peer": id.String(), "error": err.Error()})
+		return err
+	}
+	go newTunnel(o.v, s, o.v.h.ID()).run()
+	return nil
+}
