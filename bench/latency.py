@@ -12,7 +12,7 @@ veth and tunnel so load from other processes hits both alike. Reported:
 min / median / p99 / max of each and the added RTT (tunnel - veth) of each
 statistic.
 
-    python bench/latency.py [--count 500] [--rounds 5] [--json]
+    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct]
 """
 
 from __future__ import annotations
@@ -64,12 +64,18 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
-               extra: tuple[str, ...] = (), trace: Path | None = None) -> subprocess.Popen[Any]:  # fmt: skip
+               extra: tuple[str, ...] = (), trace: Path | None = None,
+               direct: bool = True) -> subprocess.Popen[Any]:  # fmt: skip
     """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log.
 
-    ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace."""
-    env = ENV if trace is None else {**ENV, "P2PVPN_TRACE_OUT": str(trace / f"{host.name}.trace")}
-    launcher = ("-m", "p2pvpn") if trace is None else (str(TRACER),)
+    ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace.
+    ``direct`` False: under the same launcher, with the TUN reader's direct datagram send off."""
+    env = dict(ENV)
+    if trace is not None:
+        env["P2PVPN_TRACE_OUT"] = str(trace / f"{host.name}.trace")
+    if not direct:
+        env["P2PVPN_NO_DIRECT"] = "1"
+    launcher = ("-m", "p2pvpn") if trace is None and direct else (str(TRACER),)
     with open(workdir / f"{host.name}.log", "ab") as log:
         return host.popen(
             sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
@@ -120,13 +126,13 @@ def summary(rtts: list[float | None]) -> dict[str, Any]:
 
 
 def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
-            trace: Path | None = None) -> dict[str, Any]:  # fmt: skip
+            trace: Path | None = None, direct: bool = True) -> dict[str, Any]:  # fmt: skip
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         workdir = Path(tmp)
         a, b = topo.add_host("a"), topo.add_host("b")
         _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
         ids = init_nodes(a, b, workdir)
-        procs = [start_node(a, b, ids, workdir, extra, trace), start_node(b, a, ids, workdir, extra, trace)]
+        procs = [start_node(a, b, ids, workdir, extra, trace, direct), start_node(b, a, ids, workdir, extra, trace, direct)]
         try:
             overlay_b = ids[b.name]["ipv4"]
             try:
@@ -150,10 +156,12 @@ def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
     return res
 
 
+# "tun_read -> sealed" holds the hop to the send loop (a queue_get stamp) unless the TUN reader sent the
+# packet itself (egress step 3'); the steps leave queue_get out, so runs with and without it compare.
 TRACE_STEPS = (
-    ("a", "tun_read", "8"), ("a", "queue_get", None), ("a", "sealed", None), ("a", "udp_sent", None),
+    ("a", "tun_read", "8"), ("a", "sealed", None), ("a", "udp_sent", None),
     ("b", "wake", None), ("b", "udp_recv", None), ("b", "opened", "8"), ("b", "tun_write", "8"),
-    ("b", "tun_read", "0"), ("b", "queue_get", None), ("b", "sealed", None), ("b", "udp_sent", None),
+    ("b", "tun_read", "0"), ("b", "sealed", None), ("b", "udp_sent", None),
     ("a", "wake", None), ("a", "udp_recv", None), ("a", "opened", "0"), ("a", "tun_write", "0"),
 )
 
@@ -203,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between echoes")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--trace", type=Path, help="run the nodes under bench/latency_trace.py; stamps in this dir")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="turn the TUN reader's direct datagram send off (the before of a before/after)")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
@@ -219,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             args.trace.mkdir(parents=True, exist_ok=True)
             for old in args.trace.glob("*.trace"):
                 old.unlink()
-        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace)
+        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace, not args.no_direct)
     except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 1

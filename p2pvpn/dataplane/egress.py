@@ -13,6 +13,15 @@
 3. Put the packet on that peer's bounded queue; a full queue drops the
    packet for that peer only (``queue_full``): the TUN reader never waits
    for a peer.
+3'. Unless the peer's queue is idle (nothing queued, no batch out with the
+   send loop) and its tunnel's datagram path is usable: then the reader
+   seals and sends the packet itself (``_send_direct``), without waiting,
+   and saves the scheduler pass to the send loop (tens of µs per packet
+   under load, docs/performance.md "Latency budget"). Nothing can be
+   overtaken, since nothing of the peer's is waiting. Whatever the socket
+   does not take at once (a full buffer, an error) goes on the queue as
+   in step 3 (``direct_fallbacks`` on the link), and so does a packet over
+   the MTU (the send loop answers it, step 4).
 4. ``send_to_peer`` (one per active tunnel): take everything queued, up to
    one frame's budget, and shape it for this tunnel (``_for_peer``): records
    go as they are to a peer that does offload too (``gso/1``), in wire form;
@@ -73,12 +82,20 @@ class Demand(Protocol):
 
 
 class DatagramPath(Protocol):
-    """The tunnel's datagram path as the send loop sees it (p2pvpn.session.udp_link.UdpLink)."""
+    """The tunnel's datagram path as the send loop and the TUN reader see it (p2pvpn.session.udp_link.UdpLink)."""
 
     @property
     def usable(self) -> bool: ...
 
     async def send_packets(self, packets: list[bytes]) -> None: ...
+
+    def send_now(self, packets: list[bytes]) -> int:
+        """Seal and send without waiting; how many went (a prefix), the rest are the caller's to queue."""
+        ...
+
+
+DIRECT_SEND = True
+"""Step 3' on or off (the benchmark's before/after switch, bench/latency.py --no-direct)."""
 
 
 async def route_from_tun(
@@ -91,6 +108,7 @@ async def route_from_tun(
 ) -> None:
     """Steps 1-3, forever."""
     offset = VNET_HDR_LEN if tun.offload else 0
+    direct = DIRECT_SEND
     while True:
         batch = await tun.read_batch(TUN_BATCH)
         fw = firewall if firewall is not None and firewall.active else None
@@ -108,10 +126,44 @@ async def route_from_tun(
                 continue
             if fw is not None:
                 fw.outbound(packet, offset, now)
+            if direct and peer.queue.idle and (link := _datagram_path(peer)) is not None \
+                    and _send_direct(peer, link, packet, tun.offload):  # fmt: skip
+                continue
             if not peer.queue.put(packet):
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
             elif demand is not None and peer.tunnel is None:
                 demand.wake(peer)
+
+
+def _datagram_path(peer: Peer) -> DatagramPath | None:
+    """The active tunnel's datagram path if data may go over it now."""
+    tunnel = peer.tunnel
+    link = tunnel.link if tunnel is not None else None
+    return link if link is not None and link.usable else None
+
+
+def _send_direct(peer: Peer, link: DatagramPath, packet: bytes, tun_offload: bool) -> bool:
+    """Step 3': ``packet`` sealed and sent from the TUN reader; False: the caller queues it (step 3).
+
+    Called only while the peer's queue is idle, so nothing of the peer's
+    is waiting to go first. What the socket does not take at once goes on
+    the queue in order, ahead of anything read later."""
+    stats = peer.stats
+    oversized: list[bytes] = []
+    packets = _for_peer([packet], peer.mtu, tun_offload, False, stats.drops, oversized)
+    if oversized:
+        return False  # the send loop drops it and answers with ICMP (step 4)
+    if not packets:
+        return True   # a bad offload header: dropped and counted by _for_peer
+    sent = link.send_now(packets)
+    if sent == 0:
+        return False  # the buffer is full: the send loop waits for room
+    stats.packets_out += sent
+    stats.bytes_out += sum(map(len, packets[:sent]))
+    for rest in packets[sent:]:  # a record cut into segments, sent in part: the others as plain records
+        if not peer.queue.put(ZERO_VNET_HDR + rest if tun_offload else rest):
+            stats.drops[DropReason.QUEUE_FULL] += 1
+    return True
 
 
 async def send_to_peer(
@@ -153,40 +205,43 @@ async def send_to_peer(
         if frame_gap:
             await trio.sleep_until(next_frame)
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
-        oversized: list[bytes] = []
-        if datagram is not None and datagram.usable:
-            packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+        try:  # until done(), the TUN reader sends nothing past the queue (step 3'): it would overtake this batch
+            oversized: list[bytes] = []
+            if datagram is not None and datagram.usable:
+                packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+                if oversized:
+                    stats.drops[DropReason.TOO_BIG] += len(oversized)
+                    if too_big is not None:
+                        for packet in oversized:
+                            too_big(packet, peer.mtu)
+                if packets:
+                    await datagram.send_packets(packets)
+                    stats.packets_out += len(packets)
+                    stats.bytes_out += sum(map(len, packets))
+                continue
+            packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
             if oversized:
                 stats.drops[DropReason.TOO_BIG] += len(oversized)
                 if too_big is not None:
                     for packet in oversized:
                         too_big(packet, peer.mtu)
-            if packets:
-                await datagram.send_packets(packets)
-                stats.packets_out += len(packets)
-                stats.bytes_out += sum(map(len, packets))
-            continue
-        packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
-        if oversized:
-            stats.drops[DropReason.TOO_BIG] += len(oversized)
-            if too_big is not None:
-                for packet in oversized:
-                    too_big(packet, peer.mtu)
-        if not packets:
-            continue
-        frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
-        written = 0
-        try:
-            for frame in frames:
-                await write(frame)
-                written += 1
+            if not packets:
+                continue
+            frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
+            written = 0
+            try:
+                for frame in frames:
+                    await write(frame)
+                    written += 1
+            finally:
+                if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
+                    peer.queue.requeue(batch)
+            stats.frames_out += written
+            next_frame = trio.current_time() + frame_gap
+            stats.packets_out += len(packets)
+            stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
         finally:
-            if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
-                peer.queue.requeue(batch)
-        stats.frames_out += written
-        next_frame = trio.current_time() + frame_gap
-        stats.packets_out += len(packets)
-        stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
+            peer.queue.done()
 
 
 def _for_peer(
