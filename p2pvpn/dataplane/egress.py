@@ -18,10 +18,12 @@
    seals and sends the packet itself (``_send_direct``), without waiting,
    and saves the scheduler pass to the send loop (tens of µs per packet
    under load, docs/performance.md "Latency budget"). Nothing can be
-   overtaken, since nothing of the peer's is waiting. Whatever the socket
-   does not take at once (a full buffer, an error) goes on the queue as
-   in step 3 (``direct_fallbacks`` on the link), and so does a packet over
-   the MTU (the send loop answers it, step 4).
+   overtaken, since nothing of the peer's is waiting. Consecutive packets
+   of one read for that peer go together (up to FRAME_BUDGET), so a burst
+   of ACKs is still one GSO run. Whatever the socket does not take at once
+   (a full buffer, an error) goes on the queue as in step 3
+   (``udp_direct_fallbacks`` on the link); packets over the MTU are
+   handled as in step 4.
 4. ``send_to_peer`` (one per active tunnel): take everything queued, up to
    one frame's budget, and shape it for this tunnel (``_for_peer``): records
    go as they are to a peer that does offload too (``gso/1``), in wire form;
@@ -106,13 +108,16 @@ async def route_from_tun(
     firewall: Firewall | None = None,
     demand: Demand | None = None,
 ) -> None:
-    """Steps 1-3, forever."""
+    """Steps 1-3', forever."""
     offset = VNET_HDR_LEN if tun.offload else 0
     direct = DIRECT_SEND
     while True:
         batch = await tun.read_batch(TUN_BATCH)
         fw = firewall if firewall is not None and firewall.active else None
         now = time.monotonic() if fw is not None else 0.0
+        held: list[bytes] = []      # step 3': packets for held_for's idle queue, sent together (one GSO run)
+        held_for: Peer | None = None
+        held_bytes = 0
         for packet in batch:
             destination = ip.destination(packet, offset)
             if destination is None:
@@ -126,13 +131,21 @@ async def route_from_tun(
                 continue
             if fw is not None:
                 fw.outbound(packet, offset, now)
-            if direct and peer.queue.idle and (link := _datagram_path(peer)) is not None \
-                    and _send_direct(peer, link, packet, tun.offload):  # fmt: skip
+            if peer is not held_for or held_bytes + len(packet) > FRAME_BUDGET:
+                if held_for is not None:
+                    _send_direct(held_for, held, tun.offload)
+                held, held_bytes = [], 0
+                held_for = peer if direct and peer.queue.idle and _datagram_path(peer) is not None else None
+            if peer is held_for:
+                held.append(packet)
+                held_bytes += len(packet)
                 continue
             if not peer.queue.put(packet):
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
             elif demand is not None and peer.tunnel is None:
                 demand.wake(peer)
+        if held_for is not None:
+            _send_direct(held_for, held, tun.offload)
 
 
 def _datagram_path(peer: Peer) -> DatagramPath | None:
@@ -142,28 +155,35 @@ def _datagram_path(peer: Peer) -> DatagramPath | None:
     return link if link is not None and link.usable else None
 
 
-def _send_direct(peer: Peer, link: DatagramPath, packet: bytes, tun_offload: bool) -> bool:
-    """Step 3': ``packet`` sealed and sent from the TUN reader; False: the caller queues it (step 3).
+def _send_direct(peer: Peer, batch: list[bytes], tun_offload: bool) -> None:
+    """Step 3': ``batch`` (read for ``peer`` while its queue was idle) sealed and sent by the TUN reader.
 
-    Called only while the peer's queue is idle, so nothing of the peer's
-    is waiting to go first. What the socket does not take at once goes on
-    the queue in order, ahead of anything read later."""
+    What exceeds the MTU is handled as the send loop does (step 4); what
+    the socket does not take at once goes on the queue, in order, ahead of
+    anything read later (records already cut go as plain records)."""
+    tunnel = peer.tunnel
+    assert tunnel is not None and tunnel.link is not None  # held only while _datagram_path(peer) was usable
     stats = peer.stats
     oversized: list[bytes] = []
-    packets = _for_peer([packet], peer.mtu, tun_offload, False, stats.drops, oversized)
-    if oversized:
-        return False  # the send loop drops it and answers with ICMP (step 4)
+    packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+    _drop_too_big(peer, oversized, tunnel.too_big)
     if not packets:
-        return True   # a bad offload header: dropped and counted by _for_peer
-    sent = link.send_now(packets)
-    if sent == 0:
-        return False  # the buffer is full: the send loop waits for room
+        return
+    sent = tunnel.link.send_now(packets)
     stats.packets_out += sent
     stats.bytes_out += sum(map(len, packets[:sent]))
-    for rest in packets[sent:]:  # a record cut into segments, sent in part: the others as plain records
+    for rest in packets[sent:]:  # the buffer was full: the send loop waits for room
         if not peer.queue.put(ZERO_VNET_HDR + rest if tun_offload else rest):
             stats.drops[DropReason.QUEUE_FULL] += 1
-    return True
+
+
+def _drop_too_big(peer: Peer, oversized: list[bytes], too_big: Callable[[bytes, int], None] | None) -> None:
+    """Count the packets over the peer's MTU (``too_big``) and tell ``too_big`` of each (ICMP)."""
+    if oversized:
+        peer.stats.drops[DropReason.TOO_BIG] += len(oversized)
+        if too_big is not None:
+            for packet in oversized:
+                too_big(packet, peer.mtu)
 
 
 async def send_to_peer(
@@ -209,22 +229,14 @@ async def send_to_peer(
             oversized: list[bytes] = []
             if datagram is not None and datagram.usable:
                 packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
-                if oversized:
-                    stats.drops[DropReason.TOO_BIG] += len(oversized)
-                    if too_big is not None:
-                        for packet in oversized:
-                            too_big(packet, peer.mtu)
+                _drop_too_big(peer, oversized, too_big)
                 if packets:
                     await datagram.send_packets(packets)
                     stats.packets_out += len(packets)
                     stats.bytes_out += sum(map(len, packets))
                 continue
             packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
-            if oversized:
-                stats.drops[DropReason.TOO_BIG] += len(oversized)
-                if too_big is not None:
-                    for packet in oversized:
-                        too_big(packet, peer.mtu)
+            _drop_too_big(peer, oversized, too_big)
             if not packets:
                 continue
             frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch

@@ -95,7 +95,7 @@ def opened(b: DatagramSession, wire: list[bytes]) -> list[bytes]:
 
 def peer_with(link: UdpLink, queue: PacketQueue | None = None) -> Peer:
     peer = Peer(peer_id=PEER, addresses=addressing.derive(PEER.to_bytes(), "default"), queue=queue or PacketQueue(64))
-    peer.tunnel = SimpleNamespace(link=link)  # type: ignore[assignment]  # the active tunnel, as egress sees it
+    peer.tunnel = SimpleNamespace(link=link, too_big=None)  # type: ignore[assignment]  # the active tunnel, as egress sees it
     return peer
 
 
@@ -130,6 +130,7 @@ async def test_a_packet_for_an_idle_queue_is_sealed_and_sent_by_the_tun_reader()
     assert peer.stats.packets_out == 3 and peer.stats.bytes_out == 3 * len(packet(0))
     assert (link.direct_packets, link.direct_fallbacks) == (3, 0)
     assert link.describe()["udp_direct_packets"] == 3
+    assert link.sock.sends == 1  # one read's packets of one size: one GSO sendmsg, as from the send loop
 
 
 async def test_nothing_goes_direct_while_packets_wait_or_a_batch_is_out() -> None:
@@ -168,12 +169,13 @@ async def test_no_direct_send_without_a_usable_path_or_with_the_switch_off(monke
 
 async def test_a_full_buffer_sends_the_rest_through_the_queue_in_order_and_counts_it() -> None:
     link, fake, b = link_pair(room=2)
+    link.sock.gso = False                           # one sendto per datagram: the buffer fills mid-read
     peer = peer_with(link)
     tun = MemoryTun()
     drops = await read_tun(tun, peer, *(packet(i) for i in range(6)))
-    # p0 and p1 went direct; p2 found the buffer full and was queued, and p3-p5 behind it.
+    # p0 and p1 went direct; p2 found the buffer full: p2-p5 were queued, in order.
     assert opened(b, fake.wire) == [packet(0), packet(1)]
-    assert (link.direct_packets, link.direct_fallbacks) == (2, 1)
+    assert (link.direct_packets, link.direct_fallbacks) == (2, 4)
     assert len(peer.queue) == 4 and not drops
     fake.room = 1_000_000
     gate = trio.Event()
@@ -198,7 +200,7 @@ async def test_a_full_buffer_sends_the_rest_through_the_queue_in_order_and_count
         await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
     assert opened(b, fake.wire[2:]) == [packet(i) for i in range(2, 8)]  # b opened p0 and p1 already
-    assert (link.direct_packets, link.direct_fallbacks) == (3, 1)
+    assert (link.direct_packets, link.direct_fallbacks) == (3, 4)
     assert peer.stats.packets_out == 8 and link.sock.drops["udp_send_eagain"] == 0 and not drops
 
 
@@ -222,20 +224,17 @@ async def test_a_record_sent_in_part_queues_its_other_segments_in_order() -> Non
     assert peer.stats.packets_out == 5 and peer.stats.bytes_out == sum(map(len, segments))
 
 
-async def test_a_packet_over_the_mtu_is_left_to_the_send_loop() -> None:
-    link, fake, _ = link_pair()
+async def test_a_packet_over_the_mtu_is_dropped_counted_and_answered_as_by_the_send_loop() -> None:
+    link, fake, b = link_pair()
     peer = peer_with(link)
-    peer.mtu = 100
-    big = udp4(LOCAL, REMOTE, bytes(200))
-    big = big[:6] + b"\x40" + big[7:]  # DF: not fragmented, so too big
-    await read_tun(MemoryTun(), peer, big)
-    assert fake.wire == [] and len(peer.queue) == 1 and link.direct_fallbacks == 0
     told: list[int] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_to_peer, peer, _no_write, False, False, 0.0, lambda p, mtu: told.append(mtu), link)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()
-    assert told == [100] and peer.stats.drops["too_big"] == 1 and fake.wire == []
+    peer.tunnel.too_big = lambda p, mtu: told.append(mtu)  # type: ignore[union-attr]  # ICMP, in the node
+    peer.mtu = 100
+    big = udp4(LOCAL, REMOTE, bytes(200))           # DF set: not fragmented, so too big
+    small = udp4(LOCAL, REMOTE, bytes(20))
+    await read_tun(MemoryTun(), peer, small, big, small)
+    assert told == [100] and peer.stats.drops["too_big"] == 1
+    assert opened(b, fake.wire) == [small, small] and len(peer.queue) == 0
 
 
 async def test_direct_sends_during_a_rekey_are_held_by_the_receiver_then_opened_in_order() -> None:
