@@ -131,6 +131,8 @@ async def route_from_tun(
                 continue
             if fw is not None:
                 fw.outbound(packet, offset, now)
+            # Step 3': a packet for another peer, or a frame's worth held: send what is held, then
+            # decide anew (the queue's state cannot change in between: nothing here waits).
             if peer is not held_for or held_bytes + len(packet) > FRAME_BUDGET:
                 if held_for is not None:
                     _send_direct(held_for, held, tun.offload)

@@ -135,8 +135,10 @@ class UdpLink:
         if endpoint is None:
             return 0
         sent = self.sock.send_now(endpoint, session.seal_packets(packets, trio.current_time()))
+        unsent = len(packets) - sent
+        session.tx_packets -= unsent  # the send loop seals them again and counts them then
         self.direct_packets += sent
-        self.direct_fallbacks += len(packets) - sent
+        self.direct_fallbacks += unsent
         return sent
 
     async def echo(self, timeout: float) -> float | None:

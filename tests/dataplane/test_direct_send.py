@@ -202,6 +202,7 @@ async def test_a_full_buffer_sends_the_rest_through_the_queue_in_order_and_count
     assert opened(b, fake.wire[2:]) == [packet(i) for i in range(2, 8)]  # b opened p0 and p1 already
     assert (link.direct_packets, link.direct_fallbacks) == (3, 4)
     assert peer.stats.packets_out == 8 and link.sock.drops["udp_send_eagain"] == 0 and not drops
+    assert link.session.tx_packets == len(fake.wire) == 8  # p2-p5 were sealed twice, counted once
 
 
 async def test_a_record_sent_in_part_queues_its_other_segments_in_order() -> None:
