@@ -18,6 +18,7 @@ statistic.
 the first with the TUN reader's direct datagram send, the second without
 (``--no-direct``), measured round by round in turn: the same-run
 before/after of that change, with after/before ratios of the added RTT.
+``--swap`` gives the direct send to the second pair instead.
 """
 
 from __future__ import annotations
@@ -249,12 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ab", action="store_true",
                         help="two node pairs side by side, direct send on and off, rounds interleaved: a same-run "
                              "before/after")
+    parser.add_argument("--swap", action="store_true",
+                        help="with --ab: direct send off in the first pair, on in the second (a positional check)")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
-    if args.ab and (args.trace is not None or args.no_direct):
-        parser.error("--ab runs both variants itself; without --trace")
+    if args.ab and (args.trace is not None or args.no_direct) or args.swap and not args.ab:
+        parser.error("--ab runs both variants itself, without --trace; --swap needs --ab")
     reason = require_netns()
     if reason is not None:
         print(f"latency: cannot run: {reason}", file=sys.stderr)
@@ -268,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
             for old in args.trace.glob("*.trace"):
                 old.unlink()
         if args.ab:
-            after, before = measure_pairs(args.count, args.rounds, args.interval, tuple(args.node_args), (True, False))
+            variants = (False, True) if args.swap else (True, False)
+            results = measure_pairs(args.count, args.rounds, args.interval, tuple(args.node_args), variants)
+            after, before = results if not args.swap else results[::-1]
             res = {"after": after, "before": before,
                    "ratio": {k: _ratio(after["added_ms"][k], before["added_ms"][k]) for k in ADDED}}  # fmt: skip
         else:
