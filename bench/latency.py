@@ -12,7 +12,13 @@ veth and tunnel so load from other processes hits both alike. Reported:
 min / median / p99 / max of each and the added RTT (tunnel - veth) of each
 statistic.
 
-    python bench/latency.py [--count 500] [--rounds 5] [--json]
+    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct | --ab]
+
+``--ab``: two pairs of hosts (a-b on 198.18.0.0/24, a1-b1 on 198.18.1.0/24),
+the first with the TUN reader's direct datagram send, the second without
+(``--no-direct``), measured round by round in turn: the same-run
+before/after of that change, with after/before ratios of the added RTT.
+``--swap`` gives the direct send to the second pair instead.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ sys.path.insert(0, str(REPO))
 
 from p2pvpn.lab.topology import Host, LabError, Topology, require_netns  # noqa: E402
 
-SUBNET = "198.18.0.0/24"
 IFACE = "eth0"
 TUN = "p2v0"
 VPN_PORT = 4001
@@ -64,12 +69,18 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
-               extra: tuple[str, ...] = (), trace: Path | None = None) -> subprocess.Popen[Any]:  # fmt: skip
+               extra: tuple[str, ...] = (), trace: Path | None = None,
+               direct: bool = True) -> subprocess.Popen[Any]:  # fmt: skip
     """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log.
 
-    ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace."""
-    env = ENV if trace is None else {**ENV, "P2PVPN_TRACE_OUT": str(trace / f"{host.name}.trace")}
-    launcher = ("-m", "p2pvpn") if trace is None else (str(TRACER),)
+    ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace.
+    ``direct`` False: under the same launcher, with the TUN reader's direct datagram send off."""
+    env = dict(ENV)
+    if trace is not None:
+        env["P2PVPN_TRACE_OUT"] = str(trace / f"{host.name}.trace")
+    if not direct:
+        env["P2PVPN_NO_DIRECT"] = "1"
+    launcher = ("-m", "p2pvpn") if trace is None and direct else (str(TRACER),)
     with open(workdir / f"{host.name}.log", "ab") as log:
         return host.popen(
             sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
@@ -114,46 +125,77 @@ def summary(rtts: list[float | None]) -> dict[str, Any]:
     got = sorted(r * 1000 for r in rtts if r is not None)
     if not got:
         raise BenchError("no echo was answered")
+    p10 = got[int(len(got) * 0.10)]
     p99 = got[min(len(got) - 1, int(len(got) * 0.99))]
-    return {"n": len(rtts), "lost": len(rtts) - len(got), "min_ms": round(got[0], 3),
+    return {"n": len(rtts), "lost": len(rtts) - len(got), "min_ms": round(got[0], 3), "p10_ms": round(p10, 3),
             "median_ms": round(statistics.median(got), 3), "p99_ms": round(p99, 3), "max_ms": round(got[-1], 3)}  # fmt: skip
 
 
+ADDED = ("min_ms", "p10_ms", "median_ms", "p99_ms")
+
+
 def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
-            trace: Path | None = None) -> dict[str, Any]:  # fmt: skip
-    with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
-        workdir = Path(tmp)
-        a, b = topo.add_host("a"), topo.add_host("b")
-        _, addr_b = topo.link(a, b, SUBNET, iface_a=IFACE, iface_b=IFACE)
-        ids = init_nodes(a, b, workdir)
-        procs = [start_node(a, b, ids, workdir, extra, trace), start_node(b, a, ids, workdir, extra, trace)]
-        try:
-            overlay_b = ids[b.name]["ipv4"]
-            try:
-                wait_first_echo(a, overlay_b)
-            except BenchError as exc:  # say why: the nodes' own last words
-                tails = {h.name: (workdir / f"{h.name}.log").read_text(errors="replace")[-1500:] for h in (a, b)}
-                raise BenchError(f"{exc}; node logs: {tails}") from None
-            veth: list[float | None] = []
-            tunnel: list[float | None] = []
-            per_round = max(1, count // rounds)
-            args = ("--count", str(per_round), "--interval", f"{interval:g}")
-            for _ in range(rounds):
-                veth += echo(a, "rtt", addr_b, *args)["rtts"]
-                tunnel += echo(a, "rtt", overlay_b, *args)["rtts"]
-        finally:
-            codes = [stop_node(p) for p in procs]
-    res: dict[str, Any] = {"veth": summary(veth), "tunnel": summary(tunnel), "node_exit_codes": codes}
-    res["added_ms"] = {k: round(res["tunnel"][k] - res["veth"][k], 3) for k in ("min_ms", "median_ms", "p99_ms")}
+            trace: Path | None = None, direct: bool = True) -> dict[str, Any]:  # fmt: skip
+    """One pair of nodes: veth and tunnel echoes in alternating rounds."""
+    res = measure_pairs(count, rounds, interval, extra, (direct,), trace)[0]
     if trace is not None:
-        res["trace_us"] = trace_steps(trace / f"{a.name}.trace", trace / f"{b.name}.trace")
+        res["trace_us"] = trace_steps(trace / "a.trace", trace / "b.trace")
     return res
 
 
+def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ...], variants: tuple[bool, ...],
+                  trace: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One pair of hosts per variant (True: direct send on), each on its own veth; their rounds interleave.
+
+    With two variants (``--ab``) both pairs run side by side and take turns
+    round by round (in ABBA order), so load from other processes hits both
+    alike: the before/after of one run."""
+    with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
+        workdir = Path(tmp)
+        pairs: list[tuple[Host, Host, str, str]] = []
+        procs: list[subprocess.Popen[Any]] = []
+        try:
+            for k, direct in enumerate(variants):
+                suffix = "" if k == 0 else str(k)
+                a, b = topo.add_host("a" + suffix), topo.add_host("b" + suffix)
+                _, addr_b = topo.link(a, b, f"198.18.{k}.0/24", iface_a=IFACE, iface_b=IFACE)
+                ids = init_nodes(a, b, workdir)
+                procs += [start_node(a, b, ids, workdir, extra, trace, direct),
+                          start_node(b, a, ids, workdir, extra, trace, direct)]  # fmt: skip
+                pairs.append((a, b, addr_b, ids[b.name]["ipv4"]))
+            for a, b, _, overlay_b in pairs:
+                try:
+                    wait_first_echo(a, overlay_b)
+                except BenchError as exc:  # say why: the nodes' own last words
+                    tails = {h.name: (workdir / f"{h.name}.log").read_text(errors="replace")[-1500:] for h in (a, b)}
+                    raise BenchError(f"{exc}; node logs: {tails}") from None
+            veth: list[list[float | None]] = [[] for _ in pairs]
+            tunnel: list[list[float | None]] = [[] for _ in pairs]
+            per_round = max(1, count // rounds)
+            args = ("--count", str(per_round), "--interval", f"{interval:g}")
+            for r in range(rounds):
+                order = list(range(len(pairs))) if r % 2 == 0 else list(reversed(range(len(pairs))))
+                for k in order:
+                    a, _, addr_b, overlay_b = pairs[k]
+                    veth[k] += echo(a, "rtt", addr_b, *args)["rtts"]
+                    tunnel[k] += echo(a, "rtt", overlay_b, *args)["rtts"]
+        finally:
+            codes = [stop_node(p) for p in procs]
+    out = []
+    for k, direct in enumerate(variants):
+        res: dict[str, Any] = {"direct": direct, "veth": summary(veth[k]), "tunnel": summary(tunnel[k]),
+                               "node_exit_codes": codes[2 * k : 2 * k + 2]}  # fmt: skip
+        res["added_ms"] = {key: round(res["tunnel"][key] - res["veth"][key], 3) for key in ADDED}
+        out.append(res)
+    return out
+
+
+# "tun_read -> sealed" holds the hop to the send loop (a queue_get stamp) unless the TUN reader sent the
+# packet itself (egress step 3'); the steps leave queue_get out, so runs with and without it compare.
 TRACE_STEPS = (
-    ("a", "tun_read", "8"), ("a", "queue_get", None), ("a", "sealed", None), ("a", "udp_sent", None),
+    ("a", "tun_read", "8"), ("a", "sealed", None), ("a", "udp_sent", None),
     ("b", "wake", None), ("b", "udp_recv", None), ("b", "opened", "8"), ("b", "tun_write", "8"),
-    ("b", "tun_read", "0"), ("b", "queue_get", None), ("b", "sealed", None), ("b", "udp_sent", None),
+    ("b", "tun_read", "0"), ("b", "sealed", None), ("b", "udp_sent", None),
     ("a", "wake", None), ("a", "udp_recv", None), ("a", "opened", "0"), ("a", "tun_write", "0"),
 )
 
@@ -203,10 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between echoes")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--trace", type=Path, help="run the nodes under bench/latency_trace.py; stamps in this dir")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="turn the TUN reader's direct datagram send off (the before of a before/after)")
+    parser.add_argument("--ab", action="store_true",
+                        help="two node pairs side by side, direct send on and off, rounds interleaved: a same-run "
+                             "before/after")
+    parser.add_argument("--swap", action="store_true",
+                        help="with --ab: direct send off in the first pair, on in the second (a positional check)")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
+    if args.ab and (args.trace is not None or args.no_direct) or args.swap and not args.ab:
+        parser.error("--ab runs both variants itself, without --trace; --swap needs --ab")
     reason = require_netns()
     if reason is not None:
         print(f"latency: cannot run: {reason}", file=sys.stderr)
@@ -219,7 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             args.trace.mkdir(parents=True, exist_ok=True)
             for old in args.trace.glob("*.trace"):
                 old.unlink()
-        res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace)
+        if args.ab:
+            variants = (False, True) if args.swap else (True, False)
+            results = measure_pairs(args.count, args.rounds, args.interval, tuple(args.node_args), variants)
+            after, before = results if not args.swap else results[::-1]
+            res = {"after": after, "before": before,
+                   "ratio": {k: _ratio(after["added_ms"][k], before["added_ms"][k]) for k in ADDED}}  # fmt: skip
+        else:
+            res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace, not args.no_direct)
     except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 1
@@ -228,13 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{'path':8} {'n':>5} {'lost':>4} {'min':>7} {'median':>7} {'p99':>7} {'max':>7}  (ms)")
-    for key in ("veth", "tunnel"):
-        s = res[key]
-        print(f"{key:8} {s['n']:5d} {s['lost']:4d} {s['min_ms']:7.3f} {s['median_ms']:7.3f} "
-              f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
-    d = res["added_ms"]
-    print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+    if args.ab:
+        for side in ("after", "before"):
+            print(f"{side} (direct send {'on' if res[side]['direct'] else 'off'}):")
+            _print_table(res[side])
+        r = res["ratio"]
+        print(f"added after/before: min {r['min_ms']}, p10 {r['p10_ms']}, median {r['median_ms']}, p99 {r['p99_ms']}")
+        print(f"load average after: {' '.join(f'{x:.1f}' for x in res['loadavg_after'])}")
+        return 0
+    _print_table(res)
     if "trace_us" in res:
         t = res["trace_us"]
         print(f"trace: {t['echoes']} echoes with every step; median µs per step:")
@@ -242,6 +302,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {step:36} {us:8.1f}")
         print(f"  {'total':36} {t.get('total', 0):8.1f}")
     return 0
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    print(f"{'path':8} {'n':>5} {'lost':>4} {'min':>7} {'p10':>7} {'median':>7} {'p99':>7} {'max':>7}  (ms)")
+    for key in ("veth", "tunnel"):
+        s = res[key]
+        print(f"{key:8} {s['n']:5d} {s['lost']:4d} {s['min_ms']:7.3f} {s['p10_ms']:7.3f} {s['median_ms']:7.3f} "
+              f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
+    d = res["added_ms"]
+    print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['p10_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b > 0 else None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ echoes), so bulk traffic is not slowed. Each stamp is one line
 ``t_ns event detail`` appended to ``$P2PVPN_TRACE_OUT``.
 
     python bench/latency_trace.py up --dir ... (the arguments of ``p2pvpn``)
+
+Stamps only with ``$P2PVPN_TRACE_OUT`` set; ``$P2PVPN_NO_DIRECT`` turns the
+TUN reader's direct datagram send off (p2pvpn.dataplane.egress.DIRECT_SEND),
+the before/after switch of ``bench/latency.py --no-direct``.
 """
 
 from __future__ import annotations
@@ -102,6 +106,17 @@ def install() -> None:
 
     DatagramSession.seal_packets = traced_seal  # type: ignore[method-assign]
 
+    if hasattr(DatagramSocket, "send_now"):  # the TUN reader's direct send (egress step 3')
+        send_now = DatagramSocket.send_now
+
+        def traced_send_now(self: DatagramSocket, endpoint: Any, datagrams: list[bytes]) -> int:
+            sent = send_now(self, endpoint, datagrams)
+            if sent == 1 and len(datagrams[0]) <= SMALL + 29:
+                stamp("udp_sent", len(datagrams[0]))
+            return sent
+
+        DatagramSocket.send_now = traced_send_now  # type: ignore[method-assign]
+
     send = DatagramSocket.send
 
     async def traced_send(self: DatagramSocket, endpoint: Any, datagrams: list[bytes]) -> None:
@@ -151,7 +166,14 @@ def install() -> None:
 
 
 def main() -> None:
-    install()
+    if os.environ.get("P2PVPN_NO_DIRECT"):  # bench/latency.py --no-direct: the send loop carries every packet
+        from p2pvpn.dataplane import egress
+
+        if not hasattr(egress, "DIRECT_SEND"):
+            raise SystemExit("latency_trace: this p2pvpn has no direct send to turn off")
+        egress.DIRECT_SEND = False  # type: ignore[attr-defined]
+    if "P2PVPN_TRACE_OUT" in os.environ:
+        install()
     sys.argv = ["p2pvpn", *sys.argv[1:]]
     runpy.run_module("p2pvpn", run_name="__main__", alter_sys=True)
 

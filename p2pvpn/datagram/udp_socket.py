@@ -33,7 +33,7 @@ import secrets
 import socket as _socket
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import trio
@@ -186,25 +186,47 @@ class DatagramSocket:
         sock = self._sock
         if sock is None:
             return
-        if self.dual and ":" not in endpoint[0]:
-            endpoint = ("::ffff:" + endpoint[0], endpoint[1])  # IPv4, through the dual-stack socket
-        i, n = 0, len(datagrams)
-        while i < n:
-            size = len(datagrams[i])
-            j = i + 1
-            limit = min(n, i + GSO_MAX_SEGMENTS, i + max(1, GSO_MAX_BYTES // size))
-            while j < limit and len(datagrams[j]) == size:
-                j += 1
-            if j < n and j < limit and len(datagrams[j]) < size:
-                j += 1  # GSO allows a shorter last segment
-            run = datagrams[i:j]
+        endpoint = self._to(endpoint)
+        for run, size in _runs(datagrams):
             for _ in range(FULL_BUFFER_WAITS):
                 if self._send_run(sock, endpoint, run, size):
                     break
                 await trio.lowlevel.wait_writable(sock)
             else:
                 self.drops["udp_send_eagain"] += len(run)
-            i = j
+
+    def send_now(self, endpoint: Endpoint, datagrams: list[bytes]) -> int:
+        """Send ``datagrams`` in order to ``endpoint`` without waiting: how many went (a prefix of them).
+
+        For the TUN reader's direct send (p2pvpn.dataplane.egress, step 3'),
+        which must never wait: it stops at a full buffer, or at any error,
+        and counts nothing; the caller queues the rest for the send loop,
+        whose :meth:`send` waits for room and counts what fails."""
+        sock = self._sock
+        if sock is None:
+            return 0
+        endpoint = self._to(endpoint)
+        sent = 0
+        try:
+            for run, size in _runs(datagrams):
+                if len(run) > 1 and self.gso:
+                    sock.sendmsg([b"".join(run)], [(SOL_UDP, UDP_SEGMENT, _U16.pack(size))], 0, endpoint)
+                    self.sends += 1
+                    sent += len(run)
+                    continue
+                for datagram in run:
+                    sock.sendto(datagram, endpoint)
+                    self.sends += 1
+                    sent += 1
+        except OSError:  # BlockingIOError (a full buffer) included: the send loop takes the rest
+            pass
+        return sent
+
+    def _to(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` as the socket takes it: IPv4 through the dual-stack socket is ``::ffff:``-mapped."""
+        if self.dual and ":" not in endpoint[0]:
+            return ("::ffff:" + endpoint[0], endpoint[1])
+        return endpoint
 
     def _send_run(self, sock: _socket.socket, endpoint: Endpoint, run: list[bytes], size: int) -> bool:
         """One run (GSO if possible); False if the buffer is full and nothing was sent."""
@@ -303,6 +325,22 @@ class DatagramSocket:
 
 FULL_BUFFER_WAITS = 1000
 """Waits for a writable socket per run before its datagrams count as dropped (``udp_send_eagain``)."""
+
+
+def _runs(datagrams: list[bytes]) -> Iterator[tuple[list[bytes], int]]:
+    """``datagrams`` in order, as runs one GSO ``sendmsg`` can carry: equal sizes (the last may be shorter), each
+    run with its segment size."""
+    i, n = 0, len(datagrams)
+    while i < n:
+        size = len(datagrams[i])
+        j = i + 1
+        limit = min(n, i + GSO_MAX_SEGMENTS, i + max(1, GSO_MAX_BYTES // size))
+        while j < limit and len(datagrams[j]) == size:
+            j += 1
+        if j < n and j < limit and len(datagrams[j]) < size:
+            j += 1  # GSO allows a shorter last segment
+        yield datagrams[i:j], size
+        i = j
 
 
 def split(data: bytes, segment: int) -> list[bytes | memoryview]:

@@ -13,6 +13,17 @@
 3. Put the packet on that peer's bounded queue; a full queue drops the
    packet for that peer only (``queue_full``): the TUN reader never waits
    for a peer.
+3'. Unless the peer's queue is idle (nothing queued, no batch out with the
+   send loop) and its tunnel's datagram path is usable: then the reader
+   seals and sends the packet itself (``_send_direct``), without waiting,
+   and saves the scheduler pass to the send loop (tens of µs per packet
+   under load, docs/performance.md "Latency budget"). Nothing can be
+   overtaken, since nothing of the peer's is waiting. Consecutive packets
+   of one read for that peer go together (up to FRAME_BUDGET), so a burst
+   of ACKs is still one GSO run. Whatever the socket does not take at once
+   (a full buffer, an error) goes on the queue as in step 3
+   (``udp_direct_fallbacks`` on the link); packets over the MTU are
+   handled as in step 4.
 4. ``send_to_peer`` (one per active tunnel): take everything queued, up to
    one frame's budget, and shape it for this tunnel (``_for_peer``): records
    go as they are to a peer that does offload too (``gso/1``), in wire form;
@@ -73,12 +84,20 @@ class Demand(Protocol):
 
 
 class DatagramPath(Protocol):
-    """The tunnel's datagram path as the send loop sees it (p2pvpn.session.udp_link.UdpLink)."""
+    """The tunnel's datagram path as the send loop and the TUN reader see it (p2pvpn.session.udp_link.UdpLink)."""
 
     @property
     def usable(self) -> bool: ...
 
     async def send_packets(self, packets: list[bytes]) -> None: ...
+
+    def send_now(self, packets: list[bytes]) -> int:
+        """Seal and send without waiting; how many went (a prefix), the rest are the caller's to queue."""
+        ...
+
+
+DIRECT_SEND = True
+"""Step 3' on or off (the benchmark's before/after switch, bench/latency.py --no-direct)."""
 
 
 async def route_from_tun(
@@ -89,12 +108,16 @@ async def route_from_tun(
     firewall: Firewall | None = None,
     demand: Demand | None = None,
 ) -> None:
-    """Steps 1-3, forever."""
+    """Steps 1-3', forever."""
     offset = VNET_HDR_LEN if tun.offload else 0
+    direct = DIRECT_SEND
     while True:
         batch = await tun.read_batch(TUN_BATCH)
         fw = firewall if firewall is not None and firewall.active else None
         now = time.monotonic() if fw is not None else 0.0
+        held: list[bytes] = []      # step 3': packets for held_for's idle queue, sent together (one GSO run)
+        held_for: Peer | None = None
+        held_bytes = 0
         for packet in batch:
             destination = ip.destination(packet, offset)
             if destination is None:
@@ -108,10 +131,61 @@ async def route_from_tun(
                 continue
             if fw is not None:
                 fw.outbound(packet, offset, now)
+            # Step 3': a packet for another peer, or a frame's worth held: send what is held, then
+            # decide anew (the queue's state cannot change in between: nothing here waits).
+            if peer is not held_for or held_bytes + len(packet) > FRAME_BUDGET:
+                if held_for is not None:
+                    _send_direct(held_for, held, tun.offload)
+                held, held_bytes = [], 0
+                held_for = peer if direct and peer.queue.idle and _datagram_path(peer) is not None else None
+            if peer is held_for:
+                held.append(packet)
+                held_bytes += len(packet)
+                continue
             if not peer.queue.put(packet):
                 peer.stats.drops[DropReason.QUEUE_FULL] += 1
             elif demand is not None and peer.tunnel is None:
                 demand.wake(peer)
+        if held_for is not None:
+            _send_direct(held_for, held, tun.offload)
+
+
+def _datagram_path(peer: Peer) -> DatagramPath | None:
+    """The active tunnel's datagram path if data may go over it now."""
+    tunnel = peer.tunnel
+    link = tunnel.link if tunnel is not None else None
+    return link if link is not None and link.usable else None
+
+
+def _send_direct(peer: Peer, batch: list[bytes], tun_offload: bool) -> None:
+    """Step 3': ``batch`` (read for ``peer`` while its queue was idle) sealed and sent by the TUN reader.
+
+    What exceeds the MTU is handled as the send loop does (step 4); what
+    the socket does not take at once goes on the queue, in order, ahead of
+    anything read later (records already cut go as plain records)."""
+    tunnel = peer.tunnel
+    assert tunnel is not None and tunnel.link is not None  # held only while _datagram_path(peer) was usable
+    stats = peer.stats
+    oversized: list[bytes] = []
+    packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+    _drop_too_big(peer, oversized, tunnel.too_big)
+    if not packets:
+        return
+    sent = tunnel.link.send_now(packets)
+    stats.packets_out += sent
+    stats.bytes_out += sum(map(len, packets[:sent]))
+    for rest in packets[sent:]:  # the buffer was full: the send loop waits for room
+        if not peer.queue.put(ZERO_VNET_HDR + rest if tun_offload else rest):
+            stats.drops[DropReason.QUEUE_FULL] += 1
+
+
+def _drop_too_big(peer: Peer, oversized: list[bytes], too_big: Callable[[bytes, int], None] | None) -> None:
+    """Count the packets over the peer's MTU (``too_big``) and tell ``too_big`` of each (ICMP)."""
+    if oversized:
+        peer.stats.drops[DropReason.TOO_BIG] += len(oversized)
+        if too_big is not None:
+            for packet in oversized:
+                too_big(packet, peer.mtu)
 
 
 async def send_to_peer(
@@ -153,40 +227,35 @@ async def send_to_peer(
         if frame_gap:
             await trio.sleep_until(next_frame)
         batch = await peer.queue.get_batch(FRAME_BUDGET, MAX_PACKETS_PER_FRAME)
-        oversized: list[bytes] = []
-        if datagram is not None and datagram.usable:
-            packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
-            if oversized:
-                stats.drops[DropReason.TOO_BIG] += len(oversized)
-                if too_big is not None:
-                    for packet in oversized:
-                        too_big(packet, peer.mtu)
-            if packets:
-                await datagram.send_packets(packets)
-                stats.packets_out += len(packets)
-                stats.bytes_out += sum(map(len, packets))
-            continue
-        packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
-        if oversized:
-            stats.drops[DropReason.TOO_BIG] += len(oversized)
-            if too_big is not None:
-                for packet in oversized:
-                    too_big(packet, peer.mtu)
-        if not packets:
-            continue
-        frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
-        written = 0
-        try:
-            for frame in frames:
-                await write(frame)
-                written += 1
+        try:  # until done(), the TUN reader sends nothing past the queue (step 3'): it would overtake this batch
+            oversized: list[bytes] = []
+            if datagram is not None and datagram.usable:
+                packets = _for_peer(batch, peer.mtu, tun_offload, False, stats.drops, oversized)
+                _drop_too_big(peer, oversized, too_big)
+                if packets:
+                    await datagram.send_packets(packets)
+                    stats.packets_out += len(packets)
+                    stats.bytes_out += sum(map(len, packets))
+                continue
+            packets = _for_peer(batch, peer.mtu, tun_offload, peer_offload, stats.drops, oversized)
+            _drop_too_big(peer, oversized, too_big)
+            if not packets:
+                continue
+            frames = [encode(chunk) for chunk in _frames(packets)]  # one, unless segmentation grew the batch
+            written = 0
+            try:
+                for frame in frames:
+                    await write(frame)
+                    written += 1
+            finally:
+                if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
+                    peer.queue.requeue(batch)
+            stats.frames_out += written
+            next_frame = trio.current_time() + frame_gap
+            stats.packets_out += len(packets)
+            stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
         finally:
-            if not written:  # cancelled before the write began, or the stream failed: the next tunnel sends it
-                peer.queue.requeue(batch)
-        stats.frames_out += written
-        next_frame = trio.current_time() + frame_gap
-        stats.packets_out += len(packets)
-        stats.bytes_out += sum(map(len, packets)) - header_bytes * len(packets)
+            peer.queue.done()
 
 
 def _for_peer(

@@ -4,6 +4,11 @@ A slow or dead peer fills only its own queue; further packets for it are
 dropped (the caller counts them) while other peers keep flowing. The sender
 takes everything waiting in one call so it can go out as one frame.
 
+A batch stays *out* from ``get_batch`` until its sender calls ``done``: the
+queue is ``idle`` only when nothing is queued and no batch is out, so the
+TUN reader may send a packet past the queue (p2pvpn.dataplane.egress, step
+3') without overtaking any packet taken before it.
+
 The bound is in packets and in bytes: with TUN offload one "packet" may be
 a 64 KiB super-packet, and a packet count alone would let a queue hold tens
 of megabytes (and as many milliseconds of delay).
@@ -25,6 +30,7 @@ class PacketQueue:
         self._max = max_packets
         self._max_bytes = max_packets * BYTES_PER_PACKET if max_bytes is None else max_bytes
         self._bytes = 0
+        self._out = 0  # batches taken by a sender and not yet reported done
         self._nonempty = trio.Event()
 
     def put(self, packet: bytes) -> bool:
@@ -54,7 +60,18 @@ class PacketQueue:
             size += len(packet)
             batch.append(packet)
         self._bytes -= size
+        self._out += 1
         return batch
+
+    def done(self) -> None:
+        """The sender is through with its last batch: sent, dropped and counted, or requeued."""
+        if self._out:
+            self._out -= 1
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch out: a packet sent past the queue now overtakes none."""
+        return not self._packets and not self._out
 
     def requeue(self, batch: list[bytes]) -> None:
         """Put an unsent batch back at the front (its tunnel went away before the write)."""

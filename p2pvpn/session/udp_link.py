@@ -4,7 +4,8 @@ The glue between a Tunnel (the stream, the control channel), the node's
 DatagramSocket and the sans-IO DatagramSession (docs/protocol.md §16).
 A link exists only on a tunnel where both Hellos listed ``udp/1`` and the
 connection is direct; the tunnel's send loop asks ``usable`` per batch and
-hands packets to ``send_packets`` instead of the stream.
+hands packets to ``send_packets`` instead of the stream, and the TUN reader
+hands a packet for an idle queue to ``send_now`` (p2pvpn.dataplane.egress).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class UdpLink:
         self._deliver = deliver
         self._registered: set[int] = set()
         self._echoes: dict[bytes, trio.Event] = {}  # probe ids `p2pvpn ping` waits on
+        self.direct_packets = 0    # sent by the TUN reader itself (egress step 3')
+        self.direct_fallbacks = 0  # direct sends that found the buffer full (or an error): queued instead
 
     # -- control (on the stream) -------------------------------------------------
 
@@ -120,6 +123,24 @@ class UdpLink:
             return
         await self.sock.send(endpoint, session.seal_packets(packets, trio.current_time()))
 
+    def send_now(self, packets: list[bytes]) -> int:
+        """Seal and send ``packets`` without waiting (the TUN reader's direct send): how many went, a prefix.
+
+        The rest found the socket buffer full or an error; the caller queues
+        them for the send loop (counted here as ``direct_fallbacks``). Their
+        counters are spent: a gap in the sequence is a lost datagram to the
+        receiver's replay window, nothing more."""
+        session = self.session
+        endpoint = session.path.endpoint
+        if endpoint is None:
+            return 0
+        sent = self.sock.send_now(endpoint, session.seal_packets(packets, trio.current_time()))
+        unsent = len(packets) - sent
+        session.tx_packets -= unsent  # the send loop seals them again and counts them then
+        self.direct_packets += sent
+        self.direct_fallbacks += unsent
+        return sent
+
     async def echo(self, timeout: float) -> float | None:
         """One probe to the endpoint for `p2pvpn ping`: the reply's round trip in seconds, or None.
 
@@ -167,6 +188,8 @@ class UdpLink:
             "udp_epoch": session.keys.number,
             "udp_tx_packets": session.tx_packets,
             "udp_rx_packets": session.rx_packets,
+            "udp_direct_packets": self.direct_packets,
+            "udp_direct_fallbacks": self.direct_fallbacks,
         }
 
 
