@@ -25,8 +25,12 @@ lookup: each query waits for them until it times out.
   protocol.
 * It never removes a peer that stops serving (a node that moved to client
   mode when AutoNAT found it behind a NAT). We announce our own switches
-  with an identify push, and every HYGIENE_INTERVAL s drop peers whose
-  identify no longer lists the protocol and add connected peers that do.
+  with an identify push, and a hygiene pass drops peers whose identify no
+  longer lists the protocol and adds connected peers that do. The pass
+  runs HYGIENE_SETTLE s after a new connection (once identify has told us
+  its protocols), and otherwise every HYGIENE_INTERVAL s (jittered) for
+  peers that switched on a connection we already had: an idle node does
+  not walk its table and connections every few seconds.
 * Lookups in a small table also ask every peer the peerstore knows (see
   ``_use_our_protocol_id``).
 """
@@ -34,12 +38,14 @@ lookup: each query waits for them until it times out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import multiaddr
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.abc import INotifee
 from libp2p.peer.id import ID
 from libp2p.records.validator import Validator
 from libp2p.peer.peerinfo import PeerInfo
@@ -55,7 +61,9 @@ log = logging.getLogger(__name__)
 PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
-HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
+HYGIENE_INTERVAL = 30.0  # seconds between routing-table checks without a new connection (module doc)
+HYGIENE_SETTLE = 2.0  # seconds after a new connection before the check (identify has run)
+HYGIENE_JITTER = 0.2  # ± this fraction of HYGIENE_INTERVAL, so nodes started together do not check in step
 PROVIDER_ADDR_TTL = 600  # seconds the addresses a provider record carried stay in the peerstore
 CLOSEST_REUSE = 30.0    # seconds a walk's closest peers of a provider key are asked again without a new walk
 OWNER_HEAD_START = 1.0  # seconds the owner has to answer before a lookup starts alongside
@@ -105,6 +113,8 @@ class Dht:
             strict_validation=True,
         )
         self._nursery: trio.Nursery | None = None
+        self._connected = trio.Event()  # a new connection since the last hygiene pass
+        self.hygiene_passes = 0
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
@@ -118,12 +128,16 @@ class Dht:
     async def running(self) -> AsyncIterator[None]:
         from libp2p.tools.anyio_service import background_trio_service
 
+        events = _ConnectionEvents(lambda: self._connected.set())
+        network = self.host.libp2p.get_network()
         async with background_trio_service(self.kad), trio.open_nursery() as nursery:
             self._nursery = nursery
+            network.register_notifee(events)
             nursery.start_soon(self._hygiene_loop)
             try:
                 yield
             finally:
+                network.remove_notifee(events)
                 self._nursery = None
                 nursery.cancel_scope.cancel()
 
@@ -144,19 +158,28 @@ class Dht:
         return (str(PROTOCOL_ID) in protocols) if protocols else None
 
     async def _hygiene_loop(self) -> None:
-        table = self.kad.routing_table
+        """A hygiene pass after each burst of new connections, else every HYGIENE_INTERVAL s (module doc)."""
         while True:
-            await trio.sleep(HYGIENE_INTERVAL)
-            for peer_id in table.get_peer_ids():
-                if self._serves(peer_id) is False:
-                    table.remove_peer(peer_id)
-                    log.debug("DHT: %s no longer serves the DHT; removed from the routing table", peer_id)
-            for peer_id in self.host.connected_peers():
-                if self._serves(peer_id) and not table.peer_in_table(peer_id):
-                    try:
-                        await table.add_peer(peer_id, skip_server_mode_check=True)
-                    except STREAM_ERRORS as exc:
-                        log.debug("DHT: adding %s failed: %r", peer_id, exc)
+            with trio.move_on_after(HYGIENE_INTERVAL * random.uniform(1 - HYGIENE_JITTER, 1 + HYGIENE_JITTER)):
+                await self._connected.wait()
+                await trio.sleep(HYGIENE_SETTLE)  # identify of the new connection(s) has run by now
+            self._connected = trio.Event()
+            await self.hygiene_pass()
+
+    async def hygiene_pass(self) -> None:
+        """Drop table peers that stopped serving our KAD protocol; add connected peers that serve it."""
+        table = self.kad.routing_table
+        self.hygiene_passes += 1
+        for peer_id in table.get_peer_ids():
+            if self._serves(peer_id) is False:
+                table.remove_peer(peer_id)
+                log.debug("DHT: %s no longer serves the DHT; removed from the routing table", peer_id)
+        for peer_id in self.host.connected_peers():
+            if self._serves(peer_id) and not table.peer_in_table(peer_id):
+                try:
+                    await table.add_peer(peer_id, skip_server_mode_check=True)
+                except STREAM_ERRORS as exc:
+                    log.debug("DHT: adding %s failed: %r", peer_id, exc)
 
     async def bootstrap(self, peers: list[tuple[ID, multiaddr.Multiaddr]]) -> int:
         """Connect to bootstrap peers and seed the routing table; returns how many answered."""
@@ -463,6 +486,31 @@ class Dht:
             return candidates[self.validator.select(key, candidates)]
         except rec.RecordError:
             return None
+
+
+class _ConnectionEvents(INotifee):
+    """Sets an event on every new connection (the hygiene loop's wake-up); nothing else."""
+
+    def __init__(self, on_connected: Callable[[], None]) -> None:
+        self._on_connected = on_connected
+
+    async def connected(self, network: object, conn: object) -> None:
+        self._on_connected()
+
+    async def disconnected(self, network: object, conn: object) -> None:
+        pass
+
+    async def opened_stream(self, network: object, stream: object) -> None:
+        pass
+
+    async def closed_stream(self, network: object, stream: object) -> None:
+        pass
+
+    async def listen(self, network: object, multiaddr: object) -> None:
+        pass
+
+    async def listen_close(self, network: object, multiaddr: object) -> None:
+        pass
 
 
 class _ByKey(Validator):
