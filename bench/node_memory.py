@@ -16,6 +16,12 @@ Each ``--variant`` runs the whole thing again with extra environment for
 the nodes (``NAME=VALUE,NAME=VALUE``; ``default`` = none), back to back in
 one invocation, so the variants are compared under the same machine load.
 
+``--imports`` instead measures, in a fresh interpreter (no root, no
+namespaces), the RSS and module count after each step of a node's start:
+``import p2pvpn.cli``, ``import p2pvpn.node``, a libp2p host built as the
+node builds it, and pyroute2's IPRoute used as the TUN setup uses it.
+
+    python bench/node_memory.py --imports [--json out.json]
     sudo python bench/node_memory.py [--nodes 3] [--settle 20] [--variant default --variant MALLOC_ARENA_MAX=1] [--json out.json]
 """
 
@@ -26,6 +32,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -96,6 +103,39 @@ def smaps_groups(pid: int) -> dict[str, dict[str, float]]:
     return {k: {"rss_mib": round(v[0], 1), "mappings": int(v[1])} for k, v in sorted(groups.items(), key=lambda kv: -kv[1][0])}
 
 
+IMPORT_PROBE = r"""
+import json, sys
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
+steps = [("interpreter", rss(), len(sys.modules))]
+import p2pvpn.cli
+steps.append(("import p2pvpn.cli", rss(), len(sys.modules)))
+import p2pvpn.node
+steps.append(("import p2pvpn.node", rss(), len(sys.modules)))
+from libp2p.crypto.ed25519 import create_new_key_pair
+from p2pvpn.host import Host, interface_addresses
+Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+steps.append(("a libp2p host built", rss(), len(sys.modules)))
+interface_addresses()
+steps.append(("pyroute2 IPRoute used", rss(), len(sys.modules)))
+by = {}
+for module in list(sys.modules):
+    by[module.split(".")[0]] = by.get(module.split(".")[0], 0) + 1
+print(json.dumps({"steps": [(n, round(r, 1), m) for n, r, m in steps],
+                  "modules_by_package": dict(sorted(by.items(), key=lambda kv: -kv[1])[:25])}))
+"""
+
+
+def import_cost() -> dict[str, Any]:
+    """RSS (MiB) and module count after each step of a node's start, in a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=300,
+                            check=False, cwd="/")  # fmt: skip
+    if result.returncode != 0:
+        return {"error": result.stderr.strip()[-500:]}
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
 def _ready(node: LabNode) -> bool:
     try:
         return bool(node.status(timeout=3).get("listen"))
@@ -160,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=bounded(int, 2, 20), default=3)
     parser.add_argument("--settle", type=bounded(float, 0, 600), default=20.0)
     parser.add_argument("--variant", action="append", default=[], help="NAME=VALUE[,NAME=VALUE] or default (repeatable)")
+    parser.add_argument("--imports", action="store_true", help="only the import probe (no root, no namespaces)")
     parser.add_argument("--usr1", action="store_true", help="send SIGUSR1 before measuring (for bench/memdiag)")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
@@ -167,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         if v != "default" and not all("=" in kv for kv in v.split(",")):
             print(f"--variant {v!r}: expected NAME=VALUE[,NAME=VALUE] or default", file=sys.stderr)
             return 2
+    if args.imports:
+        text = json.dumps(import_cost(), indent=1)
+        if args.json_out:
+            Path(args.json_out).write_text(text + "\n")
+        print(text)
+        return 0
     require_netns()
     results = []
     try:
