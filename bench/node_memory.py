@@ -22,7 +22,7 @@ namespaces), the RSS and module count after each step of a node's start:
 node builds it, and pyroute2's IPRoute used as the TUN setup uses it.
 
     python bench/node_memory.py --imports [--json out.json]
-    sudo python bench/node_memory.py [--nodes 3] [--settle 20] [--variant default --variant MALLOC_ARENA_MAX=1] [--json out.json]
+    sudo python bench/node_memory.py [--nodes 3] [--window 60] [--settle 20] [--variant default --variant MALLOC_ARENA_MAX=1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pvpn.errors import ControlError
-from p2pvpn.lab.benchkit import bounded
+from p2pvpn.lab.benchkit import bounded, proc_stat
 from p2pvpn.lab.demo import Lab, LabNode
 from p2pvpn.lab.topology import LabError, require_netns
 from p2pvpn.testing.owned import make_owned_network
@@ -143,7 +144,27 @@ def _ready(node: LabNode) -> bool:
         return False
 
 
-def measure(variant: str, size: int, settle: float, usr1: bool = False) -> dict[str, Any]:
+def strace_counts(pid: int, seconds: float) -> dict[str, int]:
+    """System calls of ``pid`` (all threads) over ``seconds``, by name (``strace -c``); {} without strace.
+
+    ``epoll_wait`` calls are the event loop's wake-ups (trio waits in epoll between events and timers).
+    """
+    if shutil.which("strace") is None:
+        return {}
+    try:
+        res = subprocess.run(["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-p", str(pid)],
+                             capture_output=True, text=True, timeout=seconds + 30, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {}
+    counts: dict[str, int] = {}
+    for line in res.stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].replace(".", "").isdigit() and parts[3].isdigit():
+            counts[parts[-1]] = int(parts[3])
+    return counts
+
+
+def measure(variant: str, size: int, settle: float, usr1: bool = False, window: float = 0.0) -> dict[str, Any]:
     env = {} if variant == "default" else dict(kv.split("=", 1) for kv in variant.split(","))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # `ip netns exec` passes the environment on to the node
@@ -172,6 +193,17 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False) -> dict[
                         os.kill(n.proc.pid, signal.SIGUSR1)
                 time.sleep(USR1_WAIT)
             pids = {n.name: n.proc.pid for n in nodes if n.proc is not None and n.proc.poll() is None}
+            idle: dict[str, Any] = {}
+            if window > 0:  # idle CPU of every node over the window; system calls of n2 meanwhile
+                before = {name: proc_stat(pid)[1] for name, pid in pids.items()}
+                t0 = time.monotonic()
+                calls = strace_counts(pids[nodes[1].name], window) if nodes[1].name in pids else {}
+                time.sleep(max(0.0, window - (time.monotonic() - t0)))
+                elapsed = time.monotonic() - t0
+                cpu = {name: round(100 * (proc_stat(pid)[1] - before[name]) / elapsed, 2) for name, pid in pids.items()}
+                idle = {"window_s": round(elapsed, 1), "cpu_pct": cpu, "cpu_pct_median": statistics.median(cpu.values()),
+                        f"syscalls_{nodes[1].name}_per_s": {k: round(v / elapsed, 1) for k, v in
+                                                            sorted(calls.items(), key=lambda kv: -kv[1])[:8]}}
             per_node = {name: {"rollup_kib": smaps_rollup(pid), "threads": thread_names(pid)} for name, pid in pids.items()}
             probe = nodes[1].name
             result: dict[str, Any] = {
@@ -182,6 +214,7 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False) -> dict[
                 "threads": {n: v["threads"] for n, v in per_node.items()},
                 f"smaps_{probe}": smaps_groups(pids[probe]) if probe in pids else None,
                 "load": os.getloadavg()[0],
+                "idle": idle,
             }
             if pids:
                 result["rss_mib_median"] = round(statistics.median(result["rss_mib"].values()), 1)
@@ -200,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=bounded(int, 2, 20), default=3)
     parser.add_argument("--settle", type=bounded(float, 0, 600), default=20.0)
     parser.add_argument("--variant", action="append", default=[], help="NAME=VALUE[,NAME=VALUE] or default (repeatable)")
+    parser.add_argument("--window", type=bounded(float, 0, 600), default=0.0,
+                        help="also measure idle CPU over this many seconds, and n2's system calls (strace -c)")
     parser.add_argument("--imports", action="store_true", help="only the import probe (no root, no namespaces)")
     parser.add_argument("--usr1", action="store_true", help="send SIGUSR1 before measuring (for bench/memdiag)")
     parser.add_argument("--json", dest="json_out", default=None)
@@ -218,8 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         for variant in args.variant or ["default"]:
-            results.append(measure(variant, args.nodes, args.settle, args.usr1))
+            results.append(measure(variant, args.nodes, args.settle, args.usr1, args.window))
             r = results[-1]
+            if r["idle"]:
+                print(f"{variant}: idle CPU median {r['idle']['cpu_pct_median']} %, n2 system calls/s "
+                      f"{r['idle'][f'syscalls_n2_per_s']}", flush=True)
             print(f"{variant}: RSS median {r.get('rss_mib_median')} MiB, anonymous {r.get('anonymous_mib_median')} MiB, "
                   f"alive {r['alive']}/{args.nodes}, load {r['load']:.1f}", flush=True)
     except LabError as exc:
