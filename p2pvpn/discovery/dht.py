@@ -73,6 +73,7 @@ MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
 ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
+GET_WALK_AFTER = 120.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
 
 
 def _use_our_protocol_id() -> None:
@@ -116,6 +117,7 @@ class Dht:
         self._connected = trio.Event()  # a new connection since the last hygiene pass
         self.hygiene_passes = 0
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
+        self._walked_empty: dict[str, float] = {}  # Dht.get key -> when an iterative lookup last found nothing
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
         # We serve provider records for our network's role keys only; anything else is a flood (counted).
@@ -310,17 +312,30 @@ class Dht:
         closest to the key are asked in parallel, one round trip, and the best
         valid answer wins; only if none of them holds a valid value does an
         iterative lookup run (a FIND_NODE walk, then GET_VALUE to up to 20
-        peers: ~40 RPCs, which every node not holding the value paid per poll).
+        peers: ~40 RPCs, which every node not holding the value paid per poll),
+        and after one that found nothing (no revocation list, no policy: the
+        usual case) not again for GET_WALK_AFTER s.
         """
         if self.kad.value_store.get(key.encode()) is None:
             found = await self._best_of_closest(key)
             if found is not None:
+                self._walked_empty.pop(key, None)
                 return found
+            empty_at = self._walked_empty.get(key)
+            if empty_at is not None and trio.current_time() - empty_at < GET_WALK_AFTER:
+                return None  # the last lookup found nothing, a moment ago: nobody close has one either
+        value: bytes | None = None
         try:
-            return await self.kad.get_value(key)
+            value = await self.kad.get_value(key)
         except Exception as exc:  # py-libp2p raises assorted types when nothing is found
             log.debug("no value for %s: %r", key, exc)
-            return None
+        if value is None:
+            self._walked_empty[key] = trio.current_time()
+            if len(self._walked_empty) > MAX_PROVIDERS:
+                self._walked_empty.pop(next(iter(self._walked_empty)))
+        else:
+            self._walked_empty.pop(key, None)
+        return value
 
     async def _best_of_closest(self, key: str) -> bytes | None:
         """GET_VALUE to the few closest peers our table knows, in parallel; the best valid answer (not stored)."""

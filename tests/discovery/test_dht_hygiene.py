@@ -87,3 +87,13 @@ async def test_a_polled_value_comes_from_the_closest_peers_in_one_round_trip() -
             b.kad.value_store.remove(key.encode())
             c.kad.value_store.remove(key.encode())
             assert await a.get(key) == b"v0" and walks == [key]  # nobody close has it: the full lookup
+
+            async def nothing(k: str, quorum: int = 0) -> bytes | None:
+                walks.append(k)
+                return None
+
+            a.kad.get_value = nothing  # type: ignore[method-assign]
+            assert await a.get(key) is None and walks == [key, key]
+            assert await a.get(key) is None and walks == [key, key]  # found nothing a moment ago: no new walk
+            c.kad.value_store.put(key.encode(), b"v3")
+            assert await a.get(key) == b"v3" and walks == [key, key]  # a value stored meanwhile: the closest have it
