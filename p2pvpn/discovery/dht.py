@@ -73,7 +73,7 @@ MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
 ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
-GET_WALK_AFTER = 120.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
+GET_WALK_AFTER = 300.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
 
 
 def _use_our_protocol_id() -> None:
