@@ -329,7 +329,7 @@ def expand_unspecified(addr: multiaddr.Multiaddr, exclude_interfaces: set[str]) 
 
 def interface_addresses() -> list[tuple[str, str]]:
     """(interface name, address) for every address on this host's interfaces."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
 
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}

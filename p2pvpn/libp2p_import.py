@@ -26,6 +26,27 @@ in ``libp2p/__init__.py``, configures ``LIBP2P_DEBUG`` logging, which
 p2pvpn undoes anyway (:func:`p2pvpn.libp2p_compat.route_libp2p_logs`). If an
 upgrade adds another, the canary names the file and line.
 
+The same finder defers pyroute2's package ``__init__`` (DEFERRED_PACKAGES):
+it imports every netlink family pyroute2 has (IPDB, NDB, conntrack,
+nl80211, ...; 187 modules, ~11 MiB of a node's RSS) where a node needs
+``pyroute2.iproute.linux.IPRoute`` (~4 MiB); p2pvpn imports that module
+by its full name.
+
+Stand-ins (STAND_INS, memory, issue 16): a few py-libp2p modules import, at
+their top, modules of features p2pvpn does not use unless configured.
+``libp2p.host.basic_host`` imports mDNS (zeroconf), UPnP and AutoTLS's ACME
+client and broker (requests, httpx, dnspython), ``libp2p.custom_types``
+imports the QUIC stream (aioquic, pyOpenSSL) for one type alias: ~20 MiB of
+a node's RSS. While such an importer's own code runs, each of those modules
+is a stand-in whose names are forwarders; a forwarder imports the real
+module when first called (``enable_mDNS=True`` creates the real
+MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
+so anyone else importing those modules gets the real ones. What this relies
+on -- the importer uses each name only as a call or in an annotation -- is
+checked, by reading the importer's source, in
+``tests/compat/test_libp2p_import.py``; a forwarder used any other way fails
+at once (it is not a class: ``isinstance`` and subclassing raise).
+
 Installed by ``p2pvpn/__init__.py``, so it is in force wherever p2pvpn is
 imported before py-libp2p (the CLI, the node, the tests); if py-libp2p was
 imported first, the finder changes nothing and everything still works.
@@ -43,6 +64,27 @@ import types
 from typing import Any
 
 PACKAGE = "libp2p"
+DEFERRED_PACKAGES = (PACKAGE, "pyroute2")  # packages whose __init__ runs only when asked for one of its names
+# importer -> {module it imports: why a stand-in is enough while the importer runs}
+STAND_INS: dict[str, dict[str, str]] = {
+    "libp2p.host.basic_host": {
+        "libp2p.discovery.mdns.mdns": "zeroconf; called only with enable_mDNS",
+        "libp2p.discovery.upnp.upnp": "miniupnpc; called only with enable_upnp",
+        "libp2p.security.tls.autotls.acme": "httpx, requests; called only by AutoTLS",
+        "libp2p.security.tls.autotls.broker": "requests, dnspython; called only by AutoTLS",
+    },
+    "libp2p.custom_types": {
+        "libp2p.transport.quic.stream": "aioquic; QUICStream appears in one type alias",
+    },
+    # dnspython (and through it aioquic again, for DNS over QUIC): resolvers are made at start, used
+    # only for /dns* addresses (LAZY_INSTANCES)
+    "libp2p.network.swarm": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+    "libp2p.transport.tcp.tcp": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+    "libp2p.discovery.bootstrap.bootstrap": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+}
+# Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
+# DNSResolver in __init__ but asks it something only to dial a /dns address).
+LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver")})
 # Dunder names a package is asked for that its __init__ defines: asking runs it.
 _INIT_DUNDERS = frozenset({"__all__", "__version__"})
 _lock = threading.RLock()
@@ -88,16 +130,99 @@ def is_deferred(module: types.ModuleType) -> bool:
     return getattr_ is not None and getattr_.__qualname__.startswith("_deferred_getattr")
 
 
+class _Forwarder:
+    """A name of a stand-in module: the real module is imported when the name is first called."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self._module = module
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if (self._module, self._name) in LAZY_INSTANCES:
+            return _LazyInstance(self, args, kwargs)
+        return self.real()(*args, **kwargs)
+
+    def real(self) -> Any:
+        """The real object this name stands for (imports its module)."""
+        real = importlib.import_module(self._module)
+        if getattr(real, "__stand_in__", False):  # called while its importer still runs: not expected
+            raise ImportError(f"{self._module}.{self._name} called while {self._module} is a stand-in "
+                              "(p2pvpn.libp2p_import.STAND_INS no longer fits py-libp2p)")
+        return getattr(real, self._name)
+
+    def __repr__(self) -> str:
+        return f"<forwarder to {self._module}.{self._name}>"
+
+
+class _LazyInstance:
+    """What calling a LAZY_INSTANCES forwarder gives: the real object, made on first attribute access."""
+
+    def __init__(self, forwarder: _Forwarder, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._made: list[Any] = []
+        self._make = lambda: forwarder.real()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        with _lock:
+            if not self._made:
+                self._made.append(self._make())
+        return getattr(self._made[0], attr)
+
+
+def _stand_in(name: str) -> types.ModuleType:
+    module = types.ModuleType(name, f"stand-in for {name} (p2pvpn.libp2p_import)")
+    module.__stand_in__ = True  # type: ignore[attr-defined]
+    forwarders: dict[str, _Forwarder] = {}
+
+    def __getattr__(attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(f"module {name!r} (a stand-in) has no attribute {attr!r}")
+        return forwarders.setdefault(attr, _Forwarder(name, attr))
+
+    module.__getattr__ = __getattr__  # type: ignore[attr-defined]
+    return module
+
+
+class _StandInLoader(importlib.abc.Loader):
+    """Run a module with STAND_INS in ``sys.modules`` for the modules it imports, then remove them."""
+
+    def __init__(self, real: importlib.abc.Loader, stand_ins: dict[str, str]) -> None:
+        self.real = real
+        self.stand_ins = stand_ins
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        with _lock:
+            placed = {name: _stand_in(name) for name in self.stand_ins if name not in sys.modules}
+            sys.modules.update(placed)
+            try:
+                self.real.exec_module(module)
+            finally:
+                for name, stand_in in placed.items():
+                    if sys.modules.get(name) is stand_in:
+                        del sys.modules[name]
+
+
+def is_stand_in(value: Any) -> bool:
+    """Whether ``value`` is a stand-in module or one of its forwarders (tests)."""
+    return isinstance(value, _Forwarder) or bool(getattr(value, "__stand_in__", False))
+
+
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds ``libp2p`` packages through the normal path finder and defers their ``__init__``."""
+    """Finds DEFERRED_PACKAGES through the normal path finder, defers their ``__init__``, places STAND_INS."""
 
     def find_spec(self, fullname: str, path: Any, target: types.ModuleType | None = None) -> Any:
-        if fullname != PACKAGE and not fullname.startswith(PACKAGE + "."):
+        if not any(fullname == p or fullname.startswith(p + ".") for p in DEFERRED_PACKAGES):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.submodule_search_locations is None or spec.loader is None:
-            return spec  # a plain module (or nothing): imported as usual
-        if not hasattr(spec.loader, "exec_module"):
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        if spec.submodule_search_locations is None:  # a plain module
+            if fullname in STAND_INS:
+                spec.loader = _StandInLoader(spec.loader, STAND_INS[fullname])
             return spec
         spec.loader = _DeferredInitLoader(spec.loader)
         return spec

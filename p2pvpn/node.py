@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 TunFactory = Callable[[str, int, ipaddress.IPv4Interface, ipaddress.IPv6Interface], TunDevice]
 
 
+MDNS_SEED_MIN, MDNS_SEED_MAX = 2.0, 30.0  # seconds between mDNS seed passes: after a find, and at most
 NETLINK_THREADS = trio.CapacityLimiter(1)  # netlink dumps for status run in a thread, one at a time
 
 
@@ -375,14 +376,24 @@ class Node:
         self.discovery.republish_soon()
 
     async def _mdns_loop(self, host: Host, discovery: Discovery) -> None:
-        """Peers mDNS put in the peerstore seed the DHT; their records then arrive as usual."""
+        """Peers mDNS put in the peerstore seed the DHT; their records then arrive as usual.
+
+        The pass walks the peerstore, so while it finds nobody new it runs less
+        and less often (MDNS_SEED_MIN doubling up to MDNS_SEED_MAX s): an idle
+        node does not walk a peerstore of every member every 2 s (issue 16).
+        """
+        delay = MDNS_SEED_MIN
         while True:
+            connected = set(host.connected_peers())
+            found = False
             for peer_id in host.known_peers_with_addrs():
-                if peer_id not in self._mdns_peers and peer_id not in host.connected_peers():
+                if peer_id not in self._mdns_peers and peer_id not in connected:
                     self._mdns_peers.add(peer_id)
+                    found = True
                     addrs = host.libp2p.get_peerstore().addrs(peer_id)
                     await discovery.dht.bootstrap([(peer_id, a) for a in addrs[:1]])
-            await trio.sleep(2)
+            delay = MDNS_SEED_MIN if found else min(delay * 2, MDNS_SEED_MAX)
+            await trio.sleep(delay)
 
     # -- control -------------------------------------------------------------
 

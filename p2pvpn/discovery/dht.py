@@ -25,8 +25,12 @@ lookup: each query waits for them until it times out.
   protocol.
 * It never removes a peer that stops serving (a node that moved to client
   mode when AutoNAT found it behind a NAT). We announce our own switches
-  with an identify push, and every HYGIENE_INTERVAL s drop peers whose
-  identify no longer lists the protocol and add connected peers that do.
+  with an identify push, and a hygiene pass drops peers whose identify no
+  longer lists the protocol and adds connected peers that do. The pass
+  runs HYGIENE_SETTLE s after a new connection (once identify has told us
+  its protocols), and otherwise every HYGIENE_INTERVAL s (jittered) for
+  peers that switched on a connection we already had: an idle node does
+  not walk its table and connections every few seconds.
 * Lookups in a small table also ask every peer the peerstore knows (see
   ``_use_our_protocol_id``).
 """
@@ -34,12 +38,14 @@ lookup: each query waits for them until it times out.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import multiaddr
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.abc import INotifee
 from libp2p.peer.id import ID
 from libp2p.records.validator import Validator
 from libp2p.peer.peerinfo import PeerInfo
@@ -55,7 +61,9 @@ log = logging.getLogger(__name__)
 PROTOCOL_PREFIX = "/p2pvpn"
 PROTOCOL_ID = TProtocol(f"{PROTOCOL_PREFIX}/kad/1.0.0")
 QUERY_TIMEOUT = 20.0
-HYGIENE_INTERVAL = 2.0  # seconds between routing-table checks (module doc)
+HYGIENE_INTERVAL = 30.0  # seconds between routing-table checks without a new connection (module doc)
+HYGIENE_SETTLE = 2.0  # seconds after a new connection before the check (identify has run)
+HYGIENE_JITTER = 0.2  # ± this fraction of HYGIENE_INTERVAL, so nodes started together do not check in step
 PROVIDER_ADDR_TTL = 600  # seconds the addresses a provider record carried stay in the peerstore
 CLOSEST_REUSE = 30.0    # seconds a walk's closest peers of a provider key are asked again without a new walk
 OWNER_HEAD_START = 1.0  # seconds the owner has to answer before a lookup starts alongside
@@ -66,6 +74,7 @@ BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
 ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
 ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
 NEAR_WAIT = 5.0  # seconds the closest peers have to answer a periodic read (get_near)
+GET_WALK_AFTER = 300.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
 
 
 def _use_our_protocol_id() -> None:
@@ -106,7 +115,10 @@ class Dht:
             strict_validation=True,
         )
         self._nursery: trio.Nursery | None = None
+        self._connected = trio.Event()  # a new connection since the last hygiene pass
+        self.hygiene_passes = 0
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
+        self._walked_empty: dict[str, float] = {}  # Dht.get key -> when an iterative lookup last found nothing
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
         self._check_servers()
         # We serve provider records for our network's role keys only; anything else is a flood (counted).
@@ -119,12 +131,16 @@ class Dht:
     async def running(self) -> AsyncIterator[None]:
         from libp2p.tools.anyio_service import background_trio_service
 
+        events = _ConnectionEvents(lambda: self._connected.set())
+        network = self.host.libp2p.get_network()
         async with background_trio_service(self.kad), trio.open_nursery() as nursery:
             self._nursery = nursery
+            network.register_notifee(events)
             nursery.start_soon(self._hygiene_loop)
             try:
                 yield
             finally:
+                network.remove_notifee(events)
                 self._nursery = None
                 nursery.cancel_scope.cancel()
 
@@ -145,19 +161,28 @@ class Dht:
         return (str(PROTOCOL_ID) in protocols) if protocols else None
 
     async def _hygiene_loop(self) -> None:
-        table = self.kad.routing_table
+        """A hygiene pass after each burst of new connections, else every HYGIENE_INTERVAL s (module doc)."""
         while True:
-            await trio.sleep(HYGIENE_INTERVAL)
-            for peer_id in table.get_peer_ids():
-                if self._serves(peer_id) is False:
-                    table.remove_peer(peer_id)
-                    log.debug("DHT: %s no longer serves the DHT; removed from the routing table", peer_id)
-            for peer_id in self.host.connected_peers():
-                if self._serves(peer_id) and not table.peer_in_table(peer_id):
-                    try:
-                        await table.add_peer(peer_id, skip_server_mode_check=True)
-                    except STREAM_ERRORS as exc:
-                        log.debug("DHT: adding %s failed: %r", peer_id, exc)
+            with trio.move_on_after(HYGIENE_INTERVAL * random.uniform(1 - HYGIENE_JITTER, 1 + HYGIENE_JITTER)):
+                await self._connected.wait()
+                await trio.sleep(HYGIENE_SETTLE)  # identify of the new connection(s) has run by now
+            self._connected = trio.Event()
+            await self.hygiene_pass()
+
+    async def hygiene_pass(self) -> None:
+        """Drop table peers that stopped serving our KAD protocol; add connected peers that serve it."""
+        table = self.kad.routing_table
+        self.hygiene_passes += 1
+        for peer_id in table.get_peer_ids():
+            if self._serves(peer_id) is False:
+                table.remove_peer(peer_id)
+                log.debug("DHT: %s no longer serves the DHT; removed from the routing table", peer_id)
+        for peer_id in self.host.connected_peers():
+            if self._serves(peer_id) and not table.peer_in_table(peer_id):
+                try:
+                    await table.add_peer(peer_id, skip_server_mode_check=True)
+                except STREAM_ERRORS as exc:
+                    log.debug("DHT: adding %s failed: %r", peer_id, exc)
 
     async def bootstrap(self, peers: list[tuple[ID, multiaddr.Multiaddr]]) -> int:
         """Connect to bootstrap peers and seed the routing table; returns how many answered."""
@@ -280,11 +305,62 @@ class Dht:
         await self.kad.put_value(key, value)
 
     async def get(self, key: str) -> bytes | None:
-        """The best value the DHT has for ``key`` (the caller validates it again), or None."""
+        """The best value the DHT has for ``key`` (the caller validates it again), or None.
+
+        Callers poll (the revocation list and the policy, every 30 s on every
+        node), so one poll must stay cheap: a local copy answers (py-libp2p's
+        own rule); else the ADDRESS_FIRST_ASK peers of our routing table
+        closest to the key are asked in parallel, one round trip, and the best
+        valid answer wins; only if none of them holds a valid value does an
+        iterative lookup run (a FIND_NODE walk, then GET_VALUE to up to 20
+        peers: ~40 RPCs, which every node not holding the value paid per poll),
+        and after one that found nothing (no revocation list, no policy: the
+        usual case) not again for GET_WALK_AFTER s.
+        """
+        if self.kad.value_store.get(key.encode()) is None:
+            found = self._best(key, *await self._ask_closest(key, first=False))
+            if found is not None:
+                self._walked_empty.pop(key, None)
+                return found
+            empty_at = self._walked_empty.get(key)
+            if empty_at is not None and trio.current_time() - empty_at < GET_WALK_AFTER:
+                return None  # the last lookup found nothing, a moment ago: nobody close has one either
+        value: bytes | None = None
         try:
-            return await self.kad.get_value(key)
+            value = await self.kad.get_value(key)
         except Exception as exc:  # py-libp2p raises assorted types when nothing is found
             log.debug("no value for %s: %r", key, exc)
+        if value is None:
+            self._walked_empty[key] = trio.current_time()
+            if len(self._walked_empty) > MAX_PROVIDERS:
+                self._walked_empty.pop(next(iter(self._walked_empty)))
+        else:
+            self._walked_empty.pop(key, None)
+        return value
+
+    async def ask(peer_id: ID) -> None:
+            try:
+                value = await libp2p_compat.value_from_peer(self.kad, peer_id, key.encode())
+            except STREAM_ERRORS as exc:
+                log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
+                return
+            if not isinstance(value, bytes):
+                return
+            try:
+                by_key.validate(key, value)  # counts a refusal in rejected
+            except Exception:  # noqa: BLE001 - any validator's refusal: that copy is not used
+                return
+            found.append(value)
+
+        with trio.move_on_after(ADDRESS_FIRST_WAIT):
+            async with trio.open_nursery() as nursery:
+                for peer_id in closest:
+                    nursery.start_soon(ask, peer_id)
+        if not found:
+            return None
+        try:
+            return found[by_key.select(key, found)]
+        except Exception:  # noqa: BLE001 - the validator cannot order them: let the full lookup decide
             return None
 
     async def get_address(self, key: str) -> bytes | None:
@@ -483,6 +559,31 @@ class Dht:
             return candidates[_ByKey(self).select(key, candidates)]
         except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
             return None
+
+
+class _ConnectionEvents(INotifee):
+    """Sets an event on every new connection (the hygiene loop's wake-up); nothing else."""
+
+    def __init__(self, on_connected: Callable[[], None]) -> None:
+        self._on_connected = on_connected
+
+    async def connected(self, network: object, conn: object) -> None:
+        self._on_connected()
+
+    async def disconnected(self, network: object, conn: object) -> None:
+        pass
+
+    async def opened_stream(self, network: object, stream: object) -> None:
+        pass
+
+    async def closed_stream(self, network: object, stream: object) -> None:
+        pass
+
+    async def listen(self, network: object, multiaddr: object) -> None:
+        pass
+
+    async def listen_close(self, network: object, multiaddr: object) -> None:
+        pass
 
 
 class _ByKey(Validator):

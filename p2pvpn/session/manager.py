@@ -87,6 +87,11 @@ TOO_BIG_PER_SECOND, TOO_BIG_BURST = 10.0, 20  # ICMP "packet too big" answers (p
 FAILURE_BACKOFF_MIN, FAILURE_BACKOFF_MAX = 1.0, 30.0  # redial delay after a tunnel failed (see the boundary)
 
 
+def own_smaller(own: ID, other: ID) -> bool:
+    """Whether we are the side that moves a relayed tunnel (the smaller peer ID, docs/protocol.md)."""
+    return own.to_bytes() < other.to_bytes()
+
+
 def backoff_delays(rng: random.Random | None = None) -> Iterable[float]:
     """0.1, 0.2, 0.4, ... 4, 4 seconds, each with ±20 % jitter so peers don't redial in lockstep."""
     backoff = Backoff(BACKOFF_MIN, BACKOFF_MAX, rng=rng)
@@ -165,6 +170,9 @@ class SessionManager:
         self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
         self._dialing: set[int] = set()  # id() of the Peer objects with a running dial loop (one each)
         self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
+        # Relayed tunnels, the only ones the migration loop looks at; it sleeps while there are none.
+        self._relayed: dict[ID, Peer] = {}
+        self._relayed_added = trio.Event()
 
     def enable_on_demand(self, idle_timeout: float) -> OnDemand:
         """Open tunnels to members when traffic needs them, close them when idle (before ``run``)."""
@@ -440,13 +448,21 @@ class SessionManager:
         return stream
 
     async def _migrate_loop(self) -> None:
-        """Move relayed tunnels to a direct connection as soon as one exists (we: smaller peer ID)."""
+        """Move relayed tunnels to a direct connection as soon as one exists (we: smaller peer ID).
+
+        Checks every MIGRATE_INTERVAL s the relayed tunnels we would move, and
+        only them (an idle node with direct tunnels does no periodic work here,
+        whatever the number of members); with none it waits for one.
+        """
         assert self._nursery is not None
         own = self.host.peer_id.to_bytes()
         while True:
+            if not self._relayed:
+                self._relayed_added = trio.Event()
+                await self._relayed_added.wait()
             await trio.sleep(MIGRATE_INTERVAL)
             now = time.monotonic()
-            for peer in list(self.peers.values()):
+            for peer in list(self._relayed.values()):
                 tunnel = peer.tunnel
                 if (
                     tunnel is not None
@@ -542,6 +558,9 @@ class SessionManager:
         if tunnel.datagram_agreed and self.udp is not None:
             tunnel.link = self._udp_link(tunnel, peer)
         self._attach(peer, tunnel)
+        if tunnel.path.get("path") == "relayed" and own_smaller(self.host.peer_id, remote_id):  # we move it
+            self._relayed[remote_id] = peer
+            self._relayed_added.set()
         via = f" via {tunnel.path['relay']}" if tunnel.path.get("relay") else ""
         log.info("tunnel with %s up (%s, %s%s)", remote_id, tunnel.path.get("transport"), tunnel.path.get("path"), via)
         started = trio.current_time()
@@ -549,6 +568,8 @@ class SessionManager:
             await tunnel.run(peer, self.routes, self.tun, self.keepalive)
         finally:
             self._detach(peer, tunnel)
+            if self._relayed.get(remote_id) is peer and (peer.tunnel is None or peer.tunnel.path.get("path") != "relayed"):
+                del self._relayed[remote_id]
         if tunnel.failure is not None:
             self.tunnel_failed(remote_id, tunnel.failure, tunnel.close_reason)
         elif trio.current_time() - started >= STABLE_AFTER and (backoff := self._retry.get(remote_id)) is not None:

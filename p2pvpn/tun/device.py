@@ -189,7 +189,7 @@ def _interface_exists(name: str) -> bool:
 
 def _configure(name: str, mtu: int, ipv4: ipaddress.IPv4Interface, ipv6: ipaddress.IPv6Interface) -> None:
     """Set MTU, both overlay addresses (their prefixes become on-link routes) and bring it up."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:

@@ -9,7 +9,7 @@ from p2pvpn.errors import TunError
 
 def replace_ipv4(ifname: str, old: ipaddress.IPv4Interface, new: ipaddress.IPv4Interface) -> None:
     """Add the new address before removing the old one so the on-link route never disappears."""
-    from pyroute2 import IPRoute
+    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:

@@ -1,0 +1,99 @@
+"""An idle node's DHT: hygiene on new connections, not every few seconds; polls without walks (issue 16).
+
+Two real py-libp2p hosts on loopback, each with our Dht in server mode:
+a connection makes the pass run within HYGIENE_SETTLE s and puts the
+other DHT server in the table; without new connections no pass runs
+for a while (an idle node does no periodic walk of its table).
+"""
+
+from __future__ import annotations
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.records.validator import Validator
+
+from p2pvpn.discovery import dht as dht_module
+from p2pvpn.discovery.dht import Dht
+from p2pvpn.host import Host
+
+NETWORK = "hygiene-test"
+WAIT = 20.0  # seconds for a pass after the connection (HYGIENE_SETTLE is 2 s; a loaded CI machine is slow)
+QUIET = 4.0  # seconds without a new connection in which no pass may run
+
+
+async def _until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    with trio.move_on_after(timeout):
+        while not predicate():
+            await trio.sleep(0.05)
+        return True
+    return False
+
+
+async def test_a_new_connection_triggers_a_hygiene_pass_and_idle_runs_none() -> None:
+    assert dht_module.HYGIENE_INTERVAL >= 10 * dht_module.HYGIENE_SETTLE  # the idle period is long
+    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(2)]
+    async with hosts[0].running(), hosts[1].running():
+        dhts = [Dht(h, NETWORK, server=True) for h in hosts]
+        async with dhts[0].running(), dhts[1].running():
+            a, b = dhts
+            await trio.sleep(QUIET)  # no connection yet: no pass
+            assert a.hygiene_passes == 0 and b.hygiene_passes == 0
+            await hosts[0].libp2p.connect(PeerInfo(hosts[1].peer_id, hosts[1].libp2p.get_addrs()))
+            assert await _until(lambda: a.hygiene_passes >= 1 and b.hygiene_passes >= 1, WAIT), \
+                (a.hygiene_passes, b.hygiene_passes)
+            assert a.kad.routing_table.peer_in_table(hosts[1].peer_id)
+            assert b.kad.routing_table.peer_in_table(hosts[0].peer_id)
+            settled = a.hygiene_passes
+            await trio.sleep(QUIET)  # the same connection, nothing new: no further pass
+            assert a.hygiene_passes == settled
+
+
+class _Highest(Validator):
+    """Values b"v<n>": valid if so shaped, the highest n is best."""
+
+    def validate(self, key: str, value: bytes) -> None:
+        if not value.startswith(b"v") or not value[1:].isdigit():
+            raise ValueError("not a test value")
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        return max(range(len(values)), key=lambda i: int(values[i][1:]))
+
+
+async def test_a_polled_value_comes_from_the_closest_peers_in_one_round_trip() -> None:
+    """Dht.get (polled every 30 s by membership and policy) asks our table's closest peers, no walk."""
+    key = "/p2pvpn/test/polled"
+    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(3)]
+    async with hosts[0].running(), hosts[1].running(), hosts[2].running():
+        dhts = [Dht(h, NETWORK, server=True) for h in hosts]
+        for d in dhts:
+            d.extra_validators[key] = _Highest()
+        async with dhts[0].running(), dhts[1].running(), dhts[2].running():
+            a, b, c = dhts
+            for other in hosts[1:]:
+                await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
+            assert await _until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
+            walks: list[str] = []
+
+            async def no_walk(k: str, quorum: int = 0) -> bytes | None:
+                walks.append(k)
+                return b"v0"
+
+            a.kad.get_value = no_walk  # type: ignore[method-assign]
+            b.kad.value_store.put(key.encode(), b"v1")
+            c.kad.value_store.put(key.encode(), b"v2")
+            assert await a.get(key) == b"v2"  # the best of both answers
+            assert walks == [] and a.kad.value_store.get(key.encode()) is None  # nothing walked, nothing stored
+            b.kad.value_store.remove(key.encode())
+            c.kad.value_store.remove(key.encode())
+            assert await a.get(key) == b"v0" and walks == [key]  # nobody close has it: the full lookup
+
+            async def nothing(k: str, quorum: int = 0) -> bytes | None:
+                walks.append(k)
+                return None
+
+            a.kad.get_value = nothing  # type: ignore[method-assign]
+            assert await a.get(key) is None and walks == [key, key]
+            assert await a.get(key) is None and walks == [key, key]  # found nothing a moment ago: no new walk
+            c.kad.value_store.put(key.encode(), b"v3")
+            assert await a.get(key) == b"v3" and walks == [key, key]  # a value stored meanwhile: the closest have it
