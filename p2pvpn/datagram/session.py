@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 
 from p2pvpn.datagram.epochs import Epoch, KeySchedule
-from p2pvpn.datagram.packet import HEADER_LEN, PROBE_ID_LEN, Kind, seal
+from p2pvpn.datagram.packet import HEADER_LEN, PROBE_ID_LEN, Kind, seal, seal_many
 from p2pvpn.datagram.path import Endpoint, Path, PathState
 
 
@@ -105,7 +105,7 @@ class DatagramSession:
         assert epoch is not None
         aead, index = epoch.send_aead, epoch.send_index
         counter = epoch.send_counter
-        out = [seal(aead, Kind.DATA, index, counter + i, p) for i, p in enumerate(packets)]
+        out = seal_many(aead, Kind.DATA, index, counter, packets)
         epoch.send_counter = counter + len(packets)
         self.tx_packets += len(packets)
         self.path.on_sent(now)
