@@ -110,8 +110,8 @@ class _Group:
         self.next_id = (_U16.unpack_from(packet, 4)[0] + 1) & 0xFFFF
         self.last_flags = packet[ip_len + 13]
 
-    def takes(self, packet: bytes, this: tuple[int, int, int]) -> bool:
-        """Does ``packet`` (of this group's flow) continue the group exactly as the kernel would have cut it?
+    def join(self, packet: bytes, this: tuple[int, int, int]) -> bool:
+        """Add ``packet`` (of this group's flow) if it continues the group exactly as the kernel would have cut it.
 
         Cheap tests first; the group keeps the next sequence number and IPv4
         ID and the header bytes every segment repeats, so a packet costs two
@@ -120,24 +120,25 @@ class _Group:
         layout = self.layout
         assert layout is not None
         ip_len, tcp_len, gso_size = layout
+        payload = this[2]
         if not self.fixed:
             self._prime()
-        return (
-            this[0] == ip_len and this[1] == tcp_len and 0 < this[2] <= gso_size
+        if not (
+            this[0] == ip_len and this[1] == tcp_len and 0 < payload <= gso_size
             and self.last_payload == gso_size and self.last_flags == _ACK
-            and self.total + this[2] <= MAX_RECORD
+            and self.total + payload <= MAX_RECORD
             and _U32.unpack_from(packet, ip_len + 4)[0] == self.next_seq
             and (ip_len == 40 or _U16.unpack_from(packet, 4)[0] == self.next_id)
             and _fixed(packet, ip_len, ip_len + tcp_len) == self.fixed
-        )  # fmt: skip
-
-    def add(self, packet: bytes, payload: int) -> None:
+        ):  # fmt: skip
+            return False
         self.packets.append(packet)
         self.last_payload = payload
         self.total += payload
         self.next_seq = (self.next_seq + payload) & 0xFFFFFFFF
         self.next_id = (self.next_id + 1) & 0xFFFF
-        self.last_flags = packet[self.layout[0] + 13]  # type: ignore[index]
+        self.last_flags = packet[ip_len + 13]
+        return True
 
 
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
@@ -153,10 +154,9 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
             elif len(packet) >= 60 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_TCP:
                 open_groups.pop(packet[8:44], None)
             continue
-        key = _flow(packet, this[0])
+        key = packet[12:24] if this[0] == 20 else packet[8:44]  # _flow(), inline: once per packet
         group = open_groups.get(key)
-        if group is not None and group.takes(packet, this):
-            group.add(packet, this[2])
+        if group is not None and group.join(packet, this):
             continue
         group = _Group(packet, this)
         groups.append(group)
