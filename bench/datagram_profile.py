@@ -105,6 +105,7 @@ def main() -> int:
             result["cpu_s_per_gib"] = {h.name: round((y - x) / gib, 2) if gib else None
                                        for h, x, y in zip((a, b), before, after)}  # fmt: skip
             result["data_path"] = tp.data_path(a, workdir, ids[b.name]["peer_id"])
+            result["data_path_b"] = tp.data_path(b, workdir, ids[a.name]["peer_id"])  # its udp_rx_batch*: batch size
             for spy_proc in spies:
                 spy_proc.wait(timeout=args.seconds + 30)
             for h in (a, b):

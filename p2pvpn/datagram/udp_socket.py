@@ -85,6 +85,8 @@ class DatagramSocket:
         self._table: dict[int, _Binding] = {}
         self._reserved: set[int] = set()
         self._pending: dict[int, DatagramSession] = {}  # our offered, not yet installed indices (the hold, §16.6)
+        self.batches = 0  # drained batches handled, and the datagrams in them: the receive side's batch size
+        self.batched = 0
         self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
 
     # -- setup -------------------------------------------------------------
@@ -258,8 +260,11 @@ class DatagramSocket:
         drops = self.drops
         table = self._table
         groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
+        self.batches += 1
         for data, segment, source in received:
-            for datagram in split(data, segment):
+            datagrams = split(data, segment)
+            self.batched += len(datagrams)
+            for datagram in datagrams:
                 if len(datagram) < MIN_DATAGRAM_LEN or not 1 <= datagram[0] <= 3:
                     drops[Drop.SHORT] += 1
                     continue
@@ -295,7 +300,7 @@ class DatagramSocket:
 
     def describe(self) -> dict[str, object]:
         return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,
-                "udp_held": self.held,
+                "udp_held": self.held, "udp_rx_batches": self.batches, "udp_rx_batched": self.batched,
                 **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
