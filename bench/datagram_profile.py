@@ -8,6 +8,13 @@ GIL and idle excluded). Prints the iperf3 result and, per node, the top
 functions by own samples and by samples including callees.
 
     python bench/datagram_profile.py [--seconds 15] [--profile clean|low] [--no-udp] [--out DIR]
+                                     [--bitrate 150M] [--code CHECKOUT]
+
+``--bitrate`` caps iperf3 (its ``-b``), so two versions compared in CPU
+seconds per GiB move the same packet rate (per-wake-up costs make CPU per
+GiB fall as throughput rises, which would flatter the faster one);
+``--code`` runs the nodes from another checkout (say, the commit before a
+change) with this script, for A/B runs alternating the two.
 
 Needs root, iperf3, tc, nft and py-spy (``pip install py-spy``).
 """
@@ -56,6 +63,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-udp", action="store_true", help="profile the stream path instead")
+    parser.add_argument("--bitrate", help="iperf3 -b: cap the inner flow (e.g. 150M) for same-rate A/B runs")
+    parser.add_argument("--code", type=Path, help="run the nodes from this p2pvpn checkout instead of this one")
     parser.add_argument("--profile", choices=("clean", "low"), default="clean",
                         help="underlay between the nodes, as in bench/throughput.py (default clean)")
     parser.add_argument("--out", type=Path, help="keep the py-spy files here")
@@ -65,7 +74,12 @@ def main() -> int:
     if not 2 <= args.seconds <= 300:
         parser.error("--seconds 2..300")
     profile = tp.PROFILES[args.profile]
-    result: dict[str, object] = {"profile": profile.name}
+    if args.code is not None:
+        if not (args.code / "p2pvpn" / "__main__.py").is_file():
+            parser.error(f"--code {args.code}: no p2pvpn checkout there")
+        tp.REPO = args.code.resolve()  # start_nodes and the CLI calls run `python -m p2pvpn` from tp.REPO
+        tp.ENV = {**tp.ENV, "PYTHONPATH": str(tp.REPO)}
+    result: dict[str, object] = {"profile": profile.name, "code": str(tp.REPO), "bitrate": args.bitrate}
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         out_dir = args.out or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +112,7 @@ def main() -> int:
                      for h, p in zip((a, b), procs)]
             time.sleep(0.5)
             before = [tp.cpu_seconds(p.pid) for p in procs]
-            result["iperf3"] = tp.iperf3(a, b, ids[b.name]["ipv4"], tp.IPERF_TUNNEL_PORT, args.seconds - 1)
+            result["iperf3"] = tp.iperf3(a, b, ids[b.name]["ipv4"], tp.IPERF_TUNNEL_PORT, args.seconds - 1, args.bitrate)
             after = [tp.cpu_seconds(p.pid) for p in procs]
             result["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
             gib = result["iperf3"]["bytes"] / tp.GIB  # type: ignore[index]
