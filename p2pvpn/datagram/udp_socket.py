@@ -260,10 +260,10 @@ class DatagramSocket:
         drops = self.drops
         table = self._table
         groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
-        self.batches += 1
+        batched = 0
         for data, segment, source in received:
-            datagrams = split(data, segment)
-            self.batched += len(datagrams)
+            datagrams = split(data, segment) if segment else (data,)
+            batched += len(datagrams)
             for datagram in datagrams:
                 if len(datagram) < MIN_DATAGRAM_LEN or not 1 <= datagram[0] <= 3:
                     drops[Drop.SHORT] += 1
@@ -282,6 +282,8 @@ class DatagramSocket:
                     groups[key] = [datagram]
                 else:
                     group.append(datagram)
+        self.batches += 1
+        self.batched += batched
         delivered: dict[int, tuple[Deliver, list[bytes]]] = {}
         for (index, source), datagrams in groups.items():
             binding = table[index]
