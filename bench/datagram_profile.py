@@ -64,9 +64,6 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--no-udp", action="store_true", help="profile the stream path instead")
     parser.add_argument("--bitrate", help="iperf3 -b: cap the inner flow (e.g. 150M) for same-rate A/B runs")
-    parser.add_argument("--rx-gro", action="store_true",
-                        help="low: turn receive GRO back on at both hosts' eth0 (as a real NIC has it; the WAN "
-                             "lab turns it off), so UDP GRO can batch what the emulator forwards frame by frame")
     parser.add_argument("--code", type=Path, help="run the nodes from this p2pvpn checkout instead of this one")
     parser.add_argument("--profile", choices=("clean", "low"), default="clean",
                         help="underlay between the nodes, as in bench/throughput.py (default clean)")
@@ -95,10 +92,6 @@ def main() -> int:
                 print(f"datagram_profile: cannot run: {exc}", file=sys.stderr)
                 return 2
             wan = WanLink(topo, a, b, wanem, tp.SUBNET, ab=profile.wan, iface=tp.IFACE)
-            if args.rx_gro:  # receive side only: what the hosts send to the emulator stays MTU-sized
-                for host in (a, b):
-                    host.run("ethtool", "-K", tp.IFACE, "gro", "on")
-                result["rx_gro"] = True
         else:
             topo.link(a, b, tp.SUBNET, iface_a=tp.IFACE, iface_b=tp.IFACE)
         a.shape(tp.IFACE, "1gbit")
