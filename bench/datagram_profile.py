@@ -112,7 +112,8 @@ def main() -> int:
                      for h, p in zip((a, b), procs)]
             time.sleep(0.5)
             before = [tp.cpu_seconds(p.pid) for p in procs]
-            result["iperf3"] = tp.iperf3(a, b, ids[b.name]["ipv4"], tp.IPERF_TUNNEL_PORT, args.seconds - 1, args.bitrate)
+            result["iperf3"] = tp.iperf3(a, b, ids[b.name]["ipv4"], tp.IPERF_TUNNEL_PORT, args.seconds - 1,
+                                         args.bitrate)
             after = [tp.cpu_seconds(p.pid) for p in procs]
             result["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
             gib = result["iperf3"]["bytes"] / tp.GIB  # type: ignore[index]

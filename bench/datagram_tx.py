@@ -42,8 +42,9 @@ def measure(code: Path, records: int) -> dict[str, float]:
     from p2pvpn.testing.superpackets import tcp_record
 
     rng = random.Random(1)
-    batch = [tcp_record("100.64.0.1", "100.64.0.2", rng.randbytes(SEGMENT * PER_RECORD), SEGMENT,
-                        seq=1000 + i * SEGMENT * PER_RECORD, ip_id=1 + i * PER_RECORD) for i in range(records)]  # fmt: skip
+    size = SEGMENT * PER_RECORD
+    batch = [tcp_record("100.64.0.1", "100.64.0.2", rng.randbytes(size), SEGMENT,
+                        seq=1000 + i * size, ip_id=1 + i * PER_RECORD) for i in range(records)]  # fmt: skip
     indices = itertools.count(1)
     a = DatagramSession(KeySchedule(True, b"A" * 38, b"B" * 38, 4001, lambda: next(indices)))
     b = DatagramSession(KeySchedule(False, b"B" * 38, b"A" * 38, 4002, lambda: next(indices)))

@@ -153,7 +153,8 @@ class DatagramSession:
         batch once (the endpoint moves to ``source`` if any data or reply
         datagram in it set a new highest counter), and the loop is the
         receiver's hottest Python: per datagram one header slice, one
-        decrypt, two replay-window calls (the second without a re-check). Results are appended to ``out``.
+        decrypt, two replay-window calls (the second without a re-check).
+        Results are appended to ``out``.
         """
         out = Batch() if out is None else out
         packets, drops = out.packets, out.drops

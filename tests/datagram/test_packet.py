@@ -49,7 +49,9 @@ def test_any_flipped_bit_fails(plaintext: bytes, counter: int, index: int, data:
 
 @given(st.sampled_from(list(Kind)), st.integers(0, 2**32 - 1), st.integers(0, 2**60 - 100),
        st.lists(st.binary(max_size=1500), max_size=20))
-def test_seal_many_is_seal_with_consecutive_counters(kind: Kind, index: int, first: int, plaintexts: list[bytes]) -> None:
+def test_seal_many_is_seal_with_consecutive_counters(
+    kind: Kind, index: int, first: int, plaintexts: list[bytes]
+) -> None:
     """The sender's batch form: byte for byte the datagrams one seal() per packet makes."""
     expected = [seal(KEY, kind, index, first + i, p) for i, p in enumerate(plaintexts)]
     assert seal_many(KEY, kind, index, first, plaintexts) == expected
