@@ -436,3 +436,12 @@ def test_sum16_folding_matches_the_plain_residue() -> None:
         value = int.from_bytes(data, "big") << (8 if n & 1 else 0)
         assert offload._sum16(data) == value % 0xFFFF, n
         assert offload._sum16(b"\xff" * n) == (int.from_bytes(b"\xff" * n, "big") << (8 if n & 1 else 0)) % 0xFFFF
+
+
+@given(st.binary(max_size=3000), st.integers(0, 40))
+def test_sum16_is_the_residue_of_the_padded_bytes(data: bytes, repeat: int) -> None:
+    """Folded or not, any length (repeated up to 120 000 bytes): the plain big-int residue."""
+    data = data * (repeat if repeat > 20 else 1)  # now and then a long one, beyond both folds
+    expected = (int.from_bytes(data, "big") << (8 if len(data) & 1 else 0)) % 0xFFFF
+    assert offload._sum16(data) == expected
+    assert offload._sum16(memoryview(data)) == expected
