@@ -124,13 +124,15 @@ class BenchError(Exception):
 # -- single measurements ------------------------------------------------------
 
 
-def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float) -> dict[str, Any]:
-    """iperf3 TCP client -> server for ``seconds``; Mbit/s and bytes as counted by the receiver."""
+def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
+           bitrate: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """iperf3 TCP client -> server for ``seconds`` (at most ``bitrate``, iperf3's -b); Mbit/s and bytes received."""
     server.popen("iperf3", "-s", "-1", "-B", addr, "-p", str(port),
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server.wait_listening(port)
     out = client.run(
-        "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", timeout=seconds + 30
+        "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *(("-b", bitrate) if bitrate else ()),
+        timeout=seconds + 30,
     ).stdout
     end = json.loads(out)["end"]
     return {

@@ -30,6 +30,15 @@ class ReplayWindow:
         age = self.highest - counter
         return age < WINDOW and not (self._bits >> age) & 1
 
+    def accept_checked(self, counter: int) -> None:
+        """``accept`` for a counter ``check`` just passed (the receive ladder's hot path: no second check)."""
+        if counter > self.highest:
+            shift = counter - self.highest
+            self._bits = ((self._bits << shift) | 1) & _MASK if shift < WINDOW else 1
+            self.highest = counter
+        else:
+            self._bits |= 1 << (self.highest - counter)
+
     def accept(self, counter: int) -> bool:
         """Record an authenticated counter; False if it is a replay or too old (or >= 2^60)."""
         if not self.check(counter):

@@ -85,6 +85,8 @@ class DatagramSocket:
         self._table: dict[int, _Binding] = {}
         self._reserved: set[int] = set()
         self._pending: dict[int, DatagramSession] = {}  # our offered, not yet installed indices (the hold, §16.6)
+        self.batches = 0  # drained batches handled, and the datagrams in them: the receive side's batch size
+        self.batched = 0
         self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
 
     # -- setup -------------------------------------------------------------
@@ -280,8 +282,11 @@ class DatagramSocket:
         drops = self.drops
         table = self._table
         groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
+        batched = 0
         for data, segment, source in received:
-            for datagram in split(data, segment):
+            datagrams = split(data, segment) if segment else (data,)
+            batched += len(datagrams)
+            for datagram in datagrams:
                 if len(datagram) < MIN_DATAGRAM_LEN or not 1 <= datagram[0] <= 3:
                     drops[Drop.SHORT] += 1
                     continue
@@ -299,6 +304,8 @@ class DatagramSocket:
                     groups[key] = [datagram]
                 else:
                     group.append(datagram)
+        self.batches += 1
+        self.batched += batched
         delivered: dict[int, tuple[Deliver, list[bytes]]] = {}
         for (index, source), datagrams in groups.items():
             binding = table[index]
@@ -317,7 +324,7 @@ class DatagramSocket:
 
     def describe(self) -> dict[str, object]:
         return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,
-                "udp_held": self.held,
+                "udp_held": self.held, "udp_rx_batches": self.batches, "udp_rx_batched": self.batched,
                 **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}

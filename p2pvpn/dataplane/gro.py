@@ -64,18 +64,6 @@ def _tcp_layout(packet: bytes) -> tuple[int, int, int] | None:
     return ip_len, tcp_len, size - ip_len - tcp_len
 
 
-def _same_flow(a: bytes, b: bytes, ip_len: int, hdr_len: int) -> bool:
-    """Everything but lengths, IDs, checksums, sequence and flags is equal."""
-    if ip_len == 20:
-        if a[1] != b[1] or a[6] != b[6] or a[8:10] != b[8:10] or a[12:20] != b[12:20]:
-            return False
-    elif a[0:4] != b[0:4] or a[6:40] != b[6:40]:
-        return False
-    t = ip_len
-    return a[t : t + 4] == b[t : t + 4] and a[t + 8 : t + 13] == b[t + 8 : t + 13] \
-        and a[t + 14 : t + 16] == b[t + 14 : t + 16] and a[t + 18 : hdr_len] == b[t + 18 : hdr_len]
-
-
 def _flow(packet: bytes, ip_len: int) -> bytes:
     """Addresses and ports: one direction of one TCP connection."""
     if ip_len == 20:
@@ -83,39 +71,74 @@ def _flow(packet: bytes, ip_len: int) -> bytes:
     return packet[8:44]
 
 
+def _fixed(packet: bytes, ip_len: int, hdr_len: int) -> bytes:
+    """The header bytes a later segment must repeat that the flow key (addresses, ports) leaves out.
+
+    IPv4: TOS, the flags byte (DF), TTL and protocol; IPv6: version, class,
+    flow label, next header, hop limit; TCP: ack, data offset, window,
+    urgent pointer and options. Not lengths, IDs, checksums, sequence, flags.
+    """
+    t = ip_len
+    if ip_len == 20:
+        ip = packet[1:2] + packet[6:7] + packet[8:10]
+    else:
+        ip = packet[0:4] + packet[6:8]
+    return ip + packet[t + 8 : t + 13] + packet[t + 14 : t + 16] + packet[t + 18 : hdr_len]
+
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+
+
 class _Group:
     """One flow's run of segments that will become one record."""
 
-    __slots__ = ("packets", "layout", "last_payload", "total")
+    __slots__ = ("packets", "layout", "last_payload", "total", "fixed", "next_seq", "next_id", "last_flags")
 
     def __init__(self, packet: bytes, layout: tuple[int, int, int] | None) -> None:
         self.packets = [packet]
         self.layout = layout
-        self.last_payload = layout[2] if layout is not None else 0
         self.total = len(packet)
+        self.last_payload = layout[2] if layout is not None else 0
+        self.fixed = b""  # what takes() compares, set when a second packet is offered (most groups stay single)
 
-    def takes(self, packet: bytes, this: tuple[int, int, int]) -> bool:
-        """Does ``packet`` continue this group exactly as the kernel would have segmented it?"""
+    def _prime(self) -> None:
+        packet = self.packets[0]
+        ip_len, tcp_len, payload = self.layout  # type: ignore[misc]
+        self.fixed = _fixed(packet, ip_len, ip_len + tcp_len)
+        self.next_seq = (_U32.unpack_from(packet, ip_len + 4)[0] + payload) & 0xFFFFFFFF
+        self.next_id = (_U16.unpack_from(packet, 4)[0] + 1) & 0xFFFF
+        self.last_flags = packet[ip_len + 13]
+
+    def join(self, packet: bytes, this: tuple[int, int, int]) -> bool:
+        """Add ``packet`` (of this group's flow) if it continues the group exactly as the kernel would have cut it.
+
+        Cheap tests first; the group keeps the next sequence number and IPv4
+        ID and the header bytes every segment repeats, so a packet costs two
+        unpacks and one comparison of its :func:`_fixed` bytes.
+        """
         layout = self.layout
         assert layout is not None
         ip_len, tcp_len, gso_size = layout
-        hdr_len = ip_len + tcp_len
-        prev = self.packets[-1]
-        last_payload = self.last_payload
-        return (
-            this[0] == ip_len and this[1] == tcp_len and 0 < this[2] <= gso_size
-            and last_payload == gso_size and prev[ip_len + 13] == _ACK
-            and self.total + this[2] <= MAX_RECORD
-            and int.from_bytes(packet[ip_len + 4 : ip_len + 8], "big")
-            == (int.from_bytes(prev[ip_len + 4 : ip_len + 8], "big") + last_payload) & 0xFFFFFFFF
-            and (ip_len == 40 or (packet[4] << 8 | packet[5]) == ((prev[4] << 8 | prev[5]) + 1) & 0xFFFF)
-            and _same_flow(self.packets[0], packet, ip_len, hdr_len)
-        )  # fmt: skip
-
-    def add(self, packet: bytes, payload: int) -> None:
+        payload = this[2]
+        if not self.fixed:
+            self._prime()
+        if not (
+            this[0] == ip_len and this[1] == tcp_len and 0 < payload <= gso_size
+            and self.last_payload == gso_size and self.last_flags == _ACK
+            and self.total + payload <= MAX_RECORD
+            and _U32.unpack_from(packet, ip_len + 4)[0] == self.next_seq
+            and (ip_len == 40 or _U16.unpack_from(packet, 4)[0] == self.next_id)
+            and _fixed(packet, ip_len, ip_len + tcp_len) == self.fixed
+        ):  # fmt: skip
+            return False
         self.packets.append(packet)
         self.last_payload = payload
         self.total += payload
+        self.next_seq = (self.next_seq + payload) & 0xFFFFFFFF
+        self.next_id = (self.next_id + 1) & 0xFFFF
+        self.last_flags = packet[ip_len + 13]
+        return True
 
 
 def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
@@ -131,25 +154,25 @@ def coalesce(packets: list[bytes]) -> list[tuple[bytes, int]]:
             elif len(packet) >= 60 and packet[0] >> 4 == 6 and packet[6] == IPPROTO_TCP:
                 open_groups.pop(packet[8:44], None)
             continue
-        key = _flow(packet, this[0])
+        key = packet[12:24] if this[0] == 20 else packet[8:44]  # _flow(), inline: once per packet
         group = open_groups.get(key)
-        if group is not None and group.takes(packet, this):
-            group.add(packet, this[2])
+        if group is not None and group.join(packet, this):
             continue
         group = _Group(packet, this)
         groups.append(group)
         open_groups[key] = group
-    return [_record(g.packets, g.layout) for g in groups]
+    return [_record(g.packets, g.layout, g.total) for g in groups]
 
 
-def _record(group: list[bytes], layout: tuple[int, int, int] | None) -> tuple[bytes, int]:
+def _record(group: list[bytes], layout: tuple[int, int, int] | None, total: int) -> tuple[bytes, int]:
+    """The record for one group; ``total`` is the IP length of the super-packet (one header, every payload)."""
     if len(group) == 1 or layout is None:
         return ZERO_VNET_HDR + group[0], 1
     ip_len, tcp_len, gso_size = layout
     hdr_len = ip_len + tcp_len
     first, last = group[0], group[-1]
     header = bytearray(first[:hdr_len])
-    payload_len = sum(len(p) for p in group) - hdr_len * len(group)
+    payload_len = total - hdr_len
     l4_total = tcp_len + payload_len
     if ip_len == 20:
         struct.pack_into("!H", header, 2, hdr_len + payload_len)
@@ -165,4 +188,6 @@ def _record(group: list[bytes], layout: tuple[int, int, int] | None) -> tuple[by
     pseudo = (addresses + IPPROTO_TCP + l4_total) % 0xFFFF
     struct.pack_into("!H", header, ip_len + TCP_CSUM_OFFSET, pseudo)
     vnet = _HDR.pack(F_NEEDS_CSUM, gso_type, hdr_len, gso_size, ip_len, TCP_CSUM_OFFSET)
-    return b"".join((vnet, header, *(memoryview(p)[hdr_len:] for p in group))), len(group)
+    parts = [vnet, header]
+    parts += [p[hdr_len:] for p in group]
+    return b"".join(parts), len(group)

@@ -66,11 +66,24 @@ _TCP_PSH = 0x08
 _TCP_CWR = 0x80
 
 
+# Fold widths, multiples of 16 bits: 2**(16k) = 1 mod 0xFFFF, so a fold keeps the residue.
+_FOLD1, _FOLD2 = 5440, 2720
+_MASK1, _MASK2 = (1 << _FOLD1) - 1, (1 << _FOLD2) - 1
+
+
 def _sum16(data: bytes | memoryview) -> int:
-    """One's-complement sum of ``data`` (zero-padded to even length), modulo 0xFFFF."""
+    """One's-complement sum of ``data`` (zero-padded to even length), modulo 0xFFFF.
+
+    A big int's ``% 0xFFFF`` costs one hardware division per 30-bit digit;
+    folding the high half onto the low half first (shift, mask, add: no
+    division), twice, leaves a quarter of the digits of a 1400-byte segment
+    to divide: 1.9 instead of 2.5 µs per sum here.
+    """
     value = int.from_bytes(data, "big")
     if len(data) & 1:
         value <<= 8
+    value = (value >> _FOLD1) + (value & _MASK1)
+    value = (value >> _FOLD2) + (value & _MASK2)
     return value % 0xFFFF
 
 
@@ -217,44 +230,71 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
 
 
 def _segment(packet: bytes, version: int, l4: int, l4_len: int, gso_size: int, protocol: int) -> list[bytes]:
-    """Cut a TCP or UDP super-packet into segments of ``gso_size`` payload bytes."""
+    """Cut a TCP or UDP super-packet into segments of ``gso_size`` payload bytes.
+
+    The sender's hot loop on the datagram path (one pass per 1400-byte
+    segment), so the checksums are incremental: the sums of the header bytes
+    that stay the same are taken once, and per segment only the fields that
+    change (lengths, IPv4 ID, TCP sequence and flags) and the payload's sum
+    are added; one ``struct.pack`` writes each header. The bytes are those of
+    the straightforward version (tests/dataplane/test_offload.py checks it
+    against one).
+    """
     hdr_len = l4 + l4_len
+    tcp = protocol == IPPROTO_TCP
     template = bytearray(packet[:hdr_len])
-    payload = memoryview(packet)[hdr_len:]
+    # Zero what changes per segment: the constant rest is summed once.
     if version == 4:
-        addresses = _sum16(packet[12:20])
+        template[2:6] = bytes(4)      # total length, ID
+        template[10:12] = b"\0\0"    # header checksum
+        ip_base = _sum16(template[:l4])
         ip_id = packet[4] << 8 | packet[5]
-        template[10:12] = b"\0\0"
+        addresses = _sum16(packet[12:20])
+        ip_head = (bytes(template[0:2]), bytes(template[6:10]), bytes(template[12:l4]))
     else:
+        template[4:6] = b"\0\0"      # payload length
         addresses = _sum16(packet[8:40])
-    csum_at = l4 + (TCP_CSUM_OFFSET if protocol == IPPROTO_TCP else UDP_CSUM_OFFSET)
-    template[csum_at : csum_at + 2] = b"\0\0"
-    if protocol == IPPROTO_TCP:
+        ip_head = (bytes(template[0:4]), bytes(template[6:40]))
+    if tcp:
         seq = int.from_bytes(packet[l4 + 4 : l4 + 8], "big")
         tcp_flags = packet[l4 + 13]
+        template[l4 + 4 : l4 + 8] = bytes(4)  # sequence number
+        template[l4 + 13] = 0                 # flags: the low byte of the word at 12
+        template[l4 + 16 : l4 + 18] = b"\0\0"
+        l4_head = (bytes(template[l4 : l4 + 4]), bytes(template[l4 + 8 : l4 + 13]),
+                   bytes(template[l4 + 14 : l4 + 16]), bytes(template[l4 + 18 : hdr_len]))  # fmt: skip
+    else:
+        template[l4 + 4 : l4 + 8] = bytes(4)  # length, checksum
+        l4_head = (bytes(template[l4 : l4 + 4]),)
+    # Pseudo-header (addresses, protocol) + the L4 header's constant words.
+    l4_base = addresses + protocol + _sum16(template[l4:hdr_len])
+    if version == 4:
+        pack = struct.Struct(f"!2sHH4sH{l4 - 12}s" + ("4sI5sB2sH" + f"{l4_len - 18}s" if tcp else "4sHH")).pack
+    else:
+        pack = struct.Struct("!4sH34s" + ("4sI5sB2sH" + f"{l4_len - 18}s" if tcp else "4sHH")).pack
     segments: list[bytes] = []
-    total = len(payload)
+    total = len(packet) - hdr_len
     for index, start in enumerate(range(0, max(total, 1), gso_size)):
-        chunk = payload[start : start + gso_size]
+        chunk = packet[hdr_len + start : hdr_len + start + gso_size]
         l4_size = l4_len + len(chunk)
-        header = bytearray(template)
-        if version == 4:
-            struct.pack_into("!HH", header, 2, l4 + l4_size, (ip_id + index) & 0xFFFF)
-            struct.pack_into("!H", header, 10, _finish(_sum16(header[:l4])))
-        else:
-            struct.pack_into("!H", header, 4, l4_size)
-        if protocol == IPPROTO_TCP:
+        if tcp:
             flags = tcp_flags
             if start + gso_size < total:
                 flags &= ~(_TCP_FIN | _TCP_PSH)
             if index:
                 flags &= ~_TCP_CWR
-            struct.pack_into("!I", header, l4 + 4, (seq + start) & 0xFFFFFFFF)
-            header[l4 + 13] = flags
+            this_seq = (seq + start) & 0xFFFFFFFF
+            check = _finish(l4_base + l4_size + (this_seq >> 16) + (this_seq & 0xFFFF) + flags + _sum16(chunk))
+            l4_fields: tuple[object, ...] = (l4_head[0], this_seq, l4_head[1], flags, l4_head[2], check, l4_head[3])
         else:
-            struct.pack_into("!H", header, l4 + 4, l4_size)
-        # Pseudo-header (addresses, protocol, L4 length) + L4 header + payload.
-        total_sum = addresses + protocol + l4_size + _sum16(header[l4:]) + _sum16(chunk)
-        struct.pack_into("!H", header, csum_at, _finish(total_sum))
-        segments.append(b"".join((header, chunk)))
+            check = _finish(l4_base + l4_size + l4_size + _sum16(chunk))  # pseudo-header and UDP length
+            l4_fields = (l4_head[0], l4_size, check)
+        if version == 4:
+            this_id = (ip_id + index) & 0xFFFF
+            length = l4 + l4_size
+            ip_check = _finish(ip_base + length + this_id)
+            header = pack(ip_head[0], length, this_id, ip_head[1], ip_check, ip_head[2], *l4_fields)
+        else:
+            header = pack(ip_head[0], l4_size, ip_head[1], *l4_fields)
+        segments.append(header + chunk)
     return segments

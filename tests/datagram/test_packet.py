@@ -6,7 +6,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pvpn.datagram.packet import HEADER_LEN, MIN_DATAGRAM_LEN, Kind, open_, parse_header, plaintext_ok, seal
+from p2pvpn.datagram.packet import (
+    HEADER_LEN, MIN_DATAGRAM_LEN, Kind, open_, parse_header, plaintext_ok, seal, seal_many,
+)
 
 KEY = AESGCM(bytes(range(32)))
 OTHER = AESGCM(bytes(32))
@@ -43,3 +45,13 @@ def test_any_flipped_bit_fails(plaintext: bytes, counter: int, index: int, data:
     position = data.draw(st.integers(1, len(datagram) - 1))  # byte 0 (type) is checked by parse_header
     datagram[position] ^= 1 << data.draw(st.integers(0, 7))
     assert open_(KEY, bytes(datagram)) is None
+
+
+@given(st.sampled_from(list(Kind)), st.integers(0, 2**32 - 1), st.integers(0, 2**60 - 100),
+       st.lists(st.binary(max_size=1500), max_size=20))
+def test_seal_many_is_seal_with_consecutive_counters(
+    kind: Kind, index: int, first: int, plaintexts: list[bytes]
+) -> None:
+    """The sender's batch form: byte for byte the datagrams one seal() per packet makes."""
+    expected = [seal(KEY, kind, index, first + i, p) for i, p in enumerate(plaintexts)]
+    assert seal_many(KEY, kind, index, first, plaintexts) == expected

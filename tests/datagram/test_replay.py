@@ -50,3 +50,15 @@ def test_matches_reference(counters: list[int]) -> None:
         if expected:
             seen.add(counter)
         assert window.highest == max(seen, default=-1)
+
+
+@given(st.lists(st.integers(0, 5000), max_size=300))
+def test_accept_checked_after_a_passed_check_is_accept(counters: list[int]) -> None:
+    """The receive ladder's shortcut: check(), then accept_checked(), leaves the window as accept() would."""
+    plain, fast = ReplayWindow(), ReplayWindow()
+    for counter in counters:
+        expected = plain.accept(counter)
+        assert fast.check(counter) == expected
+        if expected:
+            fast.accept_checked(counter)
+        assert (fast.highest, fast._bits) == (plain.highest, plain._bits)

@@ -324,3 +324,124 @@ def test_the_protocol_documents_segmentation_vector() -> None:
     for packet in segments:
         assert checksum_ok(packet)
         assert packet.hex() in doc
+
+
+# -- the incremental segmenter against the straightforward one ---------------------------
+
+
+def _reference_segment(packet: bytes, version: int, l4: int, l4_len: int, gso_size: int, protocol: int) -> list[bytes]:
+    """The segmenter as it was before the incremental checksums: every header built and summed whole."""
+
+    def sum16(data: bytes) -> int:
+        value = int.from_bytes(data, "big")
+        return (value << 8 if len(data) & 1 else value) % 0xFFFF
+
+    def finish(total: int) -> int:
+        return 0xFFFF - total % 0xFFFF
+
+    hdr_len = l4 + l4_len
+    template = bytearray(packet[:hdr_len])
+    payload = packet[hdr_len:]
+    if version == 4:
+        addresses, ip_id = sum16(packet[12:20]), packet[4] << 8 | packet[5]
+        template[10:12] = b"\0\0"
+    else:
+        addresses, ip_id = sum16(packet[8:40]), 0
+    csum_at = l4 + (16 if protocol == 6 else 6)
+    template[csum_at : csum_at + 2] = b"\0\0"
+    if protocol == 6:
+        seq, tcp_flags = int.from_bytes(packet[l4 + 4 : l4 + 8], "big"), packet[l4 + 13]
+    out: list[bytes] = []
+    for index, start in enumerate(range(0, max(len(payload), 1), gso_size)):
+        chunk = payload[start : start + gso_size]
+        l4_size = l4_len + len(chunk)
+        header = bytearray(template)
+        if version == 4:
+            struct.pack_into("!HH", header, 2, l4 + l4_size, (ip_id + index) & 0xFFFF)
+            struct.pack_into("!H", header, 10, finish(sum16(bytes(header[:l4]))))
+        else:
+            struct.pack_into("!H", header, 4, l4_size)
+        if protocol == 6:
+            flags = tcp_flags
+            if start + gso_size < len(payload):
+                flags &= ~(TCP_FIN | TCP_PSH)
+            if index:
+                flags &= ~TCP_CWR
+            struct.pack_into("!I", header, l4 + 4, (seq + start) & 0xFFFFFFFF)
+            header[l4 + 13] = flags
+        else:
+            struct.pack_into("!H", header, l4 + 4, l4_size)
+        total = addresses + protocol + l4_size + sum16(bytes(header[l4:])) + sum16(chunk)
+        struct.pack_into("!H", header, csum_at, finish(total))
+        out.append(bytes(header) + chunk)
+    return out
+
+
+def _scramble(record: bytes, offsets: list[int], values: bytes) -> bytes:
+    """``record`` with the bytes at ``offsets`` (of the IP packet) replaced: fields segmentation copies."""
+    out = bytearray(record)
+    for offset, value in zip(offsets, values):
+        out[VNET_HDR_LEN + offset] = value
+    return bytes(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    v6=st.booleans(),
+    udp=st.booleans(),
+    size=st.integers(0, 12_000),
+    gso_size=st.integers(1, 3000),
+    seq=st.integers(0, 2**32 - 1),
+    ip_id=st.integers(0, 0xFFFF),
+    flags=st.integers(0, 255),
+    tcp_options=st.integers(0, 10).map(lambda n: b"\x01" * (4 * n)),
+    ip_options=st.sampled_from([b"", b"\x01\x01\x01\x00", b"\x94\x04\x00\x00" * 2]),
+    noise=st.binary(min_size=16, max_size=16),
+    data=st.data(),
+)
+def test_segment_bytes_equal_the_straightforward_segmenter(
+    v6: bool, udp: bool, size: int, gso_size: int, seq: int, ip_id: int, flags: int, tcp_options: bytes,
+    ip_options: bytes, noise: bytes, data: st.DataObject,
+) -> None:
+    """Any TCP/UDP super-packet, any header bytes segmentation copies (TOS, TTL, DF, ack, window, urgent,
+    options, class, flow label, hop limit): segment() gives exactly the reference's bytes."""
+    payload = data.draw(st.binary(min_size=size, max_size=size), label="payload")
+    addrs = V6 if v6 else V4
+    if udp:
+        record = udp_record(*addrs, payload, gso_size, ip_id=ip_id)
+        l4_len = 8
+    else:
+        record = tcp_record(*addrs, payload, gso_size, seq=seq, ip_id=ip_id, flags=flags, tcp_options=tcp_options,
+                            ip_options=b"" if v6 else ip_options)  # fmt: skip
+        l4_len = 20 + len(tcp_options)
+    l4 = 40 if v6 else 20 + (0 if udp else len(ip_options))
+    if len(record) - VNET_HDR_LEN > 65535:
+        return
+    copied = [1, 2, 3, 7] if v6 else [1, 8]  # IPv6 class/flow label/hop limit; IPv4 TOS, TTL
+    if not udp:
+        copied += [l4 + 8, l4 + 9, l4 + 10, l4 + 11, l4 + 14, l4 + 15, l4 + 18, l4 + 19]  # ack, window, urgent
+        copied += [l4 + 20 + i for i in range(min(len(tcp_options), 4))]
+    record = _scramble(record, copied, noise)
+    if not v6:
+        record = _scramble(record, [6], bytes([noise[-1] & 0x40]))  # DF or not
+    assert record[1] != GSO_NONE
+    expected = _reference_segment(record[VNET_HDR_LEN:], 6 if v6 else 4, l4, l4_len, gso_size, 17 if udp else 6)
+    assert segment(record) == expected
+
+
+def test_sum16_folding_matches_the_plain_residue() -> None:
+    for n in (0, 1, 2, 3, 679, 680, 681, 1380, 1381, 2000, 9000, 65535):
+        data = bytes(range(256)) * (n // 256 + 1)
+        data = bytes(b ^ (i * 7 & 0xFF) for i, b in enumerate(data[:n]))
+        value = int.from_bytes(data, "big") << (8 if n & 1 else 0)
+        assert offload._sum16(data) == value % 0xFFFF, n
+        assert offload._sum16(b"\xff" * n) == (int.from_bytes(b"\xff" * n, "big") << (8 if n & 1 else 0)) % 0xFFFF
+
+
+@given(st.binary(max_size=3000), st.integers(0, 40))
+def test_sum16_is_the_residue_of_the_padded_bytes(data: bytes, repeat: int) -> None:
+    """Folded or not, any length (repeated up to 120 000 bytes): the plain big-int residue."""
+    data = data * (repeat if repeat > 20 else 1)  # now and then a long one, beyond both folds
+    expected = (int.from_bytes(data, "big") << (8 if len(data) & 1 else 0)) % 0xFFFF
+    assert offload._sum16(data) == expected
+    assert offload._sum16(memoryview(data)) == expected
