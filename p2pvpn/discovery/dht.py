@@ -338,31 +338,6 @@ class Dht:
             self._walked_empty.pop(key, None)
         return value
 
-    async def ask(peer_id: ID) -> None:
-            try:
-                value = await libp2p_compat.value_from_peer(self.kad, peer_id, key.encode())
-            except STREAM_ERRORS as exc:
-                log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
-                return
-            if not isinstance(value, bytes):
-                return
-            try:
-                by_key.validate(key, value)  # counts a refusal in rejected
-            except Exception:  # noqa: BLE001 - any validator's refusal: that copy is not used
-                return
-            found.append(value)
-
-        with trio.move_on_after(ADDRESS_FIRST_WAIT):
-            async with trio.open_nursery() as nursery:
-                for peer_id in closest:
-                    nursery.start_soon(ask, peer_id)
-        if not found:
-            return None
-        try:
-            return found[by_key.select(key, found)]
-        except Exception:  # noqa: BLE001 - the validator cannot order them: let the full lookup decide
-            return None
-
     async def get_address(self, key: str) -> bytes | None:
         """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
 
