@@ -364,35 +364,7 @@ func (m *Member) spread(ctx context.Context, exclude peer.ID) {
 }
 
 func (m *Member) pushOne(ctx context.Context, to peer.ID, msg []byte) {
-	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
-	defer cancel()
-	status, text, err := func() (uint64, string, error) {
-		s, err := m.v.h.NewStream(ctx, to, pushProtocol)
-		if err != nil {
-			return 0, "", err
-		}
-		defer s.Close()
-		_ = s.SetDeadline(time.Now().Add(pushTimeout))
-		if err := writeMsg(s, msg); err != nil {
-			return 0, "", err
-		}
-		answer, err := msgio.NewVarintReaderSize(s, maxResponseSize).ReadMsg()
-		if err != nil {
-			return 0, "", err
-		}
-		var status uint64
-		var text string
-		err = pbWalk(answer, func(f pbField) error {
-			if f.num == 1 && f.typ == protowire.VarintType {
-				status = f.varint
-			}
-			if f.num == 2 && f.typ == protowire.BytesType {
-				text = string(f.bytes)
-			}
-			return nil
-		})
-		return status, text, err
-	}()
+	status, text, err := pushSigned(ctx, m.v.h, to, pushProtocol, msg, maxResponseSize)
 	ev := map[string]any{"peer": to.String()}
 	switch {
 	case err != nil:

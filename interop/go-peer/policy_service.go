@@ -28,7 +28,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-msgio"
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
 const (
@@ -251,35 +250,7 @@ func (s *PolicyService) handlePush(st network.Stream) {
 }
 
 func (s *PolicyService) pushOne(ctx context.Context, to peer.ID, data []byte) {
-	ctx, cancel := context.WithTimeout(ctx, pushTimeout)
-	defer cancel()
-	status, text, err := func() (uint64, string, error) {
-		st, err := s.v.h.NewStream(ctx, to, policyProtocol)
-		if err != nil {
-			return 0, "", err
-		}
-		defer st.Close()
-		_ = st.SetDeadline(time.Now().Add(pushTimeout))
-		if err := writeMsg(st, data); err != nil {
-			return 0, "", err
-		}
-		answer, err := msgio.NewVarintReaderSize(st, maxPolicyAnswer).ReadMsg()
-		if err != nil {
-			return 0, "", err
-		}
-		var status uint64
-		var text string
-		err = pbWalk(answer, func(f pbField) error {
-			if f.num == 1 && f.typ == protowire.VarintType {
-				status = f.varint
-			}
-			if f.num == 2 && f.typ == protowire.BytesType {
-				text = string(f.bytes)
-			}
-			return nil
-		})
-		return status, text, err
-	}()
+	status, text, err := pushSigned(ctx, s.v.h, to, policyProtocol, data, maxPolicyAnswer)
 	ev := map[string]any{"peer": to.String()}
 	switch {
 	case err != nil:
