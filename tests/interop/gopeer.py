@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -231,4 +232,24 @@ def parse_reply(packet: bytes) -> dict[str, Any]:
     elif proto == 17:
         sport, dport, _length, _sum = struct.unpack("!HHHH", body[:8])
         out.update(sport=sport, dport=dport, payload=body[8:])
+    return out
+
+
+def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
+    """Random byte flips, insertions, deletions and truncations of ``data`` (seeded: the same every run)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            op, i = rng.randrange(4), rng.randrange(len(b))
+            if op == 0:
+                b[i] ^= 1 << rng.randrange(8)
+            elif op == 1:
+                b.insert(i, rng.randrange(256))
+            elif op == 2 and len(b) > 1:
+                del b[i]
+            else:
+                b = b[:i + 1]
+        out.append(bytes(b))
     return out

@@ -19,13 +19,12 @@ Both directions, on real libp2p connections on loopback (Python nodes with in-me
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
 import pytest
 import trio
-from gopeer import LOOPBACK_LISTEN, GoPeer, icmp4_echo, parse_reply, run_tool, transport_checksum_ok
+from gopeer import LOOPBACK_LISTEN, GoPeer, icmp4_echo, mutations, parse_reply, run_tool, transport_checksum_ok
 from libp2p.peer.id import ID
 
 from p2pvpn import addressing
@@ -213,26 +212,6 @@ def list_cases() -> list[tuple[str, bytes, dict]]:
                                          context=cert.CERT_CONTEXT), at),
         ("1025 entries", lst(sorted((peer_id_bytes(i.to_bytes(32, "big")), 1) for i in range(1025))), at),
     ]
-
-
-def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
-    """Random byte flips, insertions, deletions and truncations of ``data`` (seeded: the same every run)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        b = bytearray(data)
-        for _ in range(rng.randint(1, 3)):
-            op, i = rng.randrange(4), rng.randrange(len(b))
-            if op == 0:
-                b[i] ^= 1 << rng.randrange(8)
-            elif op == 1:
-                b.insert(i, rng.randrange(256))
-            elif op == 2 and len(b) > 1:
-                del b[i]
-            else:
-                b = b[:i + 1]
-        out.append(bytes(b))
-    return out
 
 
 def python_verdict(kind: str, data: bytes, args: dict) -> bool:

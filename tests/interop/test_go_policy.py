@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import trio
-from gopeer import LOOPBACK_LISTEN, GoPeer, run_tool
+from gopeer import LOOPBACK_LISTEN, GoPeer, mutations, run_tool
 from policy.packets import ACK, FIN, RST, SYN, fragment, icmp, tcp, udp
 
 from p2pvpn.membership import canonical, cert
@@ -134,25 +134,6 @@ def policy_cases() -> list[tuple[str, bytes, dict[str, Any]]]:
         ("owner with an admin attached", sign(body(), OWNER, a1), at),
     ]
     return cases
-
-
-def mutations(data: bytes, count: int, seed: int) -> list[bytes]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        b = bytearray(data)
-        for _ in range(rng.randint(1, 3)):
-            op, i = rng.randrange(4), rng.randrange(len(b))
-            if op == 0:
-                b[i] ^= 1 << rng.randrange(8)
-            elif op == 1:
-                b.insert(i, rng.randrange(256))
-            elif op == 2 and len(b) > 1:
-                del b[i]
-            else:
-                b = b[:i + 1]
-        out.append(bytes(b))
-    return out
 
 
 def test_go_and_python_judge_the_same_policies(go_peer_bin: Path) -> None:
