@@ -286,6 +286,19 @@ class Host:
 
         libp2p_compat.protect_peer(self._host, peer_id, MEMBER_TAG)
 
+    def connections_to(self, peer_id: ID) -> list[Any]:
+        """The open connections to ``peer_id`` now, as opaque handles for :meth:`any_open`."""
+        return [c for c in self._host.get_network().get_connections(peer_id) if not c.is_closed]
+
+    @staticmethod
+    def any_open(conns: Sequence[Any]) -> bool:
+        """Whether one of ``conns`` (from :meth:`connections_to`) is still open.
+
+        A peer that restarted between two looks is connected again, but over a
+        new connection: state that lived with the old one (a relay slot) is gone.
+        """
+        return any(not c.is_closed for c in conns)
+
     def has_direct_connection(self, peer_id: ID) -> bool:
         """Whether some connection to ``peer_id`` does not run through a relay."""
         conns = self._host.get_network().get_connections(peer_id)

@@ -4,7 +4,9 @@ Theory of operation:
 * The keeper is switched on by reachability (PRIVATE) and off again
   (PUBLIC), which drops every slot.
 * Every CHECK seconds it drops slots whose relay connection closed (a slot
-  lives with the connection) or that expired, renews slots close to their
+  lives with the connection: the connections open when it was granted are
+  remembered, so a relay that restarted between two checks counts as lost) or
+  that expired, renews slots close to their
   expiry, and, while it holds fewer than ``want``, asks ``find`` for relay
   candidates (the DHT's providers of the relay role) and reserves on the
   first ones that accept. A relay that failed is not tried again for a
@@ -53,6 +55,7 @@ class RelayKeeper:
         self._on_change = on_change
         self.reservations: dict[ID, c.Reservation] = {}
         self._dialed: dict[ID, list[multiaddr.Multiaddr]] = {}  # where we reached each relay
+        self._held_on: dict[ID, list[Any]] = {}  # the connections open when each slot was granted
         self.enabled = False
         self.always = False  # hold slots even while reachable (an exit, for clients that reach it only via relays)
         self._wake = trio.Event()
@@ -108,9 +111,16 @@ class RelayKeeper:
         return True
 
     def _drop_dead(self) -> bool:
-        connected = set(self.host.connected_peers())
+        """Drop slots whose connection closed or that expired.
+
+        Asking whether the relay is connected is not enough: a relay that
+        restarted between two checks is connected again over a new connection,
+        and its new self knows nothing of our slot (it refuses circuits to us
+        NO_RESERVATION while we would keep advertising it).
+        """
         now = time.time()
-        dead = [r for r, rsv in self.reservations.items() if r not in connected or rsv.expire <= now]
+        dead = [r for r, rsv in self.reservations.items()
+                if not self.host.any_open(self._held_on.get(r, [])) or rsv.expire <= now]
         for relay in dead:
             self._forget(relay, "connection to the relay closed")
             self._fail(relay, "lost")
@@ -118,6 +128,7 @@ class RelayKeeper:
 
     def _forget(self, relay: ID, why: str) -> None:
         self.reservations.pop(relay, None)
+        self._held_on.pop(relay, None)
         self._unprotect(relay)
         log.info("reservation on relay %s dropped: %s", relay, why)
 
@@ -129,6 +140,7 @@ class RelayKeeper:
             try:
                 with trio.fail_after(RESERVE_TIMEOUT):
                     self.reservations[relay] = await c.reserve(self.host, relay)
+                self._held_on[relay] = self.host.connections_to(relay)
             except (trio.TooSlowError, c.CircuitError, *STREAM_ERRORS) as exc:
                 self._forget(relay, f"renewal failed: {exc}")
                 self._fail(relay, "renew")
@@ -168,6 +180,7 @@ class RelayKeeper:
             self._fail(relay, "reserve")
             return False
         self.reservations[relay] = rsv
+        self._held_on[relay] = self.host.connections_to(relay)
         self._dialed[relay] = addrs
         self._backoff.pop(relay, None)
         self._protect(relay)
