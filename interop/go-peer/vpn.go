@@ -40,6 +40,7 @@ type VPN struct {
 	traffic   []*trafficGen          // --traffic-to: answers to our own traffic are taken before the responder
 	policy    *PolicyService         // the network policy (§17); nil unless the network has an owner
 	demand    atomic.Pointer[demand] // --on-demand: address lookups for --traffic-to (§18); nil: off
+	static    map[peer.ID]bool       // --peer: never closed for idleness (§18.4)
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -179,6 +180,7 @@ func (v *VPN) current(id peer.ID) *tunnel {
 // receive applies §7.3 to each packet of a Data frame from t's peer.
 func (v *VPN) receive(t *tunnel, packets [][]byte) {
 	v.countN("packets_in", uint64(len(packets)))
+	t.traffic.Add(uint64(len(packets))) // §18.4: what the tunnel carried, whatever becomes of it here
 	for _, p := range packets {
 		var src netip.Addr
 		switch {
