@@ -3,8 +3,9 @@ package main
 // Idle on-demand tunnels (docs/protocol.md §18.4), the sans-IO half.
 //
 // A tunnel's traffic is the number of IP packets it carried in Data frames
-// or datagrams, both directions (tunnel.traffic: counted in sendPacket and
-// VPN.receive); Keepalives, Hellos, offers and probes are not traffic. The
+// or datagrams, both directions: sent, and received past §7.3's checks and
+// the policy (tunnel.traffic: counted in sendPacket and VPN.receive); dropped
+// packets, Keepalives, Hellos, offers and probes are not traffic. The
 // tracker is shown each open tunnel's total; a tunnel we opened whose total
 // has not moved for the timeout is idle, unless it is pinned (a static
 // --peer; the Go peer uses no exit). Only the opener closes, so the two

@@ -117,18 +117,19 @@ func TestTheOpenerClosesAnIdleTunnelWithCloseIdleAndTrafficKeepsItOpen(t *testin
 
 	// Echo requests every 200 ms for 2 s (twice the timeout): traffic, so the tunnel stays.
 	ping := icmpPacket(a.self.IPv4, b.self.IPv4, 8, 7, []byte("idle?"))
+	var lastSent time.Time
 	for i := 0; i < 10; i++ {
 		tun.sendPacket(ping)
+		lastSent = time.Now()
 		time.Sleep(200 * time.Millisecond)
 		if a.current(b.h.ID()) != tun {
 			t.Fatalf("closed after %d packets, while it carried traffic", i+1)
 		}
 	}
 	if n := tun.traffic.Load(); n < 10 {
-		t.Fatalf("traffic %d, want >= 10 (requests out, replies in)", n)
+		t.Fatalf("traffic %d, want >= 10 (the requests sent)", n)
 	}
 	// Keepalives go on (every 1 s) but are no traffic: a closes within timeout + check interval.
-	stopped := time.Now()
 	select {
 	case code := <-done:
 		if code != nil {
@@ -137,7 +138,7 @@ func TestTheOpenerClosesAnIdleTunnelWithCloseIdleAndTrafficKeepsItOpen(t *testin
 	case <-time.After(10 * time.Second):
 		t.Fatal("idle tunnel not closed")
 	}
-	if waited := time.Since(stopped); waited < time.Second {
+	if waited := time.Since(lastSent); waited < time.Second {
 		t.Fatalf("closed %v after the last packet, before the timeout", waited)
 	}
 	if sent := tun.sent(); sent == nil || *sent != closeIdle {
@@ -197,4 +198,25 @@ func (t *tunnel) sent() *uint32 {
 	t.sendMu.Lock()
 	defer t.sendMu.Unlock()
 	return t.sentClose
+}
+
+func TestDroppedPacketsAreNoTraffic(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := testVPN(t), testVPN(t)
+	tun, _ := openTunnel(t, ctx, a, b)
+	spoofed := icmpPacket(a.self.IPv4, a.self.IPv4, 8, 7, []byte("not from b")) // b sends a's address as source
+	b.current(a.h.ID()).sendPacket(spoofed)
+	for deadline := time.Now().Add(5 * time.Second); a.counter("spoofed_source") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the spoofed packet did not arrive")
+		}
+	}
+	if n := tun.traffic.Load(); n != 0 {
+		t.Fatalf("a counted %d packets of traffic for a dropped packet", n)
+	}
+	tun.sendPacket(icmpPacket(a.self.IPv4, b.self.IPv4, 8, 7, []byte("sent")))
+	if n := tun.traffic.Load(); n != 1 {
+		t.Fatalf("traffic %d after one packet sent", n)
+	}
 }

@@ -180,7 +180,6 @@ func (v *VPN) current(id peer.ID) *tunnel {
 // receive applies §7.3 to each packet of a Data frame from t's peer.
 func (v *VPN) receive(t *tunnel, packets [][]byte) {
 	v.countN("packets_in", uint64(len(packets)))
-	t.traffic.Add(uint64(len(packets))) // §18.4: what the tunnel carried, whatever becomes of it here
 	for _, p := range packets {
 		var src netip.Addr
 		switch {
@@ -210,6 +209,7 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 				continue
 			}
 		}
+		t.traffic.Add(1) // §18.4: a packet delivered (past §7.3 and §17.5) is traffic; a dropped one is not
 		if v.takeTraffic(p) {
 			v.count("traffic_replies")
 			continue
