@@ -41,6 +41,7 @@ type VPN struct {
 	policy    *PolicyService         // the network policy (§17); nil unless the network has an owner
 	demand    atomic.Pointer[demand] // --on-demand: address lookups for --traffic-to (§18); nil: off
 	static    map[peer.ID]bool       // --peer: never closed for idleness (§18.4)
+	relay     *RelayRole             // --relay: the relay role we offer (§13.2); nil: none
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
