@@ -6,7 +6,9 @@ its first packet and opens a tunnel (§18.3); when the tunnel has carried no IP
 packet for the timeout (keepalives and datagram-path probes go on; they are
 no traffic) Go sends Close(IDLE) and both sides drop the tunnel; neither
 redials by itself; Go's next packet opens it again, with the record it
-already holds (§18.2, §18.3 step 5).
+already holds (§18.2, §18.3 step 5). And the other way: a tunnel the Python
+member opened is closed by the member (Close(IDLE) received by Go), never by
+Go, even with a shorter timeout of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 import trio
-from gopeer import LOOPBACK_LISTEN, GoPeer
+from gopeer import LOOPBACK_LISTEN, GoPeer, icmp4_echo, parse_reply
 from libp2p.peer.id import ID
 from test_go_address_records import ON_DEMAND, echo_reply4
 
@@ -99,3 +101,43 @@ async def test_go_closes_an_idle_on_demand_tunnel_and_reopens_it_on_the_next_pac
             assert peer is not None and peer.tunnel is not None
             stats = await go.stats()
             assert stats["counters"]["idle_closed"] == 1, stats
+
+
+async def test_python_closes_the_tunnel_it_opened_and_go_with_a_shorter_timeout_leaves_it(
+    go_dht: GoPeer, go_peer_bin: Path, tmp_path: Path
+) -> None:
+    """The other direction: the Python member opens; only it closes (§18.4), even if Go's timeout is shorter."""
+    with GoPeer(go_peer_bin, "vpn", "--bootstrap", go_dht.addr(), "--keepalive", "0.5s", "--record-ttl", "30s",
+                "--on-demand", "--idle-timeout", "1s", *(f"--listen={a}" for a in LOOPBACK_LISTEN)) as go:
+        ready = await go.aready()
+        key = address_key("default", ipaddress.ip_address(ready["ipv4"]))
+        await go_dht.await_event("record_validated", lambda e: e["key"] == key and e["ok"], timeout=30)
+        cluster = Cluster(tmp_path)
+        settings = {**ON_DEMAND, "idle_timeout": 2 * IDLE}
+        py = cluster.node("py", allow_peers=(go.peer_id,), bootstrap=[go_dht.addr()], dht="client", **settings)
+        async with running(py):
+            assert py.manager is not None and py.manager.demand is not None
+            tun, me4, go_id = cluster.tuns["py"], str(py.addresses.ipv4), ID.from_base58(go.peer_id)
+            tun.inject(icmp4_echo(me4, ready["ipv4"], ident=0x1D, seq=1))
+            with trio.fail_after(20):
+                assert parse_reply(await tun.delivered.receive())["seq"] == 1
+            last_traffic = time.monotonic()
+            up = await go.await_event("tunnel_up", lambda e: e["peer"] == str(py.peer_id))
+            assert up["initiator"] is False, up
+            received = await go.await_event("close_received", lambda e: e["peer"] == str(py.peer_id),
+                                            timeout=2 * IDLE + 15)
+            waited = time.monotonic() - last_traffic
+            assert received["code"] == "IDLE", received
+            assert waited >= 2 * IDLE - 0.1, f"{waited:.2f} s"
+            assert go.find("idle_close") is None, go.describe()  # Go's 1 s timeout is not for this tunnel
+            with trio.fail_after(10):
+                while (peer := py.manager.peers.get(go_id)) is not None and peer.tunnel is not None:
+                    await trio.sleep(0.05)
+            assert py.manager.demand.idle.closed == 1
+            mark = go.mark()
+            await trio.sleep(2.0)
+            assert go.find("tunnel_up", start=mark) is None, go.describe()  # nobody redials by itself
+            tun.inject(icmp4_echo(me4, ready["ipv4"], ident=0x1D, seq=2))  # the side that sees traffic reopens
+            with trio.fail_after(20):
+                assert parse_reply(await tun.delivered.receive())["seq"] == 2
+            await go.await_event("tunnel_up", lambda e: e["peer"] == str(py.peer_id), start=mark)
