@@ -97,6 +97,7 @@ func (v *VPN) idleLoop(ctx context.Context, tr *idleTracker[*tunnel]) {
 				v.count("idle_closed")
 				emit("idle_close", map[string]any{"peer": t.remote.String(), "traffic": t.traffic.Load(),
 					"idle_timeout": tr.timeout.Seconds()})
+				v.detach(t) // retired (§7.5): a packet from now on dials a new tunnel, this one only delivers
 				go t.closeWith(closeIdle, reason, false)
 			}
 		}
