@@ -7,13 +7,16 @@ package main
 // addresses its record gives. Lookups that find nothing are asked again with
 // growing pauses (§18.3 step 4: 0.25, 0.5, 0.75 ... s, at most 8 attempts),
 // since a member that just started may not have stored its address records.
-// Not here: the idle close of §18.4 (the Go peer keeps what it opened).
+// A record found is kept and used again while it is valid (§18.2's "a reader
+// that holds a valid copy uses it"), so a packet after an idle close (§18.4,
+// idle.go) dials the member at once (§18.3 step 5).
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -27,20 +30,35 @@ const (
 	demandAttempts = 8
 	demandPause    = 250 * time.Millisecond
 	demandTimeout  = 5 * time.Second // one GET_VALUE lookup (§18.3's LOOKUP_TIMEOUT)
+	demandCacheMax = 1024            // records held for destinations
 )
 
 // demand resolves overlay addresses through the DHT and dials their members.
 type demand struct {
 	v *VPN
 	d *dht.IpfsDHT
+
+	mu    sync.Mutex
+	cache map[netip.Addr][]byte // destination -> the sealed record last found for it (re-validated on use)
 }
 
-// resolve is §18.2's reading: the member holding dst, from its address record.
-func (o *demand) resolve(ctx context.Context, dst netip.Addr) (*NodeRecord, error) {
+// resolve is §18.2's reading: the member holding dst, from its address record (held: from our copy).
+func (o *demand) resolve(ctx context.Context, dst netip.Addr) (r *NodeRecord, held bool, err error) {
 	key := addressKey(o.v.network, dst)
 	check := AddressRecordValidator{Records: NodeRecordValidator{
 		Network: o.v.network, Now: func() int64 { return time.Now().Unix() }, Revoked: o.revoked(),
 	}}
+	o.mu.Lock()
+	copied := o.cache[dst]
+	o.mu.Unlock()
+	if copied != nil {
+		if r, err := check.open(key, copied); err == nil {
+			return r, true, nil
+		}
+		o.mu.Lock()
+		delete(o.cache, dst) // expired or revoked: look it up again
+		o.mu.Unlock()
+	}
 	var last error
 	for attempt := 1; attempt <= demandAttempts && ctx.Err() == nil; attempt++ {
 		gctx, cancel := context.WithTimeout(ctx, demandTimeout)
@@ -49,14 +67,20 @@ func (o *demand) resolve(ctx context.Context, dst netip.Addr) (*NodeRecord, erro
 		if err == nil {
 			r, err := check.open(key, value)
 			if err != nil {
-				return nil, fmt.Errorf("address record under %s: %w", key, err)
+				return nil, false, fmt.Errorf("address record under %s: %w", key, err)
 			}
-			return r, nil
+			o.mu.Lock()
+			if len(o.cache) >= demandCacheMax {
+				clear(o.cache) // bounded; the DHT has them all
+			}
+			o.cache[dst] = value
+			o.mu.Unlock()
+			return r, false, nil
 		}
 		last = err
 		sleepCtx(ctx, time.Duration(attempt)*demandPause)
 	}
-	return nil, fmt.Errorf("no address record under %s: %v", key, last)
+	return nil, false, fmt.Errorf("no address record under %s: %v", key, last)
 }
 
 func (o *demand) revoked() func() map[string]uint64 {
@@ -99,7 +123,7 @@ func (o *demand) dialable(r *NodeRecord) []ma.Multiaddr {
 // open finds dst's member and starts one tunnel to it; the tunnel runs until it ends.
 func (o *demand) open(ctx context.Context, dst netip.Addr) error {
 	start := time.Now()
-	r, err := o.resolve(ctx, dst)
+	r, held, err := o.resolve(ctx, dst)
 	if err != nil {
 		emit("demand_failed", map[string]any{"dst": dst.String(), "error": err.Error()})
 		return err
@@ -115,7 +139,7 @@ func (o *demand) open(ctx context.Context, dst netip.Addr) error {
 	}
 	info := peer.AddrInfo{ID: id, Addrs: o.dialable(r)}
 	emit("demand_resolved", map[string]any{"dst": dst.String(), "peer": id.String(), "addrs": len(info.Addrs),
-		"seconds": time.Since(start).Seconds()})
+		"seconds": time.Since(start).Seconds(), "held": held})
 	if o.v.current(id) != nil {
 		return nil
 	}

@@ -84,6 +84,9 @@ func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
 	if v.member != nil && v.member.own != nil { // §15.9.4: our certificate admits our record
 		r.Certificate = v.member.own.Raw
 	}
+	if v.relay != nil && (v.member == nil || v.member.own.Roles&roleRelay != 0) {
+		r.Relay = v.relay // never a role our certificate does not grant (§15.9.4; main refuses to start with one)
+	}
 	for _, a := range h.Addrs() {
 		if len(r.Addrs) < maxAddrs && checkRecordAddr(a.Bytes(), false) == nil {
 			r.Addrs = append(r.Addrs, a.Bytes())
@@ -95,17 +98,21 @@ func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
 // publishLoop stores our record and provides "members" every ttl/2 (sooner after a failure).
 func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.PrivKey, v *VPN, ttl time.Duration) {
 	for ctx.Err() == nil {
-		sealed, err := sealRecord(ownRecord(h, v, ttl), key)
+		own := ownRecord(h, v, ttl)
+		sealed, err := sealRecord(own, key)
 		if err != nil {
 			fatal("sealing our record: %v", err)
 		}
-		ev := map[string]any{"key": recordKey(v.network, h.ID()), "bytes": len(sealed)}
+		ev := map[string]any{"key": recordKey(v.network, h.ID()), "bytes": len(sealed), "relay": own.Relay != nil}
 		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		// Provide first: PutValue's lookup of the record key fails against
 		// py-libp2p 0.8.1 DHT servers (they reset FIND_NODE for keys that are
 		// not peer IDs), and go-libp2p-kad-dht then drops them from its routing
 		// table for a while, which would make Provide fail too (interop/README.md).
 		errProvide := d.Provide(pctx, membersCID(v.network), true)
+		if own.Relay != nil && errProvide == nil { // §12.2: a node offering the relay role provides "relay"
+			errProvide = d.Provide(pctx, cid.NewCidV1(cid.Raw, providerKey(v.network, "relay")), true)
+		}
 		errPut := d.PutValue(pctx, recordKey(v.network, h.ID()), sealed)
 		// §18.2: the same bytes under our two address keys, for on-demand nodes.
 		for _, a := range []netip.Addr{v.self.IPv4, v.self.IPv6} {

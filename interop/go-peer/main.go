@@ -6,6 +6,8 @@
 //	              [--mtu 1400] [--keepalive 5s] [--udp-echo-port 7] [--record-ttl 300s] [--allow ID]...
 //	              [--cert p2pvpn-cert1:... --network NID [--revocations FILE]]   (an owned network, §15)
 //	              [--udp=true] [--rekey-after 120s]
+//	              [--relay]   (serve circuit relay v2, offer the relay role; with --cert only if it grants relay)
+//	              [--on-demand [--idle-timeout 300s]]   (§18: find members by address record; close idle tunnels)
 //	              [--reserve RELAY-MA]... [--holepunch observed|stock]   (behind a NAT: relay slot + DCUtR; punch.go)
 //	              [--policy FILE]   (the network policy, §17: text form p2pvpn-policy1:..., re-read when it changes)
 //	              [--traffic-to ADDR [--traffic-pings 5] [--traffic-bytes 262144] [--traffic-port 7] [--traffic-path udp]]
@@ -84,6 +86,8 @@ func main() {
 	addr := fs.String("addr", "", "probe: peer to dial, multiaddr with /p2p")
 	certText := fs.String("cert", "", "vpn: our membership certificate, p2pvpn-cert1:... (--network is then the network ID)")
 	onDemand := fs.Bool("on-demand", false, "vpn: find --traffic-to's member by its address record in the DHT and dial it (§18)")
+	offerRelay := fs.Bool("relay", false, "vpn: serve circuit relay v2 and offer the relay role in our record (§13.2); with --cert only if it grants relay")
+	idleTimeout := fs.Duration("idle-timeout", defaultIdleTimeout, "vpn --on-demand: close a tunnel we opened after this long without traffic (§18.4)")
 	owned := fs.Bool("owned", false, "dht: the network has an owner (--network is its ID): records need certificates (§15.9.4)")
 	policyFile := fs.String("policy", "", "vpn --cert: the policy file (§17.4): read when it changes, better policies saved there")
 	revFile := fs.String("revocations", "", "vpn: file of base64url revocation lists, one a line, re-read when it changes")
@@ -166,7 +170,7 @@ func main() {
 			h: h, network: *network, self: self, mtu: uint32(*mtu), keepalive: *keepalive,
 			allowAny: len(allow) == 0, allow: map[peer.ID]bool{},
 			resp:  &Responder{self: self, udpPort: uint16(*udpPort)},
-			peers: map[peer.ID]*vpnPeer{}, counters: map[string]uint64{},
+			peers: map[peer.ID]*vpnPeer{}, counters: map[string]uint64{}, static: map[peer.ID]bool{},
 		}
 		for _, a := range allow {
 			id, err := peer.Decode(a)
@@ -182,6 +186,20 @@ func main() {
 			v.self = v.member.overlay()
 			v.resp.self = v.self
 			go v.member.run(ctx)
+		}
+		if *offerRelay {
+			var own *Certificate
+			if v.member != nil {
+				own = v.member.own
+			}
+			if err := checkOwnRoles(own, true); err != nil {
+				fatal("--relay: %v", err)
+			}
+			if _, err := startRelay(h); err != nil {
+				fatal("relay: %v", err)
+			}
+			v.relay = relayRole()
+			ready["relay"] = v.relay
 		}
 		if *udp {
 			if v.dg, err = listenUDP(v, *rekeyAfter); err != nil {
@@ -213,6 +231,7 @@ func main() {
 			fatal("--peer: %v", err)
 		}
 		for _, info := range peerInfos {
+			v.static[info.ID] = true
 			go v.dialLoop(ctx, info)
 		}
 		ready["network"], ready["ipv4"], ready["ipv6"] = *network, v.self.IPv4.String(), v.self.IPv6.String()
@@ -244,7 +263,13 @@ func main() {
 			bootstrapDHT(ctx, h, d, bootInfos)
 			go publishLoop(ctx, h, d, key, v, *ttl)
 			if *onDemand {
-				v.demand.Store(&demand{v: v, d: d})
+				v.demand.Store(&demand{v: v, d: d, cache: map[netip.Addr][]byte{}})
+				tr, err := newIdleTracker[*tunnel](*idleTimeout)
+				if err != nil {
+					fatal("--idle-timeout: %v", err)
+				}
+				go v.idleLoop(ctx, tr)
+				ready["idle_timeout"] = idleTimeout.Seconds()
 			}
 			if v.member != nil {
 				go v.member.dhtLoop(ctx, d)

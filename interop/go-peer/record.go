@@ -566,6 +566,7 @@ func openSealed(v []byte) (*NodeRecord, error) {
 
 // checkRecord is §12.7 steps 6-9; revoked is the reader's revocation set in a network with an
 // owner (there the certificate replaces step 9, §15.9.4) and nil in a network without one.
+// In a network with an owner it also drops from r the roles its certificate does not grant.
 func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64, revoked map[string]uint64) error {
 	if !bytes.Equal(r.PeerID, []byte(keyPeer)) {
 		return errors.New("record peer_id is not the peer named by the key")
@@ -590,6 +591,7 @@ func checkRecord(r *NodeRecord, keyPeer peer.ID, network string, now int64, revo
 		if !bytes.Equal(r.IPv4, c.IPv4) || !bytes.Equal(r.IPv6, c.IPv6) {
 			return fmt.Errorf("record addresses are not its certificate's (%s, %s)", c.Addr4(), c.Addr6())
 		}
+		r.dropUngrantedRoles(c.Roles)
 		return nil
 	}
 	v4, used, err := deriveIPv4(r.PeerID, network, r.AddressIndex)
@@ -663,4 +665,17 @@ func (v NodeRecordValidator) Select(key string, values [][]byte) (int, error) {
 		return 0, errors.New("no valid record among the values")
 	}
 	return best, nil
+}
+
+// dropUngrantedRoles is §15.9.4 step 3: the record's relay and exit roles count only when the
+// certificate has the relay or exit bit; a role it does not grant is treated as absent (the record
+// stays valid). The DHT keeps and serves the sealed bytes as they are; what reads them through a
+// validator sees only the roles that count, so this node never offers, picks or announces the others.
+func (r *NodeRecord) dropUngrantedRoles(roles uint32) {
+	if roles&roleRelay == 0 {
+		r.Relay = nil
+	}
+	if roles&roleExit == 0 {
+		r.Exit = nil
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -61,6 +62,8 @@ type tunnel struct {
 	rtt    time.Duration
 
 	dg *dgTunnel // the datagram path (§16), when both sides announced udp/1 on a direct connection
+
+	traffic atomic.Uint64 // IP packets carried, both directions, stream or datagram (§18.4)
 }
 
 func newTunnel(v *VPN, s network.Stream, initiator peer.ID) *tunnel {
@@ -96,6 +99,7 @@ func (t *tunnel) sendPacket(p []byte) {
 		t.vpn.policy.fw.outbound(p, time.Now())
 	}
 	if t.dg != nil && t.dg.sendData(p) {
+		t.traffic.Add(1)
 		return // over UDP (§16)
 	}
 	t.sendMu.Lock()
@@ -106,6 +110,7 @@ func (t *tunnel) sendPacket(p []byte) {
 	}
 	select {
 	case t.out <- outItem{packet: p}:
+		t.traffic.Add(1)
 	default:
 		t.vpn.count("queue_full")
 	}

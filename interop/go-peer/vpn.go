@@ -40,6 +40,8 @@ type VPN struct {
 	traffic   []*trafficGen          // --traffic-to: answers to our own traffic are taken before the responder
 	policy    *PolicyService         // the network policy (§17); nil unless the network has an owner
 	demand    atomic.Pointer[demand] // --on-demand: address lookups for --traffic-to (§18); nil: off
+	static    map[peer.ID]bool       // --peer: never closed for idleness (§18.4)
+	relay     *RelayRole             // --relay: the relay role we offer (§13.2); nil: none
 
 	mu       sync.Mutex
 	peers    map[peer.ID]*vpnPeer
@@ -208,6 +210,7 @@ func (v *VPN) receive(t *tunnel, packets [][]byte) {
 				continue
 			}
 		}
+		t.traffic.Add(1) // §18.4: a packet delivered (past §7.3 and §17.5) is traffic; a dropped one is not
 		if v.takeTraffic(p) {
 			v.count("traffic_replies")
 			continue

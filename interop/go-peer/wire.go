@@ -37,13 +37,14 @@ const (
 	closeNotAuthorized   = 6
 	closeTimeout         = 7
 	closeHelloTimeout    = 8
+	closeIdle            = 9 // an on-demand tunnel carried no traffic for the idle timeout (§18.4)
 )
 
 var closeNames = map[uint32]string{
 	closeNormal: "NORMAL", closeProtocolError: "PROTOCOL_ERROR", closeVersionMismatch: "VERSION_MISMATCH",
 	closeWrongNetwork: "WRONG_NETWORK", closeAddressMismatch: "ADDRESS_MISMATCH", closeDuplicate: "DUPLICATE",
 	closeNotAuthorized: "NOT_AUTHORIZED", closeTimeout: "TIMEOUT",
-	closeHelloTimeout: "HELLO_TIMEOUT",
+	closeHelloTimeout: "HELLO_TIMEOUT", closeIdle: "IDLE",
 }
 
 func closeName(code uint32) string {
