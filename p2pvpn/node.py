@@ -448,6 +448,7 @@ class Node:
             "address_lookups": dict(d.address_lookups),
             "reads": dict(d.dht.reads),
             "publishes": dict(d.publishes),
+            "publish_failures": d.dht.publish_failures,
         }
 
     def _exit_client_status(self) -> dict[str, Any] | None:
