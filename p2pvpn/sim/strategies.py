@@ -290,8 +290,8 @@ class AddressKey(PerKey):
         A first round asks, at once, the ADDRESS_FIRST_ASK peers of src's
         table closest to the key and up to ADDRESS_CONNECTED_ASK connected
         peers (``rules.first_asks``, the real choice; the model's connections
-        are the BOOTSTRAPS first members, which every node keeps); the first
-        valid answer ends it. Only if none of them holds the record does the
+        are src's table and the BOOTSTRAPS first members, so the round asks
+        the 8 closest peers src knows); the first valid answer ends it. Only if none of them holds the record does the
         iterative walk run.
         """
         start = ctx.sim.now
@@ -306,7 +306,8 @@ class AddressKey(PerKey):
             done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops + 1))
 
         positions = ctx.table.positions
-        connected = [p for p in range(min(BOOTSTRAPS, len(positions))) if p != src]
+        # A node holds connections to the peers of its table (it met them all) and to the bootstrap members.
+        connected = ctx.table.tables[src] + [p for p in range(min(BOOTSTRAPS, len(positions))) if p != src]
         asks = first_asks(ctx.table.closest(src, position, ADDRESS_FIRST_ASK), connected,
                           lambda p: positions[p] ^ position, ADDRESS_CONNECTED_ASK)
         state = {"replies": 0, "over": False}

@@ -145,7 +145,7 @@ def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answ
         assert sum(ctx.net.sent) - before <= 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
     # Nobody asked first holds it (they lost it, say): the walk finds it at another of the k closest, a round later.
     position = strategy._positions(ctx, 42)[0]
-    asked = set(ctx.table.closest(7, position, ADDRESS_FIRST_ASK)) | {0, 1, 2}
+    asked = set(ctx.table.closest(7, position, ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)) | {0, 1, 2}
     for peer, held in strategy.by_key.items():
         if peer in asked:
             held.discard((42, position))
