@@ -161,7 +161,7 @@ class Discovery:
 
     async def _announce_loop(self) -> None:
         """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
-        self._schedule = schedule = PublishSchedule(start=trio.current_time(), period=self.ttl / 2)
+        self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
         while True:
             self._republish = trio.Event()  # a change while we publish asks for the next publish
             self._publishing = True

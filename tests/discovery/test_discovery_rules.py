@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from p2pvpn.discovery.rules import (
@@ -28,31 +26,26 @@ def test_first_asks_keeps_the_table_closest_then_the_closest_connected_peers_bou
     assert asks == ["0", "1", "2", "99", "98", "97", "96", "95"]  # fan-out 3 + 5 whatever the connections
 
 
-def test_the_timer_follows_the_early_schedule_from_the_start_then_the_period() -> None:
-    s = PublishSchedule(start=100.0, period=300.0)
-    assert s.timer_at == 100.0  # the first publish is due at once
-    at = 100.0
-    times = []
+def test_the_timer_counts_each_early_gap_from_the_last_publish_then_the_period() -> None:
+    s = PublishSchedule(period=300.0)
+    assert s.timer_at == 0.0  # the first publish is due at once
+    at, gaps = 100.0, []
     for _ in range(len(EARLY_REPUBLISH) + 2):
         s.published(at + 1.0, table_size=5)  # each publish takes 1 s
-        times.append(s.timer_at)
+        gaps.append(s.timer_at - (at + 1.0))
         at = s.timer_at
-    assert times[:len(EARLY_REPUBLISH)] == [100.0 + d for d in EARLY_REPUBLISH]  # absolute, not drifting
-    assert times[-2:] == [100.0 + EARLY_REPUBLISH[-1] + 1.0 + 300.0, 100.0 + EARLY_REPUBLISH[-1] + 2.0 + 600.0]
+    assert gaps == [*EARLY_REPUBLISH, 300.0, 300.0]
 
 
-def test_a_publish_in_between_keeps_the_early_deadlines_and_caps_the_period() -> None:
-    s = PublishSchedule(start=0.0, period=20.0)
+def test_any_publish_uses_up_an_early_gap_and_the_period_caps_them() -> None:
+    s = PublishSchedule(period=20.0)
     s.published(1.0, 3)
-    assert s.timer_at == EARLY_REPUBLISH[0]
-    s.published(15.0, 8)  # asked (record changed, or the table grew) between 10 and 30
-    assert s.timer_at == min(EARLY_REPUBLISH[1], 15.0 + 20.0)
-    late = PublishSchedule(start=0.0, period=150.0, early=())
+    assert s.timer_at == 1.0 + EARLY_REPUBLISH[0]
+    s.published(5.0, 8)  # asked (record changed, or the table grew) before the timer
+    assert s.timer_at == 5.0 + min(EARLY_REPUBLISH[1], 20.0)  # the next gap, capped by the period
+    late = PublishSchedule(period=150.0, early=())
     late.published(0.0, 1)
     assert late.timer_at == 150.0
-    never = PublishSchedule(start=0.0, period=math.inf, early=())
-    never.published(0.0, 1)
-    assert never.timer_at == math.inf
 
 
 @pytest.mark.parametrize(("before", "after", "grown"), [
@@ -65,13 +58,13 @@ def test_a_publish_in_between_keeps_the_early_deadlines_and_caps_the_period() ->
     (20, 5, False),                      # shrunk: nothing to do
 ])
 def test_the_table_has_grown_when_doubled_by_enough_or_by_grow_by(before: int, after: int, grown: bool) -> None:
-    s = PublishSchedule(start=0.0, period=150.0)
+    s = PublishSchedule(period=150.0)
     s.published(0.0, before)
     assert s.grown(GROW_GAP, after) is grown
 
 
 def test_growth_is_bounded_in_rate_and_measured_from_the_last_publish() -> None:
-    s = PublishSchedule(start=0.0, period=150.0)
+    s = PublishSchedule(period=150.0)
     assert not s.grown(100.0, 50)  # nothing published yet: the first publish is the timer's
     s.published(0.0, 3)
     assert not s.grown(GROW_GAP - 0.1, 50)  # too soon after the last publish
@@ -79,7 +72,7 @@ def test_growth_is_bounded_in_rate_and_measured_from_the_last_publish() -> None:
     s.published(GROW_GAP, 50)
     assert not s.grown(GROW_GAP * 3, 50 + GROW_BY - 1)  # grown since start, not since the last publish
     # However fast a table grows, growth publishes come at most every GROW_GAP s: count them over 10 minutes.
-    s = PublishSchedule(start=0.0, period=150.0)
+    s = PublishSchedule(period=150.0)
     s.published(0.0, 1)
     growth_publishes = 0
     for tick in range(1, 301):  # every 2 s, the table gains 5 peers
