@@ -21,7 +21,7 @@ record within 5 s:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 P = TypeVar("P", bound=Hashable)
