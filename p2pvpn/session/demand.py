@@ -259,7 +259,7 @@ class OnDemand:
             "lookups": self.pending.lookups,
             "lookup_retries": self.lookup_retries,
             "lookups_late": self.lookups_late,
-            "lookups_lingering": sum(1 for e in self._resolving.values() if not e.is_set()),
+            "lookups_resolving": len(self._resolving),  # in flight, including those past their deadline
             "waiting_lookups": len(self.pending),
             "demand_dials": self.dials,
             "idle_closed": self.idle.closed,

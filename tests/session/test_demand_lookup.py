@@ -69,11 +69,11 @@ async def test_a_lookup_slower_than_the_deadline_fails_its_packets_but_finds_the
         assert od.miss(DST, echo())
         await trio.sleep(LOOKUP_TIMEOUT + 0.5)
         assert od.drops[DropKind.UNREACHABLE] == 1 and len(m.tun.written) == 1  # failed at the deadline, answered
-        assert DST not in m.routes.table and od.describe()["lookups_lingering"] == 1
-        assert not od.miss(DST, echo()) or od.drops[DropKind.UNREACHABLE] == 2  # the negative cache: dropped
+        assert DST not in m.routes.table and od.describe()["lookups_resolving"] == 1
+        assert od.miss(DST, echo()) and od.drops[DropKind.UNREACHABLE] == 2  # the negative cache: dropped, counted
         await trio.sleep(3)
         assert m.routes.table[DST] == "member"  # the walk was not cut: the next packet has a route
-        assert calls == [start] and od.lookups_late == 1 and od.describe()["lookups_lingering"] == 0
+        assert calls == [start] and od.lookups_late == 1 and od.describe()["lookups_resolving"] == 0
         nursery.cancel_scope.cancel()
 
 
@@ -118,9 +118,9 @@ async def test_attempts_and_lingering_lookups_stay_bounded(autojump_clock: objec
             od.miss(dst, echo(dst))
         await trio.sleep(LOOKUP_TIMEOUT + 0.5)
         # past the deadline only LINGERING_LOOKUPS go on; the others stopped at it
-        assert od.describe()["lookups_lingering"] == LINGERING_LOOKUPS
+        assert od.describe()["lookups_resolving"] == LINGERING_LOOKUPS
         await trio.sleep(LOOKUP_LINGER)  # now past deadline + LOOKUP_LINGER: all have ended
-        assert od.describe()["lookups_lingering"] == 0 and not od._resolving
+        assert od.describe()["lookups_resolving"] == 0 and not od._resolving
         assert max(calls.values()) == LOOKUP_ATTEMPTS  # the lingering ones: every attempt, no more
         assert min(calls.values()) < LOOKUP_ATTEMPTS  # the others were cut at the deadline
         assert od.drops[DropKind.UNREACHABLE] == len(dsts)
