@@ -531,9 +531,14 @@ class ScaleRun:
             for phase, values in self.cpu_at.items():
                 entry[f"cpu_s_at_{phase}"] = values.get(node.name)
             try:
-                peers = node.status(timeout=3.0)["peers"]
+                status = node.status(timeout=3.0)
+                peers = status["peers"]
                 entry["tunnels_up"] = sum(1 for p in peers if p.get("state") == "up")
                 entry["peers_known"] = len(peers)
+                disc, demand = status.get("discovery") or {}, status.get("on_demand") or {}
+                # how lookups were answered and why records were published (absent on older nodes: None)
+                entry["discovery"] = {k: disc.get(k) for k in ("routing_table", "reads", "publishes", "address_lookups")}
+                entry["on_demand"] = {k: demand.get(k) for k in ("lookups", "lookup_retries", "lookup_ms_median")}
             except ControlError as exc:
                 entry["status_error"] = str(exc)
             nodes[node.name] = entry
@@ -603,6 +608,11 @@ class ScaleRun:
         formation = [n["cpu_s_at_measure"] for n in nodes.values() if n.get("cpu_s_at_measure") is not None]
         stop_left = {n: s for n, s in self.node_stop.items() if s["tuns"] or s["nft_tables"]}
         up = sum(1 for n in nodes.values() if n.get("running") and "tunnels_up" in n)
+        totals: dict[str, dict[str, int]] = {"reads": {}, "publishes": {}, "address_lookups": {}}
+        for n in nodes.values():
+            for part, counts in totals.items():
+                for k, v in ((n.get("discovery") or {}).get(part) or {}).items():
+                    counts[k] = counts.get(k, 0) + int(v)
         ok = (not self.failures and len(ready) == args.nodes and up == args.nodes and len(reached) == len(self.reach)
               and bool(self.reach) and not stop_left and not self.after_teardown)  # fmt: skip
         return {
@@ -628,6 +638,7 @@ class ScaleRun:
             "idle": {"window_s": self.idle.get("window_s"), "nodes_up": up, "cpu_pct": summarize(cpu),
                      "rss_mib": summarize(rss), "anon_mib": summarize(anon), "tunnels_up": summarize(tunnels),
                      "cpu_s_until_measure": summarize(formation), "nodes": nodes},
+            "discovery_totals": totals,  # summed over the nodes, read at the idle window's end
             "leftovers": {"after_node_stop": stop_left, "after_teardown": self.after_teardown},
             "profile": self.profile,
             "failures": self.failures,
@@ -682,6 +693,7 @@ def net_summary(rep: dict[str, Any]) -> str:
         f"RSS {fmt(idle['rss_mib'], ' MiB')}; anonymous {fmt(idle['anon_mib'], ' MiB')}",
         f"tunnels up per node: {fmt(idle['tunnels_up'], '')}; CPU s per node until the reach phase: "
         f"{fmt(idle['cpu_s_until_measure'], ' s')}",
+        f"discovery, all nodes: {rep.get('discovery_totals')}",
         f"leftovers: {len(rep['leftovers']['after_node_stop'])} namespaces with a TUN/nft table after SIGTERM, "
         f"{len(rep['leftovers']['after_teardown'])} after teardown",
     ]

@@ -446,6 +446,9 @@ class Node:
             "last_published": d.last_published,
             "address_index": self.addresses.index,
             "address_lookups": dict(d.address_lookups),
+            "reads": dict(d.dht.reads),
+            "publishes": dict(d.publishes),
+            "publish_failures": d.dht.publish_failures,
         }
 
     def _exit_client_status(self) -> dict[str, Any] | None:

@@ -37,8 +37,10 @@ lookup: each query waits for them until it times out.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -54,6 +56,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from p2pvpn import libp2p_compat
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery.address import AddressValidator, is_address_key
+from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks
 from p2pvpn.host import STREAM_ERRORS, Host
 
 log = logging.getLogger(__name__)
@@ -71,9 +74,7 @@ OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own 
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
-ADDRESS_FIRST_ASK = 3   # closest peers of our own table asked at once for an address key (get_address)
 ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
-NEAR_WAIT = 5.0  # seconds the closest peers have to answer a periodic read (get_near)
 GET_WALK_AFTER = 300.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
 
 
@@ -117,6 +118,9 @@ class Dht:
         self._nursery: trio.Nursery | None = None
         self._connected = trio.Event()  # a new connection since the last hygiene pass
         self.hygiene_passes = 0
+        # How reads were answered (status: discovery.reads): get_* for Dht.get, address_* for get_address.
+        self.reads: Counter[str] = Counter()
+        self.publish_failures = 0  # stores and provides of our own that raised (Dht.publish)
         self._asked: dict[str, float] = {}  # record key -> when we last asked the network
         self._walked_empty: dict[str, float] = {}  # Dht.get key -> when an iterative lookup last found nothing
         self._closest: dict[bytes, tuple[float, int, list[ID]]] = {}  # provider key -> (when, table size, closest)
@@ -236,15 +240,37 @@ class Dht:
         return self.kad.get_routing_table_size()
 
     async def publish(self, peer_id: ID, sealed: bytes, roles: list[str], address_keys: Sequence[str] = ()) -> None:
-        """Store our record under its key (and its address keys) and announce ourselves as provider of each role key."""
-        with trio.move_on_after(QUERY_TIMEOUT):
-            await self.kad.put_value(rec.record_key(self.network, peer_id), sealed)
-        for key in address_keys:
+        """Store our record under its address keys and its own key, then provide each role key.
+
+        Address keys first: they are what a first packet's lookup needs
+        (docs/protocol.md §18.2). One after the other, each bounded by
+        QUERY_TIMEOUT and on its own (a failure is counted in
+        ``publish_failures`` and stops no other). Not all at once: at 20
+        nodes that turned each publish into a burst of ~80 RPCs at every
+        node, and store failures grew from 30 to 466 per run (resets under
+        load) while tunnels took 1-2 s instead of 0.3 s to come up.
+        """
+
+        async def put(key: str) -> None:
             with trio.move_on_after(QUERY_TIMEOUT):
-                await self.kad.put_value(key, sealed)
+                try:
+                    await self.kad.put_value(key, sealed)
+                except (ValueError, *STREAM_ERRORS) as exc:  # each store on its own: one failing stops no other
+                    self.publish_failures += 1
+                    log.info("storing our record under %s failed: %r", key, exc)
+
+        async def provide(role: str) -> None:
+            with trio.move_on_after(QUERY_TIMEOUT):
+                try:
+                    await self.kad.provide(rec.provider_key(self.network, role))
+                except (ValueError, *STREAM_ERRORS) as exc:
+                    self.publish_failures += 1
+                    log.info("providing %s failed: %r", role, exc)
+
+        for key in [*address_keys, rec.record_key(self.network, peer_id)]:
+            await put(key)
         for role in roles:
-            with trio.move_on_after(QUERY_TIMEOUT):
-                await self.kad.provide(rec.provider_key(self.network, role))
+            await provide(role)
 
     async def find_providers(self, role: str) -> list[PeerInfo]:
         """Providers of a role key: our own store merged with the closest peers' stores.
@@ -308,23 +334,31 @@ class Dht:
         """The best value the DHT has for ``key`` (the caller validates it again), or None.
 
         Callers poll (the revocation list and the policy, every 30 s on every
-        node), so one poll must stay cheap: a local copy answers (py-libp2p's
-        own rule); else the ADDRESS_FIRST_ASK peers of our routing table
-        closest to the key are asked in parallel, one round trip, and the best
-        valid answer wins; only if none of them holds a valid value does an
-        iterative lookup run (a FIND_NODE walk, then GET_VALUE to up to 20
-        peers: ~40 RPCs, which every node not holding the value paid per poll),
-        and after one that found nothing (no revocation list, no policy: the
-        usual case) not again for GET_WALK_AFTER s.
+        node, p2pvpn.spread), so one poll must stay cheap, and this is the one
+        rule that keeps it so (docs/protocol.md §15.9.4): a local copy answers
+        (py-libp2p's own rule); else the ADDRESS_FIRST_ASK peers of our
+        routing table closest to the key are asked in parallel, one round
+        trip, and the best valid answer within ADDRESS_FIRST_WAIT s wins; only
+        if none of them holds a valid value does an iterative lookup run (a
+        FIND_NODE walk, then GET_VALUE to up to 20 peers: ~40 RPCs, which
+        every node not holding the value paid per poll), and after one that
+        found nothing (no revocation list, no policy: the usual case) not
+        again for GET_WALK_AFTER s. Counted in ``reads`` (get_local,
+        get_near, get_walk, get_walk_skipped).
         """
         if self.kad.value_store.get(key.encode()) is None:
-            found = self._best(key, *await self._ask_closest(key, first=False))
+            found = self._best(key, *await self._ask(key, self._table_closest(key), first=False))
             if found is not None:
+                self.reads["get_near"] += 1
                 self._walked_empty.pop(key, None)
                 return found
             empty_at = self._walked_empty.get(key)
             if empty_at is not None and trio.current_time() - empty_at < GET_WALK_AFTER:
+                self.reads["get_walk_skipped"] += 1
                 return None  # the last lookup found nothing, a moment ago: nobody close has one either
+            self.reads["get_walk"] += 1
+        else:
+            self.reads["get_local"] += 1
         value: bytes | None = None
         try:
             value = await self.kad.get_value(key)
@@ -342,25 +376,41 @@ class Dht:
         """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
 
         A valid local copy answers at once (its expiry bounds how stale it
-        is). Then the ADDRESS_FIRST_ASK peers of our routing table closest
-        to the key are asked at once, in parallel (one round trip; in a
-        network whose members our table mostly holds, they are among the
-        peers the owner stored it at); only if none of them has a valid copy
-        within ADDRESS_FIRST_WAIT s does an iterative lookup run, taking the
-        first valid answer (quorum 1): the lookup sits on a packet's path.
+        is). Then, at once and in parallel (one round trip), the
+        ADDRESS_FIRST_ASK peers of our routing table closest to the key and
+        up to ADDRESS_CONNECTED_ASK of the DHT servers we hold connections
+        to, the closest to the key first (rules.first_asks): in a network
+        whose members our table mostly holds the former are among the peers
+        the owner stored it at, and the latter are where a young routing
+        table put it (bootstrap peers, the first peers met), with no dial.
+        Only if none of them has a valid copy within ADDRESS_FIRST_WAIT s does
+        an iterative lookup run, taking the first valid answer (quorum 1):
+        the lookup sits on a packet's path. Counted in ``reads``
+        (address_local, address_near, address_connected, address_walk,
+        address_asked: GET_VALUEs of the first round).
         """
         local = self.kad.value_store.get(key.encode())
         if local is not None:
             try:
                 self.address_validator.validate(key, local.value)
+                self.reads["address_local"] += 1
                 return local.value
             except rec.RecordError:
                 self.rejected += 1
                 self.kad.value_store.remove(key.encode())
-        found = await self._ask_closest(key)
+        table = self._table_closest(key)
+        target = _position(key.encode())
+        asks = first_asks(table, [p for p in self.host.connected_peers() if p != self.host.peer_id
+                                  and self._serves(p) is True],
+                          lambda p: _position(p.to_bytes()) ^ target, ADDRESS_CONNECTED_ASK)
+        self.reads["address_asked"] += len(asks)
+        answered: list[ID] = []
+        found = await self._ask(key, asks, answered=answered)
         if found:
+            self.reads["address_near" if answered[0] in table else "address_connected"] += 1
             self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
             return found[0]
+        self.reads["address_walk"] += 1
         try:
             value = await self.kad.get_value(key, quorum=1)
         except rec.RecordError as exc:  # every copy found was invalid
@@ -371,30 +421,18 @@ class Dht:
             return None
         return value
 
-    async def get_near(self, key: str) -> bytes | None:
-        """The best valid value for ``key`` among the few closest peers our routing table knows, or None.
+    def _table_closest(self, key: str) -> list[ID]:
+        """The ADDRESS_FIRST_ASK peers of our routing table closest to ``key`` (XOR of SHA-256s, as kad-dht)."""
+        return [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), ADDRESS_FIRST_ASK)
+                if p != self.host.peer_id]
 
-        One round trip to ADDRESS_FIRST_ASK peers instead of a lookup (a
-        FIND_NODE walk, then GET_VALUE to up to 20 peers): for the periodic
-        reads of the revocation list and the policy (p2pvpn.spread), which
-        every member makes every 30 s and which most often find nothing new.
-        The publisher stored the value at the ~20 peers closest to the key, so
-        the closest peers we know usually hold it; the spreader still makes
-        a full lookup now and then (SyncSchedule). Every answer within
-        NEAR_WAIT s counts (the best wins, not the first). Neither our own
-        store (the caller compares with its own copy) nor a cache: nobody
-        would update a cached copy, and it would hide newer ones.
+    async def _ask(self, key: str, peers: Sequence[ID], first: bool = True, wait: float = ADDRESS_FIRST_WAIT,
+                   answered: list[ID] | None = None) -> list[bytes]:
+        """GET_VALUE to ``peers``, in parallel, for at most ``wait`` s.
+
+        The valid answers (their senders appended to ``answered``, in the
+        same order); with ``first``, the first one ends the asking.
         """
-        found = await self._ask_closest(key, first=False, wait=NEAR_WAIT)
-        return self._best(key, *found)
-
-    async def _ask_closest(self, key: str, first: bool = True, wait: float = ADDRESS_FIRST_WAIT) -> list[bytes]:
-        """GET_VALUE to the few closest peers our table knows, in parallel, for at most ``wait`` s.
-
-        The valid answers; with ``first``, the first one ends the asking.
-        """
-        closest = [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), ADDRESS_FIRST_ASK)
-                   if p != self.host.peer_id]
         found: list[bytes] = []
         async with trio.open_nursery() as nursery:
 
@@ -411,11 +449,13 @@ class Dht:
                 except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
                     return
                 found.append(value)
+                if answered is not None:
+                    answered.append(peer_id)
                 if first:
                     nursery.cancel_scope.cancel()
 
             nursery.cancel_scope.deadline = trio.current_time() + wait
-            for peer_id in closest:
+            for peer_id in peers:
                 nursery.start_soon(ask, peer_id)
         return found
 
@@ -534,6 +574,11 @@ class Dht:
             return candidates[_ByKey(self).select(key, candidates)]
         except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
             return None
+
+
+def _position(data: bytes) -> int:
+    """A key's or a peer ID's position in the kad-dht keyspace: SHA-256 of its bytes, as an integer."""
+    return int.from_bytes(hashlib.sha256(data).digest(), "big")
 
 
 class _ConnectionEvents(INotifee):

@@ -36,6 +36,7 @@ from p2pvpn.addressing import OverlayAddresses
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery.address import address_key, keys_of
 from p2pvpn.discovery.dht import Dht
+from p2pvpn.discovery.rules import PublishSchedule
 from p2pvpn.host import STREAM_ERRORS
 from p2pvpn.limits import ResourceManager
 
@@ -51,11 +52,7 @@ class Known:
     fetched: float
 
 
-# A node publishes first when its routing table holds little more than its bootstrap peers, so its record
-# (and its address records, §18.2) land on whichever peers it knew then, not on the peers closest to the
-# keys once the network has settled; py-libp2p does not move values to newly closer peers. So it stores
-# them again a few times after the start: a fixed number of puts per node, whatever the network's size.
-EARLY_REPUBLISH = (10.0, 30.0, 90.0, 270.0)
+TABLE_CHECK = 2.0  # seconds between looks at the routing table's size (PublishSchedule.grown)
 
 
 class Discovery:
@@ -103,6 +100,10 @@ class Discovery:
         self.rounds = 0
         self.last_published = 0.0
         self._republish = trio.Event()
+        self._reason = "asked"  # why _republish was set
+        self._publishing = False
+        self.publishes: dict[str, int] = {"timer": 0, "asked": 0, "table_grew": 0}  # why each publish ran
+        self._schedule: PublishSchedule | None = None
         # On demand: the members whose records rounds keep fresh (those with a tunnel); None: every member.
         self.in_use = in_use
         self.track_roles = tuple(track_roles)  # on demand: roles whose providers' records rounds still fetch ("exit")
@@ -131,7 +132,7 @@ class Discovery:
 
     def republish_soon(self) -> None:
         """Our record changed (address moved, role changed): publish without waiting."""
-        self._republish.set()
+        self._asked_to_publish("asked")
 
     # -- loops -------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Discovery:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._bootstrap_loop)
             nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._table_watch)
             nursery.start_soon(self._find_loop)
             task_status.started()
 
@@ -158,8 +160,12 @@ class Discovery:
             await trio.sleep(delay)
 
     async def _announce_loop(self) -> None:
-        early = list(EARLY_REPUBLISH)
+        """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
+        self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
         while True:
+            self._republish = trio.Event()  # a change while we publish asks for the next publish
+            self._publishing = True
+            table = self.dht.routing_table_size()  # the table the walks of this publish start from
             record = self.own_record()
             roles = ["members"] if self.member else []
             roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
@@ -172,10 +178,28 @@ class Discovery:
                 log.error("our own record is invalid, not published: %s", exc)
             except (trio.TooSlowError, ValueError, *STREAM_ERRORS) as exc:
                 log.info("publishing our record failed: %s", type(exc).__name__)
-            self._republish = trio.Event()
-            with trio.move_on_after(min(early.pop(0) if early else self.ttl / 2, self.ttl / 2)):
+            schedule.published(trio.current_time(), table)
+            self._publishing = False
+            reason = "timer"
+            with trio.move_on_at(schedule.timer_at):
                 await self._republish.wait()
+                reason = self._reason
                 await trio.sleep(0.5)  # let a burst of changes settle into one record
+            self.publishes[reason] += 1
+
+    def _asked_to_publish(self, reason: str) -> None:
+        if not self._republish.is_set():
+            self._reason = reason
+        self._republish.set()
+
+    async def _table_watch(self) -> None:
+        """Ask for a publish when the routing table has grown since the last one (PublishSchedule.grown)."""
+        while True:
+            await trio.sleep(TABLE_CHECK)
+            schedule = self._schedule
+            if schedule is not None and not self._publishing \
+                    and schedule.grown(trio.current_time(), self.dht.routing_table_size()):
+                self._asked_to_publish("table_grew")
 
     async def _find_loop(self) -> None:
         while True:

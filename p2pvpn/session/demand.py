@@ -39,7 +39,15 @@ from libp2p.peer.id import ID
 
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.offload import VNET_HDR_LEN
-from p2pvpn.session.ondemand import LOOKUP_TIMEOUT, DropKind, IdleTracker, Miss, PendingLookups
+from p2pvpn.session.ondemand import (
+    LINGERING_LOOKUPS,
+    LOOKUP_LINGER,
+    LOOKUP_TIMEOUT,
+    DropKind,
+    IdleTracker,
+    Miss,
+    PendingLookups,
+)
 from p2pvpn.session.peer import Peer
 from p2pvpn.wire.codec import CloseCode
 
@@ -52,7 +60,10 @@ log = logging.getLogger(__name__)
 UNREACHABLE_PER_SECOND, UNREACHABLE_BURST = 10.0, 20
 # A lookup that finds nothing may be early rather than final: the member's record has not reached the peers
 # closest to its key yet (a node that just started, or one whose DHT mode just switched). It is asked again
-# after 0.25, 0.5, 0.75 ... s, within the first packet's deadline (LOOKUP_TIMEOUT).
+# after 0.25, 0.5, 0.75 ... s. The first packet's deadline (LOOKUP_TIMEOUT) fails the waiting packets, but
+# does not cut a lookup short: on a loaded machine one walk takes longer than that, and cutting it made every
+# attempt start from nothing. It goes on up to LOOKUP_LINGER s past the deadline (LINGERING_LOOKUPS at once;
+# the attempts stay bounded); once it found the member, the destination has a route and its next packet dials.
 LOOKUP_ATTEMPTS, LOOKUP_RETRY_AFTER = 8, 0.25
 
 Resolve = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], Awaitable["NodeRecord | None"]]
@@ -73,6 +84,8 @@ class OnDemand:
         self.dials = 0
         self.icmp_sent = 0
         self.lookup_retries = 0  # lookups asked again after finding nothing
+        self.lookups_late = 0  # lookups that found the member after their packets' deadline
+        self._resolving: dict[bytes, trio.Event] = {}  # destination -> set when its lookup task ends
         self.lookup_ms: deque[float] = deque(maxlen=100)  # the last lookups' durations (status, benchmarks)
         self._deadline: dict[ID, float] = {}  # peer -> trio time by which its demand dial must have a tunnel
         self._bucket = icmp.TokenBucket(UNREACHABLE_PER_SECOND, UNREACHABLE_BURST)
@@ -140,31 +153,50 @@ class OnDemand:
 
     async def _lookup(self, destination: bytes) -> None:
         deadline = self.pending.deadline(destination) or trio.current_time() + self.lookup_timeout
-        address = ipaddress.ip_address(destination)
         started = trio.current_time()
-        if self.resolve is not None:
+        if self.resolve is not None and self._nursery is not None:
+            ended = self._resolving.get(destination)
+            if ended is None:  # else a lookup of an earlier packet goes on past its deadline: wait for it
+                ended = self._resolving[destination] = trio.Event()
+                linger = LOOKUP_LINGER if len(self._resolving) <= LINGERING_LOOKUPS else 0.0
+                self._nursery.start_soon(self._resolve, destination, deadline, deadline + linger, ended)
             with trio.move_on_at(deadline):
-                for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the deadline
-                    try:
-                        if await self.resolve(address) is not None:
-                            break
-                    except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted below
-                        log.debug("lookup of %s failed: %r", address, exc)
-                    self.lookup_retries += 1
-                    await trio.sleep(LOOKUP_RETRY_AFTER * (attempt + 1))
+                await ended.wait()
         self.lookup_ms.append(round((trio.current_time() - started) * 1000, 1))
         peer_id = self.manager.routes.lookup(destination)
         peer = self.manager.peers.get(peer_id) if peer_id is not None else None
         if peer is None:
             for packet in self.pending.failed(destination, trio.current_time()):
                 self._unreachable(packet)
-            log.info("no member holds %s (lookup)", address)
+            log.info("no member holds %s (lookup)", ipaddress.ip_address(destination))
             return
         for packet in self.pending.resolved(destination):
             if not peer.queue.put(packet):
                 peer.stats.drops["queue_full"] += 1
         if peer.tunnel is None:
             self.request(peer, deadline)
+
+    async def _resolve(self, destination: bytes, deadline: float, until: float, ended: trio.Event) -> None:
+        """LOOKUP_ATTEMPTS resolves at most, until ``until``; the record they find routes ``destination``."""
+        assert self.resolve is not None
+        address = ipaddress.ip_address(destination)
+        try:
+            with trio.move_on_at(until):
+                for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the time
+                    try:
+                        if await self.resolve(address) is not None:
+                            if trio.current_time() > deadline:
+                                self.lookups_late += 1
+                                log.info("found the member holding %s %.1f s after its first packet's deadline; "
+                                         "its next packet dials it", address, trio.current_time() - deadline)
+                            return
+                    except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted
+                        log.debug("lookup of %s failed: %r", address, exc)
+                    self.lookup_retries += 1
+                    await trio.sleep(LOOKUP_RETRY_AFTER * (attempt + 1))
+        finally:
+            del self._resolving[destination]
+            ended.set()
 
     def _unreachable(self, packet: bytes) -> None:
         if not self._bucket.take(time.monotonic()):
@@ -226,6 +258,8 @@ class OnDemand:
             "idle_timeout": self.idle.timeout,
             "lookups": self.pending.lookups,
             "lookup_retries": self.lookup_retries,
+            "lookups_late": self.lookups_late,
+            "lookups_resolving": len(self._resolving),  # in flight, including those past their deadline
             "waiting_lookups": len(self.pending),
             "demand_dials": self.dials,
             "idle_closed": self.idle.closed,

@@ -38,6 +38,8 @@ LOOKUP_TIMEOUT = 5.0        # seconds from the first packet to a tunnel (lookup 
 PENDING_PACKETS = 32        # packets waiting per destination under lookup
 PENDING_DESTINATIONS = 64   # destinations under lookup at once
 NEGATIVE_TTL = 5.0          # seconds a failed destination is not looked up again
+LOOKUP_LINGER = 20.0        # seconds a lookup goes on after its packets' deadline (its next packet finds a route)
+LINGERING_LOOKUPS = 16      # lookups going on past their deadline at once, at most
 IDLE_TIMEOUT = 300.0        # default seconds without traffic before a tunnel closes
 
 

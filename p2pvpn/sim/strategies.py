@@ -254,6 +254,9 @@ class PerKey(Strategy):
 
 
 from p2pvpn.discovery.address import address_key  # noqa: E402  the real key function (docs/protocol.md §18.2)
+from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks  # noqa: E402
+
+BOOTSTRAPS = 3  # the members every node stays connected to (bench/scale.py's --bootstraps default)
 
 
 @dataclass
@@ -282,7 +285,15 @@ class AddressKey(PerKey):
             walk(ctx, node, position, put)
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
-        """The first packet names dst's overlay IPv4: look up that address key."""
+        """The first packet names dst's overlay IPv4: look up that address key, as Dht.get_address does.
+
+        A first round asks, at once, the ADDRESS_FIRST_ASK peers of src's
+        table closest to the key and up to ADDRESS_CONNECTED_ASK connected
+        peers (``rules.first_asks``, the real choice; the model's connections
+        are src's table and the BOOTSTRAPS first members, so the round asks
+        the 8 closest peers src knows); the first valid answer ends it. Only if none of them holds the record does the
+        iterative walk run.
+        """
         start = ctx.sim.now
         member = ctx.world.members[dst]
 
@@ -292,9 +303,30 @@ class AddressKey(PerKey):
             return member.sealed if (dst, position) in self.by_key.get(peer, ()) or peer == dst else None
 
         def finished(lookup: Lookup[int]) -> None:
-            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops))
+            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops + 1))
 
-        walk(ctx, src, position, finished, value_at=value_at, owner=dst)
+        positions = ctx.table.positions
+        # A node holds connections to the peers of its table (it met them all) and to the bootstrap members.
+        connected = ctx.table.tables[src] + [p for p in range(min(BOOTSTRAPS, len(positions))) if p != src]
+        asks = first_asks(ctx.table.closest(src, position, ADDRESS_FIRST_ASK), connected,
+                          lambda p: positions[p] ^ position, ADDRESS_CONNECTED_ASK)
+        state = {"replies": 0, "over": False}
+
+        def reply(value: object) -> None:
+            state["replies"] += 1
+            if state["over"]:
+                return  # a later answer of the first round (counted by the network, as in a real one)
+            if isinstance(value, bytes) and ctx.world.open(dst, value):
+                state["over"] = True
+                done(Found(True, ctx.sim.now - start, 1))
+            elif state["replies"] == len(asks):
+                state["over"] = True
+                walk(ctx, src, position, finished, value_at=value_at, owner=dst)
+
+        if not asks:
+            walk(ctx, src, position, finished, value_at=value_at, owner=dst)
+        for peer in asks:
+            ctx.net.rpc(src, peer, lambda p=peer: value_at(p), reply)
 
     def coverage(self, ctx: Ctx) -> float:
         stored = {member for held in self.by_key.values() for member, _ in held}

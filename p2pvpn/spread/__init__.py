@@ -10,7 +10,8 @@ policy (§17.4) travel the same way:
 2. The object also lives under a DHT key: read at start, then every
    DHT_INTERVAL (every DHT_EARLY_RETRY while none was found, at most
    DHT_EARLY_TRIES times), and ours is stored there whenever it beats what
-   the DHT holds. Higher ``seq`` wins, then the larger bytes.
+   the DHT holds. How one read asks (the closest peers first, a walk only
+   when needed) is the DHT's one rule (p2pvpn.discovery.dht.Dht.get). Higher ``seq`` wins, then the larger bytes.
 
 ``rules`` holds the decisions (no I/O); ``spreader`` moves the bytes.
 What each object means, who it goes to and what a better one changes stay

@@ -55,7 +55,6 @@ class Spreader(Generic[T]):
         self.dht: Dht | None = None
         self.key = ""
         self.schedule = SyncSchedule()
-        self._full = True  # the running read is a full lookup (SyncSchedule.start)
 
     # -- push ------------------------------------------------------------------
 
@@ -125,7 +124,7 @@ class Spreader(Generic[T]):
     def start_sync_if_due(self, nursery: trio.Nursery, sync: Callable[[], Awaitable[None]]) -> None:
         """Start ``sync`` (which calls :meth:`sync_dht`) when a DHT is attached and a read is due."""
         if self.dht is not None and self.schedule.due(trio.current_time()):
-            self._full = self.schedule.start()
+            self.schedule.start()
             nursery.start_soon(sync)
 
     async def sync_dht(self, open_value: Callable[[bytes], T], rank: Callable[[T], Rank],
@@ -138,12 +137,8 @@ class Spreader(Generic[T]):
         assert self.dht is not None
         try:
             with trio.move_on_after(DHT_TIMEOUT):
-                if self._full:
-                    self.counters["dht_full_reads"] += 1
-                    value = await self.dht.get(self.key)
-                else:
-                    self.counters["dht_near_reads"] += 1
-                    value = await self.dht.get_near(self.key)
+                self.counters["dht_reads"] += 1
+                value = await self.dht.get(self.key)  # near first, a walk only when needed (Dht.get)
                 theirs: T | None = None
                 if value is not None:
                     try:

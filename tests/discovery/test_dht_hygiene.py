@@ -97,3 +97,70 @@ async def test_a_polled_value_comes_from_the_closest_peers_in_one_round_trip() -
             assert await a.get(key) is None and walks == [key, key]  # found nothing a moment ago: no new walk
             c.kad.value_store.put(key.encode(), b"v3")
             assert await a.get(key) == b"v3" and walks == [key, key]  # a value stored meanwhile: the closest have it
+
+
+async def test_an_address_lookup_asks_connected_servers_outside_the_table_before_walking() -> None:
+    """Dht.get_address's first round: our table's closest and the connected DHT servers (rules.first_asks)."""
+    import time
+
+    from libp2p.crypto.ed25519 import Ed25519PrivateKey
+    from libp2p.peer.id import ID
+
+    from p2pvpn.discovery.address import keys_of
+    from p2pvpn.discovery.record import make_record, seal
+
+    owner_key = Ed25519PrivateKey.new(bytes([7]) * 32)
+    record = make_record(ID.from_pubkey(owner_key.get_public_key()), NETWORK, seq=1, now=time.time(),
+                         addrs=("/ip4/198.18.0.7/tcp/4001",))
+    key, value = keys_of(NETWORK, record)[0], seal(record, owner_key)
+    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(3)]
+    async with hosts[0].running(), hosts[1].running(), hosts[2].running():
+        dhts = [Dht(h, NETWORK, server=True) for h in hosts]
+        async with dhts[0].running(), dhts[1].running(), dhts[2].running():
+            a, b, c = dhts
+            for other in hosts[1:]:
+                await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
+            assert await _until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
+            a.kad.routing_table.remove_peer(hosts[2].peer_id)  # c: connected, not in a's table
+            assert a.kad.routing_table.get_peer_ids() == [hosts[1].peer_id]
+            walks: list[str] = []
+
+            async def walk(k: str, quorum: int = 0) -> bytes | None:
+                walks.append(k)
+                return None
+
+            a.kad.get_value = walk  # type: ignore[method-assign]
+            c.kad.value_store.put(key.encode(), value)
+            assert await a.get_address(key) == value and walks == []  # c answered, in the first round
+            assert a.reads["address_connected"] == 1 and a.reads["address_asked"] == 2  # b (table) and c
+            assert await a.get_address(key) == value and a.reads["address_local"] == 1  # kept for the next packet
+            a.kad.value_store.remove(key.encode())
+            c.kad.value_store.remove(key.encode())
+            assert await a.get_address(key) is None and walks == [key]  # nobody asked holds it: the walk
+            assert a.reads["address_walk"] == 1 and a.reads["address_asked"] == 4
+
+
+async def test_publish_stores_address_keys_first_and_one_failure_stops_no_other() -> None:
+    """Dht.publish: the address keys, the record key, then the role keys, each on its own."""
+    from p2pvpn.discovery import record as rec
+
+    host = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
+    async with host.running():
+        d = Dht(host, NETWORK, server=True)
+        started: list[str] = []
+
+        async def put_value(key: str, value: bytes) -> None:
+            started.append(key)
+            if key.endswith("/a"):
+                raise ValueError("Refusing to replace newer value with the older one")
+
+        async def provide(key: str) -> None:
+            started.append(key)
+
+        d.kad.put_value = put_value  # type: ignore[method-assign]
+        d.kad.provide = provide  # type: ignore[method-assign]
+        keys = ["/p2pvpn/x/addr/a", "/p2pvpn/x/addr/b"]
+        with trio.fail_after(WAIT):
+            await d.publish(host.peer_id, b"sealed", ["members"], keys)
+        assert started == [*keys, rec.record_key(NETWORK, host.peer_id), rec.provider_key(NETWORK, "members")]
+        assert d.publish_failures == 1  # the refused one, counted; the others went on

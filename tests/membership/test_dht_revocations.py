@@ -52,9 +52,14 @@ async def test_a_member_learns_a_revocation_from_the_dht(tmp_path: Path, capsys:
                 await trio.sleep(0.1)
         assert m1.membership_service is not None and m1.membership_service.counters["dht_fetched"] >= 1
         assert m1.membership_service.counters["received"] == 0  # not by a push
-        # The periodic reads between full lookups ask only the closest peers (here: the owner), one round trip.
+        # The periodic reads ask the closest peers first (here: the owner), one round trip, no walk (Dht.get).
         spreader = m1.membership_service.spreader
         assert spreader.dht is not None
-        near = await spreader.dht.get_near(revocations_key(nid))
+        key = revocations_key(nid)
+        spreader.dht.kad.value_store.remove(key.encode())  # not answered from m1's own copy
+        before = spreader.dht.reads.copy()
+        near = await spreader.dht.get(key)
         assert near is not None and near == owner.membership_service.spreader.dht.kad.value_store.get(
-            revocations_key(nid).encode()).value
+            key.encode()).value
+        new = spreader.dht.reads - before  # (a periodic read of m1 may run meanwhile: also a near one)
+        assert new["get_near"] >= 1 and set(new) == {"get_near"}

@@ -125,3 +125,32 @@ def test_address_key_finds_by_overlay_address_and_stores_three_times(world60) ->
     strategy.find(ctx, 7, 42, results.append)
     ctx.sim.run()
     assert results[0].found
+
+
+def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answer(world60) -> None:
+    """AddressKey.find drives rules.first_asks as Dht.get_address does: 3 table peers + connected ones, then a walk."""
+    from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK
+    from p2pvpn.sim.strategies import AddressKey
+
+    ctx = ctx_for(world60)
+    strategy = AddressKey()
+    publish_all(strategy, ctx)
+    results: list[Found] = []
+    for src, dst in [(7, 42), (10, 20), (33, 1), (5, 6), (50, 12)]:
+        before = sum(ctx.net.sent)
+        strategy.find(ctx, src, dst, results.append)
+        ctx.sim.run()
+        # a converged table's closest peers hold the record: one round trip, at most 3 + 5 requests and replies
+        assert results[-1].found and results[-1].hops == 1
+        assert sum(ctx.net.sent) - before <= 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
+    # Nobody asked first holds it (they lost it, say): the walk finds it at another of the k closest, a round later.
+    position = strategy._positions(ctx, 42)[0]
+    asked = set(ctx.table.closest(7, position, ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)) | {0, 1, 2}
+    for peer, held in strategy.by_key.items():
+        if peer in asked:
+            held.discard((42, position))
+    before = sum(ctx.net.sent)
+    strategy.find(ctx, 7, 42, results.append)
+    ctx.sim.run()
+    assert results[-1].found and results[-1].hops >= 2
+    assert sum(ctx.net.sent) - before > 2 * len(asked)  # the first round, then the walk's requests

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pvpn.spread.rules import DHT_EARLY_RETRY, DHT_EARLY_TRIES, DHT_FULL_EVERY, DHT_INTERVAL, SyncSchedule, beats
+from p2pvpn.spread.rules import DHT_EARLY_RETRY, DHT_EARLY_TRIES, DHT_INTERVAL, SyncSchedule, beats
 
 
 def test_higher_seq_wins_then_larger_bytes_and_nothing_never_wins() -> None:
@@ -17,31 +17,36 @@ def test_higher_seq_wins_then_larger_bytes_and_nothing_never_wins() -> None:
 def test_reads_retry_early_with_doubling_gaps_while_nothing_was_found() -> None:
     s = SyncSchedule()
     assert s.due(0.0)
-    now, gaps, fulls = 0.0, [], []
+    now, gaps = 0.0, []
     for _ in range(DHT_EARLY_TRIES + 2):
         assert s.due(now)
-        fulls.append(s.start())
+        s.start()
         assert not s.due(now + 1000)  # one read at a time
         s.found(False)
         s.finished(now, have_own=False)
         gaps.append(s.next_at - now)
         now = s.next_at
     assert gaps == [DHT_EARLY_RETRY * 2**i for i in range(DHT_EARLY_TRIES - 1)] + [DHT_INTERVAL] * 3
-    assert fulls[:DHT_EARLY_TRIES] == [True] * DHT_EARLY_TRIES  # early reads are full lookups
-    assert fulls[DHT_EARLY_TRIES:] == [False, False]  # then the closest peers only
 
 
-def test_every_tenth_periodic_read_is_a_full_lookup_and_soon_forces_one() -> None:
+def test_found_copies_read_every_interval_and_soon_interrupts_it_once() -> None:
     s = SyncSchedule()
-    kinds = []
-    for i in range(25):
-        kinds.append(s.start())
+    starts = []
+    now = 0.0
+    for _ in range(5):
+        assert s.due(now) and not s.due(now - 0.001)
+        s.start()
+        starts.append(now)
         s.found(True)
-        s.finished(float(i), have_own=False)
-    assert kinds[0] is True  # the first read after start
-    assert [i for i, full in enumerate(kinds) if full] == [0, 10, 20]
+        s.finished(now, have_own=False)
+        now = s.next_at
+    assert starts == [i * DHT_INTERVAL for i in range(5)]
     s.soon()
-    assert s.start() is True
+    assert s.due(starts[-1] + 1.0)  # a better copy learned: read (and publish) now, not in 30 s
+    s.start()
+    s.found(True)
+    s.finished(starts[-1] + 1.0, have_own=True)
+    assert s.next_at == starts[-1] + 1.0 + DHT_INTERVAL  # and back to the interval
 
 
 def test_a_found_copy_or_one_of_our_own_means_the_slow_interval() -> None:

@@ -1,0 +1,61 @@
+"""Discovery's announce loop on trio's virtual clock: the timer's gaps, and a publish when the routing table grew.
+
+The DHT is a stand-in that counts publishes and reports a table size the
+test sets; the record is real (sealed with a real key, valid addresses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+
+from p2pvpn.addressing import derive
+from p2pvpn.discovery import service
+from p2pvpn.discovery.rules import EARLY_REPUBLISH, GROW_GAP
+from p2pvpn.discovery.service import Discovery
+
+
+@dataclass
+class CountingDht:
+    size: int = 3
+    at: list[tuple[float, int]] = field(default_factory=list)  # (when, table size) of each publish
+    host: object = None
+
+    async def publish(self, peer_id: ID, sealed: bytes, roles: list[str], address_keys: list[str]) -> None:
+        assert len(address_keys) == 2 and "members" in roles  # the record, its two address keys, the member key
+        self.at.append((trio.current_time(), self.size))
+        await trio.sleep(2.0)  # a publish takes time: the table must not trigger one while it runs
+
+    def routing_table_size(self) -> int:
+        return self.size
+
+
+async def test_publishes_follow_the_early_gaps_and_a_grown_table(autojump_clock: object) -> None:
+    keys = create_new_key_pair()
+    peer = ID.from_pubkey(keys.public_key)
+    dht = CountingDht()
+    disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
+                     [], lambda record, how: None, lambda peer_id: None, limits=object())  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(disc._announce_loop)
+        nursery.start_soon(disc._table_watch)
+        await trio.sleep(1.0)
+        assert len(dht.at) == 1  # at start
+        await trio.sleep(2.0 + EARLY_REPUBLISH[0] + 0.1)
+        assert len(dht.at) == 2 and disc.publishes == {"timer": 1, "asked": 0, "table_grew": 0}
+        assert dht.at[1][0] - dht.at[0][0] == EARLY_REPUBLISH[0] + 2.0  # the gap counts from the publish's end
+        dht.size = 5  # grown, but by too few
+        await trio.sleep(GROW_GAP + 2 * service.TABLE_CHECK)
+        assert disc.publishes["table_grew"] == 0
+        dht.size = 12  # more than doubled since the last publish (3): published again, well before the timer
+        await trio.sleep(service.TABLE_CHECK + 0.6)
+        assert disc.publishes["table_grew"] == 1 and dht.at[-1][1] == 12
+        await trio.sleep(GROW_GAP + 2 * service.TABLE_CHECK)
+        assert disc.publishes["table_grew"] == 1  # the same table: nothing more
+        disc.republish_soon()
+        await trio.sleep(0.6)
+        assert disc.publishes["asked"] == 1 and len(dht.at) == 4
+        nursery.cancel_scope.cancel()
