@@ -174,6 +174,7 @@ def up(
     )))
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
+    _hand_over("up", cfg, directory, overrides, "stderr")  # the node runs without typer/rich (p2pvpn.node_process)
     from p2pvpn.node import Node
 
     node = Node(cfg, key_pair, directory)
@@ -232,6 +233,7 @@ def relay_cmd(
         identity.create(key_path)
         logging.getLogger("p2pvpn").info("created identity key %s", key_path)
     key_pair = identity.load(key_path)
+    _hand_over("relay", cfg, directory, overrides, "stdout")
     import trio
 
     from p2pvpn.relay_node import RelayNode
@@ -242,19 +244,17 @@ def relay_cmd(
 
 
 async def _run_until_signal(node: Any) -> None:
-    from p2pvpn.node import raise_user_error
+    from p2pvpn.node_process import run_until_signal
 
-    try:
-        await _run_node(node)
-    except BaseExceptionGroup as group:
-        raise_user_error(group)
-        raise
+    await run_until_signal(node)
 
 
-async def _run_node(node: Any) -> None:
-    from p2pvpn.cli_ops import run_node  # SIGTERM/SIGINT: graceful stop; SIGHUP: reload
+def _hand_over(kind: str, cfg: config.Config, directory: Path, overrides: dict[str, Any], log_stream: str) -> None:
+    """Exec the node process (p2pvpn.node_process); returns only when this is no `p2pvpn` process (tests)."""
+    from p2pvpn import node_process
 
-    await run_node(node)
+    node_process.hand_over(node_process.Handover(kind, cfg, directory, overrides, log_stream,
+                                                 str(Path(__file__).resolve().parent)))
 
 
 @app.command()
@@ -446,6 +446,9 @@ def _usage_error_line(exc: Exception) -> str:
 
 def main() -> None:
     """Entry point: every user error is one line on stderr and a non-zero exit; success exits 0."""
+    from p2pvpn import node_process
+
+    node_process.allowed = True  # `up` and `relay` may exec their node process
     try:
         sys.exit(app(standalone_mode=False) or 0)  # without standalone mode click returns typer.Exit codes
     except P2pvpnError as exc:
