@@ -79,3 +79,18 @@ def test_a_node_process_error_is_one_line_and_the_cli_exit_code(tmp_path: Path) 
                          text=True, timeout=120, cwd=REPO, env={k: v for k, v in env.items() if k != node_process.ENV})
     assert (res.returncode, res.stderr) == (cli.returncode, cli.stderr)
     assert res.returncode != 0
+
+
+def test_pycryptodome_runs_on_ctypes_in_the_node_process() -> None:
+    """No cffi/pycparser for pycryptodome (1.7 MiB); py-libp2p's RSA keys still sign and verify."""
+    code = ("from p2pvpn import node_process\nnode_process.pycryptodome_on_ctypes()\nimport sys, p2pvpn.node\n"
+            "from Crypto.Util import _raw_api\nfrom libp2p.crypto import rsa\n"
+            "pair = rsa.create_new_key_pair(2048)\n"
+            "assert pair.public_key.verify(b'data', pair.private_key.sign(b'data'))\n"
+            "assert not pair.public_key.verify(b'other', pair.private_key.sign(b'data'))\n"
+            "import cffi\n"  # hidden only while pycryptodome chose its backend
+            "print(_raw_api.backend, 'pycparser' in sys.modules, cffi.FFI is not None)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/", env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["ctypes", "False", "True"]
