@@ -16,10 +16,16 @@ Each ``--variant`` runs the whole thing again with extra environment for
 the nodes (``NAME=VALUE,NAME=VALUE``; ``default`` = none), back to back in
 one invocation, so the variants are compared under the same machine load.
 
-``--imports`` instead measures, in a fresh interpreter (no root, no
+``--imports`` instead measures, in fresh interpreters (no root, no
 namespaces), the RSS and module count after each step of a node's start:
-``import p2pvpn.cli``, ``import p2pvpn.node``, a libp2p host built as the
-node builds it, and pyroute2's IPRoute used as the TUN setup uses it.
+``import p2pvpn.cli`` (only in the CLI's process: ``up`` execs the node
+without it, p2pvpn.node_process), ``import p2pvpn.node``, a libp2p host
+built as the node builds it, and pyroute2's IPRoute used as the TUN setup
+uses it.
+
+To compare two checkouts in one run (same machine load), give each as a
+variant, ``--variant PYTHONPATH=/old/tree --variant PYTHONPATH=/new/tree``,
+and run the bench from a directory without a ``p2pvpn/`` package.
 
     python bench/node_memory.py --imports [--json out.json]
     sudo python bench/node_memory.py [--nodes 3] [--window 60] [--settle 20] [--variant default --variant MALLOC_ARENA_MAX=1] [--json out.json]
@@ -109,8 +115,12 @@ import json, sys
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 steps = [("interpreter", rss(), len(sys.modules))]
-import p2pvpn.cli
-steps.append(("import p2pvpn.cli", rss(), len(sys.modules)))
+if sys.argv[1] == "cli":  # the CLI process, and before p2pvpn.node_process: the node ran in it
+    import p2pvpn.cli
+    steps.append(("import p2pvpn.cli", rss(), len(sys.modules)))
+else:  # what `up` execs (p2pvpn.node_process): no typer, pydantic, rich
+    from p2pvpn import node_process
+    node_process.pycryptodome_on_ctypes()
 import p2pvpn.node
 steps.append(("import p2pvpn.node", rss(), len(sys.modules)))
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -128,12 +138,18 @@ print(json.dumps({"steps": [(n, round(r, 1), m) for n, r, m in steps],
 
 
 def import_cost() -> dict[str, Any]:
-    """RSS (MiB) and module count after each step of a node's start, in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=300,
-                            check=False, cwd="/")  # fmt: skip
-    if result.returncode != 0:
-        return {"error": result.stderr.strip()[-500:]}
-    out: dict[str, Any] = json.loads(result.stdout)
+    """RSS (MiB) and module count after each step of a node's start, in fresh interpreters.
+
+    ``cli``: the steps in the CLI's process (where the node ran before
+    p2pvpn.node_process); ``node_process``: the process ``up`` execs.
+    """
+    out: dict[str, Any] = {}
+    for where in ("cli", "node_process"):
+        result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, where], capture_output=True, text=True,
+                                timeout=300, check=False, cwd="/")  # fmt: skip
+        if result.returncode != 0:
+            return {"error": result.stderr.strip()[-500:]}
+        out[where] = json.loads(result.stdout)
     return out
 
 
@@ -219,6 +235,7 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False, window: 
             if pids:
                 result["rss_mib_median"] = round(statistics.median(result["rss_mib"].values()), 1)
                 result["anonymous_mib_median"] = round(statistics.median(result["anonymous_mib"].values()), 1)
+                result["pss_mib_median"] = round(statistics.median(result["pss_mib"].values()), 1)
             return result
     finally:
         for k, v in saved.items():
@@ -259,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{variant}: idle CPU median {r['idle']['cpu_pct_median']} %, n2 system calls/s "
                       f"{r['idle'][f'syscalls_n2_per_s']}", flush=True)
             print(f"{variant}: RSS median {r.get('rss_mib_median')} MiB, anonymous {r.get('anonymous_mib_median')} MiB, "
+                  f"Pss {r.get('pss_mib_median')} MiB, "
                   f"alive {r['alive']}/{args.nodes}, load {r['load']:.1f}", flush=True)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)
