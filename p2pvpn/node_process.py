@@ -91,7 +91,6 @@ def run_handed_over(fd: int) -> None:
 
     os.environ.pop(ENV, None)  # the node's own children (ip, nft) are no handover
     handover = _read(fd)
-    pycryptodome_on_ctypes()
     here = str(Path(__file__).resolve().parent)
     if here != str(Path(handover.package_dir).resolve()):
         raise RuntimeError(f"handover from {handover.package_dir} reached the p2pvpn in {here}")
@@ -107,29 +106,6 @@ def run_handed_over(fd: int) -> None:
         where = f": {exc.filename}" if exc.filename else ""
         _fail(f"p2pvpn: error: {exc.strerror or exc}{where}", 1)
     sys.exit(0)
-
-
-def pycryptodome_on_ctypes() -> None:
-    """Load pycryptodome's C code through ctypes, not cffi: 1.7 MiB less per node.
-
-    py-libp2p imports pycryptodome (RSA keys, used only with RSA peers).
-    Its ``Crypto.Util._raw_api`` picks cffi when cffi imports, and cffi's
-    in-line mode parses each C declaration with pycparser (its grammar
-    tables stay resident); its other backend, ctypes, is documented and
-    complete, and trio loads ctypes anyway. cffi is hidden only while that
-    one module runs; later importers get the real cffi.
-    """
-    if "Crypto.Util._raw_api" in sys.modules:
-        return
-    saved = sys.modules.get("cffi")
-    sys.modules["cffi"] = None  # type: ignore[assignment]  # `import cffi` raises ImportError
-    try:
-        import Crypto.Util._raw_api  # noqa: F401
-    finally:
-        if saved is None:
-            del sys.modules["cffi"]
-        else:
-            sys.modules["cffi"] = saved
 
 
 def _fail(line: str, code: int) -> None:
