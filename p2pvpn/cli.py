@@ -172,9 +172,11 @@ def up(
         exit_capacity_mbit=exit_capacity_mbit, exit_client_rate_mbit=exit_client_rate_mbit,
         use_exit=use_exit, exit_via=exit_via, metrics=metrics, metrics_public=metrics_public, **(limits or {}),
     )))
+    # The node runs without typer/rich (p2pvpn.node_process); it sets up logging and loads the key there: both
+    # import py-libp2p and trio, which this process then need not (start-up CPU).
+    _hand_over("up", cfg, directory, overrides, "stderr")
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
-    _hand_over("up", cfg, directory, overrides, "stderr")  # the node runs without typer/rich (p2pvpn.node_process)
     from p2pvpn.node import Node
 
     node = Node(cfg, key_pair, directory)
@@ -226,14 +228,15 @@ def relay_cmd(
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
         control_socket=control_socket, log_level=log_level, **(limits or {}),
     )))
-    _setup_logging(cfg.log_level, stream=sys.stdout)
     key_path = directory / identity.KEY_FILE
     if not key_path.exists():
+        _setup_logging(cfg.log_level, stream=sys.stdout)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity.create(key_path)
         logging.getLogger("p2pvpn").info("created identity key %s", key_path)
+    _hand_over("relay", cfg, directory, overrides, "stdout")  # as in `up`: logging and key in the node process
+    _setup_logging(cfg.log_level, stream=sys.stdout)
     key_pair = identity.load(key_path)
-    _hand_over("relay", cfg, directory, overrides, "stdout")
     import trio
 
     from p2pvpn.relay_node import RelayNode

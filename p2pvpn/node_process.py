@@ -7,17 +7,20 @@ they stay resident: ~15 MiB of the ~88 MiB an idle node held
 
 How (theory of operation):
 
-1. The command parses its flags, loads and validates the config and the key
-   in the CLI process as before, so every usage and config error, its
-   message and its exit code are the CLI's, unchanged.
+1. The command parses its flags and loads and validates the config in the
+   CLI process as before, so every usage and config error, its message and
+   its exit code are the CLI's, unchanged. Logging and the key are left to
+   the node process: both import py-libp2p and trio (~0.5 s of CPU), which
+   the CLI process then need not import too.
 2. :func:`hand_over` pickles what the node needs (a :class:`Handover`) into
    a memfd and execs the same interpreter with its flags, ``-m p2pvpn`` and
    the same arguments: same PID, same open stdio, the same command line in
    ``ps``. ``P2PVPN_HANDOVER_FD`` names the memfd.
 3. ``p2pvpn/__main__.py`` sees that variable before importing
-   ``p2pvpn.cli`` and calls :func:`run_handed_over`, which rebuilds the node
-   and runs it; its errors become the same one line on stderr and exit code
-   as ``p2pvpn.cli.main`` gives them.
+   ``p2pvpn.cli`` and calls :func:`run_handed_over`, which loads the key,
+   builds the node and runs it; its errors (a missing key among them) become
+   the same one line on stderr and exit code as ``p2pvpn.cli.main`` gives
+   them.
 
 Only :func:`p2pvpn.cli.main` (the ``p2pvpn`` script and ``python -m
 p2pvpn``) allows the handover; the command called any other way (tests,
@@ -44,7 +47,7 @@ allowed = False
 
 @dataclass(frozen=True)
 class Handover:
-    """What the node process needs: all of it already validated by the CLI."""
+    """What the node process needs: the config already validated by the CLI."""
 
     kind: str                   # "up" or "relay"
     config: Any                 # p2pvpn.config.Config
