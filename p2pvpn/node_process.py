@@ -63,7 +63,8 @@ def hand_over(handover: Handover) -> None:
         return
     payload = pickle.dumps(handover, protocol=pickle.HIGHEST_PROTOCOL)
     fd = os.memfd_create("p2pvpn-handover", 0)  # no MFD_CLOEXEC: the new program reads it
-    os.write(fd, payload)
+    with open(fd, "wb", closefd=False) as f:  # writes it all
+        f.write(payload)
     os.lseek(fd, 0, os.SEEK_SET)
     os.set_inheritable(fd, True)
     root = str(Path(handover.package_dir).parent)
