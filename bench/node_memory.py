@@ -5,6 +5,8 @@ real TUN and one ``p2pvpn up`` each; an owned network with on-demand
 tunnels, n1 the bootstrap), pings n1 -> n2 once so one tunnel has carried
 traffic, lets the nodes sit SETTLE s, then reads each process's /proc:
 
+* start-up: seconds from launch until its control socket lists addresses,
+  and its CPU seconds then;
 * VmRSS, and ``smaps_rollup`` (anonymous vs file-backed, Pss);
 * its threads, by name (``/proc/PID/task/*/comm``): trio's worker threads
   each get a glibc malloc arena;
@@ -16,10 +18,18 @@ Each ``--variant`` runs the whole thing again with extra environment for
 the nodes (``NAME=VALUE,NAME=VALUE``; ``default`` = none), back to back in
 one invocation, so the variants are compared under the same machine load.
 
-``--imports`` instead measures, in a fresh interpreter (no root, no
+``--imports`` instead measures, in fresh interpreters (no root, no
 namespaces), the RSS and module count after each step of a node's start:
-``import p2pvpn.cli``, ``import p2pvpn.node``, a libp2p host built as the
-node builds it, and pyroute2's IPRoute used as the TUN setup uses it.
+``import p2pvpn.cli`` (only in the CLI's process: ``up`` execs the node
+without it, p2pvpn.node_process), ``import p2pvpn.node``, a libp2p host
+built as the node builds it, and pyroute2's IPRoute used as the TUN setup
+uses it; and, for the node process, the Python memory each top-level
+package's module bodies allocated (tracemalloc; a package's imports of
+other packages excluded).
+
+To compare two checkouts in one run (same machine load), give each as a
+variant, ``--variant PYTHONPATH=/old/tree --variant PYTHONPATH=/new/tree``,
+and run the bench from a directory without a ``p2pvpn/`` package.
 
     python bench/node_memory.py --imports [--json out.json]
     sudo python bench/node_memory.py [--nodes 3] [--window 60] [--settle 20] [--variant default --variant MALLOC_ARENA_MAX=1] [--json out.json]
@@ -106,11 +116,56 @@ def smaps_groups(pid: int) -> dict[str, dict[str, float]]:
 
 IMPORT_PROBE = r"""
 import json, sys
+
+# ``by_package``: Python memory allocated while each module's body ran (tracemalloc, its imports excluded),
+# summed by top-level package; a wrapper around every loader's exec_module.
+by_package = {}
+if sys.argv[2:] == ["by_package"]:
+    import importlib.abc, tracemalloc
+    from collections import Counter
+    by_package, _nested = Counter(), [0]
+
+    class _Measure(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            for finder in sys.meta_path:
+                if finder is not self and hasattr(finder, "find_spec"):
+                    spec = finder.find_spec(name, path, target)
+                    if spec is not None:
+                        break
+            else:
+                return None
+            if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                real = spec.loader.exec_module
+                def exec_module(module, real=real, name=name):
+                    start = tracemalloc.get_traced_memory()[0]
+                    _nested.append(0)
+                    try:
+                        real(module)
+                    finally:
+                        inner = _nested.pop()
+                        total = tracemalloc.get_traced_memory()[0] - start
+                        by_package[name.split(".")[0]] += total - inner
+                        _nested[-1] += total
+                try:
+                    spec.loader.exec_module = exec_module
+                except (AttributeError, TypeError):  # a loader that does not take attributes: counted in its importer
+                    pass
+            return spec
+
+    tracemalloc.start()
+    sys.meta_path.insert(0, _Measure())
+    import p2pvpn  # installs p2pvpn.libp2p_import's finders first on sys.meta_path: measure in front of them
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Measure)]
+    sys.meta_path.insert(0, _Measure())
+
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 1024
 steps = [("interpreter", rss(), len(sys.modules))]
-import p2pvpn.cli
-steps.append(("import p2pvpn.cli", rss(), len(sys.modules)))
+if sys.argv[1] == "cli":  # the CLI process, and before p2pvpn.node_process: the node ran in it
+    import p2pvpn.cli
+    steps.append(("import p2pvpn.cli", rss(), len(sys.modules)))
+else:  # what `up` execs (p2pvpn.node_process): no typer, pydantic, rich
+    import p2pvpn.node_process
 import p2pvpn.node
 steps.append(("import p2pvpn.node", rss(), len(sys.modules)))
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -123,17 +178,29 @@ by = {}
 for module in list(sys.modules):
     by[module.split(".")[0]] = by.get(module.split(".")[0], 0) + 1
 print(json.dumps({"steps": [(n, round(r, 1), m) for n, r, m in steps],
+                  "by_package_mib": {k: round(v / 2**20, 2) for k, v in sorted(by_package.items(), key=lambda kv: -kv[1])[:25]},
                   "modules_by_package": dict(sorted(by.items(), key=lambda kv: -kv[1])[:25])}))
 """
 
 
 def import_cost() -> dict[str, Any]:
-    """RSS (MiB) and module count after each step of a node's start, in a fresh interpreter."""
-    result = subprocess.run([sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, timeout=300,
-                            check=False, cwd="/")  # fmt: skip
-    if result.returncode != 0:
-        return {"error": result.stderr.strip()[-500:]}
-    out: dict[str, Any] = json.loads(result.stdout)
+    """RSS (MiB) and module count after each step of a node's start, in fresh interpreters.
+
+    ``cli``: the steps in the CLI's process (where the node ran before
+    p2pvpn.node_process); ``node_process``: the process ``up`` execs.
+    """
+    out: dict[str, Any] = {}
+    for where, extra in (("cli", []), ("node_process", []), ("node_process", ["by_package"])):
+        result = subprocess.run([sys.executable, "-c", IMPORT_PROBE, where, *extra], capture_output=True, text=True,
+                                timeout=300, check=False, cwd="/")  # fmt: skip
+        if result.returncode != 0:
+            return {"error": result.stderr.strip()[-500:]}
+        probe = json.loads(result.stdout)
+        if extra:  # tracemalloc inflates RSS: only its attribution is reported
+            out["node_process_by_package_mib"] = probe["by_package_mib"]
+        else:
+            probe.pop("by_package_mib")
+            out[where] = probe
     return out
 
 
@@ -177,12 +244,22 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False, window: 
                 node.ipv4, node.ipv6 = str(c.ipv4), str(c.ipv6)
                 with open(node.directory / "config.toml", "a") as f:
                     f.write("\non_demand = true\n")
+            launched = {nodes[0].name: time.monotonic()}
             nodes[0].start(())
             for node in nodes[1:]:
+                launched[node.name] = time.monotonic()
                 node.start((), "--bootstrap", nodes[0].dial_addr)
+            # start-up cost: wall time to a control socket that lists addresses (POLL resolution), and the
+            # process's CPU seconds then (they survive the exec of p2pvpn.node_process: same process)
+            ready_s: dict[str, float] = {}
+            cpu_at_ready: dict[str, float] = {}
             deadline = time.monotonic() + READY_TIMEOUT
             for _ in range(int(READY_TIMEOUT / POLL) + 1):  # bounded in count and time
-                if all(_ready(n) for n in nodes) or time.monotonic() > deadline:
+                for n in nodes:
+                    if n.name not in ready_s and n.proc is not None and n.proc.poll() is None and _ready(n):
+                        ready_s[n.name] = round(time.monotonic() - launched[n.name], 1)
+                        cpu_at_ready[n.name] = round(proc_stat(n.proc.pid)[1], 2)
+                if len(ready_s) == len(nodes) or time.monotonic() > deadline:
                     break
                 time.sleep(POLL)
             first = nodes[0].ping(nodes[1].ipv4, "-W", "10", count=1, timeout=30)
@@ -215,10 +292,16 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False, window: 
                 f"smaps_{probe}": smaps_groups(pids[probe]) if probe in pids else None,
                 "load": os.getloadavg()[0],
                 "idle": idle,
+                "ready_s": ready_s,
+                "cpu_s_at_ready": cpu_at_ready,
             }
+            if cpu_at_ready:
+                result["ready_s_median"] = statistics.median(ready_s.values())
+                result["cpu_s_at_ready_median"] = statistics.median(cpu_at_ready.values())
             if pids:
                 result["rss_mib_median"] = round(statistics.median(result["rss_mib"].values()), 1)
                 result["anonymous_mib_median"] = round(statistics.median(result["anonymous_mib"].values()), 1)
+                result["pss_mib_median"] = round(statistics.median(result["pss_mib"].values()), 1)
             return result
     finally:
         for k, v in saved.items():
@@ -258,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             if r["idle"]:
                 print(f"{variant}: idle CPU median {r['idle']['cpu_pct_median']} %, n2 system calls/s "
                       f"{r['idle'][f'syscalls_n2_per_s']}", flush=True)
+            print(f"{variant}: start-up: ready after {r.get('ready_s_median')} s, {r.get('cpu_s_at_ready_median')} CPU s "
+                  f"(medians)", flush=True)
             print(f"{variant}: RSS median {r.get('rss_mib_median')} MiB, anonymous {r.get('anonymous_mib_median')} MiB, "
+                  f"Pss {r.get('pss_mib_median')} MiB, "
                   f"alive {r['alive']}/{args.nodes}, load {r['load']:.1f}", flush=True)
     except LabError as exc:
         print(f"lab: {exc}", file=sys.stderr)

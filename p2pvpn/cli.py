@@ -172,6 +172,9 @@ def up(
         exit_capacity_mbit=exit_capacity_mbit, exit_client_rate_mbit=exit_client_rate_mbit,
         use_exit=use_exit, exit_via=exit_via, metrics=metrics, metrics_public=metrics_public, **(limits or {}),
     )))
+    # The node runs without typer/rich (p2pvpn.node_process); it sets up logging and loads the key there: both
+    # import py-libp2p and trio, which this process then need not (start-up CPU).
+    _hand_over("up", cfg, directory, overrides, "stderr")
     _setup_logging(cfg.log_level)
     key_pair = identity.load(directory / identity.KEY_FILE)
     from p2pvpn.node import Node
@@ -225,12 +228,14 @@ def relay_cmd(
         relay_stranger_bytes=relay_stranger_bytes, relay_serve_strangers=relay_serve_strangers,
         control_socket=control_socket, log_level=log_level, **(limits or {}),
     )))
-    _setup_logging(cfg.log_level, stream=sys.stdout)
     key_path = directory / identity.KEY_FILE
     if not key_path.exists():
+        _setup_logging(cfg.log_level, stream=sys.stdout)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity.create(key_path)
         logging.getLogger("p2pvpn").info("created identity key %s", key_path)
+    _hand_over("relay", cfg, directory, overrides, "stdout")  # as in `up`: logging and key in the node process
+    _setup_logging(cfg.log_level, stream=sys.stdout)
     key_pair = identity.load(key_path)
     import trio
 
@@ -242,19 +247,17 @@ def relay_cmd(
 
 
 async def _run_until_signal(node: Any) -> None:
-    from p2pvpn.node import raise_user_error
+    from p2pvpn.node_process import run_until_signal
 
-    try:
-        await _run_node(node)
-    except BaseExceptionGroup as group:
-        raise_user_error(group)
-        raise
+    await run_until_signal(node)
 
 
-async def _run_node(node: Any) -> None:
-    from p2pvpn.cli_ops import run_node  # SIGTERM/SIGINT: graceful stop; SIGHUP: reload
+def _hand_over(kind: str, cfg: config.Config, directory: Path, overrides: dict[str, Any], log_stream: str) -> None:
+    """Exec the node process (p2pvpn.node_process); returns only when this is no `p2pvpn` process (tests)."""
+    from p2pvpn import node_process
 
-    await run_node(node)
+    node_process.hand_over(node_process.Handover(kind, cfg, directory, overrides, log_stream,
+                                                 str(Path(__file__).resolve().parent)))
 
 
 @app.command()
@@ -446,6 +449,9 @@ def _usage_error_line(exc: Exception) -> str:
 
 def main() -> None:
     """Entry point: every user error is one line on stderr and a non-zero exit; success exits 0."""
+    from p2pvpn import node_process
+
+    node_process.allowed = True  # `up` and `relay` may exec their node process
     try:
         sys.exit(app(standalone_mode=False) or 0)  # without standalone mode click returns typer.Exit codes
     except P2pvpnError as exc:

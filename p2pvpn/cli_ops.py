@@ -12,7 +12,6 @@ list). ``down`` and ``reload`` ask the same over the control socket.
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ from p2pvpn.errors import ControlError
 
 log = logging.getLogger("p2pvpn")
 
-STOP_DEADLINE = 10.0  # seconds a graceful stop may take before it is cut short (systemd waits 90)
 DOWN_WAIT = 30.0      # seconds `p2pvpn down` waits for the node to be gone
 NAME_WIDTH = 16       # peer names are cut beyond this, so the table fits 80 columns
 STATES = {"connecting": "dialing"}  # short words keep the state column narrow
@@ -102,43 +100,9 @@ def wait_gone(path: Path, timeout: float) -> bool:
     return False
 
 
-# -- signals ---------------------------------------------------------------------
+# -- signals: p2pvpn.node_signals (no typer, no rich: the node process imports it) ------
 
-
-async def run_node(node: Any) -> None:
-    """Run ``node`` until it stops or a signal stops it; SIGHUP reloads (see the module docstring)."""
-    import trio  # only `up` needs it: the other commands start faster without (tests/test_cli_imports.py)
-
-    stopping = False
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-
-            async def run_then_leave() -> None:
-                await node.run()
-                nursery.cancel_scope.cancel()  # stopped by itself (`p2pvpn down`)
-
-            async def cut_short() -> None:
-                await trio.sleep(STOP_DEADLINE)
-                log.warning("graceful stop took over %.0f s; stopping now", STOP_DEADLINE)
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(run_then_leave)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
-                    if hasattr(node, "reload"):
-                        log.info("SIGHUP received, reloading the configuration")
-                        node.reload()
-                    else:
-                        log.info("SIGHUP received; this process has nothing to reload")
-                    continue
-                log.info("%s received, shutting down", name)
-                if stopping or not hasattr(node, "stop"):
-                    nursery.cancel_scope.cancel()
-                    break
-                stopping = True
-                node.stop()
-                nursery.start_soon(cut_short)
+from p2pvpn.node_signals import STOP_DEADLINE, run_node  # noqa: E402,F401  (re-exported)
 
 
 # -- the peers table -------------------------------------------------------------------

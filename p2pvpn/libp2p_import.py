@@ -47,6 +47,15 @@ checked, by reading the importer's source, in
 ``tests/compat/test_libp2p_import.py``; a forwarder used any other way fails
 at once (it is not a class: ``isinstance`` and subclassing raise).
 
+Hidden modules (HIDDEN_WHILE, memory and start-up): pycryptodome, which
+py-libp2p imports for RSA keys, loads its C code through cffi when cffi
+imports, and cffi's in-line mode parses every C declaration with pycparser
+(1.7 MiB resident, ~0.2 s of CPU in every process). While
+``Crypto.Util._raw_api`` picks its backend, ``cffi`` is hidden (``import
+cffi`` raises ImportError), so it picks its documented other backend,
+ctypes; anyone importing cffi later gets the real one. The canary in
+``tests/test_node_process.py`` checks the backend and an RSA signature.
+
 Installed by ``p2pvpn/__init__.py``, so it is in force wherever p2pvpn is
 imported before py-libp2p (the CLI, the node, the tests); if py-libp2p was
 imported first, the finder changes nothing and everything still works.
@@ -81,6 +90,10 @@ STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.network.swarm": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.transport.tcp.tcp": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.discovery.bootstrap.bootstrap": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+}
+# module -> {module hidden (ImportError) while it runs: why}
+HIDDEN_WHILE: dict[str, dict[str, str]] = {
+    "Crypto.Util._raw_api": {"cffi": "pycryptodome falls back to ctypes: no pycparser grammar tables"},
 }
 # Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
 # DNSResolver in __init__ but asks it something only to dial a /dns address).
@@ -206,15 +219,46 @@ class _StandInLoader(importlib.abc.Loader):
                         del sys.modules[name]
 
 
+class _HidingLoader(importlib.abc.Loader):
+    """Run a module with HIDDEN_WHILE's modules set to None in ``sys.modules`` (their import fails), then restore."""
+
+    def __init__(self, real: importlib.abc.Loader, hidden: dict[str, str]) -> None:
+        self.real = real
+        self.hidden = hidden
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        with _lock:
+            missing = object()
+            saved = {name: sys.modules.get(name, missing) for name in self.hidden}
+            sys.modules.update(dict.fromkeys(self.hidden))  # type: ignore[arg-type]
+            try:
+                self.real.exec_module(module)
+            finally:
+                for name, value in saved.items():
+                    if value is missing:
+                        sys.modules.pop(name, None)
+                    else:
+                        sys.modules[name] = value  # type: ignore[assignment]
+
+
 def is_stand_in(value: Any) -> bool:
     """Whether ``value`` is a stand-in module or one of its forwarders (tests)."""
     return isinstance(value, _Forwarder) or bool(getattr(value, "__stand_in__", False))
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds DEFERRED_PACKAGES through the normal path finder, defers their ``__init__``, places STAND_INS."""
+    """Finds DEFERRED_PACKAGES through the normal path finder, defers their ``__init__``, places STAND_INS;
+    hides HIDDEN_WHILE."""
 
     def find_spec(self, fullname: str, path: Any, target: types.ModuleType | None = None) -> Any:
+        if fullname in HIDDEN_WHILE:
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _HidingLoader(spec.loader, HIDDEN_WHILE[fullname])
+            return spec
         if not any(fullname == p or fullname.startswith(p + ".") for p in DEFERRED_PACKAGES):
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RELAY_CANDIDATES = 16
-TABLE_WATCH = 0.5
+TABLE_WATCH = 0.5        # seconds between looks at the routing table while it is empty ...
+TABLE_WATCH_FULL = 10.0  # ... and once it is not: an idle node wakes 0.1 times a second for it, not 2
 FIND_TIMEOUT = 20.0
 
 
@@ -74,6 +75,10 @@ class Traversal:
 
         With dht = "auto" peers serve the DHT only once AutoNAT has vouched for
         them, so a node's first publish often finds no server yet.
+
+        A filled table is looked at less often (TABLE_WATCH_FULL): it matters
+        again only if it empties, and a table that empties and fills again
+        between two looks needs no extra publish (the scheduled ones follow).
         """
         empty = True
         while True:
@@ -81,7 +86,7 @@ class Traversal:
             if empty and not now_empty:
                 self._on_record_change()
             empty = now_empty
-            await trio.sleep(TABLE_WATCH)
+            await trio.sleep(TABLE_WATCH if empty else TABLE_WATCH_FULL)
 
     def _expects_relayed(self, relay: ID, peer: ID) -> bool:
         """Relayed connections come only through relays we hold a slot on (or configured ones).
