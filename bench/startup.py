@@ -56,6 +56,7 @@ import latency as lab  # noqa: E402  (bench/latency.py: topology and node helper
 
 from p2pvpn.lab.topology import LabError, Topology, require_netns  # noqa: E402
 
+SUBNET = "198.18.0.0/24"  # the underlay veth, as in bench/latency.py
 FIRST_TIMEOUT = 30.0
 _LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ [\w.]+: (.*)$")
 MARKS = {
@@ -159,7 +160,7 @@ def one_run(kill: bool) -> dict[str, Any]:
     with Topology() as topo, tempfile.TemporaryDirectory(prefix=f"{topo.prefix}-") as tmp:
         workdir = Path(tmp)
         a, b = topo.add_host("a"), topo.add_host("b")
-        topo.link(a, b, lab.SUBNET, iface_a=lab.IFACE, iface_b=lab.IFACE)
+        topo.link(a, b, SUBNET, iface_a=lab.IFACE, iface_b=lab.IFACE)
         ids = lab.init_nodes(a, b, workdir)
         overlay_b = ids[b.name]["ipv4"]
         procs: list[subprocess.Popen[Any]] = []
