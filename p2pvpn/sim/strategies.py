@@ -71,17 +71,19 @@ class Found:
 
 def walk(ctx: Ctx, origin: int, target: int, done: Callable[[Lookup[int]], None],
          value_at: Callable[[int], bytes | None] | None = None, owner: int | None = None,
-         first: Sequence[int] = ()) -> None:  # fmt: skip
+         first: Sequence[int] = (), seeds: Sequence[int] | None = None) -> None:  # fmt: skip
     """Drive a :class:`Lookup` from ``origin`` over the network; ``done`` once it finished.
 
     With ``value_at`` it is a GET_VALUE walk: a peer holding a value for
     ``owner``'s key returns it with its closest peers, the walk stops at the
     first value the real validator accepts (later replies still arrive and
     are counted, as in a real network). ``first``: peers asked at once
-    before alpha applies (``Lookup.ask_first``, Dht.get_address's first round).
+    before alpha applies (``Lookup.ask_first``, Dht.get_address's first round);
+    ``seeds``: the candidates to start from (default: origin's k closest).
     """
     positions = ctx.table.positions
-    lookup: Lookup[int] = Lookup(target, positions.__getitem__, ctx.table.closest(origin, target), exclude=origin)
+    start = ctx.table.closest(origin, target) if seeds is None else seeds
+    lookup: Lookup[int] = Lookup(target, positions.__getitem__, start, exclude=origin)
     finished = False
 
     def serve(peer: int) -> tuple[list[int], bytes | None]:
@@ -333,4 +335,33 @@ def _union(answers: list[object]) -> list[int]:
     return list(seen)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey)}
+@dataclass
+class PerKeyLibp2p(PerKey):
+    """Per-key records read as py-libp2p 0.8.1's ``get_value(key, quorum=1)`` does: the cost the walk replaced.
+
+    First a FIND_NODE walk to convergence (no value can stop it), then
+    GET_VALUE to the k closest it found, closest first, alpha in flight,
+    until the first valid value (a second walk seeded with them). Dht's own
+    walk (per-key, addr-key) sends GET_VALUE from the start and stops there.
+    """
+
+    name = "per-key-libp2p"
+
+    def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
+        start = ctx.sim.now
+        member = ctx.world.members[dst]
+        target = member.record_position
+
+        def value_at(peer: int) -> bytes | None:
+            return member.sealed if dst in self.records.get(peer, ()) or peer == dst else None
+
+        def converged(nodes: Lookup[int]) -> None:
+            def finished(values: Lookup[int]) -> None:
+                done(Found(values.found_at is not None, ctx.sim.now - start, nodes.hops + values.hops))
+
+            walk(ctx, src, target, finished, value_at=value_at, owner=dst, seeds=nodes.result())
+
+        walk(ctx, src, target, converged)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, PerKeyLibp2p)}

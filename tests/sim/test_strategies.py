@@ -155,3 +155,21 @@ def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answ
     assert results[-1].found  # at another of the k closest: a seed of src's table (hops 1) or one a reply named
     # the first round, then the walk's requests (alpha at a time, from the closest not yet asked)
     assert sum(ctx.net.sent) - before > 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
+
+
+def test_the_value_walk_costs_a_fraction_of_py_libp2p_get_value(world60) -> None:
+    """per-key (GET_VALUE from the start, stop at the first valid) against per-key-libp2p (FIND_NODE walk first)."""
+    from p2pvpn.sim.strategies import PerKeyLibp2p
+
+    costs: dict[str, int] = {}
+    for strategy in (PerKey(), PerKeyLibp2p()):
+        ctx = ctx_for(world60)
+        publish_all(strategy, ctx)
+        before = sum(ctx.net.sent)
+        results: list[Found] = []
+        for src, dst in [(7, 42), (10, 20), (33, 1), (5, 6), (50, 12)]:
+            strategy.find(ctx, src, dst, results.append)
+            ctx.sim.run()
+        assert len(results) == 5 and all(r.found for r in results)
+        costs[strategy.name] = sum(ctx.net.sent) - before
+    assert costs["per-key"] * 3 <= costs["per-key-libp2p"], costs
