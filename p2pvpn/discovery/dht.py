@@ -75,7 +75,7 @@ OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own 
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
-ADDRESS_FIRST_WAIT = 1.0  # seconds the closest peers have to answer Dht.get before an iterative lookup runs
+ADDRESS_FIRST_WAIT = 1.0  # seconds a first round has (Dht.get: before a lookup; get_address: before its walk ignores it)
 WALK_RPC_TIMEOUT = 3.0  # seconds one GET_VALUE of an iterative value lookup has before its peer counts as failed
 WALK_TIMEOUT = 10.0     # seconds an iterative value lookup (Dht._walk) runs at most
 GET_WALK_AFTER = 300.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
@@ -434,13 +434,21 @@ class Dht:
         the peer's closest peers to the key (their addresses go to the
         peerstore), so no FIND_NODE walk precedes the asking, as py-libp2p's
         ``get_value`` does (a full walk, then GET_VALUE to up to 20 peers).
-        An answer with neither, or none within WALK_RPC_TIMEOUT s, is a
-        failed peer; an invalid record counts in ``rejected`` and
+        The first round's peers still silent after ADDRESS_FIRST_WAIT s stop
+        holding back the walk (``lookup.release_first``; their answers still
+        count). An answer with neither, or none within WALK_RPC_TIMEOUT s, is
+        a failed peer; an invalid record counts in ``rejected`` and
         ``lookup.invalid``. At most WALK_TIMEOUT s and ``lookup.max_requests``
         GET_VALUEs in all.
         """
-        send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID]]](lookup.max_requests + len(first))
+        # Answers, and None when the first round's ADDRESS_FIRST_WAIT s are over (lookup.release_first).
+        send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID]] | None](
+            lookup.max_requests + len(first) + 1)
         found: list[bytes] = []
+
+        async def first_round_over() -> None:
+            await trio.sleep(ADDRESS_FIRST_WAIT)
+            send.send_nowait(None)
 
         async def ask(peer_id: ID) -> None:
             value: bytes | None = None
@@ -456,12 +464,17 @@ class Dht:
             async with trio.open_nursery() as nursery:
                 for peer_id in lookup.ask_first(first):
                     nursery.start_soon(ask, peer_id)
+                nursery.start_soon(first_round_over)
                 while not lookup.finished:
                     for peer_id in lookup.next_requests():
                         nursery.start_soon(ask, peer_id)
                     if lookup.finished:
                         break
-                    peer_id, value, closer = await receive.receive()
+                    answer = await receive.receive()
+                    if answer is None:
+                        lookup.release_first()
+                        continue
+                    peer_id, value, closer = answer
                     if value is None and not closer:
                         lookup.on_failure(peer_id)
                         continue

@@ -19,7 +19,9 @@ ID bytes, a value's is SHA-256 of its DHT key.
 
 Rules: a peer is asked at most once; at most ``alpha`` requests are in
 flight, except for a first round of chosen peers (:meth:`Lookup.ask_first`,
-Dht.get_address's one round trip to peers it already holds connections to);
+Dht.get_address's one round trip to peers it already holds connections to),
+whose slow ones stop counting once the driver says so
+(:meth:`Lookup.release_first`);
 an invalid value counts (``invalid``) and is otherwise a reply without
 value. A failed peer drops out of the k closest, so the next one moves in.
 
@@ -73,6 +75,8 @@ class Lookup(Generic[P]):
     requests: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
     invalid: int = field(default=0, init=False)  # replies whose value the validator refused
+    _first: set[P] = field(default_factory=set, init=False)  # asked by ask_first
+    _released: set[P] = field(default_factory=set, init=False)  # first-round peers no longer counted against alpha
 
     def __post_init__(self) -> None:
         for peer in self.seeds:
@@ -91,8 +95,18 @@ class Lookup(Generic[P]):
             if cand.state == "new":
                 cand.state = "asked"
                 self.requests += 1
+                self._first.add(peer)
                 out.append(peer)
         return out
+
+    def release_first(self) -> None:
+        """The first round's peers still in flight stop counting against alpha: the walk goes on without them.
+
+        For a driver whose first round had its time (Dht: ADDRESS_FIRST_WAIT):
+        eight slow connections must not hold the walk until each times out.
+        Their answers are still taken.
+        """
+        self._released = {p for p in self._first if self.candidates[p].state == "asked"}
 
     def on_reply(self, peer: P, closer: Sequence[P], found: bool = False, invalid: bool = False) -> None:
         """``peer`` answered with its closest peers and, ``found``, with a valid value (``invalid``: a refused one)."""
@@ -116,7 +130,7 @@ class Lookup(Generic[P]):
         """Peers to ask now: the closest not yet asked among the k closest live ones, up to alpha in flight."""
         if self.finished:
             return []
-        in_flight = self.in_flight
+        in_flight = sum(1 for p, c in self.candidates.items() if c.state == "asked" and p not in self._released)
         out: list[P] = []
         for peer, cand in self._closest_live():
             if in_flight + len(out) >= self.alpha or self.requests + len(out) >= self.max_requests:

@@ -77,3 +77,33 @@ async def test_a_record_four_hops_away_is_found_with_one_get_value_per_hop() -> 
         assert a.reads["address_rpcs"] < 2 * (CHAIN - 1)  # a FIND_NODE walk, then GET_VALUE, costs twice
         with trio.fail_after(WAIT):
             assert await a.get_address(key) == value and a.reads["address_local"] == 1
+
+
+async def test_get_value_with_closer_peers_fails_loudly_on_another_shape() -> None:
+    """libp2p_compat.value_and_closer_from_peer: (value, closer peers), or CompatError if upstream changed."""
+    import pytest
+
+    from p2pvpn import libp2p_compat
+
+    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(3)]
+    async with AsyncExitStack() as stack:
+        dhts: list[Dht] = []
+        for host in hosts:
+            await stack.enter_async_context(host.running())
+            dhts.append(Dht(host, NETWORK, server=True))
+            await stack.enter_async_context(dhts[-1].running())
+        a, b, _ = dhts
+        for other in hosts[1:]:
+            await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
+        await hosts[1].libp2p.connect(PeerInfo(hosts[2].peer_id, hosts[2].libp2p.get_addrs()))
+        assert await _until(lambda: b.routing_table_size() >= 2, WAIT), b.routing_table_size()
+        with trio.fail_after(WAIT):
+            value, closer = await libp2p_compat.value_and_closer_from_peer(a.kad, hosts[1].peer_id, b"/p2pvpn/x/addr/y")
+        assert value is None and closer == [hosts[2].peer_id]  # b names c, never a itself
+
+        async def old_shape(peer_id: ID, key: bytes, **_: object) -> bytes | None:
+            return None
+
+        a.kad.value_store._get_from_peer = old_shape  # an upstream that dropped return_closer_peers
+        with pytest.raises(libp2p_compat.CompatError, match="GET_VALUE with closer peers"):
+            await libp2p_compat.value_and_closer_from_peer(a.kad, hosts[1].peer_id, b"/p2pvpn/x/addr/y")

@@ -29,18 +29,23 @@ class Net:
 
 def run(net: Net, origin: int, target: int, valid: set[int], invalid: set[int] = frozenset(),
         dead: set[int] = frozenset(), first: list[int] = (), rng: random.Random | None = None,
-        max_requests: int = 60) -> tuple[Lookup[int], list[int]]:  # fmt: skip
+        max_requests: int = 60, release_at: int | None = None) -> tuple[Lookup[int], list[int]]:  # fmt: skip
     """Drive one lookup to its end, answering in flight requests in a random order; return it and every peer asked."""
     rng = rng or random.Random(0)
     lookup: Lookup[int] = Lookup(target, net.pos.__getitem__, net.closest(origin, target), exclude=origin,
                                  max_requests=max_requests)
     asked: list[int] = list(lookup.ask_first(first))
     in_flight = list(asked)
-    for _ in range(10_000):
+    released: set[int] = set()
+    for step in range(10_000):
+        if release_at is not None and step == release_at:
+            lookup.release_first()
+            released = {p for p in in_flight if p in first}
         new = lookup.next_requests()
         asked += new
         in_flight += new
-        assert not new or len(in_flight) <= ALPHA  # past the first round, alpha bounds what is in flight
+        # past the first round, alpha bounds what is in flight (the first round's slow peers, once released, aside)
+        assert not new or len([p for p in in_flight if p not in released]) <= ALPHA
         if not in_flight:
             break
         peer = in_flight.pop(rng.randrange(len(in_flight)))
@@ -53,9 +58,11 @@ def run(net: Net, origin: int, target: int, valid: set[int], invalid: set[int] =
 
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(1, 120), seed=st.integers(0, 2**32), holders=st.integers(0, 5), dead=st.integers(0, 30),
-       bad=st.integers(0, 5), first=st.integers(0, 8), bound=st.integers(1, 80))
+       bad=st.integers(0, 5), first=st.integers(0, 8), bound=st.integers(1, 80),
+       release=st.none() | st.integers(0, 10))
 def test_any_walk_ends_within_its_bound_and_asks_no_peer_twice(
-        n: int, seed: int, holders: int, dead: int, bad: int, first: int, bound: int) -> None:  # fmt: skip
+        n: int, seed: int, holders: int, dead: int, bad: int, first: int, bound: int,
+        release: int | None) -> None:  # fmt: skip
     net = Net(n, seed)
     rng = random.Random(seed)
     target = rng.getrandbits(64)
@@ -64,7 +71,7 @@ def test_any_walk_ends_within_its_bound_and_asks_no_peer_twice(
     invalid = set(rng.sample(peers, min(bad, len(peers)))) - valid
     down = set(rng.sample(peers, min(dead, len(peers))))
     lookup, asked = run(net, 0, target, valid, invalid, down, rng.sample(peers, min(first, len(peers))), rng,
-                        max_requests=bound)
+                        max_requests=bound, release_at=release)
     assert lookup.finished and lookup.next_requests() == []
     assert len(asked) == len(set(asked)) == lookup.requests <= bound  # never a peer twice, never past the bound
     assert 0 not in asked  # never ourselves
@@ -139,3 +146,17 @@ def test_an_answer_nobody_asked_for_is_a_driver_error() -> None:
     lookup: Lookup[int] = Lookup(0, lambda p: p, [1, 2])
     with pytest.raises(DriverError):
         lookup.on_reply(3, [])
+
+
+def test_released_slow_first_round_peers_let_the_walk_go_on_and_still_count() -> None:
+    net = Net(60, seed=7)
+    target = 2
+    lookup: Lookup[int] = Lookup(target, net.pos.__getitem__, net.closest(0, target), exclude=0)
+    slow = lookup.ask_first([11, 12, 13, 14])
+    assert lookup.next_requests() == []  # four in flight
+    lookup.release_first()
+    walkers = lookup.next_requests()
+    assert len(walkers) == ALPHA and not set(walkers) & set(slow)  # the walk goes on beside them
+    assert lookup.next_requests() == []  # alpha again
+    lookup.on_reply(slow[0], net.closest(slow[0], target), found=True)  # a late answer still ends it
+    assert lookup.finished and lookup.found_at == slow[0]
