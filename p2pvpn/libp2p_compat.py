@@ -171,6 +171,22 @@ async def value_from_peer(kad: Any, peer_id: ID, key: bytes) -> Any:
     return await kad.value_store._get_from_peer(peer_id, key)
 
 
+async def value_and_closer_from_peer(kad: Any, peer_id: ID, key: bytes) -> tuple[bytes | None, list[ID]]:
+    """One GET_VALUE to ``peer_id``: (the value it holds or None, the closer peers it named).
+
+    Relies on: ``ValueStore._get_from_peer(peer_id, key, return_closer_peers=True)``,
+    which also stores the closer peers' addresses in the peerstore (so the
+    next step can dial them). It swallows every failure into ``(None, [])``;
+    the iterative value lookup (Dht.get_address) treats that answer as a
+    failed peer. Any other shape fails loudly.
+    """
+    answer = await kad.value_store._get_from_peer(peer_id, key, return_closer_peers=True)
+    if not (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[1], list)):
+        raise _fail("GET_VALUE with closer peers", f"answered {type(answer).__name__}, not (value, closer peers)")
+    value, closer = answer
+    return (value if isinstance(value, bytes) else None), [p for p in closer if isinstance(p, ID)]
+
+
 def identify_pusher(host: Any) -> Callable[[], Awaitable[None]]:
     """A function that sends an identify push to every connected peer (our protocol list changed).
 
@@ -339,6 +355,8 @@ def _check_kad() -> None:
     _require_method(ProviderStore, "_get_providers_from_peer_with_closers", ("self", "peer_id", "key"),
                     "GET_PROVIDERS to one peer")
     _require_method(ValueStore, "_get_from_peer", ("self", "peer_id", "key"), "GET_VALUE to one peer")
+    if "return_closer_peers" not in _params(ValueStore._get_from_peer):
+        raise _fail("GET_VALUE with closer peers", "ValueStore._get_from_peer takes no return_closer_peers")
     _require_method(ProviderStore, "add_provider", ("self", "key", "provider"), "the provider-key filter")
     if "provider_store.add_provider" not in inspect.getsource(KadDHT._do_handle_stream):
         raise _fail("the provider-key filter", "ADD_PROVIDER no longer stores through provider_store.add_provider")

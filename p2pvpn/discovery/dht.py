@@ -55,6 +55,7 @@ from libp2p.peer.peerstore import PeerStoreError
 
 from p2pvpn import libp2p_compat
 from p2pvpn.discovery import record as rec
+from p2pvpn.discovery import walk
 from p2pvpn.discovery.address import AddressValidator, is_address_key
 from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks
 from p2pvpn.host import STREAM_ERRORS, Host
@@ -74,7 +75,9 @@ OWNER_TIMEOUT = 3.0     # seconds for the owner to answer GET_VALUE for its own 
 REFRESH_AFTER = 5.0     # seconds a valid stored record is trusted before the network is asked again
 MAX_PROVIDERS = 1000
 BUCKET_SIZE = 20  # k: providers announce to the k peers closest to the key
-ADDRESS_FIRST_WAIT = 1.0  # seconds they have before an iterative lookup runs
+ADDRESS_FIRST_WAIT = 1.0  # seconds a first round has (Dht.get: before a lookup; get_address: before its walk ignores it)
+WALK_RPC_TIMEOUT = 3.0  # seconds one GET_VALUE of an iterative value lookup has before its peer counts as failed
+WALK_TIMEOUT = 10.0     # seconds an iterative value lookup (Dht._walk) runs at most
 GET_WALK_AFTER = 300.0  # seconds Dht.get trusts an iterative lookup that found nothing (the closest are asked still)
 
 
@@ -376,18 +379,20 @@ class Dht:
         """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
 
         A valid local copy answers at once (its expiry bounds how stale it
-        is). Then, at once and in parallel (one round trip), the
-        ADDRESS_FIRST_ASK peers of our routing table closest to the key and
-        up to ADDRESS_CONNECTED_ASK of the DHT servers we hold connections
-        to, the closest to the key first (rules.first_asks): in a network
-        whose members our table mostly holds the former are among the peers
-        the owner stored it at, and the latter are where a young routing
-        table put it (bootstrap peers, the first peers met), with no dial.
-        Only if none of them has a valid copy within ADDRESS_FIRST_WAIT s does
-        an iterative lookup run, taking the first valid answer (quorum 1):
-        the lookup sits on a packet's path. Counted in ``reads``
-        (address_local, address_near, address_connected, address_walk,
-        address_asked: GET_VALUEs of the first round).
+        is). Else an iterative value lookup (:meth:`_walk`, go-libp2p's
+        GetValue with quorum 1: the lookup sits on a packet's path) whose
+        first round asks, at once and in parallel, the ADDRESS_FIRST_ASK
+        peers of our routing table closest to the key and up to
+        ADDRESS_CONNECTED_ASK of the DHT servers we hold connections to, the
+        closest to the key first (rules.first_asks): in a network whose
+        members our table mostly holds the former are among the peers the
+        owner stored it at, and the latter are where a young routing table
+        put it (bootstrap peers, the first peers met), with no dial. Every
+        answer without the record names closer peers, and the walk goes on
+        from them at once. Counted in ``reads`` (address_local;
+        address_near, address_connected: a first-round peer answered;
+        address_walk: a later one did; address_missed; address_asked:
+        first-round GET_VALUEs; address_rpcs: all GET_VALUEs of lookups).
         """
         local = self.kad.value_store.get(key.encode())
         if local is not None:
@@ -403,23 +408,88 @@ class Dht:
         asks = first_asks(table, [p for p in self.host.connected_peers() if p != self.host.peer_id
                                   and self._serves(p) is True],
                           lambda p: _position(p.to_bytes()) ^ target, ADDRESS_CONNECTED_ASK)
-        self.reads["address_asked"] += len(asks)
-        answered: list[ID] = []
-        found = await self._ask(key, asks, answered=answered)
-        if found:
-            self.reads["address_near" if answered[0] in table else "address_connected"] += 1
-            self.kad.value_store.put(key.encode(), found[0])  # a second packet's lookup answers locally
-            return found[0]
-        self.reads["address_walk"] += 1
-        try:
-            value = await self.kad.get_value(key, quorum=1)
-        except rec.RecordError as exc:  # every copy found was invalid
-            log.debug("no valid address record under %s: %s", key, exc)
+        seeds = [p for p in self.kad.routing_table.find_local_closest_peers(key.encode(), walk.K)
+                 if p != self.host.peer_id]
+        lookup: walk.Lookup[ID] = walk.Lookup(target, lambda p: _position(p.to_bytes()), seeds,
+                                              exclude=self.host.peer_id)
+        value = await self._walk(key, lookup, asks)
+        self.reads["address_asked"] += min(len(asks), lookup.requests)
+        self.reads["address_rpcs"] += lookup.requests
+        if value is None:
+            self.reads["address_missed"] += 1
+            log.debug("no valid address record under %s (%d GET_VALUEs, %d failed, %d invalid)",
+                      key, lookup.requests, lookup.failures, lookup.invalid)
             return None
-        except STREAM_ERRORS as exc:
-            log.debug("address lookup %s failed: %r", key, exc)
-            return None
+        if lookup.found_at in asks:
+            self.reads["address_near" if lookup.found_at in table else "address_connected"] += 1
+        else:
+            self.reads["address_walk"] += 1
+        self.kad.value_store.put(key.encode(), value)  # a second packet's lookup answers locally
         return value
+
+    async def _walk(self, key: str, lookup: walk.Lookup[ID], first: Sequence[ID] = ()) -> bytes | None:
+        """Drive ``lookup`` with GET_VALUEs (first to ``first``, at once); the first valid value, or None.
+
+        Each GET_VALUE answers with the record if the peer holds one and with
+        the peer's closest peers to the key (their addresses go to the
+        peerstore), so no FIND_NODE walk precedes the asking, as py-libp2p's
+        ``get_value`` does (a full walk, then GET_VALUE to up to 20 peers).
+        The first round's peers still silent after ADDRESS_FIRST_WAIT s stop
+        holding back the walk (``lookup.release_first``; their answers still
+        count). An answer with neither, or none within WALK_RPC_TIMEOUT s, is
+        a failed peer; an invalid record counts in ``rejected`` and
+        ``lookup.invalid``. At most WALK_TIMEOUT s and ``lookup.max_requests``
+        GET_VALUEs in all.
+        """
+        # Answers, and None when the first round's ADDRESS_FIRST_WAIT s are over (lookup.release_first).
+        send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID]] | None](
+            lookup.max_requests + len(first) + 1)
+        found: list[bytes] = []
+
+        async def first_round_over() -> None:
+            await trio.sleep(ADDRESS_FIRST_WAIT)
+            send.send_nowait(None)
+
+        async def ask(peer_id: ID) -> None:
+            value: bytes | None = None
+            closer: list[ID] = []
+            with trio.move_on_after(WALK_RPC_TIMEOUT):
+                try:
+                    value, closer = await libp2p_compat.value_and_closer_from_peer(self.kad, peer_id, key.encode())
+                except STREAM_ERRORS as exc:
+                    log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
+            send.send_nowait((peer_id, value, closer))
+
+        with trio.move_on_after(WALK_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for peer_id in lookup.ask_first(first):
+                    nursery.start_soon(ask, peer_id)
+                nursery.start_soon(first_round_over)
+                while not lookup.finished:
+                    for peer_id in lookup.next_requests():
+                        nursery.start_soon(ask, peer_id)
+                    if lookup.finished:
+                        break
+                    answer = await receive.receive()
+                    if answer is None:
+                        lookup.release_first()
+                        continue
+                    peer_id, value, closer = answer
+                    if value is None and not closer:
+                        lookup.on_failure(peer_id)
+                        continue
+                    valid = False
+                    if value is not None:
+                        try:
+                            _ByKey(self).validate(key, value)  # counts a refusal in rejected
+                            valid = True
+                        except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
+                            pass
+                    lookup.on_reply(peer_id, closer, found=valid, invalid=value is not None and not valid)
+                    if valid and value is not None:
+                        found.append(value)
+                nursery.cancel_scope.cancel()  # requests still in flight change nothing now
+        return found[0] if found else None
 
     def _table_closest(self, key: str) -> list[ID]:
         """The ADDRESS_FIRST_ASK peers of our routing table closest to ``key`` (XOR of SHA-256s, as kad-dht)."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from p2pvpn.sim.engine import Net, Sim
@@ -70,16 +70,20 @@ class Found:
 
 
 def walk(ctx: Ctx, origin: int, target: int, done: Callable[[Lookup[int]], None],
-         value_at: Callable[[int], bytes | None] | None = None, owner: int | None = None) -> None:  # fmt: skip
+         value_at: Callable[[int], bytes | None] | None = None, owner: int | None = None,
+         first: Sequence[int] = (), seeds: Sequence[int] | None = None) -> None:  # fmt: skip
     """Drive a :class:`Lookup` from ``origin`` over the network; ``done`` once it finished.
 
     With ``value_at`` it is a GET_VALUE walk: a peer holding a value for
     ``owner``'s key returns it with its closest peers, the walk stops at the
     first value the real validator accepts (later replies still arrive and
-    are counted, as in a real network).
+    are counted, as in a real network). ``first``: peers asked at once
+    before alpha applies (``Lookup.ask_first``, Dht.get_address's first round);
+    ``seeds``: the candidates to start from (default: origin's k closest).
     """
     positions = ctx.table.positions
-    lookup: Lookup[int] = Lookup(target, positions.__getitem__, ctx.table.closest(origin, target), exclude=origin)
+    start = ctx.table.closest(origin, target) if seeds is None else seeds
+    lookup: Lookup[int] = Lookup(target, positions.__getitem__, start, exclude=origin)
     finished = False
 
     def serve(peer: int) -> tuple[list[int], bytes | None]:
@@ -92,6 +96,10 @@ def walk(ctx: Ctx, origin: int, target: int, done: Callable[[Lookup[int]], None]
         lookup.on_reply(peer, closer, found=valid)
         pump()
 
+    def send(peers: list[int]) -> None:
+        for peer in peers:
+            ctx.net.rpc(origin, peer, lambda p=peer: serve(p), lambda ans, p=peer: reply(p, ans))
+
     def pump() -> None:
         nonlocal finished
         if finished:
@@ -100,9 +108,9 @@ def walk(ctx: Ctx, origin: int, target: int, done: Callable[[Lookup[int]], None]
             finished = True
             done(lookup)
             return
-        for peer in lookup.next_requests():
-            ctx.net.rpc(origin, peer, lambda p=peer: serve(p), lambda ans, p=peer: reply(p, ans))
+        send(lookup.next_requests())
 
+    send(lookup.ask_first(first))
     pump()
 
 
@@ -287,12 +295,14 @@ class AddressKey(PerKey):
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
         """The first packet names dst's overlay IPv4: look up that address key, as Dht.get_address does.
 
-        A first round asks, at once, the ADDRESS_FIRST_ASK peers of src's
-        table closest to the key and up to ADDRESS_CONNECTED_ASK connected
-        peers (``rules.first_asks``, the real choice; the model's connections
-        are src's table and the BOOTSTRAPS first members, so the round asks
-        the 8 closest peers src knows); the first valid answer ends it. Only if none of them holds the record does the
-        iterative walk run.
+        One iterative GET_VALUE walk (``walk`` over the real
+        ``discovery.walk.Lookup``) whose first round asks, at once, the
+        ADDRESS_FIRST_ASK peers of src's table closest to the key and up to
+        ADDRESS_CONNECTED_ASK connected peers (``rules.first_asks``, the real
+        choice; the model's connections are src's table and the BOOTSTRAPS
+        first members, so the round asks the 8 closest peers src knows);
+        every answer carries the peer's closest peers, and the walk goes on
+        from them (alpha in flight) until the first valid record.
         """
         start = ctx.sim.now
         member = ctx.world.members[dst]
@@ -303,30 +313,14 @@ class AddressKey(PerKey):
             return member.sealed if (dst, position) in self.by_key.get(peer, ()) or peer == dst else None
 
         def finished(lookup: Lookup[int]) -> None:
-            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops + 1))
+            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops))
 
         positions = ctx.table.positions
         # A node holds connections to the peers of its table (it met them all) and to the bootstrap members.
         connected = ctx.table.tables[src] + [p for p in range(min(BOOTSTRAPS, len(positions))) if p != src]
         asks = first_asks(ctx.table.closest(src, position, ADDRESS_FIRST_ASK), connected,
                           lambda p: positions[p] ^ position, ADDRESS_CONNECTED_ASK)
-        state = {"replies": 0, "over": False}
-
-        def reply(value: object) -> None:
-            state["replies"] += 1
-            if state["over"]:
-                return  # a later answer of the first round (counted by the network, as in a real one)
-            if isinstance(value, bytes) and ctx.world.open(dst, value):
-                state["over"] = True
-                done(Found(True, ctx.sim.now - start, 1))
-            elif state["replies"] == len(asks):
-                state["over"] = True
-                walk(ctx, src, position, finished, value_at=value_at, owner=dst)
-
-        if not asks:
-            walk(ctx, src, position, finished, value_at=value_at, owner=dst)
-        for peer in asks:
-            ctx.net.rpc(src, peer, lambda p=peer: value_at(p), reply)
+        walk(ctx, src, position, finished, value_at=value_at, owner=dst, first=asks)
 
     def coverage(self, ctx: Ctx) -> float:
         stored = {member for held in self.by_key.values() for member, _ in held}
@@ -341,4 +335,33 @@ def _union(answers: list[object]) -> list[int]:
     return list(seen)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey)}
+@dataclass
+class PerKeyLibp2p(PerKey):
+    """Per-key records read as py-libp2p 0.8.1's ``get_value(key, quorum=1)`` does: the cost the walk replaced.
+
+    First a FIND_NODE walk to convergence (no value can stop it), then
+    GET_VALUE to the k closest it found, closest first, alpha in flight,
+    until the first valid value (a second walk seeded with them). Dht's own
+    walk (per-key, addr-key) sends GET_VALUE from the start and stops there.
+    """
+
+    name = "per-key-libp2p"
+
+    def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
+        start = ctx.sim.now
+        member = ctx.world.members[dst]
+        target = member.record_position
+
+        def value_at(peer: int) -> bytes | None:
+            return member.sealed if dst in self.records.get(peer, ()) or peer == dst else None
+
+        def converged(nodes: Lookup[int]) -> None:
+            def finished(values: Lookup[int]) -> None:
+                done(Found(values.found_at is not None, ctx.sim.now - start, nodes.hops + values.hops))
+
+            walk(ctx, src, target, finished, value_at=value_at, owner=dst, seeds=nodes.result())
+
+        walk(ctx, src, target, converged)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, PerKeyLibp2p)}

@@ -128,7 +128,7 @@ def test_address_key_finds_by_overlay_address_and_stores_three_times(world60) ->
 
 
 def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answer(world60) -> None:
-    """AddressKey.find drives rules.first_asks as Dht.get_address does: 3 table peers + connected ones, then a walk."""
+    """AddressKey.find drives rules.first_asks as Dht.get_address does: 3 table peers + connected ones, then the walk goes on."""
     from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK
     from p2pvpn.sim.strategies import AddressKey
 
@@ -152,5 +152,24 @@ def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answ
     before = sum(ctx.net.sent)
     strategy.find(ctx, 7, 42, results.append)
     ctx.sim.run()
-    assert results[-1].found and results[-1].hops >= 2
-    assert sum(ctx.net.sent) - before > 2 * len(asked)  # the first round, then the walk's requests
+    assert results[-1].found  # at another of the k closest: a seed of src's table (hops 1) or one a reply named
+    # the first round, then the walk's requests (alpha at a time, from the closest not yet asked)
+    assert sum(ctx.net.sent) - before > 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
+
+
+def test_the_value_walk_costs_a_fraction_of_py_libp2p_get_value(world60) -> None:
+    """per-key (GET_VALUE from the start, stop at the first valid) against per-key-libp2p (FIND_NODE walk first)."""
+    from p2pvpn.sim.strategies import PerKeyLibp2p
+
+    costs: dict[str, int] = {}
+    for strategy in (PerKey(), PerKeyLibp2p()):
+        ctx = ctx_for(world60)
+        publish_all(strategy, ctx)
+        before = sum(ctx.net.sent)
+        results: list[Found] = []
+        for src, dst in [(7, 42), (10, 20), (33, 1), (5, 6), (50, 12)]:
+            strategy.find(ctx, src, dst, results.append)
+            ctx.sim.run()
+        assert len(results) == 5 and all(r.found for r in results)
+        costs[strategy.name] = sum(ctx.net.sent) - before
+    assert costs["per-key"] * 3 <= costs["per-key-libp2p"], costs
