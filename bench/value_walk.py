@@ -41,14 +41,14 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
-from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from p2pvpn.discovery.address import keys_of
 from p2pvpn.discovery.dht import Dht, _position
 from p2pvpn.discovery.record import make_record, seal
-from p2pvpn.host import Host
+from p2pvpn.testing.dhts import dht_hosts
 
 NETWORK = "walk-bench"
 BOOTSTRAPS = 3
@@ -97,14 +97,9 @@ async def run(nodes: int, holders: int, lookups: int, degree: int, seed: int) ->
     record = make_record(ID.from_pubkey(owner_key.get_public_key()), NETWORK, seq=1, now=time.time(),
                          addrs=("/ip4/198.18.0.11/tcp/4001",))
     key, value = keys_of(NETWORK, record)[0], seal(record, owner_key)
-    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(nodes)]
     started = time.monotonic()
     async with AsyncExitStack() as stack:
-        dhts: list[Dht] = []
-        for host in hosts:
-            await stack.enter_async_context(host.running())
-            dhts.append(Dht(host, NETWORK, server=True))
-            await stack.enter_async_context(dhts[-1].running())
+        hosts, dhts = await dht_hosts(stack, nodes, NETWORK)
         links = set()
         for i in range(1, nodes):
             for j in [*range(min(BOOTSTRAPS, i)), *rng.sample(range(nodes), min(degree, nodes))]:

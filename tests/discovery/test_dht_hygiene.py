@@ -16,18 +16,11 @@ from libp2p.records.validator import Validator
 from p2pvpn.discovery import dht as dht_module
 from p2pvpn.discovery.dht import Dht
 from p2pvpn.host import Host
+from p2pvpn.testing.dhts import until
 
 NETWORK = "hygiene-test"
 WAIT = 20.0  # seconds for a pass after the connection (HYGIENE_SETTLE is 2 s; a loaded CI machine is slow)
 QUIET = 4.0  # seconds without a new connection in which no pass may run
-
-
-async def _until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
-        return True
-    return False
 
 
 async def test_a_new_connection_triggers_a_hygiene_pass_and_idle_runs_none() -> None:
@@ -40,7 +33,7 @@ async def test_a_new_connection_triggers_a_hygiene_pass_and_idle_runs_none() -> 
             await trio.sleep(QUIET)  # no connection yet: no pass
             assert a.hygiene_passes == 0 and b.hygiene_passes == 0
             await hosts[0].libp2p.connect(PeerInfo(hosts[1].peer_id, hosts[1].libp2p.get_addrs()))
-            assert await _until(lambda: a.hygiene_passes >= 1 and b.hygiene_passes >= 1, WAIT), \
+            assert await until(lambda: a.hygiene_passes >= 1 and b.hygiene_passes >= 1, WAIT), \
                 (a.hygiene_passes, b.hygiene_passes)
             assert a.kad.routing_table.peer_in_table(hosts[1].peer_id)
             assert b.kad.routing_table.peer_in_table(hosts[0].peer_id)
@@ -72,7 +65,7 @@ async def test_a_polled_value_comes_from_the_closest_peers_in_one_round_trip() -
             a, b, c = dhts
             for other in hosts[1:]:
                 await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
-            assert await _until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
+            assert await until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
             walks: list[str] = []
 
             async def no_walk(k: str, quorum: int = 0) -> bytes | None:
@@ -120,7 +113,7 @@ async def test_an_address_lookup_asks_connected_servers_outside_the_table_before
             a, b, c = dhts
             for other in hosts[1:]:
                 await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
-            assert await _until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
+            assert await until(lambda: a.routing_table_size() >= 2, WAIT), a.routing_table_size()
             a.kad.routing_table.remove_peer(hosts[2].peer_id)  # c: connected, not in a's table
             assert a.kad.routing_table.get_peer_ids() == [hosts[1].peer_id]
             walks: list[str] = []

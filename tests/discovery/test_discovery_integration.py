@@ -55,6 +55,7 @@ from p2pvpn.discovery import records_pb2 as pb
 from p2pvpn.host import Host
 from p2pvpn.node import Node
 from p2pvpn.testing.cluster import Cluster, free_port, running
+from p2pvpn.testing.dhts import until
 
 NETWORK = "default"
 HONEST = {"record_ttl": 60.0, "discovery_interval": 0.3, "keepalive": 1.0}
@@ -200,15 +201,6 @@ def stores(node: Node, key: str) -> bool:
 def learned(node: Node, peer_id: ID) -> bool:
     assert node.manager is not None and node.discovery is not None
     return peer_id in node.manager.peers or peer_id in node.discovery.known
-
-
-async def until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` (bounded by ``timeout``); whether it came true."""
-    with trio.move_on_after(timeout):
-        while not condition():
-            await trio.sleep(0.05)
-        return True
-    return False
 
 
 async def rounds_pass(node: Node, count: int, timeout: float = JUDGE_WITHIN) -> bool:

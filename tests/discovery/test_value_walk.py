@@ -17,26 +17,18 @@ import time
 from contextlib import AsyncExitStack
 
 import trio
-from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from p2pvpn.discovery.address import keys_of
 from p2pvpn.discovery.dht import Dht
 from p2pvpn.discovery.record import make_record, seal
-from p2pvpn.host import Host
+from p2pvpn.testing.dhts import dht_hosts, until
 
 NETWORK = "walk-test"
 WAIT = 20.0  # seconds for tables to fill (hygiene after HYGIENE_SETTLE s; a loaded machine is slow)
 CHAIN = 5
-
-
-async def _until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    with trio.move_on_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
-        return True
-    return False
 
 
 def _address_record() -> tuple[str, bytes, bytes]:
@@ -51,17 +43,12 @@ def _address_record() -> tuple[str, bytes, bytes]:
 
 async def test_a_record_four_hops_away_is_found_with_one_get_value_per_hop() -> None:
     key, value, bad = _address_record()
-    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(CHAIN)]
     async with AsyncExitStack() as stack:
-        dhts: list[Dht] = []
-        for host in hosts:
-            await stack.enter_async_context(host.running())
-            dhts.append(Dht(host, NETWORK, server=True))
-            await stack.enter_async_context(dhts[-1].running())
+        hosts, dhts = await dht_hosts(stack, CHAIN, NETWORK)
         for left, right in zip(hosts, hosts[1:]):
             await left.libp2p.connect(PeerInfo(right.peer_id, right.libp2p.get_addrs()))
         ends = (0, CHAIN - 1)
-        assert await _until(lambda: all(d.routing_table_size() >= (1 if i in ends else 2)
+        assert await until(lambda: all(d.routing_table_size() >= (1 if i in ends else 2)
                                         for i, d in enumerate(dhts)), WAIT), [d.routing_table_size() for d in dhts]
         a, e = dhts[0], dhts[-1]
         assert a.kad.routing_table.get_peer_ids() == [hosts[1].peer_id]  # a knows only b
@@ -85,18 +72,13 @@ async def test_get_value_with_closer_peers_fails_loudly_on_another_shape() -> No
 
     from p2pvpn import libp2p_compat
 
-    hosts = [Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"]) for _ in range(3)]
     async with AsyncExitStack() as stack:
-        dhts: list[Dht] = []
-        for host in hosts:
-            await stack.enter_async_context(host.running())
-            dhts.append(Dht(host, NETWORK, server=True))
-            await stack.enter_async_context(dhts[-1].running())
+        hosts, dhts = await dht_hosts(stack, 3, NETWORK)
         a, b, _ = dhts
         for other in hosts[1:]:
             await hosts[0].libp2p.connect(PeerInfo(other.peer_id, other.libp2p.get_addrs()))
         await hosts[1].libp2p.connect(PeerInfo(hosts[2].peer_id, hosts[2].libp2p.get_addrs()))
-        assert await _until(lambda: b.routing_table_size() >= 2, WAIT), b.routing_table_size()
+        assert await until(lambda: b.routing_table_size() >= 2, WAIT), b.routing_table_size()
         with trio.fail_after(WAIT):
             value, closer = await libp2p_compat.value_and_closer_from_peer(a.kad, hosts[1].peer_id, b"/p2pvpn/x/addr/y")
         assert value is None and closer == [hosts[2].peer_id]  # b names c, never a itself
