@@ -16,7 +16,9 @@ echoes), so bulk traffic is not slowed. Each stamp is one line
 
 Stamps only with ``$P2PVPN_TRACE_OUT`` set; ``$P2PVPN_NO_DIRECT`` turns the
 TUN reader's direct datagram send off (p2pvpn.dataplane.egress.DIRECT_SEND),
-the before/after switch of ``bench/latency.py --no-direct``.
+the before/after switch of ``bench/latency.py --no-direct``;
+``$P2PVPN_NO_TUN_POLL`` turns egress step 1' off (the receive task's TUN
+read right after its writes, ``TUN_POLL``; ``--switch tun-poll``).
 """
 
 from __future__ import annotations
@@ -64,16 +66,29 @@ def install() -> None:
 
     _io_epoll.EpollIOManager.get_events = traced_get_events  # type: ignore[method-assign]
 
-    read_batch = LinuxTun.read_batch
-
-    async def traced_read_batch(self: LinuxTun, n: int) -> list[bytes]:
-        packets = await read_batch(self, n)
+    def tun_read(self: LinuxTun, packets: list[bytes]) -> None:
         for p in packets:
             if (tag := icmp_tag(p, VNET_HDR_LEN if self.offload else 0)) is not None:
                 stamp("tun_read", tag)
-        return packets
 
-    LinuxTun.read_batch = traced_read_batch  # type: ignore[method-assign]
+    if hasattr(LinuxTun, "read_now"):  # read_batch reads through it; so does egress step 1' (route_ready)
+        read_now = LinuxTun.read_now
+
+        def traced_read_now(self: LinuxTun, n: int) -> list[bytes]:
+            packets = read_now(self, n)
+            tun_read(self, packets)
+            return packets
+
+        LinuxTun.read_now = traced_read_now  # type: ignore[method-assign]
+    else:
+        read_batch = LinuxTun.read_batch
+
+        async def traced_read_batch(self: LinuxTun, n: int) -> list[bytes]:
+            packets = await read_batch(self, n)
+            tun_read(self, packets)
+            return packets
+
+        LinuxTun.read_batch = traced_read_batch  # type: ignore[method-assign]
 
     def traced_write(orig: Any, offset_of: Any) -> Any:
         def write(self: LinuxTun, packet: bytes) -> bool:
@@ -165,13 +180,18 @@ def install() -> None:
     setattr(DatagramSession, name, traced_receive)
 
 
-def main() -> None:
-    if os.environ.get("P2PVPN_NO_DIRECT"):  # bench/latency.py --no-direct: the send loop carries every packet
-        from p2pvpn.dataplane import egress
+SWITCHES = {"P2PVPN_NO_DIRECT": "DIRECT_SEND", "P2PVPN_NO_TUN_POLL": "TUN_POLL"}
+"""Environment variable -> the p2pvpn.dataplane.egress switch it turns off (the benchmarks' before/after)."""
 
-        if not hasattr(egress, "DIRECT_SEND"):
-            raise SystemExit("latency_trace: this p2pvpn has no direct send to turn off")
-        egress.DIRECT_SEND = False  # type: ignore[attr-defined]
+
+def main() -> None:
+    for variable, switch in SWITCHES.items():
+        if os.environ.get(variable):  # e.g. bench/latency.py --no-direct: the send loop carries every packet
+            from p2pvpn.dataplane import egress
+
+            if not hasattr(egress, switch):
+                raise SystemExit(f"latency_trace: this p2pvpn has no {switch} to turn off")
+            setattr(egress, switch, False)
     if "P2PVPN_TRACE_OUT" in os.environ:
         install()
     sys.argv = ["p2pvpn", *sys.argv[1:]]
