@@ -14,11 +14,12 @@ echoes), so bulk traffic is not slowed. Each stamp is one line
 
     python bench/latency_trace.py up --dir ... (the arguments of ``p2pvpn``)
 
-Stamps only with ``$P2PVPN_TRACE_OUT`` set; ``$P2PVPN_NO_DIRECT`` turns the
-TUN reader's direct datagram send off (p2pvpn.dataplane.egress.DIRECT_SEND),
-the before/after switch of ``bench/latency.py --no-direct``;
-``$P2PVPN_NO_TUN_POLL`` turns egress step 1' off (the receive task's TUN
-read right after its writes, ``TUN_POLL``; ``--switch tun-poll``).
+Stamps only with ``$P2PVPN_TRACE_OUT`` set. ``$P2PVPN_DIRECT_SEND`` and
+``$P2PVPN_TUN_POLL`` ("1" on, "0" off) set the switches of
+p2pvpn.dataplane.egress (the TUN reader's direct datagram send, step 3';
+the receive task's TUN read right after its writes, step 1'), the
+before/after of ``bench/latency.py --ab --switch`` and ``bench/throughput.py
+--switch-baseline``; ``$P2PVPN_NO_DIRECT`` is ``$P2PVPN_DIRECT_SEND=0``.
 """
 
 from __future__ import annotations
@@ -180,18 +181,21 @@ def install() -> None:
     setattr(DatagramSession, name, traced_receive)
 
 
-SWITCHES = {"P2PVPN_NO_DIRECT": "DIRECT_SEND", "P2PVPN_NO_TUN_POLL": "TUN_POLL"}
-"""Environment variable -> the p2pvpn.dataplane.egress switch it turns off (the benchmarks' before/after)."""
+SWITCHES = {"P2PVPN_DIRECT_SEND": "DIRECT_SEND", "P2PVPN_TUN_POLL": "TUN_POLL"}
+"""Environment variable ("1" on, "0" off) -> the p2pvpn.dataplane.egress switch it sets (the benchmarks' A/B)."""
 
 
 def main() -> None:
-    for variable, switch in SWITCHES.items():
-        if os.environ.get(variable):  # e.g. bench/latency.py --no-direct: the send loop carries every packet
-            from p2pvpn.dataplane import egress
+    settings = {switch: os.environ[variable] == "1" for variable, switch in SWITCHES.items() if variable in os.environ}
+    if os.environ.get("P2PVPN_NO_DIRECT"):  # the older spelling of P2PVPN_DIRECT_SEND=0
+        settings["DIRECT_SEND"] = False
+    if settings:
+        from p2pvpn.dataplane import egress
 
+        for switch, on in settings.items():
             if not hasattr(egress, switch):
-                raise SystemExit(f"latency_trace: this p2pvpn has no {switch} to turn off")
-            setattr(egress, switch, False)
+                raise SystemExit(f"latency_trace: this p2pvpn has no {switch} to set")
+            setattr(egress, switch, on)
     if "P2PVPN_TRACE_OUT" in os.environ:
         install()
     sys.argv = ["p2pvpn", *sys.argv[1:]]

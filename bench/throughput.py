@@ -30,10 +30,10 @@ Traffic always flows a -> b. Per profile it repeats ``--runs`` times (default
 5. ``stream``    with ``--stream-baseline``: the same with ``--no-udp``, the
                  tunnel stream alone (the path before the datagram path);
 6. ``off``       with ``--switch-baseline SWITCH``: the same with one switch of
-                 p2pvpn.dataplane.egress turned off (``tun-poll``: step 1',
-                 ``direct``: step 3'; the nodes run under
-                 bench/latency_trace.py, which turns it off and stamps
-                 nothing), before or after ``tunnel`` in turn: the same-run
+                 p2pvpn.dataplane.egress off (``tun-poll``: step 1',
+                 ``direct``: step 3'), and ``tunnel`` with it on; both under
+                 bench/latency_trace.py, which sets it and stamps nothing;
+                 ``off`` before or after ``tunnel`` in turn: the same-run
                  before/after of that change (``tunnel / switch off``).
 
 Profiles: ``unshaped`` (bare veth), ``clean`` (tbf 1gbit on both veth ends),
@@ -92,8 +92,8 @@ CLI_TIMEOUT = float(os.environ.get("P2PVPN_BENCH_CLI_TIMEOUT", "30"))  # raise i
 MAX_RUNS = 20
 RAWSTREAM = REPO / "bench" / "rawstream.py"
 TRACER = REPO / "bench" / "latency_trace.py"
-SWITCHES = {"direct": "P2PVPN_NO_DIRECT", "tun-poll": "P2PVPN_NO_TUN_POLL"}
-"""Switches of p2pvpn.dataplane.egress a run can turn off -> the variable bench/latency_trace.py reads."""
+SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL"}
+"""Switches of p2pvpn.dataplane.egress a run can set -> the variable bench/latency_trace.py reads ("1" on, "0" off)."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
@@ -238,10 +238,10 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
                 procs: list[subprocess.Popen[Any]], extra: tuple[str, ...] = (),
-                off: tuple[str, ...] = ()) -> None:  # fmt: skip
-    """Start both nodes (appended to ``procs``), each with the other as a static peer; ``off``: SWITCHES off."""
-    env = {**ENV, **{SWITCHES[switch]: "1" for switch in off}}
-    launcher = (str(TRACER),) if off else ("-m", "p2pvpn")
+                switches: dict[str, bool] | None = None) -> None:  # fmt: skip
+    """Start both nodes (appended to ``procs``), each with the other as a static peer; ``switches``: SWITCHES set."""
+    env = {**ENV, **{SWITCHES[switch]: "1" if on else "0" for switch, on in (switches or {}).items()}}
+    launcher = (str(TRACER),) if switches else ("-m", "p2pvpn")
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
             procs.append(host.popen(
@@ -322,7 +322,7 @@ def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) 
 
 
 def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = (),
-           off: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+           switches: dict[str, bool] | None = None) -> dict[str, Any]:  # fmt: skip
     """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[Any]] = []
@@ -332,7 +332,7 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ..
         overlay_b = ids[b.name]["ipv4"]
         out["overlay_b"] = overlay_b
         started = time.monotonic()
-        start_nodes(a, b, workdir, ids, procs, extra, off)
+        start_nodes(a, b, workdir, ids, procs, extra, switches)
         try:
             out["first_ping"] = first_ping(a, overlay_b, started)
         except BenchError as exc:
@@ -408,9 +408,10 @@ def run_profile(
             if tunnel_reason is not None:
                 run["tunnel"] = {"pending": tunnel_reason}
             else:
-                on_off = [("tunnel", ()), ("off", (switch_baseline,))] if switch_baseline else [("tunnel", ())]
-                for key, off in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
-                    _measure(run, key, lambda: tunnel(a, b, Path(tmp) / f"run{i}{key}", seconds, off=off))
+                on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
+                    if switch_baseline else [("tunnel", {})]  # fmt: skip
+                for key, switches in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
+                    _measure(run, key, lambda: tunnel(a, b, Path(tmp) / f"run{i}{key}", seconds, switches=switches))
                 if stream_baseline:
                     _measure(run, "stream", lambda: tunnel(a, b, Path(tmp) / f"run{i}s", seconds, ("--no-udp",)))
             add_ratios(run)
@@ -574,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-baseline", action="store_true",
                         help="also measure the tunnel with --no-udp (the stream alone) in every run")
     parser.add_argument("--switch-baseline", choices=sorted(SWITCHES),
-                        help="also measure the tunnel with this egress switch off in every run (same-run A/B)")
+                        help="measure the tunnel with this egress switch on, and again with it off, in every run "
+                             "(same-run A/B)")
     parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
                         "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)

@@ -93,9 +93,9 @@ class DatagramSocket:
         self.batches = 0  # drained batches handled, and the datagrams in them: the receive side's batch size
         self.batched = 0
         self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
-        self.after_delivery: Callable[[], None] | None = None
-        """Called once after a drained batch delivered packets: the node reads what the kernel answered
-        inside those TUN writes (p2pvpn.dataplane.egress.route_ready), in the same wake-up."""
+        self.after_delivery: Callable[[int], None] | None = None
+        """Called once after a drained batch delivered packets (with how many): the node reads what the kernel
+        answered inside those TUN writes (p2pvpn.dataplane.egress.route_ready), in the same wake-up."""
 
     # -- setup -------------------------------------------------------------
 
@@ -279,8 +279,9 @@ class DatagramSocket:
             await trio.lowlevel.wait_readable(sock)
             while True:
                 received, more = _drain(sock, self.dual)
-                if received and self._handle(received, trio.current_time()) and self.after_delivery is not None:
-                    self.after_delivery()
+                delivered = self._handle(received, trio.current_time()) if received else 0
+                if delivered and self.after_delivery is not None:
+                    self.after_delivery(delivered)
                 if not more:
                     break
                 await trio.lowlevel.checkpoint()  # the socket is still busy: let the other tasks run first

@@ -3,9 +3,9 @@
 1. ``route_from_tun``: read a batch of packets from the TUN (one readiness
    wait, many reads). With TUN offload each one is a *record*: a virtio-net
    header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
-1'. ``route_ready``: or the datagram receive task reads the TUN without
-   waiting, right after its own TUN writes, and takes what the kernel
-   answered inside them (an echo reply, the inner TCP's ACK) in the same
+1'. ``route_ready`` (``TUN_POLL``, off by default): or the datagram receive
+   task reads the TUN without waiting, right after its own TUN writes, and
+   takes what the kernel answered inside them (an echo reply) in the same
    wake-up; steps 2-3' are the same (``route_batch``).
 2. Look up each destination in the route table; unknown destinations are
    dropped and counted (``no_route``), unless tunnels open on demand
@@ -102,8 +102,11 @@ class DatagramPath(Protocol):
 
 DIRECT_SEND = True
 """Step 3' on or off (the benchmark's before/after switch, bench/latency.py --no-direct)."""
-TUN_POLL = True
-"""Step 1' on or off (the benchmark's before/after switch, bench/latency.py --ab --switch tun-poll)."""
+TUN_POLL = False
+"""Step 1' on or off: off until a quiet same-run throughput A/B says it costs bulk nothing (route_ready;
+bench/latency.py --ab --switch tun-poll, bench/throughput.py --switch-baseline tun-poll)."""
+TUN_POLL_MAX = 2
+"""Step 1' only after a receive batch that wrote at most this many packets to the TUN (see route_ready)."""
 
 
 async def route_from_tun(
@@ -126,6 +129,7 @@ def route_ready(
     drops: Counter[str],
     firewall: Firewall | None = None,
     demand: Demand | None = None,
+    delivered: int = 1,
 ) -> None:
     """Step 1': what the TUN holds right now, routed without waiting (steps 2-3'); nothing if it holds nothing.
 
@@ -137,8 +141,15 @@ def route_ready(
     TUN reader for it. The reader and this call never run at once (one trio
     thread, no await in between), and each routes a whole read in order, so
     packets keep their order; the reader finds the TUN empty and waits
-    again."""
-    if TUN_POLL:
+    again.
+
+    Only after a small delivery (``delivered``, the packets just written, at
+    most TUN_POLL_MAX): the request/response case it is for. Off by default
+    (TUN_POLL): it saves ~40 µs per echo, but the same-run throughput A/Bs
+    under load lost bulk throughput with it, after every batch and after
+    small ones only (docs/performance.md, "The receive task takes the
+    kernel's answer")."""
+    if TUN_POLL and delivered <= TUN_POLL_MAX:
         if batch := tun.read_now(TUN_BATCH):
             route_batch(batch, tun.offload, routes, peers, drops, firewall, demand)
 

@@ -577,9 +577,9 @@ class SessionManager:
         elif trio.current_time() - started >= STABLE_AFTER and (backoff := self._retry.get(remote_id)) is not None:
             backoff.reset()
 
-    def _route_tun_now(self) -> None:
+    def _route_tun_now(self, delivered: int) -> None:
         """Egress step 1': what the kernel answered inside the datagram path's TUN writes, in the same wake-up."""
-        route_ready(self.tun, self.routes, self.peers, self.drops, self.firewall, self.demand)
+        route_ready(self.tun, self.routes, self.peers, self.drops, self.firewall, self.demand, delivered)
 
     def _udp_link(self, tunnel: Tunnel, peer: Peer) -> UdpLink:
         """The tunnel's datagram path: keys over its stream, packets through the node's UDP socket."""

@@ -100,7 +100,7 @@ async def test_the_answer_to_a_received_packet_leaves_from_the_receive_wakeup(
     link_a, link_b = await keyed_links(sa, sb, deliver_a, deliver_b)
     peer_a_at_b.tunnel = SimpleNamespace(link=link_b, too_big=None)  # type: ignore[assignment]
     drops_b: Counter[str] = Counter()
-    sb.after_delivery = lambda: route_ready(tun_b, routes_b, {PEER_A: peer_a_at_b}, drops_b)
+    sb.after_delivery = lambda n: route_ready(tun_b, routes_b, {PEER_A: peer_a_at_b}, drops_b, delivered=n)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sa.run)
@@ -129,7 +129,7 @@ async def test_a_batch_that_delivered_nothing_reads_nothing() -> None:
     sock = DatagramSocket("127.0.0.1", 0)
     await sock.open()
     calls: list[int] = []
-    sock.after_delivery = lambda: calls.append(1)
+    sock.after_delivery = calls.append
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(sock.run)
@@ -145,7 +145,8 @@ async def test_a_batch_that_delivered_nothing_reads_nothing() -> None:
     assert calls == []
 
 
-def test_route_ready_routes_what_the_tun_holds_in_order_and_nothing_more() -> None:
+def test_route_ready_routes_what_the_tun_holds_in_order_and_nothing_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(egress, "TUN_POLL", True)
     tun = MemoryTun()
     queue = PacketQueue(64)
     peer = Peer(peer_id=PEER_B, addresses=addressing.derive(PEER_B.to_bytes(), "default"), queue=queue)
@@ -164,10 +165,21 @@ def test_route_ready_routes_what_the_tun_holds_in_order_and_nothing_more() -> No
 
 
 def test_route_ready_is_off_with_its_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(egress, "TUN_POLL", False)  # bench/latency.py --no-tun-poll
+    monkeypatch.setattr(egress, "TUN_POLL", False)  # the default
     tun = MemoryTun()
     queue = PacketQueue(64)
     peer = Peer(peer_id=PEER_B, addresses=addressing.derive(PEER_B.to_bytes(), "default"), queue=queue)
     tun.inject(udp4(A_OVERLAY, B_OVERLAY, b"left for the reader"))
     route_ready(tun, routes_to(PEER_B, B_OVERLAY), {PEER_B: peer}, Counter())
+    assert len(queue) == 0 and len(tun.read_now(8)) == 1
+
+
+def test_route_ready_leaves_the_answers_to_a_bulk_delivery_for_the_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After more than TUN_POLL_MAX packets the TUN reader takes the answers, a wake-up later."""
+    monkeypatch.setattr(egress, "TUN_POLL", True)
+    tun = MemoryTun()
+    queue = PacketQueue(64)
+    peer = Peer(peer_id=PEER_B, addresses=addressing.derive(PEER_B.to_bytes(), "default"), queue=queue)
+    tun.inject(udp4(A_OVERLAY, B_OVERLAY, b"an ACK"))
+    route_ready(tun, routes_to(PEER_B, B_OVERLAY), {PEER_B: peer}, Counter(), delivered=egress.TUN_POLL_MAX + 1)
     assert len(queue) == 0 and len(tun.read_now(8)) == 1
