@@ -106,6 +106,8 @@ TUN_POLL = False
 """Step 1' on or off: off until a quiet same-run throughput A/B says it costs bulk nothing (route_ready;
 bench/latency.py --ab --switch tun-poll, bench/throughput.py --switch-baseline tun-poll)."""
 TUN_POLL_MAX = 2
+TUN_POLL_DIRECT_BYTES = 512
+"""Step 1' sends directly only a read whose packets are all this small (answers, not bulk data)."""
 """Step 1' only after a receive batch that wrote at most this many packets to the TUN (see route_ready)."""
 
 
@@ -151,7 +153,10 @@ def route_ready(
     kernel's answer")."""
     if TUN_POLL and delivered <= TUN_POLL_MAX:
         if batch := tun.read_now(TUN_BATCH):
-            route_batch(batch, tun.offload, routes, peers, drops, firewall, demand)
+            # Only small answers leave from here (step 3'); bulk data the kernel released inside the
+            # write (a sender's next TSO records) is queued for the send loop, which takes it in frames.
+            small = all(len(p) <= TUN_POLL_DIRECT_BYTES for p in batch)
+            route_batch(batch, tun.offload, routes, peers, drops, firewall, demand, direct=small)
 
 
 def route_batch(
@@ -162,10 +167,11 @@ def route_batch(
     drops: Counter[str],
     firewall: Firewall | None = None,
     demand: Demand | None = None,
+    direct: bool = True,
 ) -> None:
-    """Steps 2-3' for one read from the TUN: never waits."""
+    """Steps 2-3' for one read from the TUN: never waits. ``direct`` False: no step 3' for this read."""
     offset = VNET_HDR_LEN if tun_offload else 0
-    direct = DIRECT_SEND
+    direct = direct and DIRECT_SEND
     fw = firewall if firewall is not None and firewall.active else None
     now = time.monotonic() if fw is not None else 0.0
     held: list[bytes] = []      # step 3': packets for held_for's idle queue, sent together (one GSO run)

@@ -38,10 +38,12 @@ PEER_B = ID(bytes.fromhex("002408011220") + bytes(31) + b"\x02")
 class AnsweringTun(MemoryTun):
     """A TUN whose "kernel" answers each ping inside the write, as Linux answers an ICMP echo."""
 
+    answer = b"pong"
+
     def write(self, packet: bytes) -> bool:
         ok = super().write(packet)
         if packet.endswith(b"ping"):
-            self.inject(udp4(B_OVERLAY, A_OVERLAY, b"pong", sport=5000, dport=4000))
+            self.inject(udp4(B_OVERLAY, A_OVERLAY, self.answer, sport=5000, dport=4000))
         return ok
 
 
@@ -118,6 +120,38 @@ async def test_the_answer_to_a_received_packet_leaves_from_the_receive_wakeup(
                 await trio.sleep(0.2)
                 assert got_a == []
                 assert tun_b.read_now(8) == [udp4(B_OVERLAY, A_OVERLAY, b"pong", sport=5000, dport=4000)]
+            nursery.cancel_scope.cancel()
+    finally:
+        sa.close()
+        sb.close()
+
+
+async def test_a_bulk_sized_answer_is_queued_for_the_send_loop_not_sent_from_the_receive_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the kernel releases inside a write that is not a small answer (a sender's next TSO record) waits
+    for the send loop, which takes it in frames; the receive task sends only small answers itself."""
+    monkeypatch.setattr(egress, "TUN_POLL", True)
+    sa, sb = DatagramSocket("127.0.0.1", 0), DatagramSocket("127.0.0.1", 0)
+    await sa.open()
+    await sb.open()
+    tun_b = AnsweringTun()
+    tun_b.answer = bytes(egress.TUN_POLL_DIRECT_BYTES)
+    routes_b = routes_to(PEER_A, A_OVERLAY)
+    peer_a_at_b = Peer(peer_id=PEER_A, addresses=addressing.derive(PEER_A.to_bytes(), "default"),
+                       queue=PacketQueue(64))  # fmt: skip
+    link_a, link_b = await keyed_links(sa, sb, lambda packets: None, datagram_receiver(peer_a_at_b, routes_b, tun_b))
+    peer_a_at_b.tunnel = SimpleNamespace(link=link_b, too_big=None)  # type: ignore[assignment]
+    sb.after_delivery = lambda n: route_ready(tun_b, routes_b, {PEER_A: peer_a_at_b}, Counter(), delivered=n)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sb.run)
+            assert link_a.send_now([udp4(A_OVERLAY, B_OVERLAY, b"ping")]) == 1
+            with trio.fail_after(5):
+                await tun_b.delivered.receive()
+                while not len(peer_a_at_b.queue):
+                    await trio.sleep(0.01)
+            assert link_b.direct_packets == 0 and tun_b.read_now(8) == []
             nursery.cancel_scope.cancel()
     finally:
         sa.close()
