@@ -12,7 +12,7 @@ veth and tunnel so load from other processes hits both alike. Reported:
 min / median / p99 / max of each and the added RTT (tunnel - veth) of each
 statistic.
 
-    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct] [--tun-poll]
+    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct] [--no-tun-poll]
     python bench/latency.py --ab [--switch direct|tun-poll] [--swap]
 
 ``--ab``: two pairs of hosts (a-b on 198.18.0.0/24, a1-b1 on 198.18.1.0/24),
@@ -21,9 +21,9 @@ pairs under bench/latency_trace.py (which sets the switch and, without
 ``--trace``, stamps nothing), measured round by round in turn: the same-run
 before/after of that change, with after/before ratios of the added RTT.
 Switches (p2pvpn.dataplane.egress): ``direct``, the TUN reader's direct
-datagram send (step 3', on by default, ``--no-direct``); ``tun-poll``, the
-datagram receive task reading the kernel's answers from the TUN right
-after its writes (step 1', off by default, ``--tun-poll``). ``--swap``
+datagram send (step 3', ``--no-direct``); ``tun-poll``, the datagram
+receive task reading the kernel's answers from the TUN right after its
+writes (step 1', ``--no-tun-poll``); both on by default. ``--swap``
 gives the switch to the second pair instead.
 """
 
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, help="run the nodes under bench/latency_trace.py; stamps in this dir")
     parser.add_argument("--no-direct", action="store_true",
                         help="turn the TUN reader's direct datagram send off (the before of a before/after)")
-    parser.add_argument("--tun-poll", action="store_true",
-                        help="turn the receive task's TUN read after its writes on (egress step 1', off by default)")
+    parser.add_argument("--no-tun-poll", action="store_true",
+                        help="turn the receive task's TUN read after its writes off (egress step 1')")
     parser.add_argument("--switch", choices=sorted(SWITCHES), default="direct",
                         help="with --ab: the switch on in one pair and off in the other (default: direct)")
     parser.add_argument("--ab", action="store_true",
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
-    if args.ab and (args.trace is not None or args.no_direct or args.tun_poll) or args.swap and not args.ab:
+    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or args.swap and not args.ab:
         parser.error("--ab runs both variants itself, without --trace; --swap needs --ab")
     reason = require_netns()
     if reason is not None:
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             res = {"after": after, "before": before,
                    "ratio": {k: _ratio(after["added_ms"][k], before["added_ms"][k]) for k in ADDED}}  # fmt: skip
         else:
-            switches = ({"direct": False} if args.no_direct else {}) | ({"tun-poll": True} if args.tun_poll else {})
+            switches = ({"direct": False} if args.no_direct else {}) | ({"tun-poll": False} if args.no_tun_poll else {})
             res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace, switches)
     except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"latency: {exc}", file=sys.stderr)

@@ -3,10 +3,10 @@
 1. ``route_from_tun``: read a batch of packets from the TUN (one readiness
    wait, many reads). With TUN offload each one is a *record*: a virtio-net
    header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
-1'. ``route_ready`` (``TUN_POLL``, off by default): or the datagram receive
-   task reads the TUN without waiting, right after its own TUN writes, and
-   takes what the kernel answered inside them (an echo reply) in the same
-   wake-up; steps 2-3' are the same (``route_batch``).
+1'. ``route_ready``: or the datagram receive task reads the TUN without
+   waiting, right after a small TUN write of its own, and takes what the
+   kernel answered inside it (an echo reply) in the same wake-up; steps
+   2-3' are the same (``route_batch``), step 3' for small answers only.
 2. Look up each destination in the route table; unknown destinations are
    dropped and counted (``no_route``), unless tunnels open on demand
    (``demand``, p2pvpn.session.demand): then a packet for an overlay address
@@ -102,9 +102,9 @@ class DatagramPath(Protocol):
 
 DIRECT_SEND = True
 """Step 3' on or off (the benchmark's before/after switch, bench/latency.py --no-direct)."""
-TUN_POLL = False
-"""Step 1' on or off: off until a quiet same-run throughput A/B says it costs bulk nothing (route_ready;
-bench/latency.py --ab --switch tun-poll, bench/throughput.py --switch-baseline tun-poll)."""
+TUN_POLL = True
+"""Step 1' on or off (route_ready; the before/after of bench/latency.py --ab --switch tun-poll and
+bench/throughput.py --switch-baseline tun-poll)."""
 TUN_POLL_MAX = 2
 TUN_POLL_DIRECT_BYTES = 512
 """Step 1' sends directly only a read whose packets are all this small (answers, not bulk data)."""
@@ -146,11 +146,12 @@ def route_ready(
     again.
 
     Only after a small delivery (``delivered``, the packets just written, at
-    most TUN_POLL_MAX): the request/response case it is for. Off by default
-    (TUN_POLL): it saves ~40 µs per echo, but the same-run throughput A/Bs
-    under load lost bulk throughput with it, after every batch and after
-    small ones only (docs/performance.md, "The receive task takes the
-    kernel's answer")."""
+    most TUN_POLL_MAX), the request/response case it is for, and only a
+    read of small answers is sent from here (TUN_POLL_DIRECT_BYTES): a
+    sender's next TSO records, released inside an ACK's write, go to the
+    send loop, which takes them in frames. Sending those directly too cost
+    15 % of clean bulk throughput in a same-run A/B (docs/performance.md,
+    "The receive task takes the kernel's answer")."""
     if TUN_POLL and delivered <= TUN_POLL_MAX:
         if batch := tun.read_now(TUN_BATCH):
             # Only small answers leave from here (step 3'); bulk data the kernel released inside the
