@@ -106,9 +106,9 @@ TUN_POLL = True
 """Step 1' on or off (route_ready; the before/after of bench/latency.py --ab --switch tun-poll and
 bench/throughput.py --switch-baseline tun-poll)."""
 TUN_POLL_MAX = 2
+"""Step 1' only after a receive batch that wrote at most this many packets to the TUN (see route_ready)."""
 TUN_POLL_DIRECT_BYTES = 512
 """Step 1' sends directly only a read whose packets are all this small (answers, not bulk data)."""
-"""Step 1' only after a receive batch that wrote at most this many packets to the TUN (see route_ready)."""
 
 
 async def route_from_tun(
@@ -137,8 +137,8 @@ def route_ready(
 
     The datagram receive task calls this right after it wrote a batch to
     the TUN (p2pvpn.datagram.udp_socket, ``after_delivery``): the kernel
-    answers some packets inside the write itself (an ICMP echo reply, the
-    inner TCP's ACK, a SYN-ACK), and taking the answer here, in the same
+    answers some packets inside the write itself (an ICMP echo reply, a
+    SYN-ACK, the inner TCP's ACK), and taking the answer here, in the same
     wake-up, saves the scheduler pass and epoll round that would wake the
     TUN reader for it. The reader and this call never run at once (one trio
     thread, no await in between), and each routes a whole read in order, so
