@@ -12,13 +12,19 @@ veth and tunnel so load from other processes hits both alike. Reported:
 min / median / p99 / max of each and the added RTT (tunnel - veth) of each
 statistic.
 
-    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct | --ab]
+    python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct] [--no-tun-poll]
+    python bench/latency.py --ab [--switch direct|tun-poll] [--swap]
 
 ``--ab``: two pairs of hosts (a-b on 198.18.0.0/24, a1-b1 on 198.18.1.0/24),
-the first with the TUN reader's direct datagram send, the second without
-(``--no-direct``), measured round by round in turn: the same-run
+the first with the switch on, the second with it off, both nodes of both
+pairs under bench/latency_trace.py (which sets the switch and, without
+``--trace``, stamps nothing), measured round by round in turn: the same-run
 before/after of that change, with after/before ratios of the added RTT.
-``--swap`` gives the direct send to the second pair instead.
+Switches (p2pvpn.dataplane.egress): ``direct``, the TUN reader's direct
+datagram send (step 3', ``--no-direct``); ``tun-poll``, the datagram
+receive task reading the kernel's answers from the TUN right after its
+writes (step 1', ``--no-tun-poll``); both on by default. ``--swap``
+gives the switch to the second pair instead.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ CLI_TIMEOUT = float(os.environ.get("P2PVPN_BENCH_CLI_TIMEOUT", "30"))  # raise i
 UP_TIMEOUT = 60.0
 ECHO = REPO / "bench" / "echo.py"
 TRACER = REPO / "bench" / "latency_trace.py"
+SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL"}
+"""Switches of p2pvpn.dataplane.egress a run can set -> the variable bench/latency_trace.py reads ("1" on, "0" off)."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
@@ -70,17 +78,17 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
                extra: tuple[str, ...] = (), trace: Path | None = None,
-               direct: bool = True) -> subprocess.Popen[Any]:  # fmt: skip
+               switches: dict[str, bool] | None = None) -> subprocess.Popen[Any]:  # fmt: skip
     """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log.
 
     ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace.
-    ``direct`` False: under the same launcher, with the TUN reader's direct datagram send off."""
+    ``switches``: SWITCHES set on (True) or off, under the same launcher; unnamed ones keep their defaults."""
     env = dict(ENV)
     if trace is not None:
         env["P2PVPN_TRACE_OUT"] = str(trace / f"{host.name}.trace")
-    if not direct:
-        env["P2PVPN_NO_DIRECT"] = "1"
-    launcher = ("-m", "p2pvpn") if trace is None and direct else (str(TRACER),)
+    for switch, on in (switches or {}).items():
+        env[SWITCHES[switch]] = "1" if on else "0"
+    launcher = ("-m", "p2pvpn") if trace is None and not switches else (str(TRACER),)
     with open(workdir / f"{host.name}.log", "ab") as log:
         return host.popen(
             sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
@@ -135,17 +143,17 @@ ADDED = ("min_ms", "p10_ms", "median_ms", "p99_ms")
 
 
 def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
-            trace: Path | None = None, direct: bool = True) -> dict[str, Any]:  # fmt: skip
+            trace: Path | None = None, switches: dict[str, bool] | None = None) -> dict[str, Any]:  # fmt: skip
     """One pair of nodes: veth and tunnel echoes in alternating rounds."""
-    res = measure_pairs(count, rounds, interval, extra, (direct,), trace)[0]
+    res = measure_pairs(count, rounds, interval, extra, (switches or {},), trace)[0]
     if trace is not None:
         res["trace_us"] = trace_steps(trace / "a.trace", trace / "b.trace")
     return res
 
 
-def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ...], variants: tuple[bool, ...],
-                  trace: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """One pair of hosts per variant (True: direct send on), each on its own veth; their rounds interleave.
+def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ...],
+                  variants: tuple[dict[str, bool], ...], trace: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One pair of hosts per variant (the switches it sets), each on its own veth; their rounds interleave.
 
     With two variants (``--ab``) both pairs run side by side and take turns
     round by round (in ABBA order), so load from other processes hits both
@@ -155,13 +163,13 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
         pairs: list[tuple[Host, Host, str, str]] = []
         procs: list[subprocess.Popen[Any]] = []
         try:
-            for k, direct in enumerate(variants):
+            for k, switches in enumerate(variants):
                 suffix = "" if k == 0 else str(k)
                 a, b = topo.add_host("a" + suffix), topo.add_host("b" + suffix)
                 _, addr_b = topo.link(a, b, f"198.18.{k}.0/24", iface_a=IFACE, iface_b=IFACE)
                 ids = init_nodes(a, b, workdir)
-                procs += [start_node(a, b, ids, workdir, extra, trace, direct),
-                          start_node(b, a, ids, workdir, extra, trace, direct)]  # fmt: skip
+                procs += [start_node(a, b, ids, workdir, extra, trace, switches),
+                          start_node(b, a, ids, workdir, extra, trace, switches)]  # fmt: skip
                 pairs.append((a, b, addr_b, ids[b.name]["ipv4"]))
             for a, b, _, overlay_b in pairs:
                 try:
@@ -182,8 +190,8 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
         finally:
             codes = [stop_node(p) for p in procs]
     out = []
-    for k, direct in enumerate(variants):
-        res: dict[str, Any] = {"direct": direct, "veth": summary(veth[k]), "tunnel": summary(tunnel[k]),
+    for k, switches in enumerate(variants):
+        res: dict[str, Any] = {"switches": switches, "veth": summary(veth[k]), "tunnel": summary(tunnel[k]),
                                "node_exit_codes": codes[2 * k : 2 * k + 2]}  # fmt: skip
         res["added_ms"] = {key: round(res["tunnel"][key] - res["veth"][key], 3) for key in ADDED}
         out.append(res)
@@ -247,16 +255,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=Path, help="run the nodes under bench/latency_trace.py; stamps in this dir")
     parser.add_argument("--no-direct", action="store_true",
                         help="turn the TUN reader's direct datagram send off (the before of a before/after)")
+    parser.add_argument("--no-tun-poll", action="store_true",
+                        help="turn the receive task's TUN read after its writes off (egress step 1')")
+    parser.add_argument("--switch", choices=sorted(SWITCHES), default="direct",
+                        help="with --ab: the switch on in one pair and off in the other (default: direct)")
     parser.add_argument("--ab", action="store_true",
-                        help="two node pairs side by side, direct send on and off, rounds interleaved: a same-run "
+                        help="two node pairs side by side, --switch on and off, rounds interleaved: a same-run "
                              "before/after")
     parser.add_argument("--swap", action="store_true",
-                        help="with --ab: direct send off in the first pair, on in the second (a positional check)")
+                        help="with --ab: the switch off in the first pair, on in the second (a positional check)")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
-    if args.ab and (args.trace is not None or args.no_direct) or args.swap and not args.ab:
+    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or args.swap and not args.ab:
         parser.error("--ab runs both variants itself, without --trace; --swap needs --ab")
     reason = require_netns()
     if reason is not None:
@@ -271,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
             for old in args.trace.glob("*.trace"):
                 old.unlink()
         if args.ab:
-            variants = (False, True) if args.swap else (True, False)
+            on, off = {args.switch: True}, {args.switch: False}
+            variants = (off, on) if args.swap else (on, off)
             results = measure_pairs(args.count, args.rounds, args.interval, tuple(args.node_args), variants)
             after, before = results if not args.swap else results[::-1]
             res = {"after": after, "before": before,
                    "ratio": {k: _ratio(after["added_ms"][k], before["added_ms"][k]) for k in ADDED}}  # fmt: skip
         else:
-            res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace, not args.no_direct)
+            switches = ({"direct": False} if args.no_direct else {}) | ({"tun-poll": False} if args.no_tun_poll else {})
+            res = measure(args.count, args.rounds, args.interval, tuple(args.node_args), args.trace, switches)
     except (BenchError, LabError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"latency: {exc}", file=sys.stderr)
         return 1
@@ -288,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.ab:
         for side in ("after", "before"):
-            print(f"{side} (direct send {'on' if res[side]['direct'] else 'off'}):")
+            print(f"{side} ({args.switch} {'on' if res[side]['switches'][args.switch] else 'off'}):")
             _print_table(res[side])
         r = res["ratio"]
         print(f"added after/before: min {r['min_ms']}, p10 {r['p10_ms']}, median {r['median_ms']}, p99 {r['p99_ms']}")

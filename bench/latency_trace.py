@@ -14,9 +14,12 @@ echoes), so bulk traffic is not slowed. Each stamp is one line
 
     python bench/latency_trace.py up --dir ... (the arguments of ``p2pvpn``)
 
-Stamps only with ``$P2PVPN_TRACE_OUT`` set; ``$P2PVPN_NO_DIRECT`` turns the
-TUN reader's direct datagram send off (p2pvpn.dataplane.egress.DIRECT_SEND),
-the before/after switch of ``bench/latency.py --no-direct``.
+Stamps only with ``$P2PVPN_TRACE_OUT`` set. ``$P2PVPN_DIRECT_SEND`` and
+``$P2PVPN_TUN_POLL`` ("1" on, "0" off) set the switches of
+p2pvpn.dataplane.egress (the TUN reader's direct datagram send, step 3';
+the receive task's TUN read right after its writes, step 1'), the
+before/after of ``bench/latency.py --ab --switch`` and ``bench/throughput.py
+--switch-baseline``; ``$P2PVPN_NO_DIRECT`` is ``$P2PVPN_DIRECT_SEND=0``.
 """
 
 from __future__ import annotations
@@ -64,16 +67,29 @@ def install() -> None:
 
     _io_epoll.EpollIOManager.get_events = traced_get_events  # type: ignore[method-assign]
 
-    read_batch = LinuxTun.read_batch
-
-    async def traced_read_batch(self: LinuxTun, n: int) -> list[bytes]:
-        packets = await read_batch(self, n)
+    def tun_read(self: LinuxTun, packets: list[bytes]) -> None:
         for p in packets:
             if (tag := icmp_tag(p, VNET_HDR_LEN if self.offload else 0)) is not None:
                 stamp("tun_read", tag)
-        return packets
 
-    LinuxTun.read_batch = traced_read_batch  # type: ignore[method-assign]
+    if hasattr(LinuxTun, "read_now"):  # read_batch reads through it; so does egress step 1' (route_ready)
+        read_now = LinuxTun.read_now
+
+        def traced_read_now(self: LinuxTun, n: int) -> list[bytes]:
+            packets = read_now(self, n)
+            tun_read(self, packets)
+            return packets
+
+        LinuxTun.read_now = traced_read_now  # type: ignore[method-assign]
+    else:
+        read_batch = LinuxTun.read_batch
+
+        async def traced_read_batch(self: LinuxTun, n: int) -> list[bytes]:
+            packets = await read_batch(self, n)
+            tun_read(self, packets)
+            return packets
+
+        LinuxTun.read_batch = traced_read_batch  # type: ignore[method-assign]
 
     def traced_write(orig: Any, offset_of: Any) -> Any:
         def write(self: LinuxTun, packet: bytes) -> bool:
@@ -165,13 +181,21 @@ def install() -> None:
     setattr(DatagramSession, name, traced_receive)
 
 
+SWITCHES = {"P2PVPN_DIRECT_SEND": "DIRECT_SEND", "P2PVPN_TUN_POLL": "TUN_POLL"}
+"""Environment variable ("1" on, "0" off) -> the p2pvpn.dataplane.egress switch it sets (the benchmarks' A/B)."""
+
+
 def main() -> None:
-    if os.environ.get("P2PVPN_NO_DIRECT"):  # bench/latency.py --no-direct: the send loop carries every packet
+    settings = {switch: os.environ[variable] == "1" for variable, switch in SWITCHES.items() if variable in os.environ}
+    if os.environ.get("P2PVPN_NO_DIRECT"):  # the older spelling of P2PVPN_DIRECT_SEND=0
+        settings["DIRECT_SEND"] = False
+    if settings:
         from p2pvpn.dataplane import egress
 
-        if not hasattr(egress, "DIRECT_SEND"):
-            raise SystemExit("latency_trace: this p2pvpn has no direct send to turn off")
-        egress.DIRECT_SEND = False  # type: ignore[attr-defined]
+        for switch, on in settings.items():
+            if not hasattr(egress, switch):
+                raise SystemExit(f"latency_trace: this p2pvpn has no {switch} to set")
+            setattr(egress, switch, on)
     if "P2PVPN_TRACE_OUT" in os.environ:
         install()
     sys.argv = ["p2pvpn", *sys.argv[1:]]

@@ -28,7 +28,13 @@ Traffic always flows a -> b. Per profile it repeats ``--runs`` times (default
                  run waits for ``data_path`` "udp" (bounded) and records the
                  path seen after iperf3;
 5. ``stream``    with ``--stream-baseline``: the same with ``--no-udp``, the
-                 tunnel stream alone (the path before the datagram path).
+                 tunnel stream alone (the path before the datagram path);
+6. ``off``       with ``--switch-baseline SWITCH``: the same with one switch of
+                 p2pvpn.dataplane.egress off (``tun-poll``: step 1',
+                 ``direct``: step 3'), and ``tunnel`` with it on; both under
+                 bench/latency_trace.py, which sets it and stamps nothing;
+                 ``off`` before or after ``tunnel`` in turn: the same-run
+                 before/after of that change (``tunnel / switch off``).
 
 Profiles: ``unshaped`` (bare veth), ``clean`` (tbf 1gbit on both veth ends),
 ``lossy`` (clean + 0.5 % random drop at b's prerouting ingress on eth0, nft
@@ -39,7 +45,7 @@ through wanem with 4 ms delay, 0.5 % loss and 1 % reordering in each
 direction, as netem on both hosts' egress would do).
 
     python bench/throughput.py --profiles unshaped,clean,lossy,low [--runs 5]
-        [--seconds 10] [--cc reno] [--stream-baseline] [--json] [--json-out FILE]
+        [--seconds 10] [--cc reno] [--stream-baseline] [--switch-baseline tun-poll] [--json] [--json-out FILE]
 
 It prints a markdown table of min/median/max over the runs (or, with
 ``--json``, one JSON document with every run). The ratios tunnel/raw and
@@ -85,6 +91,9 @@ STARTUP_TIMEOUT = 60.0  # node start + handshake, bounded
 CLI_TIMEOUT = float(os.environ.get("P2PVPN_BENCH_CLI_TIMEOUT", "30"))  # raise it on a loaded machine
 MAX_RUNS = 20
 RAWSTREAM = REPO / "bench" / "rawstream.py"
+TRACER = REPO / "bench" / "latency_trace.py"
+SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL"}
+"""Switches of p2pvpn.dataplane.egress a run can set -> the variable bench/latency_trace.py reads ("1" on, "0" off)."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
@@ -228,16 +237,19 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 
 def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
-                procs: list[subprocess.Popen[Any]], extra: tuple[str, ...] = ()) -> None:  # fmt: skip
-    """Start both nodes (appended to ``procs``), each with the other as a static peer."""
+                procs: list[subprocess.Popen[Any]], extra: tuple[str, ...] = (),
+                switches: dict[str, bool] | None = None) -> None:  # fmt: skip
+    """Start both nodes (appended to ``procs``), each with the other as a static peer; ``switches``: SWITCHES set."""
+    env = {**ENV, **{SWITCHES[switch]: "1" if on else "0" for switch, on in (switches or {}).items()}}
+    launcher = (str(TRACER),) if switches else ("-m", "p2pvpn")
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
             procs.append(host.popen(
-                sys.executable, "-m", "p2pvpn", "up", "--dir", str(workdir / host.name),
+                sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
                 "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
                 "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
                 "--tun", TUN, *extra,
-                stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO,
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
             ))  # fmt: skip
 
 
@@ -309,7 +321,8 @@ def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) 
     return path
 
 
-def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = (),
+           switches: dict[str, bool] | None = None) -> dict[str, Any]:  # fmt: skip
     """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[Any]] = []
@@ -319,7 +332,7 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ..
         overlay_b = ids[b.name]["ipv4"]
         out["overlay_b"] = overlay_b
         started = time.monotonic()
-        start_nodes(a, b, workdir, ids, procs, extra)
+        start_nodes(a, b, workdir, ids, procs, extra, switches)
         try:
             out["first_ping"] = first_ping(a, overlay_b, started)
         except BenchError as exc:
@@ -361,6 +374,7 @@ def run_profile(
     progress: Callable[[str], None],
     cc: str | None = None,
     stream_baseline: bool = False,
+    switch_baseline: str | None = None,
 ) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
@@ -394,7 +408,10 @@ def run_profile(
             if tunnel_reason is not None:
                 run["tunnel"] = {"pending": tunnel_reason}
             else:
-                _measure(run, "tunnel", lambda: tunnel(a, b, Path(tmp) / f"run{i}", seconds))
+                on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
+                    if switch_baseline else [("tunnel", {})]  # fmt: skip
+                for key, switches in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
+                    _measure(run, key, lambda: tunnel(a, b, Path(tmp) / f"run{i}{key}", seconds, switches=switches))
                 if stream_baseline:
                     _measure(run, "stream", lambda: tunnel(a, b, Path(tmp) / f"run{i}s", seconds, ("--no-udp",)))
             add_ratios(run)
@@ -418,6 +435,9 @@ def add_ratios(run: dict[str, Any]) -> None:
     run["raw_over_veth"] = round(raw / veth, 3) if raw and veth else None
     stream = run.get("stream", {}).get("mbit_s")
     run["tunnel_over_stream"] = round(t / stream, 3) if t and stream else None
+    off = run.get("off", {}).get("mbit_s")
+    run["tunnel_over_off"] = round(t / off, 3) if t and off else None
+    run["off_over_veth"] = round(off / veth, 3) if off and veth else None
 
 
 # name -> path into one run's results
@@ -438,6 +458,12 @@ METRICS: dict[str, tuple[str, ...]] = {
     "cpu_s_per_gib_b": ("tunnel", "cpu_s_per_gib", "b"),
     "veth_retransmits": ("veth", "retransmits"),
     "tunnel_retransmits": ("tunnel", "retransmits"),
+    "off_mbit_s": ("off", "mbit_s"),
+    "off_over_veth": ("off_over_veth",),
+    "tunnel_over_off": ("tunnel_over_off",),
+    "cpu_s_per_gib_a_off": ("off", "cpu_s_per_gib", "a"),
+    "cpu_s_per_gib_b_off": ("off", "cpu_s_per_gib", "b"),
+    "off_retransmits": ("off", "retransmits"),
 }
 
 
@@ -476,6 +502,12 @@ COLUMNS = (  # header, metric, format
     ("CPU s/GiB b", "cpu_s_per_gib_b", "{:.1f}"),
     ("retransmits no-VPN", "veth_retransmits", "{:.0f}"),
     ("retransmits tunnel", "tunnel_retransmits", "{:.0f}"),
+    ("switch off Mbit/s", "off_mbit_s", "{:.0f}"),
+    ("switch off / no-VPN", "off_over_veth", "{:.0%}"),
+    ("tunnel / switch off", "tunnel_over_off", "{:.0%}"),
+    ("CPU s/GiB a, off", "cpu_s_per_gib_a_off", "{:.1f}"),
+    ("CPU s/GiB b, off", "cpu_s_per_gib_b_off", "{:.1f}"),
+    ("retransmits off", "off_retransmits", "{:.0f}"),
 )
 
 
@@ -497,7 +529,7 @@ def table(results: list[dict[str, Any]]) -> str:
         cells = [_cell(summary.get(metric), fmt) for _, metric, fmt in COLUMNS]
         lines.append(f"| {r['profile']} | {len(r['runs'])} | " + " | ".join(cells) + " |")
         for i, run in enumerate(r["runs"]):
-            for key in ("veth", "raw", "ping_veth", "tunnel", "stream"):
+            for key in ("veth", "raw", "ping_veth", "tunnel", "stream", "off"):
                 for what in ("error", "pending"):
                     if what in run.get(key, {}):
                         notes.append(f"- {r['profile']} run {i + 1} {key}: {what}: {run[key][what]}")
@@ -508,7 +540,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def _failed(results: list[dict[str, Any]]) -> bool:
     return any("error" in run.get(k, {}) for r in results for run in r["runs"]
-               for k in ("veth", "raw", "ping_veth", "tunnel", "stream")) or any("error" in r.get("wanem", {})
+               for k in ("veth", "raw", "ping_veth", "tunnel", "stream", "off")) or any("error" in r.get("wanem", {})
                                                                        for r in results)  # fmt: skip
 
 
@@ -542,6 +574,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
     parser.add_argument("--stream-baseline", action="store_true",
                         help="also measure the tunnel with --no-udp (the stream alone) in every run")
+    parser.add_argument("--switch-baseline", choices=sorted(SWITCHES),
+                        help="measure the tunnel with this egress switch on, and again with it off, in every run "
+                             "(same-run A/B)")
     parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
                         "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
@@ -580,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             profile = PROFILES[name]
             results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc,
-                                       args.stream_baseline))
+                                       args.stream_baseline, args.switch_baseline))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)

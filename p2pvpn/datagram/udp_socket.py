@@ -23,6 +23,11 @@ recvmsg brings one datagram, and a batch is what lets the tunnel coalesce
 them into 64 KiB TUN writes again (p2pvpn.dataplane.gro). The receive loop
 yields between batches while the socket stays busy, so the TUN reader and
 the send loops keep their turn.
+
+A datagram is opened and written to the TUN in the wake-up that read it
+(no queue, no task switch in between); ``after_delivery`` then takes what
+the kernel answered inside those writes from the TUN in that wake-up too
+(p2pvpn.dataplane.egress, step 1').
 """
 
 from __future__ import annotations
@@ -88,6 +93,9 @@ class DatagramSocket:
         self.batches = 0  # drained batches handled, and the datagrams in them: the receive side's batch size
         self.batched = 0
         self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
+        self.after_delivery: Callable[[int], None] | None = None
+        """Called once after a drained batch delivered packets (with how many): the node reads what the kernel
+        answered inside those TUN writes (p2pvpn.dataplane.egress.route_ready), in the same wake-up."""
 
     # -- setup -------------------------------------------------------------
 
@@ -271,14 +279,17 @@ class DatagramSocket:
             await trio.lowlevel.wait_readable(sock)
             while True:
                 received, more = _drain(sock, self.dual)
-                if received:
-                    self._handle(received, trio.current_time())
+                delivered = self._handle(received, trio.current_time()) if received else 0
+                if delivered and self.after_delivery is not None:
+                    self.after_delivery(delivered)
                 if not more:
                     break
                 await trio.lowlevel.checkpoint()  # the socket is still busy: let the other tasks run first
 
-    def _handle(self, received: list[tuple[bytes, int, Endpoint]], now: float) -> None:
-        """Split, demultiplex and open one drained batch; deliver its data packets per tunnel, once."""
+    def _handle(self, received: list[tuple[bytes, int, Endpoint]], now: float) -> int:
+        """Split, demultiplex and open one drained batch; deliver its data packets per tunnel, once.
+
+        Returns how many data packets were delivered."""
         drops = self.drops
         table = self._table
         groups: dict[tuple[int, Endpoint], list[bytes | memoryview]] = {}
@@ -318,9 +329,12 @@ class DatagramSocket:
                 if self._sock is not None:  # a full buffer loses it, like the network
                     to = ("::ffff:" + source[0], source[1]) if self.dual and ":" not in source[0] else source
                     self._send_run(self._sock, to, [reply], len(reply))
+        count = 0
         for deliver, packets in delivered.values():
             if packets:
                 deliver(packets)
+                count += len(packets)
+        return count
 
     def describe(self) -> dict[str, object]:
         return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,

@@ -3,6 +3,10 @@
 1. ``route_from_tun``: read a batch of packets from the TUN (one readiness
    wait, many reads). With TUN offload each one is a *record*: a virtio-net
    header, then a packet of up to 64 KiB (p2pvpn.dataplane.offload).
+1'. ``route_ready``: or the datagram receive task reads the TUN without
+   waiting, right after a small TUN write of its own, and takes what the
+   kernel answered inside it (an echo reply) in the same wake-up; steps
+   2-3' are the same (``route_batch``), step 3' for small answers only.
 2. Look up each destination in the route table; unknown destinations are
    dropped and counted (``no_route``), unless tunnels open on demand
    (``demand``, p2pvpn.session.demand): then a packet for an overlay address
@@ -98,6 +102,13 @@ class DatagramPath(Protocol):
 
 DIRECT_SEND = True
 """Step 3' on or off (the benchmark's before/after switch, bench/latency.py --no-direct)."""
+TUN_POLL = True
+"""Step 1' on or off (route_ready; the before/after of bench/latency.py --ab --switch tun-poll and
+bench/throughput.py --switch-baseline tun-poll)."""
+TUN_POLL_MAX = 2
+"""Step 1' only after a receive batch that wrote at most this many packets to the TUN (see route_ready)."""
+TUN_POLL_DIRECT_BYTES = 512
+"""Step 1' sends directly only a read whose packets are all this small (answers, not bulk data)."""
 
 
 async def route_from_tun(
@@ -109,45 +120,94 @@ async def route_from_tun(
     demand: Demand | None = None,
 ) -> None:
     """Steps 1-3', forever."""
-    offset = VNET_HDR_LEN if tun.offload else 0
-    direct = DIRECT_SEND
     while True:
-        batch = await tun.read_batch(TUN_BATCH)
-        fw = firewall if firewall is not None and firewall.active else None
-        now = time.monotonic() if fw is not None else 0.0
-        held: list[bytes] = []      # step 3': packets for held_for's idle queue, sent together (one GSO run)
-        held_for: Peer | None = None
-        held_bytes = 0
-        for packet in batch:
-            destination = ip.destination(packet, offset)
-            if destination is None:
-                drops[DropReason.MALFORMED] += 1
-                continue
-            peer_id = routes.lookup(destination)
-            peer = peers.get(peer_id) if peer_id is not None else None
-            if peer is None:
-                if demand is None or not demand.miss(destination, packet):
-                    drops[DropReason.NO_ROUTE] += 1
-                continue
-            if fw is not None:
-                fw.outbound(packet, offset, now)
-            # Step 3': a packet for another peer, or a frame's worth held: send what is held, then
-            # decide anew (the queue's state cannot change in between: nothing here waits).
-            if peer is not held_for or held_bytes + len(packet) > FRAME_BUDGET:
-                if held_for is not None:
-                    _send_direct(held_for, held, tun.offload)
-                held, held_bytes = [], 0
-                held_for = peer if direct and peer.queue.idle and _datagram_path(peer) is not None else None
-            if peer is held_for:
-                held.append(packet)
-                held_bytes += len(packet)
-                continue
-            if not peer.queue.put(packet):
-                peer.stats.drops[DropReason.QUEUE_FULL] += 1
-            elif demand is not None and peer.tunnel is None:
-                demand.wake(peer)
-        if held_for is not None:
-            _send_direct(held_for, held, tun.offload)
+        route_batch(await tun.read_batch(TUN_BATCH), tun.offload, routes, peers, drops, firewall, demand)
+
+
+def route_ready(
+    tun: TunDevice,
+    routes: RouteTable[ID],
+    peers: Mapping[ID, Peer],
+    drops: Counter[str],
+    firewall: Firewall | None = None,
+    demand: Demand | None = None,
+    delivered: int = 1,
+) -> None:
+    """Step 1': what the TUN holds right now, routed without waiting (steps 2-3'); nothing if it holds nothing.
+
+    The datagram receive task calls this right after it wrote a batch to
+    the TUN (p2pvpn.datagram.udp_socket, ``after_delivery``): the kernel
+    answers some packets inside the write itself (an ICMP echo reply, a
+    SYN-ACK, the inner TCP's ACK), and taking the answer here, in the same
+    wake-up, saves the scheduler pass and epoll round that would wake the
+    TUN reader for it. The reader and this call never run at once (one trio
+    thread, no await in between), and each routes a whole read in order, so
+    packets keep their order; the reader finds the TUN empty and waits
+    again.
+
+    Only after a small delivery (``delivered``, the packets just written, at
+    most TUN_POLL_MAX), the request/response case it is for, and only a
+    read of small answers is sent from here (TUN_POLL_DIRECT_BYTES): a
+    sender's next TSO records, released inside an ACK's write, go to the
+    send loop, which takes them in frames. Sending those directly too cost
+    15 % of clean bulk throughput in a same-run A/B (docs/performance.md,
+    "The receive task takes the kernel's answer")."""
+    if TUN_POLL and delivered <= TUN_POLL_MAX:
+        if batch := tun.read_now(TUN_BATCH):
+            # Only small answers leave from here (step 3'); bulk data the kernel released inside the
+            # write (a sender's next TSO records) is queued for the send loop, which takes it in frames.
+            small = all(len(p) <= TUN_POLL_DIRECT_BYTES for p in batch)
+            route_batch(batch, tun.offload, routes, peers, drops, firewall, demand, direct=small)
+
+
+def route_batch(
+    batch: list[bytes],
+    tun_offload: bool,
+    routes: RouteTable[ID],
+    peers: Mapping[ID, Peer],
+    drops: Counter[str],
+    firewall: Firewall | None = None,
+    demand: Demand | None = None,
+    direct: bool = True,
+) -> None:
+    """Steps 2-3' for one read from the TUN: never waits. ``direct`` False: no step 3' for this read."""
+    offset = VNET_HDR_LEN if tun_offload else 0
+    direct = direct and DIRECT_SEND
+    fw = firewall if firewall is not None and firewall.active else None
+    now = time.monotonic() if fw is not None else 0.0
+    held: list[bytes] = []      # step 3': packets for held_for's idle queue, sent together (one GSO run)
+    held_for: Peer | None = None
+    held_bytes = 0
+    for packet in batch:
+        destination = ip.destination(packet, offset)
+        if destination is None:
+            drops[DropReason.MALFORMED] += 1
+            continue
+        peer_id = routes.lookup(destination)
+        peer = peers.get(peer_id) if peer_id is not None else None
+        if peer is None:
+            if demand is None or not demand.miss(destination, packet):
+                drops[DropReason.NO_ROUTE] += 1
+            continue
+        if fw is not None:
+            fw.outbound(packet, offset, now)
+        # Step 3': a packet for another peer, or a frame's worth held: send what is held, then
+        # decide anew (the queue's state cannot change in between: nothing here waits).
+        if peer is not held_for or held_bytes + len(packet) > FRAME_BUDGET:
+            if held_for is not None:
+                _send_direct(held_for, held, tun_offload)
+            held, held_bytes = [], 0
+            held_for = peer if direct and peer.queue.idle and _datagram_path(peer) is not None else None
+        if peer is held_for:
+            held.append(packet)
+            held_bytes += len(packet)
+            continue
+        if not peer.queue.put(packet):
+            peer.stats.drops[DropReason.QUEUE_FULL] += 1
+        elif demand is not None and peer.tunnel is None:
+            demand.wake(peer)
+    if held_for is not None:
+        _send_direct(held_for, held, tun_offload)
 
 
 def _datagram_path(peer: Peer) -> DatagramPath | None:

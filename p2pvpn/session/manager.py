@@ -52,6 +52,7 @@ from libp2p.peer.id import ID
 from p2pvpn import addressing
 from p2pvpn.dataplane import icmp
 from p2pvpn.dataplane.destinations import LocalDestinations
+from p2pvpn.dataplane.egress import route_ready
 from p2pvpn.discovery.record import dialable
 from p2pvpn.dataplane.ingress import datagram_receiver
 from p2pvpn.dataplane.peer_queue import PacketQueue
@@ -348,6 +349,7 @@ class SessionManager:
             if self.demand is not None:
                 await nursery.start(self.demand.run)
             if self.udp is not None:
+                self.udp.after_delivery = self._route_tun_now
                 await nursery.start(self.udp.run)
             task_status.started()
             async for stream in self._inbound_recv:
@@ -574,6 +576,10 @@ class SessionManager:
             self.tunnel_failed(remote_id, tunnel.failure, tunnel.close_reason)
         elif trio.current_time() - started >= STABLE_AFTER and (backoff := self._retry.get(remote_id)) is not None:
             backoff.reset()
+
+    def _route_tun_now(self, delivered: int) -> None:
+        """Egress step 1': what the kernel answered inside the datagram path's TUN writes, in the same wake-up."""
+        route_ready(self.tun, self.routes, self.peers, self.drops, self.firewall, self.demand, delivered)
 
     def _udp_link(self, tunnel: Tunnel, peer: Peer) -> UdpLink:
         """The tunnel's datagram path: keys over its stream, packets through the node's UDP socket."""

@@ -36,6 +36,15 @@ class MemoryTun:
                 break
         return packets
 
+    def read_now(self, max_packets: int) -> list[bytes]:
+        packets: list[bytes] = []
+        while len(packets) < max_packets:
+            try:
+                packets.append(self._recv.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return packets
+
     def write(self, packet: bytes) -> bool:
         return self._deliver(ZERO_VNET_HDR + packet if self.offload else packet)
 

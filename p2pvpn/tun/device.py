@@ -56,6 +56,10 @@ class TunDevice(Protocol):
 
     async def read_batch(self, max_packets: int) -> list[bytes]: ...
 
+    def read_now(self, max_packets: int) -> list[bytes]:
+        """What the kernel holds now, up to ``max_packets``, without waiting (maybe nothing)."""
+        ...
+
     def write(self, packet: bytes) -> bool: ...
 
     def write_record(self, record: bytes) -> bool: ...
@@ -97,15 +101,20 @@ class LinuxTun:
 
     async def read_batch(self, max_packets: int) -> list[bytes]:
         """Wait until readable, then return up to ``max_packets`` packets, or records with offload (at least one)."""
-        fd = self._fd
+        while True:
+            await trio.lowlevel.wait_readable(self._fd)
+            if packets := self.read_now(max_packets):  # empty if another task drained it first (egress step 1')
+                return packets
+
+    def read_now(self, max_packets: int) -> list[bytes]:
+        """What the kernel holds now, up to ``max_packets`` packets (or records), without waiting."""
+        fd, size = self._fd, self._read_size
         packets: list[bytes] = []
-        while not packets:
-            await trio.lowlevel.wait_readable(fd)
-            for _ in range(max_packets):
-                try:
-                    packets.append(os.read(fd, self._read_size))
-                except BlockingIOError:
-                    break
+        for _ in range(max_packets):
+            try:
+                packets.append(os.read(fd, size))
+            except BlockingIOError:
+                break
         return packets
 
     def write(self, packet: bytes) -> bool:
