@@ -96,9 +96,13 @@ STOP_TIMEOUT = 60.0  # seconds for all nodes to exit after SIGTERM (then SIGKILL
 def run_reach(dests: Sequence[str], start_at: float, interval: float, timeout: float, out: Path) -> int:
     """Echo every one of ``dests`` every ``interval`` s from ``start_at`` (monotonic) until its first reply.
 
+    A destination written ``IP+S`` is echoed only from ``start_at + S`` on
+    (``net --stagger``); each destination gets ``timeout`` s from its own start.
     ``out`` gets ``{dest: {"first_sent": t, "replied": t or null, "sent": n, "error": ""}}``.
-    Bounded by ``start_at + timeout`` (+1 s to drain).
+    Bounded by the last start + ``timeout``.
     """
+    offsets = {d.partition("+")[0]: float(d.partition("+")[2] or 0) for d in dests}
+    dests = list(offsets)
     from p2pvpn.lab.echo import echo_request, parse_echo_reply  # stdlib only behind it: a fast start
 
     ident = os.getpid() & 0xFFFF
@@ -107,17 +111,19 @@ def run_reach(dests: Sequence[str], start_at: float, interval: float, timeout: f
     state = {d: {"first_sent": None, "replied": None, "sent": 0, "error": ""} for d in dests}
     seq_of: dict[int, str] = {}
     time.sleep(max(0.0, start_at - time.monotonic()))
-    end = start_at + timeout
+    end = start_at + max(offsets.values()) + timeout
     next_round = time.monotonic()
     seq = 0
     try:
-        for _ in range(int(timeout / max(interval, 0.01)) * 4 + 100):  # bounded; the clock ends it first
+        for _ in range(int((end - start_at) / max(interval, 0.01)) * 4 + 100):  # bounded; the clock ends it first
             now = time.monotonic()
             waiting = [d for d, s in state.items() if s["replied"] is None]
             if not waiting or now >= end:
                 break
             if now >= next_round:
-                for dest in waiting:
+                for dest in [d for d in waiting if now >= start_at + offsets[d]]:
+                    if now >= start_at + offsets[dest] + timeout:
+                        continue  # its own bound is over: not reached
                     seq = (seq + 1) & 0xFFFF
                     entry = state[dest]
                     try:
@@ -452,8 +458,10 @@ class ScaleRun:
         by_name = {n.name: n for n in lab.nodes}
         pairs = self._pairs([n.name for n in lab.nodes])
         sources: dict[str, list[str]] = {}
-        for a, b in pairs:
+        offset: dict[tuple[str, str], float] = {}
+        for i, (a, b) in enumerate(pairs):
             sources.setdefault(a, []).append(b)
+            offset[(a, b)] = round(i * args.stagger, 3)
         start_at = (self.t_ready if args.measure_from == "ready" else self.t0) + args.measure_after
         self.phases["measure_at_s"] = round(start_at - self.t0, 2)
         time.sleep(max(0.0, start_at - REACH_LEAD - time.monotonic()))
@@ -464,10 +472,11 @@ class ScaleRun:
             out = lab.workdir / f"reach-{src}.json"
             argv = [sys.executable, str(Path(__file__).resolve()), "reach", "--out", str(out),
                     "--start-at", repr(max(start_at, time.monotonic() + 0.5)), "--interval", str(args.interval),
-                    "--timeout", str(args.reach_timeout), *[by_name[d].ipv4 for d in dsts]]  # fmt: skip
+                    "--timeout", str(args.reach_timeout),
+                    *[f"{by_name[d].ipv4}+{offset[(src, d)]}" for d in dsts]]  # fmt: skip
             procs[src] = (by_name[src].host.popen(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                   stderr=subprocess.PIPE), out)  # fmt: skip
-        budget = REACH_LEAD + args.reach_timeout + 60
+        budget = REACH_LEAD + args.reach_timeout + len(pairs) * args.stagger + 60
         for src, (proc, out) in procs.items():
             try:
                 _, err = proc.communicate(timeout=max(1.0, start_at + budget - time.monotonic()))
@@ -618,7 +627,7 @@ class ScaleRun:
         return {
             "config": {"nodes": args.nodes, "on_demand": args.on_demand, "pairs": args.pairs, "bootstraps": args.bootstraps,
                        "measure_after_s": args.measure_after, "measure_from": args.measure_from,
-                       "interval_s": args.interval,
+                       "interval_s": args.interval, "stagger_s": args.stagger,
                        "reach_timeout_s": args.reach_timeout, "settle_s": args.settle,
                        "idle_window_s": args.idle_window, "seed": args.seed, "node_args": list(args.node_arg)},
             "command": shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -686,7 +695,8 @@ def net_summary(rep: dict[str, Any]) -> str:
         f"before, {rep['load'].get('idle_end')} at the end",
         f"start: {start['nodes_ready']}/{cfg['nodes']} nodes listening; ready {fmt(start['ready_s'], ' s')}",
         f"reach at t_{cfg['measure_from']}+{cfg['measure_after_s']:g} s (t0+{rep['phases'].get('measure_at_s')} s): "
-        f"{reach['reached']}/{reach['sampled']} pairs reached, "
+        f"{reach['reached']}/{reach['sampled']} pairs reached"
+        f"{' (one started every %g s)' % cfg['stagger_s'] if cfg.get('stagger_s') else ' (all started at once)'}, "
         f"{reach['within_2s']} within 2 s; {fmt(reach['reach_s'], ' s')}; {reach['tunnel_before']} pairs had a "
         f"tunnel before the first echo, {reach['reached_without_tunnel_before']} reached without one",
         f"idle ({idle['window_s']} s window): {idle['nodes_up']}/{cfg['nodes']} nodes up; CPU {fmt(idle['cpu_pct'], ' %')}",
@@ -777,6 +787,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--measure-after", type=bounded(float, 0, 3600), default=30.0, help="reach is measured this long after --measure-from")
     p_net.add_argument("--measure-from", choices=("ready", "start"), default="ready", help="ready: every node listens (default); start: the nodes were started")
     p_net.add_argument("--interval", type=bounded(float, 0.01, 5), default=0.1, help="seconds between echoes to an unanswered destination")
+    p_net.add_argument("--stagger", type=bounded(float, 0, 60), default=0.0,
+                       help="pair i's first echo comes i*S s after the reach phase starts (0: all pairs at once)")
     p_net.add_argument("--reach-timeout", type=bounded(float, 1, 600), default=30.0, help="a pair not answered within this is not reached")
     p_net.add_argument("--settle", type=bounded(float, 0, 3600), default=10.0, help="seconds after the reach phase before the idle window")
     p_net.add_argument("--idle-window", type=bounded(float, 1, 3600), default=30.0, help="idle CPU is measured over this")

@@ -57,3 +57,24 @@ def test_bad_arguments_are_one_line_errors() -> None:
         assert "Traceback" not in result.stderr
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("bench/scale.py") and " error: " in last, last
+
+
+def test_reach_staggers_destinations_written_with_an_offset(tmp_path: Path) -> None:
+    """``net --stagger``: a destination ``IP+S`` gets its first echo S s after the others (loopback, raw ICMP)."""
+    import os
+    import time
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("raw ICMP sockets need root")
+    out = tmp_path / "reach.json"
+    start = time.monotonic() + 0.3
+    done = subprocess.run([sys.executable, str(SCALE), "reach", "--out", str(out), "--start-at", repr(start),
+                           "--interval", "0.1", "--timeout", "3", "127.0.0.1", "127.0.0.2+0.8"],
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    state = json.loads(out.read_text())
+    now, later = state["127.0.0.1"], state["127.0.0.2"]
+    assert now["replied"] is not None and later["replied"] is not None
+    assert now["first_sent"] < start + 0.5 <= start + 0.8 <= later["first_sent"]
