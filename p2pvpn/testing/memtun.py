@@ -28,13 +28,8 @@ class MemoryTun:
         self._send.send_nowait(packet)
 
     async def read_batch(self, max_packets: int) -> list[bytes]:
-        packets = [await self._recv.receive()]
-        while len(packets) < max_packets:
-            try:
-                packets.append(self._recv.receive_nowait())
-            except trio.WouldBlock:
-                break
-        return packets
+        first = await self._recv.receive()
+        return [first, *self.read_now(max_packets - 1)]
 
     def read_now(self, max_packets: int) -> list[bytes]:
         packets: list[bytes] = []
