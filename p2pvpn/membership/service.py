@@ -239,7 +239,7 @@ class MembershipService:
     async def present(self, peer: ID) -> None:
         """Show ``peer`` (a relay) our certificate; best effort, bounded, before a reservation."""
         message = canonical.encode(pb.Membership(certificate=pb.SignedCertificate.FromString(self.view.own.raw)))
-        await self._push_one(peer, message)
+        await self.spreader.push(peer, message, attempts=1)  # one try: the reservation waits for it
 
     def is_member(self, peer: ID) -> bool:
         """A peer that presented a certificate which is still valid now."""

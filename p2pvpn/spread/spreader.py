@@ -2,10 +2,18 @@
 
 A service owns one :class:`Spreader` per object. The spreader counts into
 the service's counters (``pushed``, ``push_refused_by_peer``,
-``push_failed``, ``received``, ``push_refused``, ``dht_fetched``,
-``dht_refused``, ``dht_published``) so ``status`` reads as before; what a
-message means is the service's ``take`` callback, which raises
-MembershipError for an invalid one.
+``push_retried``, ``push_failed``, ``received``, ``push_refused``,
+``dht_fetched``, ``dht_refused``, ``dht_published``) so ``status`` reads
+as before; what a message means is the service's ``take`` callback, which
+raises MembershipError for an invalid one.
+
+A push that got no answer within PUSH_TIMEOUT is sent again on a new
+stream (PUSH_ATTEMPTS in all, PUSH_RETRY_DELAY apart): a peer that was too
+busy to answer, or a connection that stalled, would otherwise learn a
+revocation only at its next DHT read, up to 30 s later (docs/protocol.md
+§15.9.2-§15.9.3 promise well inside 10 s). A refusal or a stream error is
+an answer and is not retried; taking a message twice is harmless (a copy
+that teaches nothing is not forwarded).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from p2pvpn.spread.rules import Rank, SyncSchedule, beats
 log = logging.getLogger(__name__)
 
 PUSH_TIMEOUT = 5.0
+PUSH_ATTEMPTS = 3        # tries of one push that times out (see above); bounded
+PUSH_RETRY_DELAY = 1.0   # seconds between them
 DHT_TIMEOUT = 20.0
 
 T = TypeVar("T")
@@ -58,8 +68,17 @@ class Spreader(Generic[T]):
 
     # -- push ------------------------------------------------------------------
 
-    async def push(self, peer: ID, message: bytes) -> None:
-        """Send ``message`` to ``peer`` on its own stream; bounded, best effort, counted."""
+    async def push(self, peer: ID, message: bytes, attempts: int = PUSH_ATTEMPTS) -> None:
+        """Send ``message`` to ``peer`` on its own stream; bounded, best effort, counted; a timeout is retried."""
+        for attempt in range(attempts):
+            if attempt:
+                self.counters["push_retried"] += 1
+                await trio.sleep(PUSH_RETRY_DELAY)
+            if not await self._push_once(peer, message, last=attempt == attempts - 1):
+                return
+
+    async def _push_once(self, peer: ID, message: bytes, last: bool) -> bool:
+        """One push on a new stream; True when it timed out and may be tried again (not ``last``)."""
         assert self.host is not None
         try:
             with trio.fail_after(PUSH_TIMEOUT):
@@ -72,14 +91,21 @@ class Spreader(Generic[T]):
             if not ok:
                 self.counters["push_refused_by_peer"] += 1
                 log.info("%s refused our %s push: %s", peer, self.kind.name, reason)
-                return
+                return False
             self.counters["pushed"] += 1
-        except (trio.TooSlowError, MembershipError, OSError, *STREAM_ERRORS) as exc:
+        except trio.TooSlowError as exc:
+            if not last:
+                log.debug("%s push to %s timed out; trying again", self.kind.name, peer)
+                return True
+            self.counters["push_failed"] += 1
+            log.debug("%s push to %s failed: %r", self.kind.name, peer, exc)
+        except (MembershipError, OSError, *STREAM_ERRORS) as exc:
             self.counters["push_failed"] += 1
             log.debug("%s push to %s failed: %r", self.kind.name, peer, exc)
         except Exception as exc:  # py-libp2p's dial and negotiation errors have no common base
             self.counters["push_failed"] += 1
             log.debug("%s push to %s failed: %r", self.kind.name, peer, exc)
+        return False
 
     async def serve(self, stream: Any, take: Callable[[ID, bytes], R]) -> tuple[ID, R] | None:
         """Read one pushed message, ``take`` it, answer; (sender, what take returned) once answered OK."""

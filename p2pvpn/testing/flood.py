@@ -15,20 +15,26 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from p2pvpn import libp2p_compat
 from p2pvpn.host import STREAM_ERRORS, Host
+from p2pvpn.limits import Gauge
 from p2pvpn.node import Node
 from p2pvpn.testing.cluster import wait_up
 from p2pvpn.wire.codec import PROTOCOL_ID
 
-HOLD = 8.0  # seconds an attacker keeps its streams open at most
+HOLD = 30.0  # seconds an attacker keeps opening and holding its streams at most (the attack ends once the member is up)
+FLOOD_ON_TIMEOUT = 60.0  # seconds the flood may take to be on before the member starts anyway (a slow, shared CPU)
+MEMBER_UP_TIMEOUT = 60.0  # seconds from the member's start to its tunnel, on each side
 
 
-async def flood(attacker: Host, victim: Host, streams: int, opened: list[int], refused: list[int]) -> None:
-    """Connect, then open ``streams`` silent tunnel streams at once and hold them."""
+async def flood(attacker: Host, victim: Host, streams: int, opened: list[int], refused: list[int],
+                dialed: list[int]) -> None:
+    """Connect (then count in ``dialed``), then open ``streams`` silent tunnel streams at once and hold them."""
     try:
         await attacker.libp2p.connect(PeerInfo(victim.peer_id, victim.listen_addrs))
     except STREAM_ERRORS:
         refused.append(1)
         return
+    finally:
+        dialed.append(1)
 
     async def one() -> None:
         try:
@@ -48,22 +54,33 @@ async def flood(attacker: Host, victim: Host, streams: int, opened: list[int], r
                 nursery.start_soon(one)
 
 
+def flood_on(per_peer: Gauge, attackers: int, dialed: int, streams: int) -> bool:
+    """Every attacker has dialed, and (when it opens more streams than one stranger may hold) one was refused."""
+    return dialed >= attackers and (streams <= per_peer.limit or per_peer.hits > 0)
+
+
 async def attack_while_member_joins(victim: Node, member: Node, attackers: list[Host], streams: int,
                                     opened: list[int], refused: list[int]) -> dict[str, Any]:
-    """Start the victim, flood it, start the member during the flood; the victim's status once the tunnel is up."""
+    """Start the victim, flood it, start the member during the flood; the victim's status once the tunnel is up.
+
+    The member starts once the flood is on (:func:`flood_on`), however long a busy CPU makes that take
+    (up to FLOOD_ON_TIMEOUT): a member started earlier would meet part of the flood, or none of it.
+    """
+    dialed: list[int] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(victim.run)
         assert victim.host is not None
+        gauges = victim.host.limits.gauges
         async with trio.open_nursery() as attack:
             for host in attackers:
-                attack.start_soon(flood, host, victim.host, streams, opened, refused)
-            with trio.move_on_after(10):  # the flood is on: strangers' handshakes fill their per-peer room
-                while victim.host.limits.gauges["handshakes_per_peer"].hits == 0:
+                attack.start_soon(flood, host, victim.host, streams, opened, refused, dialed)
+            with trio.move_on_after(FLOOD_ON_TIMEOUT):
+                while not flood_on(gauges["handshakes_per_peer"], len(attackers), len(dialed), streams):
                     await trio.sleep(0.05)
             joined = trio.current_time()
             await nursery.start(member.run)
-            await wait_up(member, victim, 20)
-            await wait_up(victim, member, 20)
+            await wait_up(member, victim, MEMBER_UP_TIMEOUT)
+            await wait_up(victim, member, MEMBER_UP_TIMEOUT)
             status = victim.status()
             status["member_seconds"] = trio.current_time() - joined  # member start -> tunnel up on both sides
             status["member_protected"] = libp2p_compat.is_protected(victim.host.libp2p, member.peer_id)

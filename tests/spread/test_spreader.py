@@ -113,6 +113,52 @@ async def test_a_push_to_a_peer_without_the_protocol_fails_counted() -> None:
     assert sent == Counter(push_failed=1)
 
 
+async def test_a_push_that_got_no_answer_is_sent_again_on_a_new_stream() -> None:
+    """A receiver too busy to answer the first push (here: it never does) takes the next one.
+
+    Without the retry the peer would learn a revocation only at its next DHT read, up to 30 s later.
+    """
+    kind = membership_service.KIND
+    a, b = new_host(), new_host()
+    sent, got = Counter[str](), Counter[str]()
+    pusher, receiver = Spreader[bytes](kind, a, sent), Spreader[bytes](kind, b, got)
+    streams: list[object] = []
+    served: list[object] = []
+
+    async def handler(stream: object) -> None:
+        streams.append(stream)
+        if len(streams) == 1:
+            await trio.sleep_forever()  # stalled; cancelled when the host stops
+        served.append(await receiver.serve(stream, lambda sender, data: data))
+
+    async with connected(a, b, kind.protocol_id, handler):
+        with trio.fail_after(60):
+            await pusher.push(b.peer_id, b"revocations v2")
+    assert served == [(a.peer_id, b"revocations v2")] and got == Counter(received=1)
+    # One retry, or two if the first stream reached the receiver only after the second (a starved CPU).
+    assert sent["pushed"] == 1 and sent["push_failed"] == 0 and 1 <= sent["push_retried"] <= 2
+
+
+async def test_a_push_that_never_gets_an_answer_is_tried_a_bounded_number_of_times(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pvpn.spread import spreader
+
+    monkeypatch.setattr(spreader, "PUSH_TIMEOUT", 0.5)  # every answer is missing anyway: no need to wait 5 s
+    monkeypatch.setattr(spreader, "PUSH_RETRY_DELAY", 0.0)
+    kind = membership_service.KIND
+    a, b = new_host(), new_host()
+    sent = Counter[str]()
+
+    async def never_answers(stream: object) -> None:
+        await trio.sleep_forever()
+
+    async with connected(a, b, kind.protocol_id, never_answers):
+        with trio.fail_after(60):
+            await Spreader[bytes](kind, a, sent).push(b.peer_id, b"revocations v2")
+            await Spreader[bytes](kind, a, sent).push(b.peer_id, b"certificate", attempts=1)  # before a reservation
+    assert sent == Counter(push_retried=spreader.PUSH_ATTEMPTS - 1, push_failed=2)
+
+
 # -- DHT sync ---------------------------------------------------------------------
 
 
