@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from p2pvpn import libp2p_compat
@@ -20,21 +21,36 @@ from p2pvpn.node import Node
 from p2pvpn.testing.cluster import wait_up
 from p2pvpn.wire.codec import PROTOCOL_ID
 
-HOLD = 30.0  # seconds an attacker keeps opening and holding its streams at most (the attack ends once the member is up)
+HOLD = 8.0  # seconds an attacker keeps one round of streams open at most
 FLOOD_ON_TIMEOUT = 60.0  # seconds the flood may take to be on before the member starts anyway (a slow, shared CPU)
 MEMBER_UP_TIMEOUT = 60.0  # seconds from the member's start to its tunnel, on each side
+ROUNDS = 30  # rounds of a persistent attacker at most (it stops anyway when the member is up)
+ROUND_GAP = 0.5  # seconds between them
 
 
 async def flood(attacker: Host, victim: Host, streams: int, opened: list[int], refused: list[int],
-                dialed: list[int]) -> None:
-    """Connect (then count in ``dialed``), then open ``streams`` silent tunnel streams at once and hold them."""
+                dialed: set[ID], persistent: bool = False) -> None:
+    """Connect (then count in ``dialed``), open ``streams`` silent tunnel streams at once and hold them.
+
+    A ``persistent`` attacker does it again (ROUNDS at most) once a round is over: its streams were
+    refused or timed out, or its connection was closed (by the victim's limits, or by py-libp2p's own
+    timeouts on a starved CPU, which can otherwise end the flood before any stream arrives).
+    """
+    for _ in range(ROUNDS if persistent else 1):
+        await _round(attacker, victim, streams, opened, refused, dialed)
+        if persistent:
+            await trio.sleep(ROUND_GAP)
+
+
+async def _round(attacker: Host, victim: Host, streams: int, opened: list[int], refused: list[int],
+                 dialed: set[ID]) -> None:
     try:
         await attacker.libp2p.connect(PeerInfo(victim.peer_id, victim.listen_addrs))
     except STREAM_ERRORS:
         refused.append(1)
         return
     finally:
-        dialed.append(1)
+        dialed.add(attacker.peer_id)
 
     async def one() -> None:
         try:
@@ -60,20 +76,20 @@ def flood_on(per_peer: Gauge, attackers: int, dialed: int, streams: int) -> bool
 
 
 async def attack_while_member_joins(victim: Node, member: Node, attackers: list[Host], streams: int,
-                                    opened: list[int], refused: list[int]) -> dict[str, Any]:
+                                    opened: list[int], refused: list[int], persistent: bool = False) -> dict[str, Any]:
     """Start the victim, flood it, start the member during the flood; the victim's status once the tunnel is up.
 
     The member starts once the flood is on (:func:`flood_on`), however long a busy CPU makes that take
     (up to FLOOD_ON_TIMEOUT): a member started earlier would meet part of the flood, or none of it.
     """
-    dialed: list[int] = []
+    dialed: set[ID] = set()
     async with trio.open_nursery() as nursery:
         await nursery.start(victim.run)
         assert victim.host is not None
         gauges = victim.host.limits.gauges
         async with trio.open_nursery() as attack:
             for host in attackers:
-                attack.start_soon(flood, host, victim.host, streams, opened, refused, dialed)
+                attack.start_soon(flood, host, victim.host, streams, opened, refused, dialed, persistent)
             with trio.move_on_after(FLOOD_ON_TIMEOUT):
                 while not flood_on(gauges["handshakes_per_peer"], len(attackers), len(dialed), streams):
                     await trio.sleep(0.05)
