@@ -375,7 +375,7 @@ class Dht:
             self._walked_empty.pop(key, None)
         return value
 
-    async def get_address(self, key: str) -> bytes | None:
+    async def get_address(self, key: str, trace: dict[str, object] | None = None) -> bytes | None:
         """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
 
         A valid local copy answers at once (its expiry bounds how stale it
@@ -393,12 +393,16 @@ class Dht:
         address_near, address_connected: a first-round peer answered;
         address_walk: a later one did; address_missed; address_asked:
         first-round GET_VALUEs; address_rpcs: all GET_VALUEs of lookups).
+        ``trace`` (a dict, if given) gets the same for this one lookup:
+        found_by, asked_first, rpcs, failed, invalid, hops.
         """
+        trace = trace if trace is not None else {}
         local = self.kad.value_store.get(key.encode())
         if local is not None:
             try:
                 self.address_validator.validate(key, local.value)
                 self.reads["address_local"] += 1
+                trace["found_by"] = "local"
                 return local.value
             except rec.RecordError:
                 self.rejected += 1
@@ -412,22 +416,26 @@ class Dht:
                  if p != self.host.peer_id]
         lookup: walk.Lookup[ID] = walk.Lookup(target, lambda p: _position(p.to_bytes()), seeds,
                                               exclude=self.host.peer_id)
-        value = await self._walk(key, lookup, asks)
+        value = await self._walk(key, lookup, asks, trace)
         self.reads["address_asked"] += min(len(asks), lookup.requests)
         self.reads["address_rpcs"] += lookup.requests
+        trace.update(asked_first=len(asks), rpcs=lookup.requests, failed=lookup.failures, invalid=lookup.invalid,
+                     hops=lookup.hops, found_by=None)
         if value is None:
             self.reads["address_missed"] += 1
             log.debug("no valid address record under %s (%d GET_VALUEs, %d failed, %d invalid)",
                       key, lookup.requests, lookup.failures, lookup.invalid)
             return None
         if lookup.found_at in asks:
-            self.reads["address_near" if lookup.found_at in table else "address_connected"] += 1
+            trace["found_by"] = "near" if lookup.found_at in table else "connected"
         else:
-            self.reads["address_walk"] += 1
+            trace["found_by"] = "walk"
+        self.reads[f"address_{trace['found_by']}"] += 1
         self.kad.value_store.put(key.encode(), value)  # a second packet's lookup answers locally
         return value
 
-    async def _walk(self, key: str, lookup: walk.Lookup[ID], first: Sequence[ID] = ()) -> bytes | None:
+    async def _walk(self, key: str, lookup: walk.Lookup[ID], first: Sequence[ID] = (),
+                    trace: dict[str, object] | None = None) -> bytes | None:
         """Drive ``lookup`` with GET_VALUEs (first to ``first``, at once); the first valid value, or None.
 
         Each GET_VALUE answers with the record if the peer holds one and with
@@ -439,8 +447,13 @@ class Dht:
         count). An answer with neither, or none within WALK_RPC_TIMEOUT s, is
         a failed peer; an invalid record counts in ``rejected`` and
         ``lookup.invalid``. At most WALK_TIMEOUT s and ``lookup.max_requests``
-        GET_VALUEs in all.
+        GET_VALUEs in all. ``trace`` gets ``replies``: per answer, seconds
+        since the start and "v" (the value), "c" (closer peers only), "x" (failed).
         """
+        replies: list[tuple[float, str]] = []
+        if trace is not None:
+            trace["replies"] = replies
+        begun = trio.current_time()
         # Answers, and None when the first round's ADDRESS_FIRST_WAIT s are over (lookup.release_first).
         send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID]] | None](
             lookup.max_requests + len(first) + 1)
@@ -475,6 +488,8 @@ class Dht:
                         lookup.release_first()
                         continue
                     peer_id, value, closer = answer
+                    replies.append((round(trio.current_time() - begun, 3),
+                                    "v" if value is not None else "c" if closer else "x"))
                     if value is None and not closer:
                         lookup.on_failure(peer_id)
                         continue

@@ -247,13 +247,15 @@ class Discovery:
                     nursery.start_soon(self._fetch, peer_id, limiter)
         self._expire()
 
-    async def lookup_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> rec.NodeRecord | None:
+    async def lookup_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                             trace: dict[str, object] | None = None) -> rec.NodeRecord | None:
         """The member holding an overlay address, from its address record (§18.2); handed to ``on_record``.
 
-        None if no valid record names it (or it is ours). The caller bounds the time.
+        None if no valid record names it (or it is ours). The caller bounds the time. ``trace``, if
+        given, gets what the lookup did (Dht.get_address).
         """
         key = address_key(self.network, address)
-        sealed = await self.dht.get_address(key)
+        sealed = await self.dht.get_address(key, trace)
         if sealed is None:
             self.address_lookups["missing"] += 1
             return None

@@ -410,10 +410,13 @@ class SessionManager:
                 with trio.move_on_after(wait):  # its last tunnel failed: back off (a new tunnel ends the wait)
                     await peer.tunnel_changed.wait()
                 continue
+            if self.demand is not None:
+                self._dial_step(peer, "dial_started", had_connection=peer.peer_id in self.host.connected_peers())
             try:
                 stream = await self._dial_once(peer)
             except (trio.TooSlowError, CircuitError, *STREAM_ERRORS) as exc:  # a relay's refusal is a failed dial too
                 peer.last_error = f"dial failed: {_one_line(exc)}"
+                self._dial_step(peer, "dial_failed", dial_error=_one_line(exc)[:120])
                 log.debug("dial %s failed: %r", peer.peer_id, exc)
                 with trio.move_on_after(next(delays)):
                     await peer.addrs_changed.wait()
@@ -421,12 +424,18 @@ class SessionManager:
             if stream is None:  # its addresses changed meanwhile: dial the new ones now
                 delays = iter(backoff_delays())
                 continue
+            self._dial_step(peer, "connected")  # connection (Noise, yamux) and our protocol's stream are open
             started = time.monotonic()
             await self._run_tunnel(stream, self.host.peer_id)
             if time.monotonic() - started >= STABLE_AFTER:
                 delays = iter(backoff_delays())
             if peer.tunnel is None:
                 await trio.sleep(next(delays))
+
+    def _dial_step(self, peer: Peer, step: str, **info: object) -> None:
+        """On demand: where a dial is (set-up timelines, p2pvpn.session.ondemand.SetupTimelines)."""
+        if self.demand is not None:
+            self.demand.dial_step(peer.peer_id, step, **info)
 
     async def _dial_once(self, peer: Peer) -> INetStream | None:
         """One dial of the peer's current addresses; None if they changed before it finished."""
@@ -560,6 +569,7 @@ class SessionManager:
         if tunnel.datagram_agreed and self.udp is not None:
             tunnel.link = self._udp_link(tunnel, peer)
         self._attach(peer, tunnel)
+        self._dial_step(peer, "tunnel_up", path=tunnel.path.get("path"))
         if tunnel.path.get("path") == "relayed" and own_smaller(self.host.peer_id, remote_id):  # we move it
             self._relayed[remote_id] = peer
             self._relayed_added.set()

@@ -189,3 +189,56 @@ class IdleTracker(Generic[K]):
 
     def keys(self) -> Iterable[K]:
         return self._seen.keys()
+
+
+TIMELINES = 64  # set-up timelines kept (the last ones; status ``on_demand.timelines``)
+
+
+class SetupTimelines:
+    """Where each on-demand tunnel set-up spent its time: first packet -> lookup -> dial -> connection -> tunnel.
+
+    Why: "reached in 7 s" says nothing about which step waited. One timeline
+    per first packet (or wake-up dial), keyed by destination, with the time
+    of each step (``now`` from the caller, CLOCK_MONOTONIC seconds, so a
+    probe in another namespace can line its own clock up with it) and what
+    the lookup did (attempts, GET_VALUEs, where it found the record). Dial
+    steps are named by peer: ``attach`` ties a peer to its open timeline.
+    Bounded: the oldest of ``keep`` timelines goes first.
+    """
+
+    def __init__(self, keep: int = TIMELINES) -> None:
+        self.keep = keep
+        self._lines: dict[str, dict[str, object]] = {}  # destination (text) -> timeline, oldest first
+        self._by_peer: dict[object, str] = {}  # peer -> destination of its open timeline
+
+    def start(self, destination: str, now: float, **info: object) -> dict[str, object]:
+        """A first packet (or a wake-up dial) for ``destination``: a new timeline replaces an older one."""
+        self._lines.pop(destination, None)
+        line: dict[str, object] = {"destination": destination, "first_packet": round(now, 4), **info}
+        self._lines[destination] = line
+        while len(self._lines) > self.keep:
+            gone = next(iter(self._lines))
+            del self._lines[gone]
+            self._by_peer = {p: d for p, d in self._by_peer.items() if d != gone}
+        return line
+
+    def get(self, destination: str) -> dict[str, object] | None:
+        return self._lines.get(destination)
+
+    def attach(self, peer: object, destination: str) -> None:
+        """Later dial steps of ``peer`` belong to ``destination``'s timeline."""
+        if destination in self._lines:
+            self._by_peer[peer] = destination
+
+    def mark(self, peer: object, step: str, now: float, **info: object) -> None:
+        """Step ``step`` of ``peer``'s open timeline happened at ``now`` (the first time only; ``info`` merged)."""
+        line = self._lines.get(self._by_peer.get(peer, ""))
+        if line is None:
+            return
+        line.setdefault(step, round(now, 4))
+        line.update(info)
+        if step == "tunnel_up":  # the set-up is over: later dials of the peer are another story
+            self._by_peer.pop(peer, None)
+
+    def lines(self) -> list[dict[str, object]]:
+        return list(self._lines.values())

@@ -56,7 +56,7 @@ async def test_a_lookup_slower_than_the_deadline_fails_its_packets_but_finds_the
     m = manager()
     calls: list[float] = []
 
-    async def slow_walk(address: object) -> object:
+    async def slow_walk(address: object, trace: object = None) -> object:
         calls.append(trio.current_time())
         await trio.sleep(LOOKUP_TIMEOUT + 3)  # a walk on a loaded machine
         m.routes.table[DST] = "member"  # what Discovery.lookup_address's on_record does
@@ -81,7 +81,7 @@ async def test_a_new_packet_after_the_negative_cache_waits_for_the_lingering_loo
     m = manager()
     calls = 0
 
-    async def slower_walk(address: object) -> object:
+    async def slower_walk(address: object, trace: object = None) -> object:
         nonlocal calls
         calls += 1
         await trio.sleep(LOOKUP_TIMEOUT + NEGATIVE_TTL + 2)
@@ -105,7 +105,7 @@ async def test_attempts_and_lingering_lookups_stay_bounded(autojump_clock: objec
     m = manager()
     calls: dict[bytes, int] = {}
 
-    async def nothing(address: ipaddress.IPv4Address) -> None:
+    async def nothing(address: ipaddress.IPv4Address, trace: object = None) -> None:
         calls[address.packed] = calls.get(address.packed, 0) + 1
         await trio.sleep(1.0)
         return None
