@@ -476,6 +476,10 @@ class ScaleRun:
                     *[f"{by_name[d].ipv4}+{offset[(src, d)]}" for d in dsts]]  # fmt: skip
             procs[src] = (by_name[src].host.popen(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                   stderr=subprocess.PIPE), out)  # fmt: skip
+        spy = None
+        if args.profile_phase == "reach":  # the set-ups' CPU: from the first echo to the last pair's start + 10 s
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            spy = self._profile_start(lab, len(pairs) * args.stagger + 10)
         budget = REACH_LEAD + args.reach_timeout + len(pairs) * args.stagger + 60
         for src, (proc, out) in procs.items():
             try:
@@ -488,6 +492,7 @@ class ScaleRun:
             except (OSError, ValueError):
                 self.failures.append(f"reach from {src} exited {proc.returncode} without a record: "
                                      f"{err.decode(errors='replace').strip()[-200:]}")  # fmt: skip
+        self._profile_end(spy)
         timelines = self._timelines(lab, sources)
         for src, (proc, out) in procs.items():
             try:
@@ -545,7 +550,7 @@ class ScaleRun:
         self.load["idle_start"] = os.getloadavg()
         before = {n.name: cpu_seconds(n.proc.pid) for n in lab.nodes if n.proc}
         t = time.monotonic()
-        spy = self._profile_start(lab)
+        spy = self._profile_start(lab, args.idle_window) if args.profile_phase == "idle" else None
         time.sleep(args.idle_window)
         span = time.monotonic() - t
         self._profile_end(spy)
@@ -575,8 +580,8 @@ class ScaleRun:
             nodes[node.name] = entry
         self.idle = {"window_s": round(span, 2), "nodes": nodes}
 
-    def _profile_start(self, lab: Any) -> tuple[subprocess.Popen[bytes], Path] | None:
-        """``py-spy record`` of one node over the idle window (--profile-node), if py-spy is installed."""
+    def _profile_start(self, lab: Any, duration: float) -> tuple[subprocess.Popen[bytes], Path] | None:
+        """``py-spy record`` of one node for ``duration`` s (--profile-node, --profile-phase), if py-spy is installed."""
         name = self.args.profile_node
         if name is None:
             return None
@@ -586,9 +591,9 @@ class ScaleRun:
             self.profile = {"error": f"no node {name}" if node is None else "py-spy is not installed"}
             return None
         out = lab.workdir / "profile.raw"
-        argv = [spy, "record", "--pid", str(node.proc.pid), "--duration", str(int(self.args.idle_window)),
+        argv = [spy, "record", "--pid", str(node.proc.pid), "--duration", str(max(1, int(duration))),
                 "--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
-        self.profile = {"node": name, "pid": node.proc.pid}
+        self.profile = {"node": name, "pid": node.proc.pid, "phase": self.args.profile_phase, "seconds": int(duration)}
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out
 
     def _profile_end(self, spy: tuple[subprocess.Popen[bytes], Path] | None) -> None:
@@ -866,7 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--seed", type=int, default=1)
     p_net.add_argument("--on-demand", action="store_true", help="on_demand = true on every node: tunnels open on the first packet")
     p_net.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
-    p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over the idle window")
+    p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over --profile-phase")
+    p_net.add_argument("--profile-phase", choices=("idle", "reach"), default="idle",
+                       help="idle: the idle window; reach: from the first echo to 10 s after the last pair's start")
     p_net.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
     p_net.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")
     p_reach = sub.add_parser("reach", help="(internal) the echo probe run inside a namespace")

@@ -126,7 +126,7 @@ class OnDemand:
         self.dials += 1
         self.timelines.mark(peer.peer_id, "dial_requested", time.monotonic())
         self._deadline[peer.peer_id] = deadline if deadline is not None else trio.current_time() + self.lookup_timeout
-        self.manager.want(peer)
+        self.manager.want(peer, at_once=True)
         self._nursery.start_soon(self._watch_dial, peer)
 
     def dial_step(self, peer_id: ID, step: str, **info: object) -> None:
@@ -181,8 +181,7 @@ class OnDemand:
         text = str(ipaddress.ip_address(destination))
         line = self.timelines.get(text)
         if line is not None:
-            line["lookup_done"] = round(time.monotonic(), 4)
-            line["found"] = peer is not None
+            line.setdefault("lookup_done" if peer is not None else "packets_failed", round(time.monotonic(), 4))
         if peer is None:
             for packet in self.pending.failed(destination, trio.current_time()):
                 self._unreachable(packet)
@@ -201,8 +200,8 @@ class OnDemand:
         address = ipaddress.ip_address(destination)
         line = self.timelines.get(str(address))
         attempts: list[dict[str, object]] = []
-        if line is not None:
-            line["attempts"] = attempts
+        if line is not None:  # a lookup asked again continues the first one's list
+            attempts = line.setdefault("attempts", attempts)  # type: ignore[assignment]
         try:
             with trio.move_on_at(until):
                 for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the time
@@ -212,6 +211,8 @@ class OnDemand:
                         found = await self.resolve(address, trace) is not None
                         trace["end"] = round(time.monotonic(), 4)
                         if found:
+                            if line is not None:
+                                line.setdefault("lookup_done", trace["end"])
                             if trio.current_time() > deadline:
                                 self.lookups_late += 1
                                 log.info("found the member holding %s %.1f s after its first packet's deadline; "

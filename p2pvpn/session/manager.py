@@ -170,6 +170,7 @@ class SessionManager:
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
         self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
         self._dialing: set[int] = set()  # id() of the Peer objects with a running dial loop (one each)
+        self._dial_at_once: set[ID] = set()  # peers whose next dial loop skips POLITE_DELAY (want(at_once=True))
         self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
         # Relayed tunnels, the only ones the migration loop looks at; it sleeps while there are none.
         self._relayed: dict[ID, Peer] = {}
@@ -280,8 +281,15 @@ class SessionManager:
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
 
-    def want(self, peer: Peer) -> None:
-        """Keep a tunnel to ``peer``: dial it until one is up (on demand: p2pvpn.session.demand)."""
+    def want(self, peer: Peer, at_once: bool = False) -> None:
+        """Keep a tunnel to ``peer``: dial it until one is up (on demand: p2pvpn.session.demand).
+
+        ``at_once``: no POLITE_DELAY before the first dial. A demand dial: the
+        peer does not dial us (nothing of ours waits there), so waiting for it
+        only delays the packets that asked for the tunnel.
+        """
+        if at_once:
+            self._dial_at_once.add(peer.peer_id)
         self._want(peer)
 
     def _want(self, peer: Peer) -> None:
@@ -397,7 +405,9 @@ class SessionManager:
 
     async def _dial_until_unwanted(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
-        if self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
+        at_once = peer.peer_id in self._dial_at_once
+        self._dial_at_once.discard(peer.peer_id)
+        if not at_once and self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
             # Let the smaller peer ID dial first: two simultaneous dials give two libp2p
             # connections, and libp2p may close the one under the tunnel both sides kept.
             with trio.move_on_after(POLITE_DELAY):

@@ -212,9 +212,18 @@ class SetupTimelines:
         self._by_peer: dict[object, str] = {}  # peer -> destination of its open timeline
 
     def start(self, destination: str, now: float, **info: object) -> dict[str, object]:
-        """A first packet (or a wake-up dial) for ``destination``: a new timeline replaces an older one."""
+        """A first packet (or a wake-up dial) for ``destination``: a new timeline replaces a finished one.
+
+        One whose tunnel is not up yet goes on (a lookup that failed its
+        packets and is asked again, a wake-up dial after a late lookup):
+        the time counts from its first packet; ``restarts`` counts them.
+        """
+        line = self._lines.get(destination)
+        if line is not None and "tunnel_up" not in line:
+            line["restarts"] = int(line.get("restarts", 0)) + 1  # type: ignore[call-overload]
+            return line
         self._lines.pop(destination, None)
-        line: dict[str, object] = {"destination": destination, "first_packet": round(now, 4), **info}
+        line = {"destination": destination, "first_packet": round(now, 4), **info}
         self._lines[destination] = line
         while len(self._lines) > self.keep:
             gone = next(iter(self._lines))
