@@ -162,10 +162,12 @@ class Discovery:
     async def _announce_loop(self) -> None:
         """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
         self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
+        reason = "start"
         while True:
             self._republish = trio.Event()  # a change while we publish asks for the next publish
             self._publishing = True
             table = self.dht.routing_table_size()  # the table the walks of this publish start from
+            began, failures = trio.current_time(), self.dht.publish_failures
             record = self.own_record()
             roles = ["members"] if self.member else []
             roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
@@ -180,6 +182,9 @@ class Discovery:
                 log.info("publishing our record failed: %s", type(exc).__name__)
             schedule.published(trio.current_time(), table)
             self._publishing = False
+            log.info("published our records (%s): routing table %d -> %d peers, %.1f s, %d stores failed; next by "
+                     "timer in %.0f s", reason, table, self.dht.routing_table_size(), trio.current_time() - began,
+                     self.dht.publish_failures - failures, schedule.timer_at - trio.current_time())
             reason = "timer"
             with trio.move_on_at(schedule.timer_at):
                 await self._republish.wait()
