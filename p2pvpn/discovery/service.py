@@ -53,6 +53,10 @@ class Known:
 
 
 TABLE_CHECK = 2.0  # seconds between looks at the routing table's size (PublishSchedule.grown)
+# The first publish waits (at most this long) for the first bootstrap attempt: its walks need a routing table.
+# Published with an empty one, the records went nowhere useful, and under load that publish took 30 s, during
+# which the next one (the one that places them) could not start (bench/scale.py net, docs/performance.md).
+FIRST_PUBLISH_WAIT = 10.0
 
 
 class Discovery:
@@ -100,6 +104,9 @@ class Discovery:
         self.rounds = 0
         self.last_published = 0.0
         self._republish = trio.Event()
+        self._bootstrapped = trio.Event()  # the first bootstrap attempt ended (set at once without bootstrap peers)
+        if not self.bootstrap_peers:
+            self._bootstrapped.set()
         self._reason = "asked"  # why _republish was set
         self._publishing = False
         self.publishes: dict[str, int] = {"timer": 0, "asked": 0, "table_grew": 0}  # why each publish ran
@@ -152,17 +159,21 @@ class Discovery:
                 answered = await self.dht.bootstrap(self.bootstrap_peers)
                 if answered:
                     delay = 1.0
-                    self.republish_soon()
+                    if self._bootstrapped.is_set():  # else the first publish, waiting for this, follows now
+                        self.republish_soon()
                 else:
                     delay = min(delay * 2, 30.0)
             else:
                 delay = 30.0
+            self._bootstrapped.set()
             await trio.sleep(delay)
 
     async def _announce_loop(self) -> None:
         """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
         self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
         reason = "start"
+        with trio.move_on_after(FIRST_PUBLISH_WAIT):
+            await self._bootstrapped.wait()
         while True:
             self._republish = trio.Event()  # a change while we publish asks for the next publish
             self._publishing = True
