@@ -105,6 +105,7 @@ class Discovery:
         self.last_published = 0.0
         self._republish = trio.Event()
         self._bootstrapped = trio.Event()  # the first bootstrap attempt ended (set at once without bootstrap peers)
+        self._published_once = False  # the first publish has begun (a bootstrap answering later asks for another)
         if not self.bootstrap_peers:
             self._bootstrapped.set()
         self._reason = "asked"  # why _republish was set
@@ -159,7 +160,7 @@ class Discovery:
                 answered = await self.dht.bootstrap(self.bootstrap_peers)
                 if answered:
                     delay = 1.0
-                    if self._bootstrapped.is_set():  # else the first publish, waiting for this, follows now
+                    if self._published_once:  # else the first publish, waiting for this, follows now
                         self.republish_soon()
                 else:
                     delay = min(delay * 2, 30.0)
@@ -174,6 +175,7 @@ class Discovery:
         reason = "start"
         with trio.move_on_after(FIRST_PUBLISH_WAIT):
             await self._bootstrapped.wait()
+        self._published_once = True
         while True:
             self._republish = trio.Event()  # a change while we publish asks for the next publish
             self._publishing = True

@@ -95,6 +95,7 @@ class OnDemand:
         self._nursery: trio.Nursery | None = None
         self._offset = VNET_HDR_LEN if manager.tun.offload else 0
         self.timelines = SetupTimelines()  # where each set-up's time went (status; bench/scale.py's phases)
+        self.clock: Callable[[], float] = time.monotonic  # the timelines' clock: CLOCK_MONOTONIC, as a probe's
 
     # -- the egress hook (p2pvpn.dataplane.egress.Demand) ------------------------------------
 
@@ -103,7 +104,7 @@ class OnDemand:
             return False
         verdict = self.pending.miss(destination, packet, trio.current_time())
         if verdict is Miss.LOOKUP:
-            self.timelines.start(str(ipaddress.ip_address(destination)), time.monotonic(), kind="lookup")
+            self.timelines.start(str(ipaddress.ip_address(destination)), self.clock(), kind="lookup")
             log.info("first packet for %s (%s): looking up its member", ipaddress.ip_address(destination),
                      _describe(packet[self._offset:]))
             self._nursery.start_soon(self._lookup, destination)
@@ -113,7 +114,7 @@ class OnDemand:
         if not peer.wanted:
             log.info("packet for %s, which has no tunnel: dialing it", peer.peer_id)
             destination = str(peer.addresses.ipv4)
-            self.timelines.start(destination, time.monotonic(), kind="wake")
+            self.timelines.start(destination, self.clock(), kind="wake")
             self.timelines.attach(peer.peer_id, destination)
             self.request(peer)
 
@@ -124,14 +125,14 @@ class OnDemand:
         if peer.wanted or self._nursery is None:
             return
         self.dials += 1
-        self.timelines.mark(peer.peer_id, "dial_requested", time.monotonic())
+        self.timelines.mark(peer.peer_id, "dial_requested", self.clock())
         self._deadline[peer.peer_id] = deadline if deadline is not None else trio.current_time() + self.lookup_timeout
         self.manager.want(peer, at_once=True)
         self._nursery.start_soon(self._watch_dial, peer)
 
     def dial_step(self, peer_id: ID, step: str, **info: object) -> None:
         """The session manager's dial of ``peer_id`` reached ``step`` (dial_started, connected, tunnel_up, ...)."""
-        self.timelines.mark(peer_id, step, time.monotonic(), **info)
+        self.timelines.mark(peer_id, step, self.clock(), **info)
 
     def detached(self, peer: Peer) -> None:
         """A tunnel with an on-demand peer ended: stop dialing it, unless packets still wait for it."""
@@ -181,7 +182,7 @@ class OnDemand:
         text = str(ipaddress.ip_address(destination))
         line = self.timelines.get(text)
         if line is not None:
-            line.setdefault("lookup_done" if peer is not None else "packets_failed", round(time.monotonic(), 4))
+            line.setdefault("lookup_done" if peer is not None else "packets_failed", round(self.clock(), 4))
         if peer is None:
             for packet in self.pending.failed(destination, trio.current_time()):
                 self._unreachable(packet)
@@ -205,11 +206,11 @@ class OnDemand:
         try:
             with trio.move_on_at(until):
                 for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the time
-                    trace: dict[str, object] = {"start": round(time.monotonic(), 4)}
+                    trace: dict[str, object] = {"start": round(self.clock(), 4)}
                     attempts.append(trace)
                     try:
                         found = await self.resolve(address, trace) is not None
-                        trace["end"] = round(time.monotonic(), 4)
+                        trace["end"] = round(self.clock(), 4)
                         if found:
                             if line is not None:
                                 line.setdefault("lookup_done", trace["end"])
@@ -219,7 +220,7 @@ class OnDemand:
                                          "its next packet dials it", address, trio.current_time() - deadline)
                             return
                     except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted
-                        trace.update(end=round(time.monotonic(), 4), error=type(exc).__name__)
+                        trace.update(end=round(self.clock(), 4), error=type(exc).__name__)
                         log.debug("lookup of %s failed: %r", address, exc)
                     self.lookup_retries += 1
                     await trio.sleep(LOOKUP_RETRY_AFTER * (attempt + 1))

@@ -127,6 +127,67 @@ async def test_attempts_and_lingering_lookups_stay_bounded(autojump_clock: objec
         nursery.cancel_scope.cancel()
 
 
+class Queue(list):  # type: ignore[type-arg]
+    """A peer's packet queue, unbounded: ``put`` says it took the packet."""
+
+    def put(self, packet: bytes) -> bool:
+        self.append(packet)
+        return True
+
+
+@dataclass
+class Member:
+    """The parts of a Peer a demand dial touches; ``want`` (the manager's) brings its tunnel up at once."""
+
+    peer_id: str = "member"
+    wanted: bool = False
+    tunnel: object = None
+    queue: Queue = field(default_factory=Queue)
+    tunnel_changed: trio.Event = field(default_factory=trio.Event)
+
+
+async def test_a_found_member_is_dialed_at_once_and_its_timeline_has_every_step(autojump_clock: object) -> None:
+    m = manager()
+    member = Member()
+    m.peers["member"] = member
+    wants: list[bool] = []
+
+    def want(peer: Member, at_once: bool = False) -> None:
+        wants.append(at_once)
+        peer.wanted = True
+        od.dial_step(peer.peer_id, "dial_started", had_connection=False)  # what SessionManager's dial loop says
+        od.dial_step(peer.peer_id, "tunnel_up", path="direct")
+        peer.tunnel = object()
+
+    async def found_on_the_second_try(address: object, trace: dict[str, object] | None = None) -> object:
+        assert trace is not None
+        trace.update(rpcs=8, found_by="near" if len(calls) else None)
+        calls.append(trio.current_time())
+        await trio.sleep(0.5)
+        if len(calls) == 1:
+            return None  # a miss: asked again LOOKUP_RETRY_AFTER s later
+        m.routes.table[DST] = "member"
+        return object()
+
+    calls: list[float] = []
+    m.want = want
+    od = OnDemand(m, idle_timeout=300.0, resolve=found_on_the_second_try)  # type: ignore[arg-type]
+    od.clock = trio.current_time
+    async with trio.open_nursery() as nursery:
+        await nursery.start(od.run)
+        start = trio.current_time()
+        assert od.miss(DST, echo())
+        await trio.sleep(2)
+        assert wants == [True] and member.queue == [echo()]  # no smaller-ID-first wait for a demand dial
+        (line,) = od.describe()["timelines"]  # type: ignore[misc]
+        assert line["destination"] == "100.64.0.9" and line["kind"] == "lookup" and line["first_packet"] == start
+        assert [(a["end"] - a["start"], a["found_by"]) for a in line["attempts"]] == [(0.5, None), (0.5, "near")]
+        assert line["lookup_done"] == line["dial_requested"] == line["dial_started"] == line["tunnel_up"] \
+            == start + 0.5 + demand_module.LOOKUP_RETRY_AFTER + 0.5
+        assert line["path"] == "direct" and line["had_connection"] is False
+        nursery.cancel_scope.cancel()
+
+
 @pytest.fixture(autouse=True)
 def _no_icmp_rate_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """ICMP replies are rate-limited by wall time (a burst of 20); here every failure may answer."""
