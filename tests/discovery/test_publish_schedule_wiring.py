@@ -78,21 +78,23 @@ class BootstrappingDht(CountingDht):
         return self.size if self.bootstrapped else 0
 
 
-def bootstrapping(dht: CountingDht) -> Discovery:
+def bootstrapping(dht: CountingDht, nursery: trio.Nursery) -> Discovery:
+    """A Discovery with one bootstrap peer, its bootstrap and announce loops started in ``nursery``."""
     keys = create_new_key_pair()
     peer = ID.from_pubkey(keys.public_key)
     boot = [(ID.from_pubkey(create_new_key_pair().public_key), "/ip4/198.18.0.1/tcp/4242")]
-    return Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
+    disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
                      boot, lambda record, how: None, lambda peer_id: None, limits=object())  # type: ignore[arg-type]
+    nursery.start_soon(disc._bootstrap_loop)
+    nursery.start_soon(disc._announce_loop)
+    return disc
 
 
 async def test_the_first_publish_waits_for_the_first_bootstrap_and_is_not_repeated_for_it(autojump_clock: object) -> None:
     dht = BootstrappingDht(size=9)
-    disc = bootstrapping(dht)
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
-        nursery.start_soon(disc._bootstrap_loop)
-        nursery.start_soon(disc._announce_loop)
+        disc = bootstrapping(dht, nursery)
         await trio.sleep(dht.takes + 1.0)
         assert dht.at == [(start + dht.takes, 9)]  # after the bootstrap, with its table; not with an empty one
         await trio.sleep(EARLY_REPUBLISH[0] - 1.0)  # the timer's publish is 2 s (the publish) + gap after it
@@ -102,11 +104,9 @@ async def test_the_first_publish_waits_for_the_first_bootstrap_and_is_not_repeat
 
 async def test_the_first_publish_waits_for_a_slow_bootstrap_only_so_long(autojump_clock: object) -> None:
     dht = BootstrappingDht(size=9, takes=service.FIRST_PUBLISH_WAIT + 20)
-    disc = bootstrapping(dht)
     async with trio.open_nursery() as nursery:
         start = trio.current_time()
-        nursery.start_soon(disc._bootstrap_loop)
-        nursery.start_soon(disc._announce_loop)
+        disc = bootstrapping(dht, nursery)
         await trio.sleep(service.FIRST_PUBLISH_WAIT + 1.0)
         assert dht.at == [(start + service.FIRST_PUBLISH_WAIT, 0)]
         await trio.sleep(dht.takes)  # the bootstrap answers later: its table is worth a publish now
