@@ -192,6 +192,7 @@ class IdleTracker(Generic[K]):
 
 
 TIMELINES = 64  # set-up timelines kept (the last ones; status ``on_demand.timelines``)
+TIMELINE_OPEN = 60.0  # seconds a timeline without a tunnel goes on; a first packet after that starts a new one
 
 
 class SetupTimelines:
@@ -217,9 +218,12 @@ class SetupTimelines:
         One whose tunnel is not up yet goes on (a lookup that failed its
         packets and is asked again, a wake-up dial after a late lookup):
         the time counts from its first packet; ``restarts`` counts them.
+        Not past TIMELINE_OPEN s, so an unreachable destination's timeline
+        (its attempts) does not grow for ever.
         """
         line = self._lines.get(destination)
-        if line is not None and "tunnel_up" not in line:
+        if line is not None and "tunnel_up" not in line \
+                and now - float(line["first_packet"]) < TIMELINE_OPEN:  # type: ignore[arg-type]
             line["restarts"] = int(line.get("restarts", 0)) + 1  # type: ignore[call-overload]
             return line
         self._lines.pop(destination, None)

@@ -147,3 +147,13 @@ def test_timelines_are_bounded_and_forget_the_oldest_with_its_peer() -> None:
     lines.start("100.64.0.0", 10.0)  # the same destination again: p0's old attachment does not come back
     lines.mark("p0", "tunnel_up", 11.0)
     assert "tunnel_up" not in lines.get("100.64.0.0")  # type: ignore[operator]
+
+
+def test_an_open_timeline_goes_on_only_so_long() -> None:
+    from p2pvpn.session.ondemand import TIMELINE_OPEN, SetupTimelines
+
+    lines = SetupTimelines()
+    first = lines.start("100.64.0.9", 10.0)
+    assert lines.start("100.64.0.9", 10.0 + TIMELINE_OPEN - 1) is first  # still the same set-up
+    fresh = lines.start("100.64.0.9", 10.0 + TIMELINE_OPEN)  # never reached: a new one, the old attempts go
+    assert fresh is not first and fresh["first_packet"] == 10.0 + TIMELINE_OPEN
