@@ -476,6 +476,10 @@ class ScaleRun:
                     *[f"{by_name[d].ipv4}+{offset[(src, d)]}" for d in dsts]]  # fmt: skip
             procs[src] = (by_name[src].host.popen(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                                   stderr=subprocess.PIPE), out)  # fmt: skip
+        spy = None
+        if args.profile_phase == "reach":  # the set-ups' CPU: from the first echo to the last pair's start + 10 s
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            spy = self._profile_start(lab, len(pairs) * args.stagger + 10)
         budget = REACH_LEAD + args.reach_timeout + len(pairs) * args.stagger + 60
         for src, (proc, out) in procs.items():
             try:
@@ -484,21 +488,44 @@ class ScaleRun:
                 proc.kill()
                 _, err = proc.communicate(timeout=10)
             try:
-                data = json.loads(out.read_text())
+                json.loads(out.read_text())
             except (OSError, ValueError):
                 self.failures.append(f"reach from {src} exited {proc.returncode} without a record: "
                                      f"{err.decode(errors='replace').strip()[-200:]}")  # fmt: skip
+        self._profile_end(spy)
+        timelines = self._timelines(lab, sources)
+        for src, (proc, out) in procs.items():
+            try:
+                data = json.loads(out.read_text())
+            except (OSError, ValueError):
                 data = {}
             for dst in sources[src]:
                 entry = data.get(by_name[dst].ipv4, {})
                 first, replied = entry.get("first_sent"), entry.get("replied")
+                line = next((t for t in reversed(timelines.get(src, [])) if t.get("destination") == by_name[dst].ipv4
+                             and first is not None and t.get("first_packet", 0) >= first - 0.5), None)
                 self.reach.append({
                     "from": src, "to": dst, "sent": entry.get("sent", 0), "error": entry.get("error", ""),
                     "tunnel_before": by_name[dst].peer_id in held.get(src, set()),
                     "first_sent_s": round(first - self.t0, 3) if first else None,
                     "reach_s": round(replied - first, 3) if first and replied else None,
+                    "phases": pair_phases(line, first, replied) if line is not None and first else None,
                 })  # fmt: skip
         self.reach_end = time.monotonic()
+
+    def _timelines(self, lab: Any, names: Any) -> dict[str, list[dict[str, Any]]]:
+        """Each named node's on-demand set-up timelines (status ``on_demand.timelines``; empty if none)."""
+        from p2pvpn.errors import ControlError
+
+        def lines(node: Any) -> list[dict[str, Any]]:
+            try:
+                return list((node.status(timeout=5.0).get("on_demand") or {}).get("timelines") or [])
+            except ControlError:
+                return []
+
+        nodes = [n for n in lab.nodes if n.name in names]
+        with ThreadPoolExecutor(max_workers=READY_WORKERS) as pool:
+            return {n.name: found for n, found in zip(nodes, pool.map(lines, nodes))}
 
     def _tunnels(self, lab: Any, names: Any) -> dict[str, set[str]]:
         """Peer IDs each named node reports a tunnel "up" to (empty if it does not answer)."""
@@ -523,7 +550,7 @@ class ScaleRun:
         self.load["idle_start"] = os.getloadavg()
         before = {n.name: cpu_seconds(n.proc.pid) for n in lab.nodes if n.proc}
         t = time.monotonic()
-        spy = self._profile_start(lab)
+        spy = self._profile_start(lab, args.idle_window) if args.profile_phase == "idle" else None
         time.sleep(args.idle_window)
         span = time.monotonic() - t
         self._profile_end(spy)
@@ -553,8 +580,8 @@ class ScaleRun:
             nodes[node.name] = entry
         self.idle = {"window_s": round(span, 2), "nodes": nodes}
 
-    def _profile_start(self, lab: Any) -> tuple[subprocess.Popen[bytes], Path] | None:
-        """``py-spy record`` of one node over the idle window (--profile-node), if py-spy is installed."""
+    def _profile_start(self, lab: Any, duration: float) -> tuple[subprocess.Popen[bytes], Path] | None:
+        """``py-spy record`` of one node for ``duration`` s (--profile-node, --profile-phase), if py-spy is installed."""
         name = self.args.profile_node
         if name is None:
             return None
@@ -564,9 +591,9 @@ class ScaleRun:
             self.profile = {"error": f"no node {name}" if node is None else "py-spy is not installed"}
             return None
         out = lab.workdir / "profile.raw"
-        argv = [spy, "record", "--pid", str(node.proc.pid), "--duration", str(int(self.args.idle_window)),
+        argv = [spy, "record", "--pid", str(node.proc.pid), "--duration", str(max(1, int(duration))),
                 "--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
-        self.profile = {"node": name, "pid": node.proc.pid}
+        self.profile = {"node": name, "pid": node.proc.pid, "phase": self.args.profile_phase, "seconds": int(duration)}
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out
 
     def _profile_end(self, spy: tuple[subprocess.Popen[bytes], Path] | None) -> None:
@@ -643,7 +670,8 @@ class ScaleRun:
                       "tunnel_before": sum(1 for p in self.reach if p.get("tunnel_before")),
                       "reached_without_tunnel_before": sum(1 for p in self.reach
                                                            if p["reach_s"] is not None and not p.get("tunnel_before")),
-                      "within_2s": sum(1 for r in reached if r <= 2.0), "pairs": self.reach},
+                      "within_2s": sum(1 for r in reached if r <= 2.0), "phases": phase_summary(self.reach),
+                      "pairs": self.reach},
             "idle": {"window_s": self.idle.get("window_s"), "nodes_up": up, "cpu_pct": summarize(cpu),
                      "rss_mib": summarize(rss), "anon_mib": summarize(anon), "tunnels_up": summarize(tunnels),
                      "cpu_s_until_measure": summarize(formation), "nodes": nodes},
@@ -653,6 +681,51 @@ class ScaleRun:
             "failures": self.failures,
             "ok": ok,
         }
+
+
+def pair_phases(line: dict[str, Any], first: float, replied: float | None) -> dict[str, Any]:
+    """Where a pair's time to reach went, from its source's set-up timeline (p2pvpn.session.ondemand.SetupTimelines).
+
+    All times CLOCK_MONOTONIC, so the probe's ``first`` echo and the node's
+    steps line up. Seconds: ``to_node`` first echo -> the node saw it;
+    ``lookup`` -> the address lookup ended; ``to_dial`` -> the dial started
+    (the queue, the smaller-ID-first wait); ``connect`` -> connection, Noise,
+    yamux and our stream; ``hello`` -> Hellos, tunnel up; ``to_reply`` ->
+    the first echo reply. A step that did not happen is None; ``attempts``:
+    each lookup attempt's seconds, what it found and its GET_VALUEs.
+    """
+    def at(step: str) -> float | None:
+        value = line.get(step)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    steps = [("to_node", first, at("first_packet")), ("lookup", at("first_packet"), at("lookup_done")),
+             ("to_dial", at("lookup_done") or at("first_packet"), at("dial_started")),
+             ("connect", at("dial_started"), at("connected")), ("hello", at("connected"), at("tunnel_up")),
+             ("to_reply", at("tunnel_up"), replied)]
+    out: dict[str, Any] = {name: round(b - a, 3) if a is not None and b is not None else None for name, a, b in steps}
+    out["kind"] = line.get("kind")
+    out["had_connection"] = line.get("had_connection")
+    out["path"] = line.get("path")
+    out["dial_error"] = line.get("dial_error")
+    out["attempts"] = [{"s": round(a["end"] - a["start"], 3) if "end" in a else None, "found_by": a.get("found_by"),
+                        "rpcs": a.get("rpcs"), "failed": a.get("failed"), "replies": a.get("replies")}
+                       for a in line.get("attempts") or [] if isinstance(a, dict)]
+    return out
+
+
+PHASES = ("to_node", "lookup", "to_dial", "connect", "hello", "to_reply")
+
+
+def phase_summary(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per phase: its seconds over all pairs with a timeline, and over the pairs slower than 2 s."""
+    with_line = [p for p in pairs if p.get("phases")]
+    slow = [p for p in with_line if p.get("reach_s") is None or p["reach_s"] > 2.0]
+
+    def of(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {name: summarize([p["phases"][name] for p in group if p["phases"].get(name) is not None])
+                for name in PHASES}
+
+    return {"pairs_with_timeline": len(with_line), "all": of(with_line), "slow": of(slow), "slow_pairs": len(slow)}
 
 
 def neighbour_table_fulls() -> int:
@@ -704,6 +777,8 @@ def net_summary(rep: dict[str, Any]) -> str:
         f"tunnels up per node: {fmt(idle['tunnels_up'], '')}; CPU s per node until the reach phase: "
         f"{fmt(idle['cpu_s_until_measure'], ' s')}",
         f"discovery, all nodes: {rep.get('discovery_totals')}",
+        *[f"phase {name}: all {fmt(reach['phases']['all'][name], ' s')}; slow {fmt(reach['phases']['slow'][name], ' s')}"
+          for name in PHASES if reach.get("phases")],
         f"leftovers: {len(rep['leftovers']['after_node_stop'])} namespaces with a TUN/nft table after SIGTERM, "
         f"{len(rep['leftovers']['after_teardown'])} after teardown",
     ]
@@ -796,7 +871,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_net.add_argument("--seed", type=int, default=1)
     p_net.add_argument("--on-demand", action="store_true", help="on_demand = true on every node: tunnels open on the first packet")
     p_net.add_argument("--keep-logs", type=Path, default=None, help="copy every node's log into this directory")
-    p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over the idle window")
+    p_net.add_argument("--profile-node", default=None, help="py-spy record this node (e.g. n25) over --profile-phase")
+    p_net.add_argument("--profile-phase", choices=("idle", "reach"), default="idle",
+                       help="idle: the idle window; reach: from the first echo to 10 s after the last pair's start")
     p_net.add_argument("--node-arg", action="append", default=[], help="extra argument for every `p2pvpn up` (repeatable)")
     p_net.add_argument("--json", dest="json_out", default=None, help="write the JSON report here ('-': stdout)")
     p_reach = sub.add_parser("reach", help="(internal) the echo probe run inside a namespace")

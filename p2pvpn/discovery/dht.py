@@ -375,7 +375,7 @@ class Dht:
             self._walked_empty.pop(key, None)
         return value
 
-    async def get_address(self, key: str) -> bytes | None:
+    async def get_address(self, key: str, trace: dict[str, object] | None = None) -> bytes | None:
         """The best valid record stored under an address key (docs/protocol.md §18.2), or None.
 
         A valid local copy answers at once (its expiry bounds how stale it
@@ -393,12 +393,16 @@ class Dht:
         address_near, address_connected: a first-round peer answered;
         address_walk: a later one did; address_missed; address_asked:
         first-round GET_VALUEs; address_rpcs: all GET_VALUEs of lookups).
+        ``trace`` (a dict, if given) gets the same for this one lookup:
+        found_by, asked_first, rpcs, failed, invalid, hops.
         """
+        trace = trace if trace is not None else {}
         local = self.kad.value_store.get(key.encode())
         if local is not None:
             try:
                 self.address_validator.validate(key, local.value)
                 self.reads["address_local"] += 1
+                trace["found_by"] = "local"
                 return local.value
             except rec.RecordError:
                 self.rejected += 1
@@ -412,22 +416,26 @@ class Dht:
                  if p != self.host.peer_id]
         lookup: walk.Lookup[ID] = walk.Lookup(target, lambda p: _position(p.to_bytes()), seeds,
                                               exclude=self.host.peer_id)
-        value = await self._walk(key, lookup, asks)
+        value = await self._walk(key, lookup, asks, trace)
         self.reads["address_asked"] += min(len(asks), lookup.requests)
         self.reads["address_rpcs"] += lookup.requests
+        trace.update(asked_first=len(asks), rpcs=lookup.requests, failed=lookup.failures, late=lookup.late,
+                     invalid=lookup.invalid, hops=lookup.hops, found_by=None)
         if value is None:
             self.reads["address_missed"] += 1
             log.debug("no valid address record under %s (%d GET_VALUEs, %d failed, %d invalid)",
                       key, lookup.requests, lookup.failures, lookup.invalid)
             return None
         if lookup.found_at in asks:
-            self.reads["address_near" if lookup.found_at in table else "address_connected"] += 1
+            trace["found_by"] = "near" if lookup.found_at in table else "connected"
         else:
-            self.reads["address_walk"] += 1
+            trace["found_by"] = "walk"
+        self.reads[f"address_{trace['found_by']}"] += 1
         self.kad.value_store.put(key.encode(), value)  # a second packet's lookup answers locally
         return value
 
-    async def _walk(self, key: str, lookup: walk.Lookup[ID], first: Sequence[ID] = ()) -> bytes | None:
+    async def _walk(self, key: str, lookup: walk.Lookup[ID], first: Sequence[ID] = (),
+                    trace: dict[str, object] | None = None) -> bytes | None:
         """Drive ``lookup`` with GET_VALUEs (first to ``first``, at once); the first valid value, or None.
 
         Each GET_VALUE answers with the record if the peer holds one and with
@@ -436,29 +444,50 @@ class Dht:
         ``get_value`` does (a full walk, then GET_VALUE to up to 20 peers).
         The first round's peers still silent after ADDRESS_FIRST_WAIT s stop
         holding back the walk (``lookup.release_first``; their answers still
-        count). An answer with neither, or none within WALK_RPC_TIMEOUT s, is
-        a failed peer; an invalid record counts in ``rejected`` and
-        ``lookup.invalid``. At most WALK_TIMEOUT s and ``lookup.max_requests``
-        GET_VALUEs in all.
+        count). An answer with neither value nor closer peers is a failed
+        peer; so is one silent for WALK_RPC_TIMEOUT s, but only as far as the
+        walk goes (it asks the next peer at once): its request stays open
+        until the walk ends, and a late answer still counts
+        (``lookup.on_late_reply``). On a machine so loaded that half the
+        GET_VALUEs took longer than that (50 nodes on 2 cores at a load of
+        40), dropping them made walks miss records the slow peers held.
+        An invalid record counts in ``rejected`` and ``lookup.invalid``. At
+        most WALK_TIMEOUT s and ``lookup.max_requests`` GET_VALUEs in all.
+        ``trace`` gets ``replies``: per answer, seconds since the start and
+        "v" (the value), "c" (closer peers only), "x" (failed), "s" (slow:
+        no answer yet), "V"/"C"/"X" (a slow peer's late answer).
         """
-        # Answers, and None when the first round's ADDRESS_FIRST_WAIT s are over (lookup.release_first).
-        send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID]] | None](
-            lookup.max_requests + len(first) + 1)
+        replies: list[tuple[float, str]] = []
+        if trace is not None:
+            trace["replies"] = replies
+        begun = trio.current_time()
+        # Answers (peer, value, closer, slow: no answer yet after WALK_RPC_TIMEOUT), and None when the first
+        # round's ADDRESS_FIRST_WAIT s are over (lookup.release_first). Two messages per request at most.
+        send, receive = trio.open_memory_channel[tuple[ID, bytes | None, list[ID], bool] | None](
+            2 * (lookup.max_requests + len(first)) + 1)
         found: list[bytes] = []
 
         async def first_round_over() -> None:
             await trio.sleep(ADDRESS_FIRST_WAIT)
             send.send_nowait(None)
 
+        async def slow(peer_id: ID, answered: trio.Event) -> None:
+            with trio.move_on_after(WALK_RPC_TIMEOUT):
+                await answered.wait()
+                return
+            send.send_nowait((peer_id, None, [], True))
+
         async def ask(peer_id: ID) -> None:
             value: bytes | None = None
             closer: list[ID] = []
-            with trio.move_on_after(WALK_RPC_TIMEOUT):
-                try:
-                    value, closer = await libp2p_compat.value_and_closer_from_peer(self.kad, peer_id, key.encode())
-                except STREAM_ERRORS as exc:
-                    log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
-            send.send_nowait((peer_id, value, closer))
+            answered = trio.Event()
+            nursery.start_soon(slow, peer_id, answered)
+            try:
+                value, closer = await libp2p_compat.value_and_closer_from_peer(self.kad, peer_id, key.encode())
+            except STREAM_ERRORS as exc:
+                log.debug("GET_VALUE %s from %s failed: %r", key, peer_id, exc)
+            answered.set()
+            send.send_nowait((peer_id, value, closer, False))
 
         with trio.move_on_after(WALK_TIMEOUT):
             async with trio.open_nursery() as nursery:
@@ -474,9 +503,18 @@ class Dht:
                     if answer is None:
                         lookup.release_first()
                         continue
-                    peer_id, value, closer = answer
+                    peer_id, value, closer, silent = answer
+                    late = lookup.gave_up_on(peer_id)
+                    if silent:
+                        if not late:  # else its answer came first after all (both messages were queued)
+                            replies.append((round(trio.current_time() - begun, 3), "s"))
+                            lookup.on_failure(peer_id)
+                        continue
+                    mark = "v" if value is not None else "c" if closer else "x"
+                    replies.append((round(trio.current_time() - begun, 3), mark.upper() if late else mark))
                     if value is None and not closer:
-                        lookup.on_failure(peer_id)
+                        if not late:
+                            lookup.on_failure(peer_id)
                         continue
                     valid = False
                     if value is not None:
@@ -485,7 +523,8 @@ class Dht:
                             valid = True
                         except Exception:  # noqa: BLE001 - RecordError, or a registered kind's own error
                             pass
-                    lookup.on_reply(peer_id, closer, found=valid, invalid=value is not None and not valid)
+                    reply = lookup.on_late_reply if late else lookup.on_reply
+                    reply(peer_id, closer, found=valid, invalid=value is not None and not valid)
                     if valid and value is not None:
                         found.append(value)
                 nursery.cancel_scope.cancel()  # requests still in flight change nothing now

@@ -53,6 +53,10 @@ class Known:
 
 
 TABLE_CHECK = 2.0  # seconds between looks at the routing table's size (PublishSchedule.grown)
+# The first publish waits (at most this long) for the first bootstrap attempt: its walks need a routing table.
+# Published with an empty one, the records went nowhere useful, and under load that publish took 30 s, during
+# which the next one (the one that places them) could not start (bench/scale.py net, docs/performance.md).
+FIRST_PUBLISH_WAIT = 10.0
 
 
 class Discovery:
@@ -100,6 +104,10 @@ class Discovery:
         self.rounds = 0
         self.last_published = 0.0
         self._republish = trio.Event()
+        self._bootstrapped = trio.Event()  # the first bootstrap attempt ended (set at once without bootstrap peers)
+        self._published_once = False  # the first publish has begun (a bootstrap answering later asks for another)
+        if not self.bootstrap_peers:
+            self._bootstrapped.set()
         self._reason = "asked"  # why _republish was set
         self._publishing = False
         self.publishes: dict[str, int] = {"timer": 0, "asked": 0, "table_grew": 0}  # why each publish ran
@@ -152,20 +160,27 @@ class Discovery:
                 answered = await self.dht.bootstrap(self.bootstrap_peers)
                 if answered:
                     delay = 1.0
-                    self.republish_soon()
+                    if self._published_once:  # else the first publish, waiting for this, follows now
+                        self.republish_soon()
                 else:
                     delay = min(delay * 2, 30.0)
             else:
                 delay = 30.0
+            self._bootstrapped.set()
             await trio.sleep(delay)
 
     async def _announce_loop(self) -> None:
         """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
         self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
+        reason = "start"
+        with trio.move_on_after(FIRST_PUBLISH_WAIT):
+            await self._bootstrapped.wait()
+        self._published_once = True
         while True:
             self._republish = trio.Event()  # a change while we publish asks for the next publish
             self._publishing = True
             table = self.dht.routing_table_size()  # the table the walks of this publish start from
+            began, failures = trio.current_time(), self.dht.publish_failures
             record = self.own_record()
             roles = ["members"] if self.member else []
             roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
@@ -180,6 +195,9 @@ class Discovery:
                 log.info("publishing our record failed: %s", type(exc).__name__)
             schedule.published(trio.current_time(), table)
             self._publishing = False
+            log.info("published our records (%s): routing table %d -> %d peers, %.1f s, %d stores failed; next by "
+                     "timer in %.0f s", reason, table, self.dht.routing_table_size(), trio.current_time() - began,
+                     self.dht.publish_failures - failures, schedule.timer_at - trio.current_time())
             reason = "timer"
             with trio.move_on_at(schedule.timer_at):
                 await self._republish.wait()
@@ -247,13 +265,15 @@ class Discovery:
                     nursery.start_soon(self._fetch, peer_id, limiter)
         self._expire()
 
-    async def lookup_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> rec.NodeRecord | None:
+    async def lookup_address(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                             trace: dict[str, object] | None = None) -> rec.NodeRecord | None:
         """The member holding an overlay address, from its address record (§18.2); handed to ``on_record``.
 
-        None if no valid record names it (or it is ours). The caller bounds the time.
+        None if no valid record names it (or it is ours). The caller bounds the time. ``trace``, if
+        given, gets what the lookup did (Dht.get_address).
         """
         key = address_key(self.network, address)
-        sealed = await self.dht.get_address(key)
+        sealed = await self.dht.get_address(key, trace)
         if sealed is None:
             self.address_lookups["missing"] += 1
             return None

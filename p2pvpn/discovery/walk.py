@@ -75,6 +75,7 @@ class Lookup(Generic[P]):
     requests: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
     invalid: int = field(default=0, init=False)  # replies whose value the validator refused
+    late: int = field(default=0, init=False)  # answers of peers already counted failed (on_late_reply)
     _first: set[P] = field(default_factory=set, init=False)  # asked by ask_first
     _released: set[P] = field(default_factory=set, init=False)  # first-round peers no longer counted against alpha
 
@@ -118,6 +119,24 @@ class Lookup(Generic[P]):
             self.found_at = peer
         for other in closer:
             self._learn(other, cand.depth + 1)
+
+    def on_late_reply(self, peer: P, closer: Sequence[P], found: bool = False, invalid: bool = False) -> None:
+        """A peer given up on (``on_failure``: silent too long) answered after all: as ``on_reply``.
+
+        Its value counts and its closer peers are learned; it is live again
+        (``answered``). ``failures`` keeps counting it; ``late`` counts these.
+        """
+        cand = self.candidates.get(peer)
+        if cand is None or cand.state != "failed":
+            raise DriverError(f"a late answer from {peer!r}, which this lookup did not give up on")
+        cand.state = "asked"
+        self.late += 1
+        self.on_reply(peer, closer, found=found, invalid=invalid)
+
+    def gave_up_on(self, peer: P) -> bool:
+        """Whether ``peer`` was asked and then counted failed (its answer, if any, is late)."""
+        cand = self.candidates.get(peer)
+        return cand is not None and cand.state == "failed"
 
     def on_failure(self, peer: P) -> None:
         """``peer`` did not answer (timeout, refused): it drops out of the result."""

@@ -47,6 +47,7 @@ from p2pvpn.session.ondemand import (
     IdleTracker,
     Miss,
     PendingLookups,
+    SetupTimelines,
 )
 from p2pvpn.session.peer import Peer
 from p2pvpn.wire.codec import CloseCode
@@ -66,7 +67,9 @@ UNREACHABLE_PER_SECOND, UNREACHABLE_BURST = 10.0, 20
 # the attempts stay bounded); once it found the member, the destination has a route and its next packet dials.
 LOOKUP_ATTEMPTS, LOOKUP_RETRY_AFTER = 8, 0.25
 
-Resolve = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address], Awaitable["NodeRecord | None"]]
+# resolve(address, trace): the member's record or None; it may note what it did in ``trace`` (a dict, or None).
+Resolve = Callable[[ipaddress.IPv4Address | ipaddress.IPv6Address, "dict[str, object] | None"],
+                   Awaitable["NodeRecord | None"]]
 
 
 class OnDemand:
@@ -91,6 +94,8 @@ class OnDemand:
         self._bucket = icmp.TokenBucket(UNREACHABLE_PER_SECOND, UNREACHABLE_BURST)
         self._nursery: trio.Nursery | None = None
         self._offset = VNET_HDR_LEN if manager.tun.offload else 0
+        self.timelines = SetupTimelines()  # where each set-up's time went (status; bench/scale.py's phases)
+        self.clock: Callable[[], float] = time.monotonic  # the timelines' clock: CLOCK_MONOTONIC, as a probe's
 
     # -- the egress hook (p2pvpn.dataplane.egress.Demand) ------------------------------------
 
@@ -99,6 +104,7 @@ class OnDemand:
             return False
         verdict = self.pending.miss(destination, packet, trio.current_time())
         if verdict is Miss.LOOKUP:
+            self.timelines.start(str(ipaddress.ip_address(destination)), self.clock(), kind="lookup")
             log.info("first packet for %s (%s): looking up its member", ipaddress.ip_address(destination),
                      _describe(packet[self._offset:]))
             self._nursery.start_soon(self._lookup, destination)
@@ -107,6 +113,9 @@ class OnDemand:
     def wake(self, peer: Peer) -> None:
         if not peer.wanted:
             log.info("packet for %s, which has no tunnel: dialing it", peer.peer_id)
+            destination = str(peer.addresses.ipv4)
+            self.timelines.start(destination, self.clock(), kind="wake")
+            self.timelines.attach(peer.peer_id, destination)
             self.request(peer)
 
     # -- dialing -------------------------------------------------------------------------------
@@ -116,9 +125,14 @@ class OnDemand:
         if peer.wanted or self._nursery is None:
             return
         self.dials += 1
+        self.timelines.mark(peer.peer_id, "dial_requested", self.clock())
         self._deadline[peer.peer_id] = deadline if deadline is not None else trio.current_time() + self.lookup_timeout
-        self.manager.want(peer)
+        self.manager.want(peer, at_once=True)
         self._nursery.start_soon(self._watch_dial, peer)
+
+    def dial_step(self, peer_id: ID, step: str, **info: object) -> None:
+        """The session manager's dial of ``peer_id`` reached ``step`` (dial_started, connected, tunnel_up, ...)."""
+        self.timelines.mark(peer_id, step, self.clock(), **info)
 
     def detached(self, peer: Peer) -> None:
         """A tunnel with an on-demand peer ended: stop dialing it, unless packets still wait for it."""
@@ -165,6 +179,10 @@ class OnDemand:
         self.lookup_ms.append(round((trio.current_time() - started) * 1000, 1))
         peer_id = self.manager.routes.lookup(destination)
         peer = self.manager.peers.get(peer_id) if peer_id is not None else None
+        text = str(ipaddress.ip_address(destination))
+        line = self.timelines.get(text)
+        if line is not None:
+            line.setdefault("lookup_done" if peer is not None else "packets_failed", round(self.clock(), 4))
         if peer is None:
             for packet in self.pending.failed(destination, trio.current_time()):
                 self._unreachable(packet)
@@ -173,6 +191,7 @@ class OnDemand:
         for packet in self.pending.resolved(destination):
             if not peer.queue.put(packet):
                 peer.stats.drops["queue_full"] += 1
+        self.timelines.attach(peer.peer_id, text)
         if peer.tunnel is None:
             self.request(peer, deadline)
 
@@ -180,17 +199,28 @@ class OnDemand:
         """LOOKUP_ATTEMPTS resolves at most, until ``until``; the record they find routes ``destination``."""
         assert self.resolve is not None
         address = ipaddress.ip_address(destination)
+        line = self.timelines.get(str(address))
+        attempts: list[dict[str, object]] = []
+        if line is not None:  # a lookup asked again continues the first one's list
+            attempts = line.setdefault("attempts", attempts)  # type: ignore[assignment]
         try:
             with trio.move_on_at(until):
                 for attempt in range(LOOKUP_ATTEMPTS):  # bounded, and by the time
+                    trace: dict[str, object] = {"start": round(self.clock(), 4)}
+                    attempts.append(trace)
                     try:
-                        if await self.resolve(address) is not None:
+                        found = await self.resolve(address, trace) is not None
+                        trace["end"] = round(self.clock(), 4)
+                        if found:
+                            if line is not None:
+                                line.setdefault("lookup_done", trace["end"])
                             if trio.current_time() > deadline:
                                 self.lookups_late += 1
                                 log.info("found the member holding %s %.1f s after its first packet's deadline; "
                                          "its next packet dials it", address, trio.current_time() - deadline)
                             return
                     except Exception as exc:  # noqa: BLE001 - a failed lookup is a failed destination, counted
+                        trace.update(end=round(self.clock(), 4), error=type(exc).__name__)
                         log.debug("lookup of %s failed: %r", address, exc)
                     self.lookup_retries += 1
                     await trio.sleep(LOOKUP_RETRY_AFTER * (attempt + 1))
@@ -267,6 +297,7 @@ class OnDemand:
             "icmp_unreachable": self.icmp_sent,
             "lookup_ms_median": statistics.median(self.lookup_ms) if self.lookup_ms else None,
             "lookup_ms_max": max(self.lookup_ms, default=None),
+            "timelines": self.timelines.lines(),
         }
 
 

@@ -170,6 +170,7 @@ class SessionManager:
         self.rewrite_dial_addrs: Callable[[ID, list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]] | None = None
         self.demand: OnDemand | None = None  # on-demand tunnels (enable_on_demand); None: a tunnel to every member
         self._dialing: set[int] = set()  # id() of the Peer objects with a running dial loop (one each)
+        self._dial_at_once: set[ID] = set()  # peers whose next dial loop skips POLITE_DELAY (want(at_once=True))
         self.keep_exits = False  # on demand, a node using an exit keeps tunnels to the exits (selection probes them)
         # Relayed tunnels, the only ones the migration loop looks at; it sleeps while there are none.
         self._relayed: dict[ID, Peer] = {}
@@ -280,8 +281,15 @@ class SessionManager:
             if peer.tunnel is not None:
                 peer.tunnel.close(CloseCode.ADDRESS_MISMATCH, "our overlay address changed")
 
-    def want(self, peer: Peer) -> None:
-        """Keep a tunnel to ``peer``: dial it until one is up (on demand: p2pvpn.session.demand)."""
+    def want(self, peer: Peer, at_once: bool = False) -> None:
+        """Keep a tunnel to ``peer``: dial it until one is up (on demand: p2pvpn.session.demand).
+
+        ``at_once``: no POLITE_DELAY before the first dial. A demand dial: the
+        peer does not dial us (nothing of ours waits there), so waiting for it
+        only delays the packets that asked for the tunnel.
+        """
+        if at_once:
+            self._dial_at_once.add(peer.peer_id)
         self._want(peer)
 
     def _want(self, peer: Peer) -> None:
@@ -397,7 +405,9 @@ class SessionManager:
 
     async def _dial_until_unwanted(self, peer: Peer) -> None:
         delays = iter(backoff_delays())
-        if self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
+        at_once = peer.peer_id in self._dial_at_once
+        self._dial_at_once.discard(peer.peer_id)
+        if not at_once and self.host.peer_id.to_bytes() > peer.peer_id.to_bytes() and peer.tunnel is None:
             # Let the smaller peer ID dial first: two simultaneous dials give two libp2p
             # connections, and libp2p may close the one under the tunnel both sides kept.
             with trio.move_on_after(POLITE_DELAY):
@@ -410,10 +420,13 @@ class SessionManager:
                 with trio.move_on_after(wait):  # its last tunnel failed: back off (a new tunnel ends the wait)
                     await peer.tunnel_changed.wait()
                 continue
+            if self.demand is not None:
+                self._dial_step(peer, "dial_started", had_connection=peer.peer_id in self.host.connected_peers())
             try:
                 stream = await self._dial_once(peer)
             except (trio.TooSlowError, CircuitError, *STREAM_ERRORS) as exc:  # a relay's refusal is a failed dial too
                 peer.last_error = f"dial failed: {_one_line(exc)}"
+                self._dial_step(peer, "dial_failed", dial_error=_one_line(exc)[:120])
                 log.debug("dial %s failed: %r", peer.peer_id, exc)
                 with trio.move_on_after(next(delays)):
                     await peer.addrs_changed.wait()
@@ -421,12 +434,18 @@ class SessionManager:
             if stream is None:  # its addresses changed meanwhile: dial the new ones now
                 delays = iter(backoff_delays())
                 continue
+            self._dial_step(peer, "connected")  # connection (Noise, yamux) and our protocol's stream are open
             started = time.monotonic()
             await self._run_tunnel(stream, self.host.peer_id)
             if time.monotonic() - started >= STABLE_AFTER:
                 delays = iter(backoff_delays())
             if peer.tunnel is None:
                 await trio.sleep(next(delays))
+
+    def _dial_step(self, peer: Peer, step: str, **info: object) -> None:
+        """On demand: where a dial is (set-up timelines, p2pvpn.session.ondemand.SetupTimelines)."""
+        if self.demand is not None:
+            self.demand.dial_step(peer.peer_id, step, **info)
 
     async def _dial_once(self, peer: Peer) -> INetStream | None:
         """One dial of the peer's current addresses; None if they changed before it finished."""
@@ -560,6 +579,7 @@ class SessionManager:
         if tunnel.datagram_agreed and self.udp is not None:
             tunnel.link = self._udp_link(tunnel, peer)
         self._attach(peer, tunnel)
+        self._dial_step(peer, "tunnel_up", path=tunnel.path.get("path"))
         if tunnel.path.get("path") == "relayed" and own_smaller(self.host.peer_id, remote_id):  # we move it
             self._relayed[remote_id] = peer
             self._relayed_added.set()

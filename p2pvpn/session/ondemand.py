@@ -189,3 +189,69 @@ class IdleTracker(Generic[K]):
 
     def keys(self) -> Iterable[K]:
         return self._seen.keys()
+
+
+TIMELINES = 64  # set-up timelines kept (the last ones; status ``on_demand.timelines``)
+TIMELINE_OPEN = 60.0  # seconds a timeline without a tunnel goes on; a first packet after that starts a new one
+
+
+class SetupTimelines:
+    """Where each on-demand tunnel set-up spent its time: first packet -> lookup -> dial -> connection -> tunnel.
+
+    Why: "reached in 7 s" says nothing about which step waited. One timeline
+    per first packet (or wake-up dial), keyed by destination, with the time
+    of each step (``now`` from the caller, CLOCK_MONOTONIC seconds, so a
+    probe in another namespace can line its own clock up with it) and what
+    the lookup did (attempts, GET_VALUEs, where it found the record). Dial
+    steps are named by peer: ``attach`` ties a peer to its open timeline.
+    Bounded: the oldest of ``keep`` timelines goes first.
+    """
+
+    def __init__(self, keep: int = TIMELINES) -> None:
+        self.keep = keep
+        self._lines: dict[str, dict[str, object]] = {}  # destination (text) -> timeline, oldest first
+        self._by_peer: dict[object, str] = {}  # peer -> destination of its open timeline
+
+    def start(self, destination: str, now: float, **info: object) -> dict[str, object]:
+        """A first packet (or a wake-up dial) for ``destination``: a new timeline replaces a finished one.
+
+        One whose tunnel is not up yet goes on (a lookup that failed its
+        packets and is asked again, a wake-up dial after a late lookup):
+        the time counts from its first packet; ``restarts`` counts them.
+        Not past TIMELINE_OPEN s, so an unreachable destination's timeline
+        (its attempts) does not grow for ever.
+        """
+        line = self._lines.get(destination)
+        if line is not None and "tunnel_up" not in line \
+                and now - float(line["first_packet"]) < TIMELINE_OPEN:  # type: ignore[arg-type]
+            line["restarts"] = int(line.get("restarts", 0)) + 1  # type: ignore[call-overload]
+            return line
+        self._lines.pop(destination, None)
+        line = {"destination": destination, "first_packet": round(now, 4), **info}
+        self._lines[destination] = line
+        while len(self._lines) > self.keep:
+            gone = next(iter(self._lines))
+            del self._lines[gone]
+            self._by_peer = {p: d for p, d in self._by_peer.items() if d != gone}
+        return line
+
+    def get(self, destination: str) -> dict[str, object] | None:
+        return self._lines.get(destination)
+
+    def attach(self, peer: object, destination: str) -> None:
+        """Later dial steps of ``peer`` belong to ``destination``'s timeline."""
+        if destination in self._lines:
+            self._by_peer[peer] = destination
+
+    def mark(self, peer: object, step: str, now: float, **info: object) -> None:
+        """Step ``step`` of ``peer``'s open timeline happened at ``now`` (the first time only; ``info`` merged)."""
+        line = self._lines.get(self._by_peer.get(peer, ""))
+        if line is None:
+            return
+        line.setdefault(step, round(now, 4))
+        line.update(info)
+        if step == "tunnel_up":  # the set-up is over: later dials of the peer are another story
+            self._by_peer.pop(peer, None)
+
+    def lines(self) -> list[dict[str, object]]:
+        return list(self._lines.values())

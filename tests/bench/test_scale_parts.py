@@ -78,3 +78,24 @@ def test_reach_staggers_destinations_written_with_an_offset(tmp_path: Path) -> N
     now, later = state["127.0.0.1"], state["127.0.0.2"]
     assert now["replied"] is not None and later["replied"] is not None
     assert now["first_sent"] < start + 0.5 <= start + 0.8 <= later["first_sent"]
+
+
+def test_pair_phases_line_the_probe_up_with_the_nodes_timeline() -> None:
+    scale = load_scale()
+    line = {"destination": "100.64.0.9", "first_packet": 100.02, "kind": "lookup", "lookup_done": 100.52,
+            "dial_requested": 100.52, "dial_started": 100.53, "had_connection": True, "connected": 100.73,
+            "tunnel_up": 100.83, "path": "direct",
+            "attempts": [{"start": 100.02, "end": 100.5, "found_by": "near", "rpcs": 8, "failed": 0,
+                          "replies": [[0.4, "v"]]}]}  # fmt: skip
+    phases = scale.pair_phases(line, 100.0, 101.0)
+    assert {k: phases[k] for k in scale.PHASES} == {"to_node": 0.02, "lookup": 0.5, "to_dial": 0.01, "connect": 0.2,
+                                                    "hello": 0.1, "to_reply": 0.17}  # fmt: skip
+    assert phases["attempts"] == [{"s": 0.48, "found_by": "near", "rpcs": 8, "failed": 0, "replies": [[0.4, "v"]]}]
+    assert phases["had_connection"] is True and phases["path"] == "direct"
+    # a wake-up dial (the route was known): no lookup; a set-up that never finished: its later steps are None
+    wake = scale.pair_phases({"first_packet": 100.0, "kind": "wake", "dial_started": 100.1}, 100.0, None)
+    assert wake["lookup"] is None and wake["to_dial"] == 0.1 and wake["connect"] is None and wake["to_reply"] is None
+    summary = scale.phase_summary([{"reach_s": 1.0, "phases": phases}, {"reach_s": 3.0, "phases": wake},
+                                   {"reach_s": 0.5, "phases": None}])  # fmt: skip
+    assert summary["pairs_with_timeline"] == 2 and summary["slow_pairs"] == 1
+    assert summary["all"]["to_dial"]["n"] == 2 and summary["slow"]["lookup"] is None

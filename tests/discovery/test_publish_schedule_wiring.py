@@ -21,12 +21,13 @@ from p2pvpn.discovery.service import Discovery
 @dataclass
 class CountingDht:
     size: int = 3
+    publish_failures: int = 0
     at: list[tuple[float, int]] = field(default_factory=list)  # (when, table size) of each publish
     host: object = None
 
     async def publish(self, peer_id: ID, sealed: bytes, roles: list[str], address_keys: list[str]) -> None:
         assert len(address_keys) == 2 and "members" in roles  # the record, its two address keys, the member key
-        self.at.append((trio.current_time(), self.size))
+        self.at.append((trio.current_time(), self.routing_table_size()))
         await trio.sleep(2.0)  # a publish takes time: the table must not trigger one while it runs
 
     def routing_table_size(self) -> int:
@@ -58,4 +59,56 @@ async def test_publishes_follow_the_early_gaps_and_a_grown_table(autojump_clock:
         disc.republish_soon()
         await trio.sleep(0.6)
         assert disc.publishes["asked"] == 1 and len(dht.at) == 4
+        nursery.cancel_scope.cancel()
+
+
+@dataclass
+class BootstrappingDht(CountingDht):
+    """A DHT whose table is empty until ``bootstrap`` has run for ``takes`` seconds (then ``size`` peers)."""
+
+    takes: float = 3.0
+    bootstrapped: bool = False
+
+    async def bootstrap(self, peers: list[object]) -> int:
+        await trio.sleep(self.takes)
+        self.bootstrapped = True
+        return len(peers)
+
+    def routing_table_size(self) -> int:
+        return self.size if self.bootstrapped else 0
+
+
+def bootstrapping(dht: CountingDht, nursery: trio.Nursery) -> Discovery:
+    """A Discovery with one bootstrap peer, its bootstrap and announce loops started in ``nursery``."""
+    keys = create_new_key_pair()
+    peer = ID.from_pubkey(keys.public_key)
+    boot = [(ID.from_pubkey(create_new_key_pair().public_key), "/ip4/198.18.0.1/tcp/4242")]
+    disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
+                     boot, lambda record, how: None, lambda peer_id: None, limits=object())  # type: ignore[arg-type]
+    nursery.start_soon(disc._bootstrap_loop)
+    nursery.start_soon(disc._announce_loop)
+    return disc
+
+
+async def test_the_first_publish_waits_for_the_first_bootstrap_and_is_not_repeated_for_it(autojump_clock: object) -> None:
+    dht = BootstrappingDht(size=9)
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        disc = bootstrapping(dht, nursery)
+        await trio.sleep(dht.takes + 1.0)
+        assert dht.at == [(start + dht.takes, 9)]  # after the bootstrap, with its table; not with an empty one
+        await trio.sleep(EARLY_REPUBLISH[0] - 1.0)  # the timer's publish is 2 s (the publish) + gap after it
+        assert len(dht.at) == 1 and disc.publishes["asked"] == 0  # the bootstrap's "publish again" was this one
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_first_publish_waits_for_a_slow_bootstrap_only_so_long(autojump_clock: object) -> None:
+    dht = BootstrappingDht(size=9, takes=service.FIRST_PUBLISH_WAIT + 20)
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        disc = bootstrapping(dht, nursery)
+        await trio.sleep(service.FIRST_PUBLISH_WAIT + 1.0)
+        assert dht.at == [(start + service.FIRST_PUBLISH_WAIT, 0)]
+        await trio.sleep(dht.takes)  # the bootstrap answers later: its table is worth a publish now
+        assert disc.publishes["asked"] == 1 and dht.at[-1][1] == 9
         nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.peer.id import ID
@@ -89,3 +90,40 @@ async def test_get_value_with_closer_peers_fails_loudly_on_another_shape() -> No
         a.kad.value_store._get_from_peer = old_shape  # an upstream that dropped return_closer_peers
         with pytest.raises(libp2p_compat.CompatError, match="GET_VALUE with closer peers"):
             await libp2p_compat.value_and_closer_from_peer(a.kad, hosts[1].peer_id, b"/p2pvpn/x/addr/y")
+
+
+async def test_a_slow_peers_late_answer_is_taken_while_the_walk_goes_on(autojump_clock: object,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dht._walk: a GET_VALUE silent past WALK_RPC_TIMEOUT frees its slot, and its late value still wins."""
+    from types import SimpleNamespace
+
+    from p2pvpn.discovery import dht as dht_module
+    from p2pvpn.discovery import walk
+
+    # a (slow) holds the value; b and c answer at once with peers that keep the walk busy past a's answer
+    answers = {"a": (dht_module.WALK_RPC_TIMEOUT + 1.0, b"value", []), "b": (0.1, None, ["d"]),
+               "c": (0.1, None, ["e"]), "d": (2.0, None, ["f"]), "e": (2.0, None, ["g"]),
+               "f": (3.0, None, ["h"]), "g": (3.0, None, ["h"]), "h": (3.0, None, [])}  # fmt: skip
+
+    async def value_and_closer(kad: object, peer: str, key: bytes) -> tuple[bytes | None, list[str]]:
+        delay, value, closer = answers[peer]
+        await trio.sleep(delay)
+        return value, closer
+
+    class Accept:
+        def __init__(self, dht: object) -> None:
+            pass
+
+        def validate(self, key: str, value: bytes) -> None:
+            assert value == b"value"
+
+    monkeypatch.setattr(dht_module.libp2p_compat, "value_and_closer_from_peer", value_and_closer)
+    monkeypatch.setattr(dht_module, "_ByKey", Accept)
+    order = "abcdefgh"
+    lookup: walk.Lookup[str] = walk.Lookup(0, order.index, ["a", "b", "c"])
+    trace: dict[str, object] = {}
+    start = trio.current_time()
+    value = await dht_module.Dht._walk(SimpleNamespace(kad=None), "/p2pvpn/n/addr/100.64.0.9", lookup, (), trace)  # type: ignore[arg-type]
+    assert value == b"value" and lookup.found_at == "a" and lookup.late == 1 and lookup.failures == 1
+    assert trio.current_time() - start == dht_module.WALK_RPC_TIMEOUT + 1.0  # taken when it came, not dropped
+    assert ("s" in [m for _, m in trace["replies"]]) and trace["replies"][-1][1] == "V"  # type: ignore[index]

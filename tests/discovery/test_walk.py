@@ -160,3 +160,18 @@ def test_released_slow_first_round_peers_let_the_walk_go_on_and_still_count() ->
     assert lookup.next_requests() == []  # alpha again
     lookup.on_reply(slow[0], net.closest(slow[0], target), found=True)  # a late answer still ends it
     assert lookup.finished and lookup.found_at == slow[0]
+
+
+def test_a_peer_given_up_on_may_still_answer_and_its_value_counts() -> None:
+    lookup: Lookup[int] = Lookup(0, lambda p: p, [1, 2, 3, 4])
+    assert lookup.next_requests() == [1, 2, 3]
+    lookup.on_failure(1)  # silent too long: the walk goes on without it
+    assert lookup.gave_up_on(1) and not lookup.gave_up_on(2) and not lookup.gave_up_on(9)
+    assert lookup.next_requests() == [4]
+    with pytest.raises(DriverError):
+        lookup.on_late_reply(2, [])  # still in flight: not late
+    lookup.on_late_reply(1, [5], found=True)
+    assert lookup.finished and lookup.found_at == 1 and lookup.late == 1 and lookup.failures == 1
+    assert 5 in lookup.candidates and 1 in lookup.result()  # it answered: live again
+    with pytest.raises(DriverError):
+        lookup.on_late_reply(1, [])  # once

@@ -56,7 +56,7 @@ async def test_a_lookup_slower_than_the_deadline_fails_its_packets_but_finds_the
     m = manager()
     calls: list[float] = []
 
-    async def slow_walk(address: object) -> object:
+    async def slow_walk(address: object, trace: object = None) -> object:
         calls.append(trio.current_time())
         await trio.sleep(LOOKUP_TIMEOUT + 3)  # a walk on a loaded machine
         m.routes.table[DST] = "member"  # what Discovery.lookup_address's on_record does
@@ -81,7 +81,7 @@ async def test_a_new_packet_after_the_negative_cache_waits_for_the_lingering_loo
     m = manager()
     calls = 0
 
-    async def slower_walk(address: object) -> object:
+    async def slower_walk(address: object, trace: object = None) -> object:
         nonlocal calls
         calls += 1
         await trio.sleep(LOOKUP_TIMEOUT + NEGATIVE_TTL + 2)
@@ -105,7 +105,7 @@ async def test_attempts_and_lingering_lookups_stay_bounded(autojump_clock: objec
     m = manager()
     calls: dict[bytes, int] = {}
 
-    async def nothing(address: ipaddress.IPv4Address) -> None:
+    async def nothing(address: ipaddress.IPv4Address, trace: object = None) -> None:
         calls[address.packed] = calls.get(address.packed, 0) + 1
         await trio.sleep(1.0)
         return None
@@ -124,6 +124,67 @@ async def test_attempts_and_lingering_lookups_stay_bounded(autojump_clock: objec
         assert max(calls.values()) == LOOKUP_ATTEMPTS  # the lingering ones: every attempt, no more
         assert min(calls.values()) < LOOKUP_ATTEMPTS  # the others were cut at the deadline
         assert od.drops[DropKind.UNREACHABLE] == len(dsts)
+        nursery.cancel_scope.cancel()
+
+
+class Queue(list):  # type: ignore[type-arg]
+    """A peer's packet queue, unbounded: ``put`` says it took the packet."""
+
+    def put(self, packet: bytes) -> bool:
+        self.append(packet)
+        return True
+
+
+@dataclass
+class Member:
+    """The parts of a Peer a demand dial touches; ``want`` (the manager's) brings its tunnel up at once."""
+
+    peer_id: str = "member"
+    wanted: bool = False
+    tunnel: object = None
+    queue: Queue = field(default_factory=Queue)
+    tunnel_changed: trio.Event = field(default_factory=trio.Event)
+
+
+async def test_a_found_member_is_dialed_at_once_and_its_timeline_has_every_step(autojump_clock: object) -> None:
+    m = manager()
+    member = Member()
+    m.peers["member"] = member
+    wants: list[bool] = []
+
+    def want(peer: Member, at_once: bool = False) -> None:
+        wants.append(at_once)
+        peer.wanted = True
+        od.dial_step(peer.peer_id, "dial_started", had_connection=False)  # what SessionManager's dial loop says
+        od.dial_step(peer.peer_id, "tunnel_up", path="direct")
+        peer.tunnel = object()
+
+    async def found_on_the_second_try(address: object, trace: dict[str, object] | None = None) -> object:
+        assert trace is not None
+        trace.update(rpcs=8, found_by="near" if len(calls) else None)
+        calls.append(trio.current_time())
+        await trio.sleep(0.5)
+        if len(calls) == 1:
+            return None  # a miss: asked again LOOKUP_RETRY_AFTER s later
+        m.routes.table[DST] = "member"
+        return object()
+
+    calls: list[float] = []
+    m.want = want
+    od = OnDemand(m, idle_timeout=300.0, resolve=found_on_the_second_try)  # type: ignore[arg-type]
+    od.clock = trio.current_time
+    async with trio.open_nursery() as nursery:
+        await nursery.start(od.run)
+        start = trio.current_time()
+        assert od.miss(DST, echo())
+        await trio.sleep(2)
+        assert wants == [True] and member.queue == [echo()]  # no smaller-ID-first wait for a demand dial
+        (line,) = od.describe()["timelines"]  # type: ignore[misc]
+        assert line["destination"] == "100.64.0.9" and line["kind"] == "lookup" and line["first_packet"] == start
+        assert [(a["end"] - a["start"], a["found_by"]) for a in line["attempts"]] == [(0.5, None), (0.5, "near")]
+        assert line["lookup_done"] == line["dial_requested"] == line["dial_started"] == line["tunnel_up"] \
+            == start + 0.5 + demand_module.LOOKUP_RETRY_AFTER + 0.5
+        assert line["path"] == "direct" and line["had_connection"] is False
         nursery.cancel_scope.cancel()
 
 

@@ -101,3 +101,59 @@ def test_check_interval_is_bounded() -> None:
     assert IdleTracker(timeout=0.1).check_interval() == 0.05
     with pytest.raises(ValueError):
         IdleTracker(timeout=0)
+
+
+# -- SetupTimelines -------------------------------------------------------------------------------
+
+
+def test_a_timeline_follows_a_set_up_from_first_packet_to_tunnel() -> None:
+    from p2pvpn.session.ondemand import SetupTimelines
+
+    lines = SetupTimelines()
+    lines.start("100.64.0.9", 10.0, kind="lookup")
+    lines.mark("peer", "dial_started", 10.5)  # not attached yet: not this timeline's
+    lines.attach("peer", "100.64.0.9")
+    lines.mark("peer", "dial_started", 11.0, had_connection=True)
+    lines.mark("peer", "dial_started", 11.5)  # a second dial: the first time stays
+    lines.mark("peer", "tunnel_up", 12.0, path="direct")
+    lines.mark("peer", "connected", 13.0)  # after the tunnel: another story, not recorded
+    assert lines.lines() == [{"destination": "100.64.0.9", "first_packet": 10.0, "kind": "lookup",
+                              "dial_started": 11.0, "had_connection": True, "tunnel_up": 12.0, "path": "direct"}]
+
+
+def test_a_set_up_asked_again_keeps_its_first_packet_and_a_finished_one_is_replaced() -> None:
+    from p2pvpn.session.ondemand import SetupTimelines
+
+    lines = SetupTimelines()
+    first = lines.start("100.64.0.9", 10.0, kind="lookup")
+    again = lines.start("100.64.0.9", 16.0, kind="wake")  # the lookup failed its packets, a later one dials
+    assert again is first and first["first_packet"] == 10.0 and first["restarts"] == 1 and first["kind"] == "lookup"
+    lines.attach("p", "100.64.0.9")
+    lines.mark("p", "tunnel_up", 17.0)
+    later = lines.start("100.64.0.9", 400.0, kind="lookup")  # idle-closed, then a new first packet
+    assert later is not first and later == {"destination": "100.64.0.9", "first_packet": 400.0, "kind": "lookup"}
+
+
+def test_timelines_are_bounded_and_forget_the_oldest_with_its_peer() -> None:
+    from p2pvpn.session.ondemand import SetupTimelines
+
+    lines = SetupTimelines(keep=3)
+    for i in range(5):
+        lines.start(f"100.64.0.{i}", float(i))
+        lines.attach(f"p{i}", f"100.64.0.{i}")
+    assert [line["destination"] for line in lines.lines()] == ["100.64.0.2", "100.64.0.3", "100.64.0.4"]
+    lines.mark("p0", "tunnel_up", 9.0)  # its timeline is gone: nothing recorded anywhere
+    assert all("tunnel_up" not in line for line in lines.lines())
+    lines.start("100.64.0.0", 10.0)  # the same destination again: p0's old attachment does not come back
+    lines.mark("p0", "tunnel_up", 11.0)
+    assert "tunnel_up" not in lines.get("100.64.0.0")  # type: ignore[operator]
+
+
+def test_an_open_timeline_goes_on_only_so_long() -> None:
+    from p2pvpn.session.ondemand import TIMELINE_OPEN, SetupTimelines
+
+    lines = SetupTimelines()
+    first = lines.start("100.64.0.9", 10.0)
+    assert lines.start("100.64.0.9", 10.0 + TIMELINE_OPEN - 1) is first  # still the same set-up
+    fresh = lines.start("100.64.0.9", 10.0 + TIMELINE_OPEN)  # never reached: a new one, the old attempts go
+    assert fresh is not first and fresh["first_packet"] == 10.0 + TIMELINE_OPEN
