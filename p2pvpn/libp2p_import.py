@@ -26,12 +26,6 @@ in ``libp2p/__init__.py``, configures ``LIBP2P_DEBUG`` logging, which
 p2pvpn undoes anyway (:func:`p2pvpn.libp2p_compat.route_libp2p_logs`). If an
 upgrade adds another, the canary names the file and line.
 
-The same finder defers pyroute2's package ``__init__`` (DEFERRED_PACKAGES):
-it imports every netlink family pyroute2 has (IPDB, NDB, conntrack,
-nl80211, ...; 187 modules, ~11 MiB of a node's RSS) where a node needs
-``pyroute2.iproute.linux.IPRoute`` (~4 MiB); p2pvpn imports that module
-by its full name.
-
 Stand-ins (STAND_INS, memory, issue 16): a few py-libp2p modules import, at
 their top, modules of features p2pvpn does not use unless configured.
 ``libp2p.host.basic_host`` imports mDNS (zeroconf), UPnP and AutoTLS's ACME
@@ -73,7 +67,7 @@ import types
 from typing import Any
 
 PACKAGE = "libp2p"
-DEFERRED_PACKAGES = (PACKAGE, "pyroute2")  # packages whose __init__ runs only when asked for one of its names
+DEFERRED_PACKAGES = (PACKAGE,)  # packages whose __init__ runs only when asked for one of its names
 # importer -> {module it imports: why a stand-in is enough while the importer runs}
 STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.host.basic_host": {

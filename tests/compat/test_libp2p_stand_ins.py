@@ -1,11 +1,10 @@
-"""Canaries for p2pvpn.libp2p_import's stand-ins and deferred pyroute2 (a node's RSS, issue 16).
+"""Canaries for p2pvpn.libp2p_import's stand-ins (a node's RSS, issue 16).
 
 The stand-ins rely on each importer using the names it imports from a
 stand-in module only as calls or annotations; these tests read the
 importers' source to say so, check that a node's host imports none of the
 modules behind the stand-ins, and that each feature behind a stand-in
-still works when asked for (mDNS, the DNS resolver, QUIC, pyroute2's
-IPRoute).
+still works when asked for (mDNS, the DNS resolver, QUIC).
 """
 
 from __future__ import annotations
@@ -27,14 +26,8 @@ from p2pvpn.host import Host
 
 REPO = Path(__file__).resolve().parents[2]
 # What the stand-ins keep out of a node (the reason they exist).
-# Statements of pyroute2 package __init__ files that are more than names, and why skipping them until the
-# package is asked for a name is harmless.
-KNOWN_PYROUTE2_INIT = {
-    "netlink/rtnl/ifinfmsg/__init__.py": "fills the package's own data_plugins, read only by its own class ifinfmsg "
-                                         "(asking the package for ifinfmsg runs the __init__ in full)",
-}
 KEPT_OUT = ("zeroconf", "requests", "httpx", "aioquic", "miniupnpc", "multiaddr.resolvers", "dns.asyncresolver",
-            "pyroute2.ipdb", "pyroute2.ndb")
+            "pyroute2", "asyncio", "unittest")  # pyroute2 (with the asyncio and unittest it imports): p2pvpn.rtnl
 
 
 def _run(code: str) -> dict[str, Any]:
@@ -122,32 +115,3 @@ def test_quic_is_real_when_configured() -> None:
     host = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
     transports = host.libp2p.get_network().transport_manager._transports
     assert any(isinstance(t, QUICTransport) for t in transports)
-
-
-def test_pyroute2_package_inits_only_import() -> None:
-    """pyroute2's __init__ files, deferred like libp2p's, do nothing a submodule needs."""
-    spec = importlib.util.find_spec("pyroute2")
-    assert spec is not None and spec.submodule_search_locations
-    root = Path(next(iter(spec.submodule_search_locations)))
-    inits = sorted(root.rglob("__init__.py"))
-    assert len(inits) > 10
-    unknown = []
-    for init in inits:
-        for stmt in ast.parse(init.read_text()).body:
-            if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                continue
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                continue
-            if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)) or (
-                isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-                and isinstance(stmt.value.func, ast.Attribute) and stmt.value.func.attr in ("extend", "append")):
-                continue  # names and name lists (__all__, constants, tables)
-            if isinstance(stmt, (ast.If, ast.Try)) and all(
-                isinstance(n, (ast.Import, ast.ImportFrom, ast.Assign, ast.Pass, ast.If, ast.Try, ast.Expr))
-                for n in ast.walk(stmt) if n is not stmt and isinstance(n, ast.stmt)
-            ):
-                continue  # platform-dependent imports and names
-            if isinstance(stmt, ast.For) and init.relative_to(root).as_posix() in KNOWN_PYROUTE2_INIT:
-                continue
-            unknown.append(f"{init.relative_to(root)}:{stmt.lineno}: {ast.unparse(stmt)[:100]}")
-    assert not unknown, "pyroute2 package __init__ statements p2pvpn.libp2p_import would skip:\n" + "\n".join(unknown)
