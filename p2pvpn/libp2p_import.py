@@ -31,7 +31,10 @@ their top, modules of features p2pvpn does not use unless configured.
 ``libp2p.host.basic_host`` imports mDNS (zeroconf), UPnP and AutoTLS's ACME
 client and broker (requests, httpx, dnspython), ``libp2p.custom_types``
 imports the QUIC stream (aioquic, pyOpenSSL) for one type alias: ~20 MiB of
-a node's RSS. While such an importer's own code runs, each of those modules
+a node's RSS; ``libp2p.metrics.swarm`` (imported by the swarm for
+``SwarmEvent``) imports prometheus_client, whose ``__init__`` imports its
+HTTP exposition (http.server, email, urllib: ~2 MiB), for a ``Counter``
+made only when py-libp2p's own metrics are on. While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
@@ -47,7 +50,11 @@ imports, and cffi's in-line mode parses every C declaration with pycparser
 (1.7 MiB resident, ~0.2 s of CPU in every process). While
 ``Crypto.Util._raw_api`` picks its backend, ``cffi`` is hidden (``import
 cffi`` raises ImportError), so it picks its documented other backend,
-ctypes; anyone importing cffi later gets the real one. The canary in
+ctypes; anyone importing cffi later gets the real one. Likewise
+``prometheus_client`` is hidden while ``libp2p.rcmgr.prometheus_exporter``
+runs (its ``try: from prometheus_client import ... except ImportError``):
+the resource manager's exporter, which p2pvpn never enables, then reports
+itself unavailable, and the import costs nothing. The canary in
 ``tests/test_node_process.py`` checks the backend and an RSA signature.
 
 Installed by ``p2pvpn/__init__.py``, so it is in force wherever p2pvpn is
@@ -84,10 +91,16 @@ STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.network.swarm": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.transport.tcp.tcp": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.discovery.bootstrap.bootstrap": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+    # prometheus_client's __init__ imports its exposition (http.server, email, urllib, wsgiref: ~2 MiB); py-libp2p's
+    # swarm imports this module for SwarmEvent, and a Counter is made only when libp2p metrics are on
+    "libp2p.metrics.swarm": {"prometheus_client": "http.server, email, urllib; Counter called only by SwarmMetrics"},
 }
 # module -> {module hidden (ImportError) while it runs: why}
 HIDDEN_WHILE: dict[str, dict[str, str]] = {
     "Crypto.Util._raw_api": {"cffi": "pycryptodome falls back to ctypes: no pycparser grammar tables"},
+    # imported by the resource manager every host has; its exporter is made only with enable_prometheus,
+    # which p2pvpn never sets (p2pvpn.metrics serves /metrics itself)
+    "libp2p.rcmgr.prometheus_exporter": {"prometheus_client": "PROMETHEUS_AVAILABLE = False: no exporter, no HTTP"},
 }
 # Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
 # DNSResolver in __init__ but asks it something only to dial a /dns address).

@@ -27,6 +27,7 @@ from p2pvpn.host import Host
 REPO = Path(__file__).resolve().parents[2]
 # What the stand-ins keep out of a node (the reason they exist).
 KEPT_OUT = ("zeroconf", "requests", "httpx", "aioquic", "miniupnpc", "multiaddr.resolvers", "dns.asyncresolver",
+            "prometheus_client", "http.server", "urllib.request",
             "pyroute2", "asyncio", "unittest")  # pyroute2 (with the asyncio and unittest it imports): p2pvpn.rtnl
 
 
@@ -115,3 +116,44 @@ def test_quic_is_real_when_configured() -> None:
     host = Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"])
     transports = host.libp2p.get_network().transport_manager._transports
     assert any(isinstance(t, QUICTransport) for t in transports)
+
+
+def test_libp2p_swarm_metrics_still_get_real_counters() -> None:
+    out = _run(
+        "import json, sys\n"
+        "import p2pvpn\n"
+        "from libp2p.metrics.swarm import SwarmEvent, SwarmMetrics\n"
+        "before = 'prometheus_client' in sys.modules\n"
+        "metrics = SwarmMetrics()\n"
+        "from prometheus_client import Counter\n"
+        "metrics.dial_attempt.labels(peer_id='p').inc()\n"
+        "print(json.dumps({'before': before, 'real': isinstance(metrics.dial_attempt, Counter),\n"
+        "                  'event': SwarmEvent().dial_attempt,\n"
+        "                  'count': metrics.dial_attempt.labels(peer_id='p')._value.get()}))\n"
+    )
+    assert out == {"before": False, "real": True, "event": False, "count": 1.0}
+
+
+def test_rcmgr_imports_prometheus_client_only_under_try_import_error() -> None:
+    """HIDDEN_WHILE relies on the exporter's own fallback: the import sits in a try that catches ImportError."""
+    tree = _source("libp2p.rcmgr.prometheus_exporter")
+    guarded = [node for node in tree.body if isinstance(node, ast.Try)
+               and any(isinstance(s, ast.ImportFrom) and s.module == "prometheus_client" for s in node.body)
+               and any(isinstance(h.type, ast.Name) and h.type.id == "ImportError" for h in node.handlers)]
+    unguarded = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 and "prometheus_client" in ((node.module or "") if isinstance(node, ast.ImportFrom) else
+                                             " ".join(a.name for a in node.names))]
+    assert guarded and not unguarded
+
+
+def test_rcmgr_exporter_is_unavailable_and_prometheus_client_stays_real() -> None:
+    out = _run(
+        "import json, sys\n"
+        "import p2pvpn\n"
+        "from libp2p.rcmgr import prometheus_exporter\n"
+        "loaded = 'prometheus_client' in sys.modules\n"
+        "import prometheus_client\n"
+        "print(json.dumps({'available': prometheus_exporter.PROMETHEUS_AVAILABLE, 'loaded': loaded,\n"
+        "                  'content_type': prometheus_client.CONTENT_TYPE_LATEST.split(';')[0]}))\n"
+    )
+    assert out == {"available": False, "loaded": False, "content_type": "text/plain"}
