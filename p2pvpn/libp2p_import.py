@@ -34,7 +34,13 @@ imports the QUIC stream (aioquic, pyOpenSSL) for one type alias: ~20 MiB of
 a node's RSS; ``libp2p.metrics.swarm`` (imported by the swarm for
 ``SwarmEvent``) imports prometheus_client, whose ``__init__`` imports its
 HTTP exposition (http.server, email, urllib: ~2 MiB), for a ``Counter``
-made only when py-libp2p's own metrics are on. While such an importer's own code runs, each of those modules
+made only when py-libp2p's own metrics are on; and the resource manager's
+``libp2p.rcmgr.memory_stats`` does ``import psutil`` (~1 MiB) to make a
+``psutil.Process()`` at start that it asks something only to enforce a
+memory-based limit (that module's name is then the stand-in module itself,
+whose attributes are forwarders: uses ``psutil.X(...)`` only), as does
+``multiaddr.utils`` (``psutil.net_if_addrs()``, called only to expand a
+wildcard address, which p2pvpn does itself). While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
@@ -94,6 +100,12 @@ STAND_INS: dict[str, dict[str, str]] = {
     # prometheus_client's __init__ imports its exposition (http.server, email, urllib, wsgiref: ~2 MiB); py-libp2p's
     # swarm imports this module for SwarmEvent, and a Counter is made only when libp2p metrics are on
     "libp2p.metrics.swarm": {"prometheus_client": "http.server, email, urllib; Counter called only by SwarmMetrics"},
+    # the resource manager's memory-stats cache makes a psutil.Process() at start (LAZY_INSTANCES) but asks it
+    # something only for a memory-based connection limit (~1 MiB)
+    "libp2p.rcmgr.memory_stats": {"psutil": "Process() and virtual_memory() called only for memory limits"},
+    # imported by libp2p.utils.address_validation (the swarm's auto-connector); net_if_addrs() called only to
+    # list interface addresses for a wildcard listen address, which p2pvpn expands itself (p2pvpn.host)
+    "multiaddr.utils": {"psutil": "net_if_addrs() called only by get_network_addrs"},
 }
 # module -> {module hidden (ImportError) while it runs: why}
 HIDDEN_WHILE: dict[str, dict[str, str]] = {
@@ -104,7 +116,7 @@ HIDDEN_WHILE: dict[str, dict[str, str]] = {
 }
 # Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
 # DNSResolver in __init__ but asks it something only to dial a /dns address).
-LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver")})
+LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver"), ("psutil", "Process")})
 # Dunder names a package is asked for that its __init__ defines: asking runs it.
 _INIT_DUNDERS = frozenset({"__all__", "__version__"})
 _lock = threading.RLock()
@@ -267,7 +279,12 @@ class _Finder(importlib.abc.MetaPathFinder):
                 spec.loader = _HidingLoader(spec.loader, HIDDEN_WHILE[fullname])
             return spec
         if not any(fullname == p or fullname.startswith(p + ".") for p in DEFERRED_PACKAGES):
-            return None
+            if fullname not in STAND_INS:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _StandInLoader(spec.loader, STAND_INS[fullname])
+            return spec
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec

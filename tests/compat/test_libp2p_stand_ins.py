@@ -27,7 +27,7 @@ from p2pvpn.host import Host
 REPO = Path(__file__).resolve().parents[2]
 # What the stand-ins keep out of a node (the reason they exist).
 KEPT_OUT = ("zeroconf", "requests", "httpx", "aioquic", "miniupnpc", "multiaddr.resolvers", "dns.asyncresolver",
-            "prometheus_client", "http.server", "urllib.request",
+            "prometheus_client", "http.server", "urllib.request", "psutil",
             "pyroute2", "asyncio", "unittest")  # pyroute2 (with the asyncio and unittest it imports): p2pvpn.rtnl
 
 
@@ -49,17 +49,27 @@ def _source(module: str) -> ast.Module:
 def test_importers_use_stand_in_names_only_as_calls_or_annotations(importer: str) -> None:
     tree = _source(importer)
     names: dict[str, str] = {}  # local name -> module it comes from
+    modules: dict[str, str] = {}  # local name bound to a stand-in module itself (`import psutil`)
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module in libp2p_import.STAND_INS[importer]:
             for alias in node.names:
                 names[alias.asname or alias.name] = node.module
         elif isinstance(node, ast.Import):
-            assert not any(a.name in libp2p_import.STAND_INS[importer] for a in node.names), ast.unparse(node)
-    assert set(names.values()) == set(libp2p_import.STAND_INS[importer]), "the importer no longer imports them"
+            for alias in node.names:
+                if alias.name in libp2p_import.STAND_INS[importer]:
+                    assert "." not in alias.name or alias.asname, ast.unparse(node)  # binds the module itself
+                    modules[alias.asname or alias.name] = alias.name
+    found = set(names.values()) | set(modules.values())
+    assert found == set(libp2p_import.STAND_INS[importer]), "the importer no longer imports them"
     annotations = {id(n) for node in ast.walk(tree) for ann in _annotations(node) for n in ast.walk(ann)}
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     other = [f"{importer}:{n.lineno}: {n.id}" for n in ast.walk(tree)
              if isinstance(n, ast.Name) and n.id in names and id(n) not in annotations | called]
+    # a stand-in module's own name: only `module.name(...)` or inside an annotation
+    attribute_values = {id(n.value): n for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    other += [f"{importer}:{n.lineno}: {n.id}" for n in ast.walk(tree)
+              if isinstance(n, ast.Name) and n.id in modules and id(n) not in annotations
+              and not (id(n) in attribute_values and id(attribute_values[id(n)]) in called)]
     if importer == "libp2p.custom_types":  # QUICStream in one Callable[[...], ...] alias (a forwarder is callable)
         other = [o for o in other if not o.endswith(": QUICStream")]
         assert "Callable[[QUICStream], Awaitable[None]]" in ast.unparse(tree)
@@ -157,3 +167,18 @@ def test_rcmgr_exporter_is_unavailable_and_prometheus_client_stays_real() -> Non
         "                  'content_type': prometheus_client.CONTENT_TYPE_LATEST.split(';')[0]}))\n"
     )
     assert out == {"available": False, "loaded": False, "content_type": "text/plain"}
+
+
+def test_psutil_is_real_when_memory_stats_are_asked_for() -> None:
+    out = _run(
+        "import json, os, sys\n"
+        "import p2pvpn\n"
+        "from libp2p.rcmgr.memory_stats import MemoryStatsCache\n"
+        "cache = MemoryStatsCache()\n"
+        "loaded = 'psutil' in sys.modules\n"
+        "stats = cache.get_memory_stats()\n"
+        "import psutil\n"
+        "print(json.dumps({'loaded_before': loaded, 'rss_matches': stats.process_memory_bytes > 1 << 20,\n"
+        "                  'total': stats.system_memory_total == psutil.virtual_memory().total}))\n"
+    )
+    assert out == {"loaded_before": False, "rss_matches": True, "total": True}
