@@ -40,7 +40,11 @@ made only when py-libp2p's own metrics are on; and the resource manager's
 memory-based limit (that module's name is then the stand-in module itself,
 whose attributes are forwarders: uses ``psutil.X(...)`` only), as does
 ``multiaddr.utils`` (``psutil.net_if_addrs()``, called only to expand a
-wildcard address, which p2pvpn does itself). While such an importer's own code runs, each of those modules
+wildcard address, which p2pvpn does itself); and cbor2 (in
+``libp2p.records.ipns``) and coincurve (in ``libp2p.crypto.secp256k1``,
+~0.8 MiB) are C extensions a node loads for IPNS records and secp256k1
+keys it never meets (a forwarder also passes on attribute access, for
+``coincurve.PublicKey.from_secret(...)``). While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
@@ -106,6 +110,9 @@ STAND_INS: dict[str, dict[str, str]] = {
     # imported by libp2p.utils.address_validation (the swarm's auto-connector); net_if_addrs() called only to
     # list interface addresses for a wildcard listen address, which p2pvpn expands itself (p2pvpn.host)
     "multiaddr.utils": {"psutil": "net_if_addrs() called only by get_network_addrs"},
+    # a C extension (~0.75 MiB resident) for records a node never meets
+    "libp2p.records.ipns": {"cbor2": "loads() called only to validate an IPNS record"},
+    "libp2p.crypto.secp256k1": {"coincurve": "called only for a secp256k1 key (p2pvpn's are Ed25519)"},
 }
 # module -> {module hidden (ImportError) while it runs: why}
 HIDDEN_WHILE: dict[str, dict[str, str]] = {
@@ -173,6 +180,12 @@ class _Forwarder:
         if (self._module, self._name) in LAZY_INSTANCES:
             return _LazyInstance(self, args, kwargs)
         return self.real()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        """``module.Class.method(...)``: the real class's attribute (imports its module)."""
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.real(), attr)
 
     def real(self) -> Any:
         """The real object this name stands for (imports its module)."""
