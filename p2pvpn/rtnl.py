@@ -190,6 +190,7 @@ class Rtnl:
         self._sock.settimeout(TIMEOUT)
         self._sock.bind((0, 0))
         self._seq = 0
+        self.skipped = 0  # messages read that answer another (earlier, abandoned) request
 
     def __enter__(self) -> Rtnl:
         return self
@@ -212,7 +213,8 @@ class Rtnl:
             data = self._sock.recv(RECV_BUFFER)
             for msg in parse_messages(data):
                 if msg.seq != seq:
-                    continue  # an answer to an earlier request we stopped reading: not ours
+                    self.skipped += 1  # an answer to an earlier request we stopped reading: not ours
+                    continue
                 if msg.type == NLMSG_ERROR:
                     code = error_of(msg)
                     if code:
