@@ -9,7 +9,6 @@ from certificates); ping and netcheck work in every network.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
