@@ -22,8 +22,8 @@ one invocation, so the variants are compared under the same machine load.
 namespaces), the RSS and module count after each step of a node's start:
 ``import p2pvpn.cli`` (only in the CLI's process: ``up`` execs the node
 without it, p2pvpn.node_process), ``import p2pvpn.node``, a libp2p host
-built as the node builds it, and pyroute2's IPRoute used as the TUN setup
-uses it; and, for the node process, the Python memory each top-level
+built as the node builds it, and a netlink dump of the interface addresses
+(p2pvpn.rtnl, as the node's address and TUN code uses it); and, for the node process, the Python memory each top-level
 package's module bodies allocated (tracemalloc; a package's imports of
 other packages excluded).
 
@@ -173,7 +173,7 @@ from p2pvpn.host import Host, interface_addresses
 Host(create_new_key_pair(), ["/ip4/127.0.0.1/tcp/0"])
 steps.append(("a libp2p host built", rss(), len(sys.modules)))
 interface_addresses()
-steps.append(("pyroute2 IPRoute used", rss(), len(sys.modules)))
+steps.append(("interface addresses dumped (netlink)", rss(), len(sys.modules)))
 by = {}
 for module in list(sys.modules):
     by[module.split(".")[0]] = by.get(module.split(".")[0], 0) + 1

@@ -342,11 +342,11 @@ def expand_unspecified(addr: multiaddr.Multiaddr, exclude_interfaces: set[str]) 
 
 def interface_addresses() -> list[tuple[str, str]]:
     """(interface name, address) for every address on this host's interfaces."""
-    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
+    from p2pvpn import rtnl
 
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        return [(names.get(a["index"], ""), a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()]
+    with rtnl.Rtnl() as nl:
+        names = nl.links()
+        return [(names.get(a.index, ""), a.address) for a in nl.addresses() if a.address]
 
 
 def check_port_free(addr: multiaddr.Multiaddr) -> None:

@@ -26,18 +26,25 @@ in ``libp2p/__init__.py``, configures ``LIBP2P_DEBUG`` logging, which
 p2pvpn undoes anyway (:func:`p2pvpn.libp2p_compat.route_libp2p_logs`). If an
 upgrade adds another, the canary names the file and line.
 
-The same finder defers pyroute2's package ``__init__`` (DEFERRED_PACKAGES):
-it imports every netlink family pyroute2 has (IPDB, NDB, conntrack,
-nl80211, ...; 187 modules, ~11 MiB of a node's RSS) where a node needs
-``pyroute2.iproute.linux.IPRoute`` (~4 MiB); p2pvpn imports that module
-by its full name.
-
 Stand-ins (STAND_INS, memory, issue 16): a few py-libp2p modules import, at
 their top, modules of features p2pvpn does not use unless configured.
 ``libp2p.host.basic_host`` imports mDNS (zeroconf), UPnP and AutoTLS's ACME
 client and broker (requests, httpx, dnspython), ``libp2p.custom_types``
 imports the QUIC stream (aioquic, pyOpenSSL) for one type alias: ~20 MiB of
-a node's RSS. While such an importer's own code runs, each of those modules
+a node's RSS; ``libp2p.metrics.swarm`` (imported by the swarm for
+``SwarmEvent``) imports prometheus_client, whose ``__init__`` imports its
+HTTP exposition (http.server, email, urllib: ~2 MiB), for a ``Counter``
+made only when py-libp2p's own metrics are on; and the resource manager's
+``libp2p.rcmgr.memory_stats`` does ``import psutil`` (~1 MiB) to make a
+``psutil.Process()`` at start that it asks something only to enforce a
+memory-based limit (that module's name is then the stand-in module itself,
+whose attributes are forwarders: uses ``psutil.X(...)`` only), as does
+``multiaddr.utils`` (``psutil.net_if_addrs()``, called only to expand a
+wildcard address, which p2pvpn does itself); and cbor2 (in
+``libp2p.records.ipns``) and coincurve (in ``libp2p.crypto.secp256k1``,
+~0.8 MiB) are C extensions a node loads for IPNS records and secp256k1
+keys it never meets (a forwarder also passes on attribute access, for
+``coincurve.PublicKey.from_secret(...)``). While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
@@ -53,7 +60,11 @@ imports, and cffi's in-line mode parses every C declaration with pycparser
 (1.7 MiB resident, ~0.2 s of CPU in every process). While
 ``Crypto.Util._raw_api`` picks its backend, ``cffi`` is hidden (``import
 cffi`` raises ImportError), so it picks its documented other backend,
-ctypes; anyone importing cffi later gets the real one. The canary in
+ctypes; anyone importing cffi later gets the real one. Likewise
+``prometheus_client`` is hidden while ``libp2p.rcmgr.prometheus_exporter``
+runs (its ``try: from prometheus_client import ... except ImportError``):
+the resource manager's exporter, which p2pvpn never enables, then reports
+itself unavailable, and the import costs nothing. The canary in
 ``tests/test_node_process.py`` checks the backend and an RSA signature.
 
 Installed by ``p2pvpn/__init__.py``, so it is in force wherever p2pvpn is
@@ -73,7 +84,7 @@ import types
 from typing import Any
 
 PACKAGE = "libp2p"
-DEFERRED_PACKAGES = (PACKAGE, "pyroute2")  # packages whose __init__ runs only when asked for one of its names
+DEFERRED_PACKAGES = (PACKAGE,)  # packages whose __init__ runs only when asked for one of its names
 # importer -> {module it imports: why a stand-in is enough while the importer runs}
 STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.host.basic_host": {
@@ -90,14 +101,29 @@ STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.network.swarm": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.transport.tcp.tcp": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
     "libp2p.discovery.bootstrap.bootstrap": {"multiaddr.resolvers": "dnspython; a resolver for /dns* addresses"},
+    # prometheus_client's __init__ imports its exposition (http.server, email, urllib, wsgiref: ~2 MiB); py-libp2p's
+    # swarm imports this module for SwarmEvent, and a Counter is made only when libp2p metrics are on
+    "libp2p.metrics.swarm": {"prometheus_client": "http.server, email, urllib; Counter called only by SwarmMetrics"},
+    # the resource manager's memory-stats cache makes a psutil.Process() at start (LAZY_INSTANCES) but asks it
+    # something only for a memory-based connection limit (~1 MiB)
+    "libp2p.rcmgr.memory_stats": {"psutil": "Process() and virtual_memory() called only for memory limits"},
+    # imported by libp2p.utils.address_validation (the swarm's auto-connector); net_if_addrs() called only to
+    # list interface addresses for a wildcard listen address, which p2pvpn expands itself (p2pvpn.host)
+    "multiaddr.utils": {"psutil": "net_if_addrs() called only by get_network_addrs"},
+    # a C extension (~0.75 MiB resident) for records a node never meets
+    "libp2p.records.ipns": {"cbor2": "loads() called only to validate an IPNS record"},
+    "libp2p.crypto.secp256k1": {"coincurve": "called only for a secp256k1 key (p2pvpn's are Ed25519)"},
 }
 # module -> {module hidden (ImportError) while it runs: why}
 HIDDEN_WHILE: dict[str, dict[str, str]] = {
     "Crypto.Util._raw_api": {"cffi": "pycryptodome falls back to ctypes: no pycparser grammar tables"},
+    # imported by the resource manager every host has; its exporter is made only with enable_prometheus,
+    # which p2pvpn never sets (p2pvpn.metrics serves /metrics itself)
+    "libp2p.rcmgr.prometheus_exporter": {"prometheus_client": "PROMETHEUS_AVAILABLE = False: no exporter, no HTTP"},
 }
 # Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
 # DNSResolver in __init__ but asks it something only to dial a /dns address).
-LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver")})
+LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver"), ("psutil", "Process")})
 # Dunder names a package is asked for that its __init__ defines: asking runs it.
 _INIT_DUNDERS = frozenset({"__all__", "__version__"})
 _lock = threading.RLock()
@@ -154,6 +180,12 @@ class _Forwarder:
         if (self._module, self._name) in LAZY_INSTANCES:
             return _LazyInstance(self, args, kwargs)
         return self.real()(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:
+        """``module.Class.method(...)``: the real class's attribute (imports its module)."""
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.real(), attr)
 
     def real(self) -> Any:
         """The real object this name stands for (imports its module)."""
@@ -260,7 +292,12 @@ class _Finder(importlib.abc.MetaPathFinder):
                 spec.loader = _HidingLoader(spec.loader, HIDDEN_WHILE[fullname])
             return spec
         if not any(fullname == p or fullname.startswith(p + ".") for p in DEFERRED_PACKAGES):
-            return None
+            if fullname not in STAND_INS:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = _StandInLoader(spec.loader, STAND_INS[fullname])
+            return spec
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec

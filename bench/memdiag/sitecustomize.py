@@ -11,6 +11,8 @@ if os.environ.get("SC_DIAG_OUT"):
         out["types"] = c.most_common(25)
         by = collections.Counter(m.split(".")[0] for m in sys.modules)
         out["modules_by_pkg"] = by.most_common(30)
+        if os.environ.get("SC_LOADED"):  # which of these modules the running node has imported by now
+            out["loaded"] = [m for m in os.environ["SC_LOADED"].split(":") if m in sys.modules]
         if tracemalloc.is_tracing():
             snap = tracemalloc.take_snapshot()
             def pkg(fn):
@@ -25,6 +27,18 @@ if os.environ.get("SC_DIAG_OUT"):
             out["traced_total_mib"] = round(sum(agg.values())/2**20, 1)
             out["by_pkg_mib"] = [(k, round(v/2**20, 2)) for k, v in agg.most_common(30)]
             out["top_lines"] = [(str(st.traceback[0]), round(st.size/2**20, 2)) for st in snap.statistics("lineno")[:30]]
+        if os.environ.get("SC_TRIM"):  # what glibc's malloc_trim(0) gives back now, in this process
+            import ctypes
+            def rollup():
+                vals = {}
+                for line in open("/proc/self/smaps_rollup").read().splitlines()[1:]:
+                    key, _, rest = line.partition(":")
+                    if rest.split() and rest.split()[0].isdigit():
+                        vals[key] = int(rest.split()[0])
+                return {k: round(vals[k] / 1024, 2) for k in ("Rss", "Anonymous", "Pss")}
+            before = rollup()
+            returned = ctypes.CDLL("libc.so.6").malloc_trim(0)
+            out["malloc_trim"] = {"before_mib": before, "after_mib": rollup(), "returned": returned}
         with open(os.environ["SC_DIAG_OUT"] + f".{os.getpid()}.json", "w") as f:
             json.dump(out, f, indent=1)
     signal.signal(signal.SIGUSR1, _dump)

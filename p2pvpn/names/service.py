@@ -9,7 +9,6 @@ from certificates); ping and netcheck work in every network.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -274,8 +273,7 @@ def _ep(endpoint: tuple[str, int] | None) -> str | None:
 
 def _interface_ips() -> list[str]:
     """Every address on this namespace's interfaces (a netlink dump: run it in a thread)."""
-    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
+    from p2pvpn import rtnl
 
-    with IPRoute() as ipr:
-        return [str(ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))) for a in ipr.get_addr()
-                if a.get_attr("IFA_ADDRESS")]
+    with rtnl.Rtnl() as nl:
+        return [a.address for a in nl.addresses() if a.address]

@@ -198,25 +198,18 @@ def _interface_exists(name: str) -> bool:
 
 def _configure(name: str, mtu: int, ipv4: ipaddress.IPv4Interface, ipv6: ipaddress.IPv6Interface) -> None:
     """Set MTU, both overlay addresses (their prefixes become on-link routes) and bring it up."""
-    from pyroute2.iproute.linux import IPRoute  # not pyroute2/__init__ (p2pvpn.libp2p_import)
-    from pyroute2.netlink.exceptions import NetlinkError
+    from p2pvpn import rtnl
 
     try:
-        with IPRoute() as ipr:
-            (index,) = ipr.link_lookup(ifname=name)
-            ipr.link("set", index=index, mtu=mtu)
-            ipr.addr("add", index=index, address=str(ipv4.ip), prefixlen=ipv4.network.prefixlen)
+        index = rtnl.link_index(name)
+        with rtnl.Rtnl() as nl:
+            nl.set_link(index, mtu=mtu)
+            nl.add_address(index, ipv4)
             _disable_ipv6_dad(name)
-            ipr.addr(
-                "add",
-                index=index,
-                address=str(ipv6.ip),
-                prefixlen=ipv6.network.prefixlen,
-                flags=IFA_F_NODAD,
-            )
-            ipr.link("set", index=index, state="up")
-    except NetlinkError as exc:
-        raise TunError(f"cannot configure {name!r}: {exc.args[-1] if exc.args else exc}") from None
+            nl.add_address(index, ipv6, flags=IFA_F_NODAD)
+            nl.set_link(index, up=True)
+    except OSError as exc:
+        raise TunError(f"cannot configure {name!r}: {exc.strerror or exc}") from None
 
 
 def _disable_ipv6_dad(name: str) -> None:
