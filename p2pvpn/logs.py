@@ -42,7 +42,7 @@ LEVELS = ("debug", "info", "warning", "error")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOURNAL_FORMAT = "%(name)s: %(message)s"
 # Loggers of libraries under us; their own defaults (py-libp2p's import-time setup) are undone.
-LIBRARIES = ("libp2p", "multiaddr", "aioquic", "pyroute2", "trio", "asyncio")
+LIBRARIES = ("libp2p", "multiaddr", "aioquic", "trio", "asyncio")
 BURST = 5  # library warnings shown per (logger, template) per WINDOW
 WINDOW = 60.0
 MAX_KEYS = 1024  # (logger, template) pairs the rate limiter remembers; bounded

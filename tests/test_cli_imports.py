@@ -15,7 +15,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # What only `up`/`relay` (and `join`, which dials) need.
-NODE_ONLY = ("trio", "pyroute2", "p2pvpn.node", "p2pvpn.host", "libp2p.host.basic_host", "libp2p.network.swarm",
+NODE_ONLY = ("trio", "p2pvpn.rtnl", "p2pvpn.node", "p2pvpn.host", "libp2p.host.basic_host", "libp2p.network.swarm",
              "libp2p.kad_dht", "aioquic", "dns")
 
 
