@@ -60,8 +60,10 @@ _HDR_SIZE = ctypes.sizeof(_Mmsghdr)
 _OFF_NAMELEN = _Msghdr.msg_namelen.offset
 _OFF_CONTROLLEN = _Msghdr.msg_controllen.offset
 _OFF_LEN = _Mmsghdr.msg_len.offset
-_U32 = struct.Struct("=I")
-_SIZE_T = struct.Struct("@N")
+_FIELDS = struct.Struct(  # one struct mmsghdr -> (msg_namelen, msg_controllen, msg_len), the fields read back
+    f"@{_OFF_NAMELEN}xI{_OFF_CONTROLLEN - _OFF_NAMELEN - 4}xN"
+    f"{_OFF_LEN - _OFF_CONTROLLEN - ctypes.sizeof(ctypes.c_size_t)}xI{_HDR_SIZE - _OFF_LEN - 4}x"
+)
 _CMSG = struct.Struct("@Nii")  # struct cmsghdr: cmsg_len, cmsg_level, cmsg_type; then the data
 _I32 = struct.Struct("=i")
 
@@ -146,22 +148,19 @@ class MmsgReceiver:
             if err in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
                 return 0
             raise OSError(err, os.strerror(err))
-        view, data, meta, endpoints = self._view, self._data, self._meta, self._endpoints
-        names = 0
+        data, meta, endpoints = self._data, self._meta, self._endpoints
         controls = self.slots * NAME_SIZE
-        for i in range(got):
-            base = i * _HDR_SIZE
-            length = _U32.unpack_from(view, base + _OFF_LEN)[0]
-            if length > RECV_SIZE:  # cannot happen with 64 KiB slots; never read past one
-                length = RECV_SIZE
+        fields = _FIELDS.iter_unpack(self._view[: got * _HDR_SIZE])
+        for i, (namelen, controllen, length) in enumerate(fields):
             offset = i * RECV_SIZE
             segment = 0
-            if _SIZE_T.unpack_from(view, base + _OFF_CONTROLLEN)[0] >= _CMSG.size + 2:
-                _len, level, kind = _CMSG.unpack_from(meta, controls + i * CONTROL_SIZE)
+            if controllen >= _CMSG.size + 2:
+                at = controls + i * CONTROL_SIZE
+                _len, level, kind = _CMSG.unpack_from(meta, at)
                 if level == SOL_UDP and kind == UDP_GRO:
-                    segment = _I32.unpack_from(meta, controls + i * CONTROL_SIZE + _CMSG.size)[0]
-            namelen = _U32.unpack_from(view, base + _OFF_NAMELEN)[0]
-            raw = meta[names + i * NAME_SIZE : names + i * NAME_SIZE + min(namelen, NAME_SIZE)]
+                    segment = _I32.unpack_from(meta, at + _CMSG.size)[0]
+            at = i * NAME_SIZE
+            raw = meta[at : at + min(namelen, NAME_SIZE)]
             source = endpoints.get(raw)
             if source is None:
                 try:
@@ -172,7 +171,7 @@ class MmsgReceiver:
                 if len(endpoints) >= ENDPOINT_CACHE:
                     endpoints.clear()
                 endpoints[raw] = source
-            out.append((data[offset : offset + length], segment, source))
+            out.append((data[offset : offset + min(length, RECV_SIZE)], segment, source))
         return got
 
 
