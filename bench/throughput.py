@@ -101,6 +101,8 @@ HOST_GRO = "host-gro"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
+BITRATE: str | None = None
+"""iperf3 -b for every throughput measurement (``--bitrate``): same-rate A/Bs compare CPU per GiB, not Mbit/s."""
 
 # Measurement failures we report per run and carry on from.
 MeasureError = (LabError, subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError)
@@ -146,12 +148,15 @@ def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
     server.popen("iperf3", "-s", "-1", "-B", addr, "-p", str(port),
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server.wait_listening(port)
+    bitrate = bitrate or BITRATE
     wan0 = cpu_seconds(wan_pid) if wan_pid is not None else 0.0
+    napi0 = napi_cpu_seconds()
     out = client.run(
         "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *(("-b", bitrate) if bitrate else ()),
         timeout=seconds + 30,
     ).stdout
     wan_cpu = cpu_seconds(wan_pid) - wan0 if wan_pid is not None else None
+    napi_cpu = napi_cpu_seconds() - napi0
     end = json.loads(out)["end"]
     result = {
         "mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 1),
@@ -160,7 +165,23 @@ def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
     }
     if wan_cpu is not None and result["bytes"]:
         result["wanem_cpu_s_per_gib"] = round(wan_cpu / (result["bytes"] / GIB), 2)
+        result["napi_cpu_s_per_gib"] = round(napi_cpu / (result["bytes"] / GIB), 2)
     return result
+
+
+def napi_cpu_seconds() -> float:
+    """CPU seconds of the threaded-NAPI kernel threads (``napi/...``): the hosts' receive work under
+    ``--host-gro on``, which the emulator's own time no longer includes."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().startswith("napi/"):
+                total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
 
 
 def rawstream(client: Host, server: Host, addr: str, seconds: float) -> dict[str, Any]:
@@ -322,6 +343,14 @@ def data_path(a: Host, workdir: Path, peer_id: str) -> dict[str, Any]:
             "drops_total": status.get("drops_total")}
 
 
+def receive_batches(b: Host, workdir: Path) -> dict[str, Any]:
+    """b's (the receiver's) UDP receive batches: datagrams per drained batch, and whether it used recvmmsg."""
+    udp = json.loads(_p2pvpn(b, "status", "--dir", str(workdir / b.name), "--json")).get("udp") or {}
+    batches, batched = udp.get("udp_rx_batches") or 0, udp.get("udp_rx_batched") or 0
+    return {"recvmmsg": udp.get("recvmmsg"), "rx_batches": batches, "rx_batched": batched,
+            "rx_per_batch": round(batched / batches, 1) if batches else None}
+
+
 def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) -> str | None:
     """Until a sends b's data over UDP (bounded); the path seen last."""
     path = None
@@ -360,6 +389,8 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ..
         out["cpu_s_per_gib"] = {h.name: round((y - x) / gib, 2) if gib else None
                                 for h, x, y in zip((a, b), before, after)}  # fmt: skip
         out["data_path"] = data_path(a, workdir, ids[b.name]["peer_id"])
+        if "--no-udp" not in extra:
+            out["udp_b"] = receive_batches(b, workdir)
         out["ping"] = ping(a, overlay_b)
     finally:
         out["node_exit_codes"] = stop_vpn(procs)
@@ -367,15 +398,26 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ..
 
 
 def set_host_gro(hosts: tuple[Host, ...], on: bool) -> None:
-    """GRO on (or off) on the hosts' eth0 in a WAN profile.
+    """The hosts' eth0 in a WAN profile receive like a NIC (on) or frame by frame (off, wan.py's setting).
 
-    p2pvpn/lab/wan.py turns every offload off on the veths to the emulator, GRO included, so each frame reaches
-    the receiver's stack (and a UDP socket) alone: a NIC with GRO, the usual case, hands the stack a run of
-    frames of one flow at once. Only the hosts' receive side changes; the emulator still reads and writes
-    single MTU frames (GRO on its own ends would hand it super-frames), so its impairments are unchanged.
+    p2pvpn/lab/wan.py turns every offload off on the veths to the emulator, GRO included, and a veth without
+    NAPI hands each frame the emulator sends up the receiver's stack alone, inside the emulator's own send
+    (a softirq at the end of each frame's transmission): one ``recvmsg`` per datagram for the node, one TCP
+    input per segment for iperf3. A NIC instead polls a ring of frames and merges each flow's run (GRO).
+    ``on`` gives the veth exactly that: GRO on, which gives it a NAPI ring, and threaded NAPI, so that ring is
+    polled by a kernel thread with whatever frames arrived meanwhile, not once per frame (GRO alone merges
+    nothing here: measured). The emulator still reads and writes single MTU frames (GRO on its own ends would
+    hand it super-frames), so its impairments are unchanged; the no-VPN baseline gets the same receiver.
     """
+    threaded = f"/sys/class/net/{IFACE}/threaded"  # `ip netns exec` mounts the namespace's own /sys
     for host in hosts:
-        host.run("ethtool", "-K", IFACE, "gro", "on" if on else "off")
+        if on:  # NAPI first (GRO gives a veth its ring), then its thread
+            host.run("ethtool", "-K", IFACE, "gro", "on")
+            host.run("sh", "-c", f"echo 1 > {threaded}")
+        else:  # the kernel refuses "0" on a veth without NAPI: only while GRO is still on
+            if host.run("cat", threaded).stdout.strip() != "0":
+                host.run("sh", "-c", f"echo 0 > {threaded}")
+            host.run("ethtool", "-K", IFACE, "gro", "off")
 
 
 # -- one profile ----------------------------------------------------------------
@@ -400,6 +442,7 @@ def run_profile(
     stream_baseline: bool = False,
     switch_baseline: str | None = None,
     host_gro: bool = False,
+    raw: bool = True,
 ) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
@@ -435,7 +478,8 @@ def run_profile(
             run: dict[str, Any] = {}
             if not lab_switch:
                 _measure(run, "veth", lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds, wan_pid=wan_pid))
-            _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
+            if raw:
+                _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
             _measure(run, "ping_veth", lambda: ping(a, addr_b))
             on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
                 if switch_baseline else [("tunnel", {})]  # fmt: skip
@@ -515,6 +559,9 @@ METRICS: dict[str, tuple[str, ...]] = {
     "wanem_cpu_s_per_gib_veth": ("veth", "wanem_cpu_s_per_gib"),
     "wanem_cpu_s_per_gib_tunnel": ("tunnel", "wanem_cpu_s_per_gib"),
     "wanem_cpu_s_per_gib_off": ("off", "wanem_cpu_s_per_gib"),
+    "napi_cpu_s_per_gib_veth": ("veth", "napi_cpu_s_per_gib"),
+    "napi_cpu_s_per_gib_tunnel": ("tunnel", "napi_cpu_s_per_gib"),
+    "udp_rx_per_batch": ("tunnel", "udp_b", "rx_per_batch"),
 }
 
 
@@ -564,6 +611,9 @@ COLUMNS = (  # header, metric, format
     ("wanem CPU s/GiB no-VPN", "wanem_cpu_s_per_gib_veth", "{:.1f}"),
     ("wanem CPU s/GiB tunnel", "wanem_cpu_s_per_gib_tunnel", "{:.1f}"),
     ("wanem CPU s/GiB off", "wanem_cpu_s_per_gib_off", "{:.1f}"),
+    ("NAPI threads CPU s/GiB no-VPN", "napi_cpu_s_per_gib_veth", "{:.1f}"),
+    ("NAPI threads CPU s/GiB tunnel", "napi_cpu_s_per_gib_tunnel", "{:.1f}"),
+    ("b datagrams per receive batch", "udp_rx_per_batch", "{:.1f}"),
 )
 
 
@@ -615,6 +665,8 @@ def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[s
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_after": os.getloadavg(),
+        "bitrate": args.bitrate,
+        "switch": args.switch_baseline,
     }
     return {"meta": meta, "profiles": results}
 
@@ -628,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw py-libp2p stream (a switch's A/B)")
     parser.add_argument("--stream-baseline", action="store_true",
                         help="also measure the tunnel with --no-udp (the stream alone) in every run")
     parser.add_argument("--switch-baseline", choices=sorted([*SWITCHES, HOST_GRO]),
@@ -636,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host-gro", choices=("on", "off"), default="off",
                         help="GRO on the hosts' eth0 in WAN profiles (default off: every frame reaches the stack "
                              "alone)")
+    parser.add_argument("--bitrate", help="cap every iperf3 run (its -b, e.g. 200M): a same-rate A/B of CPU per GiB, "
+                        "which otherwise falls as throughput rises")
     parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
                         "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
@@ -649,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs must be within 1..{MAX_RUNS}")
     if args.cc is not None and args.cc not in _allowed_cc():
         parser.error(f"--cc {args.cc!r} is not in net.ipv4.tcp_allowed_congestion_control ({' '.join(_allowed_cc())})")
+    global BITRATE
+    BITRATE = args.bitrate
     needs_wan = any(PROFILES[n].wan is not None for n in names)
     reason = require_netns("iperf3", "tc", "nft", "ss", *(("ethtool",) if needs_wan else ()))
     if reason is not None:
@@ -674,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             profile = PROFILES[name]
             results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc,
-                                       args.stream_baseline, args.switch_baseline, args.host_gro == "on"))
+                                       args.stream_baseline, args.switch_baseline, args.host_gro == "on",
+                                       not args.no_raw))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)
