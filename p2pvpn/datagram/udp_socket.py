@@ -64,7 +64,8 @@ RECV_BATCH_CALLS = 64      # recvmsg calls per batch, whatever they bring
 RECV_MMSG_SLOTS = 32       # datagrams (or GRO runs) per recvmmsg; 2 MiB of slots, resident only where written
 RECV_MMSG_CALLS = 8        # recvmmsg calls per batch
 RECVMMSG = True
-"""Receive with recvmmsg where libc has it (bench/throughput.py --switch-baseline recvmmsg turns it off)."""
+"""Receive with recvmmsg where libc has it, while datagrams arrive one by one (GRO runs keep one recvmsg per
+run, which costs no more); bench/throughput.py --switch-baseline recvmmsg turns it off."""
 _CMSG_SPACE = _socket.CMSG_SPACE(4)
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")
@@ -292,7 +293,12 @@ class DatagramSocket:
             await trio.lowlevel.wait_readable(sock)
             while True:
                 receiver = self.receiver
-                received, more = _drain_mmsg(sock, receiver) if receiver is not None else _drain(sock, self.dual)
+                if receiver is not None and receiver.per_slot == 1:  # datagrams come one by one: batch the calls
+                    received, more = _drain_mmsg(sock, receiver)
+                else:  # GRO runs (or no recvmmsg): a recvmsg per run costs no more
+                    received, more = _drain(sock, self.dual)
+                    if receiver is not None and received:
+                        receiver.per_slot = max(1, _datagrams(received) // len(received))
                 delivered = self._handle(received, trio.current_time()) if received else 0
                 if delivered and self.after_delivery is not None:
                     self.after_delivery(delivered)
@@ -416,6 +422,11 @@ def _drain(sock: _socket.socket, unmap: bool = False) -> tuple[list[tuple[bytes,
     return out, True
 
 
+def _datagrams(received: list[tuple[bytes, int, Endpoint]]) -> int:
+    """How many datagrams the receives brought (a GRO run counts each of its segments)."""
+    return sum(-(-len(data) // segment) if 0 < segment < len(data) else 1 for data, segment, _ in received)
+
+
 def _drain_mmsg(sock: _socket.socket, receiver: mmsg.MmsgReceiver) -> tuple[list[tuple[bytes, int, Endpoint]], bool]:
     """:func:`_drain` with ``recvmmsg``: up to about RECV_BATCH datagrams in at most RECV_MMSG_CALLS calls.
 
@@ -434,9 +445,7 @@ def _drain_mmsg(sock: _socket.socket, receiver: mmsg.MmsgReceiver) -> tuple[list
             continue
         if got == 0:
             return out, False
-        datagrams = 0
-        for data, segment, _source in out[start:]:
-            datagrams += len(data) // segment + (len(data) % segment > 0) if 0 < segment < len(data) else 1
+        datagrams = _datagrams(out[start:])
         receiver.per_slot = max(1, datagrams // got)
         count += datagrams
         if got < want:

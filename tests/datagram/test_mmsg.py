@@ -189,3 +189,30 @@ async def test_the_node_socket_receives_with_recvmmsg_and_falls_back_without(
         finally:
             node.close()
         assert node.receiver is None
+
+
+async def test_the_node_socket_takes_recvmsg_for_gro_runs_and_recvmmsg_for_single_datagrams() -> None:
+    node = DatagramSocket("127.0.0.1", 0)
+    await node.open()
+    try:
+        receiver = node.receiver
+        assert receiver is not None and receiver.per_slot == 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                sender.sendmsg([b"\x01" + bytes(99)] * 1, [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", 50))], 0,
+                               ("127.0.0.1", node.port))  # fmt: skip
+                with trio.fail_after(5):
+                    while node.batched < 2:
+                        await trio.sleep(0.01)
+                assert receiver.per_slot == 2  # a GRO run of two: the next receive is a recvmsg
+                for _ in range(3):
+                    sender.sendto(b"\x01" + bytes(49), ("127.0.0.1", node.port))
+                with trio.fail_after(5):
+                    while node.batched < 5:
+                        await trio.sleep(0.01)
+                assert receiver.per_slot == 1  # single datagrams again: back to recvmmsg
+                nursery.cancel_scope.cancel()
+        assert node.drops["udp_short"] + node.drops["udp_unknown_index"] == 5
+    finally:
+        node.close()
