@@ -63,9 +63,11 @@ RECV_BATCH = 96            # datagrams per drained batch: more than one 64 KiB T
 RECV_BATCH_CALLS = 64      # recvmsg calls per batch, whatever they bring
 RECV_MMSG_SLOTS = 32       # datagrams (or GRO runs) per recvmmsg; 2 MiB of slots, resident only where written
 RECV_MMSG_CALLS = 8        # recvmmsg calls per batch
-RECVMMSG = True
+RECVMMSG = False
 """Receive with recvmmsg where libc has it, while datagrams arrive one by one (GRO runs keep one recvmsg per
-run, which costs no more); bench/throughput.py --switch-baseline recvmmsg turns it off."""
+run, which costs no more). Off until a quiet same-run A/B confirms it: on a loaded machine it gave `low`
+1.09-1.18x and clean 0.75-0.87x (docs/performance.md, "recvmmsg and a batching emulator");
+bench/throughput.py --switch-baseline recvmmsg measures both."""
 _CMSG_SPACE = _socket.CMSG_SPACE(4)
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")

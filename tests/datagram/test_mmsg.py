@@ -191,7 +191,9 @@ async def test_the_node_socket_receives_with_recvmmsg_and_falls_back_without(
         assert node.receiver is None
 
 
-async def test_the_node_socket_takes_recvmsg_for_gro_runs_and_recvmmsg_for_single_datagrams() -> None:
+async def test_the_node_socket_takes_recvmsg_for_gro_runs_and_recvmmsg_for_single_datagrams(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setattr(udp_socket, "RECVMMSG", True)
     node = DatagramSocket("127.0.0.1", 0)
     await node.open()
     try:
