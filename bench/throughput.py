@@ -92,11 +92,17 @@ CLI_TIMEOUT = float(os.environ.get("P2PVPN_BENCH_CLI_TIMEOUT", "30"))  # raise i
 MAX_RUNS = 20
 RAWSTREAM = REPO / "bench" / "rawstream.py"
 TRACER = REPO / "bench" / "latency_trace.py"
-SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL"}
-"""Switches of p2pvpn.dataplane.egress a run can set -> the variable bench/latency_trace.py reads ("1" on, "0" off)."""
+SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL", "recvmmsg": "P2PVPN_RECVMMSG"}
+"""Switches a run can set in the nodes -> the variable their launcher reads ("1" on, "0" off): the egress ones
+(p2pvpn.dataplane.egress) bench/latency_trace.py's, ``recvmmsg`` (p2pvpn.datagram.udp_socket) bench/datagram_switch.py's."""
+SWITCH_LAUNCHER = REPO / "bench" / "datagram_switch.py"
+HOST_GRO = "host-gro"
+"""The one switch of the lab, not of the nodes: GRO on both hosts' eth0 (WAN profiles), no-VPN measured both ways."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
+BITRATE: str | None = None
+"""iperf3 -b for every throughput measurement (``--bitrate``): same-rate A/Bs compare CPU per GiB, not Mbit/s."""
 
 # Measurement failures we report per run and carry on from.
 MeasureError = (LabError, subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError)
@@ -134,21 +140,48 @@ class BenchError(Exception):
 
 
 def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
-           bitrate: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """iperf3 TCP client -> server for ``seconds`` (at most ``bitrate``, iperf3's -b); Mbit/s and bytes received."""
+           bitrate: str | None = None, wan_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """iperf3 TCP client -> server for ``seconds`` (at most ``bitrate``, iperf3's -b); Mbit/s and bytes received.
+
+    ``wan_pid``: the WAN emulator's process, whose CPU seconds per GiB received are added (``wanem_cpu_s_per_gib``:
+    the instrument's own cost, which shares the cores with what it measures)."""
     server.popen("iperf3", "-s", "-1", "-B", addr, "-p", str(port),
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     server.wait_listening(port)
+    bitrate = bitrate or BITRATE
+    wan0 = cpu_seconds(wan_pid) if wan_pid is not None else 0.0
+    napi0 = napi_cpu_seconds()
     out = client.run(
         "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *(("-b", bitrate) if bitrate else ()),
         timeout=seconds + 30,
     ).stdout
+    wan_cpu = cpu_seconds(wan_pid) - wan0 if wan_pid is not None else None
+    napi_cpu = napi_cpu_seconds() - napi0
     end = json.loads(out)["end"]
-    return {
+    result = {
         "mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 1),
         "bytes": end["sum_received"]["bytes"],
         "retransmits": end["sum_sent"].get("retransmits"),
     }
+    if wan_cpu is not None and result["bytes"]:
+        result["wanem_cpu_s_per_gib"] = round(wan_cpu / (result["bytes"] / GIB), 2)
+        result["napi_cpu_s_per_gib"] = round(napi_cpu / (result["bytes"] / GIB), 2)
+    return result
+
+
+def napi_cpu_seconds() -> float:
+    """CPU seconds of the threaded-NAPI kernel threads (``napi/...``): the hosts' receive work under
+    ``--host-gro on``, which the emulator's own time no longer includes."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().startswith("napi/"):
+                total += cpu_seconds(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
 
 
 def rawstream(client: Host, server: Host, addr: str, seconds: float) -> dict[str, Any]:
@@ -241,7 +274,7 @@ def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
                 switches: dict[str, bool] | None = None) -> None:  # fmt: skip
     """Start both nodes (appended to ``procs``), each with the other as a static peer; ``switches``: SWITCHES set."""
     env = {**ENV, **{SWITCHES[switch]: "1" if on else "0" for switch, on in (switches or {}).items()}}
-    launcher = (str(TRACER),) if switches else ("-m", "p2pvpn")
+    launcher = (str(SWITCH_LAUNCHER if "recvmmsg" in (switches or {}) else TRACER),) if switches else ("-m", "p2pvpn")
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
             procs.append(host.popen(
@@ -310,6 +343,14 @@ def data_path(a: Host, workdir: Path, peer_id: str) -> dict[str, Any]:
             "drops_total": status.get("drops_total")}
 
 
+def receive_batches(b: Host, workdir: Path) -> dict[str, Any]:
+    """b's (the receiver's) UDP receive batches: datagrams per drained batch, and whether it used recvmmsg."""
+    udp = json.loads(_p2pvpn(b, "status", "--dir", str(workdir / b.name), "--json")).get("udp") or {}
+    batches, batched = udp.get("udp_rx_batches") or 0, udp.get("udp_rx_batched") or 0
+    return {"recvmmsg": udp.get("recvmmsg"), "rx_batches": batches, "rx_batched": batched,
+            "rx_per_batch": round(batched / batches, 1) if batches else None}
+
+
 def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) -> str | None:
     """Until a sends b's data over UDP (bounded); the path seen last."""
     path = None
@@ -322,7 +363,7 @@ def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) 
 
 
 def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = (),
-           switches: dict[str, bool] | None = None) -> dict[str, Any]:  # fmt: skip
+           switches: dict[str, bool] | None = None, wan_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[Any]] = []
@@ -341,17 +382,42 @@ def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ..
         if "--no-udp" not in extra:
             out["path_before"] = wait_data_path(a, workdir, ids[b.name]["peer_id"])
         before = [cpu_seconds(p.pid) for p in procs]
-        out.update(iperf3(a, b, overlay_b, IPERF_TUNNEL_PORT, seconds))
+        out.update(iperf3(a, b, overlay_b, IPERF_TUNNEL_PORT, seconds, wan_pid=wan_pid))
         after = [cpu_seconds(p.pid) for p in procs]
         gib = out["bytes"] / GIB
         out["cpu_s"] = {h.name: round(y - x, 2) for h, x, y in zip((a, b), before, after)}
         out["cpu_s_per_gib"] = {h.name: round((y - x) / gib, 2) if gib else None
                                 for h, x, y in zip((a, b), before, after)}  # fmt: skip
         out["data_path"] = data_path(a, workdir, ids[b.name]["peer_id"])
+        if "--no-udp" not in extra:
+            out["udp_b"] = receive_batches(b, workdir)
         out["ping"] = ping(a, overlay_b)
     finally:
         out["node_exit_codes"] = stop_vpn(procs)
     return out
+
+
+def set_host_gro(hosts: tuple[Host, ...], on: bool) -> None:
+    """The hosts' eth0 in a WAN profile receive like a NIC (on) or frame by frame (off, wan.py's setting).
+
+    p2pvpn/lab/wan.py turns every offload off on the veths to the emulator, GRO included, and a veth without
+    NAPI hands each frame the emulator sends up the receiver's stack alone, inside the emulator's own send
+    (a softirq at the end of each frame's transmission): one ``recvmsg`` per datagram for the node, one TCP
+    input per segment for iperf3. A NIC instead polls a ring of frames and merges each flow's run (GRO).
+    ``on`` gives the veth exactly that: GRO on, which gives it a NAPI ring, and threaded NAPI, so that ring is
+    polled by a kernel thread with whatever frames arrived meanwhile, not once per frame (GRO alone merges
+    nothing here: measured). The emulator still reads and writes single MTU frames (GRO on its own ends would
+    hand it super-frames), so its impairments are unchanged; the no-VPN baseline gets the same receiver.
+    """
+    threaded = f"/sys/class/net/{IFACE}/threaded"  # `ip netns exec` mounts the namespace's own /sys
+    for host in hosts:
+        if on:  # NAPI first (GRO gives a veth its ring), then its thread
+            host.run("ethtool", "-K", IFACE, "gro", "on")
+            host.run("sh", "-c", f"echo 1 > {threaded}")
+        else:  # the kernel refuses "0" on a veth without NAPI: only while GRO is still on
+            if host.run("cat", threaded).stdout.strip() != "0":
+                host.run("sh", "-c", f"echo 0 > {threaded}")
+            host.run("ethtool", "-K", IFACE, "gro", "off")
 
 
 # -- one profile ----------------------------------------------------------------
@@ -375,6 +441,8 @@ def run_profile(
     cc: str | None = None,
     stream_baseline: bool = False,
     switch_baseline: str | None = None,
+    host_gro: bool = False,
+    raw: bool = True,
 ) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
@@ -399,21 +467,38 @@ def run_profile(
             b.shape(IFACE, profile.rate)
         if profile.loss_per_mille:
             b.add_ingress_loss(profile.loss_per_mille, iface=IFACE)
+        lab_switch = switch_baseline == HOST_GRO
+        if lab_switch and wan is None:
+            switch_baseline, lab_switch = None, False  # a plain veth keeps its GRO: nothing to switch
+        if wan is not None:
+            set_host_gro((a, b), host_gro)
+        wan_pid = wan.proc.pid if wan is not None else None
         for i in range(runs):
             progress(f"[{profile.name}] run {i + 1}/{runs}")
             run: dict[str, Any] = {}
-            _measure(run, "veth", lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds))
-            _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
+            if not lab_switch:
+                _measure(run, "veth", lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds, wan_pid=wan_pid))
+            if raw:
+                _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
             _measure(run, "ping_veth", lambda: ping(a, addr_b))
-            if tunnel_reason is not None:
-                run["tunnel"] = {"pending": tunnel_reason}
-            else:
-                on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
-                    if switch_baseline else [("tunnel", {})]  # fmt: skip
-                for key, switches in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
-                    _measure(run, key, lambda: tunnel(a, b, Path(tmp) / f"run{i}{key}", seconds, switches=switches))
-                if stream_baseline:
-                    _measure(run, "stream", lambda: tunnel(a, b, Path(tmp) / f"run{i}s", seconds, ("--no-udp",)))
+            on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
+                if switch_baseline else [("tunnel", {})]  # fmt: skip
+            for key, switches in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
+                if lab_switch:  # the hosts' GRO set, then no-VPN and the tunnel measured under it
+                    set_host_gro((a, b), switches[HOST_GRO])
+                    _measure(run, "veth" if key == "tunnel" else "veth_off",
+                             lambda: iperf3(a, b, addr_b, IPERF_VETH_PORT, seconds, wan_pid=wan_pid))
+                    switches = {}
+                if tunnel_reason is not None:
+                    run[key] = {"pending": tunnel_reason}
+                else:
+                    _measure(run, key, lambda: tunnel(a, b, Path(tmp) / f"run{i}{key}", seconds, switches=switches,
+                                                      wan_pid=wan_pid))
+            if lab_switch:
+                set_host_gro((a, b), host_gro)
+            if tunnel_reason is None and stream_baseline:
+                _measure(run, "stream", lambda: tunnel(a, b, Path(tmp) / f"run{i}s", seconds, ("--no-udp",),
+                                                       wan_pid=wan_pid))
             add_ratios(run)
             res["runs"].append(run)
         if profile.loss_per_mille:
@@ -421,6 +506,8 @@ def run_profile(
             res["ingress"] = {"seen": seen, "dropped": dropped}
         if wan is not None:
             _measure(res, "wanem", wan.stop)
+    res["host_gro"] = host_gro if wan is not None else None
+    res["switch"] = switch_baseline
     res["summary"] = summarize(res["runs"])
     return res
 
@@ -437,7 +524,10 @@ def add_ratios(run: dict[str, Any]) -> None:
     run["tunnel_over_stream"] = round(t / stream, 3) if t and stream else None
     off = run.get("off", {}).get("mbit_s")
     run["tunnel_over_off"] = round(t / off, 3) if t and off else None
-    run["off_over_veth"] = round(off / veth, 3) if off and veth else None
+    veth_off = run.get("veth_off", {}).get("mbit_s") or veth  # a lab switch measures no-VPN both ways
+    run["off_over_veth"] = round(off / veth_off, 3) if off and veth_off else None
+    alt = run.get("veth_off", {}).get("mbit_s")
+    run["veth_over_veth_off"] = round(veth / alt, 3) if veth and alt else None
 
 
 # name -> path into one run's results
@@ -464,6 +554,14 @@ METRICS: dict[str, tuple[str, ...]] = {
     "cpu_s_per_gib_a_off": ("off", "cpu_s_per_gib", "a"),
     "cpu_s_per_gib_b_off": ("off", "cpu_s_per_gib", "b"),
     "off_retransmits": ("off", "retransmits"),
+    "veth_off_mbit_s": ("veth_off", "mbit_s"),
+    "veth_over_veth_off": ("veth_over_veth_off",),
+    "wanem_cpu_s_per_gib_veth": ("veth", "wanem_cpu_s_per_gib"),
+    "wanem_cpu_s_per_gib_tunnel": ("tunnel", "wanem_cpu_s_per_gib"),
+    "wanem_cpu_s_per_gib_off": ("off", "wanem_cpu_s_per_gib"),
+    "napi_cpu_s_per_gib_veth": ("veth", "napi_cpu_s_per_gib"),
+    "napi_cpu_s_per_gib_tunnel": ("tunnel", "napi_cpu_s_per_gib"),
+    "udp_rx_per_batch": ("tunnel", "udp_b", "rx_per_batch"),
 }
 
 
@@ -502,12 +600,20 @@ COLUMNS = (  # header, metric, format
     ("CPU s/GiB b", "cpu_s_per_gib_b", "{:.1f}"),
     ("retransmits no-VPN", "veth_retransmits", "{:.0f}"),
     ("retransmits tunnel", "tunnel_retransmits", "{:.0f}"),
+    ("no-VPN, switch off Mbit/s", "veth_off_mbit_s", "{:.0f}"),
+    ("no-VPN on / off", "veth_over_veth_off", "{:.0%}"),
     ("switch off Mbit/s", "off_mbit_s", "{:.0f}"),
     ("switch off / no-VPN", "off_over_veth", "{:.0%}"),
     ("tunnel / switch off", "tunnel_over_off", "{:.0%}"),
     ("CPU s/GiB a, off", "cpu_s_per_gib_a_off", "{:.1f}"),
     ("CPU s/GiB b, off", "cpu_s_per_gib_b_off", "{:.1f}"),
     ("retransmits off", "off_retransmits", "{:.0f}"),
+    ("wanem CPU s/GiB no-VPN", "wanem_cpu_s_per_gib_veth", "{:.1f}"),
+    ("wanem CPU s/GiB tunnel", "wanem_cpu_s_per_gib_tunnel", "{:.1f}"),
+    ("wanem CPU s/GiB off", "wanem_cpu_s_per_gib_off", "{:.1f}"),
+    ("NAPI threads CPU s/GiB no-VPN", "napi_cpu_s_per_gib_veth", "{:.1f}"),
+    ("NAPI threads CPU s/GiB tunnel", "napi_cpu_s_per_gib_tunnel", "{:.1f}"),
+    ("b datagrams per receive batch", "udp_rx_per_batch", "{:.1f}"),
 )
 
 
@@ -529,7 +635,7 @@ def table(results: list[dict[str, Any]]) -> str:
         cells = [_cell(summary.get(metric), fmt) for _, metric, fmt in COLUMNS]
         lines.append(f"| {r['profile']} | {len(r['runs'])} | " + " | ".join(cells) + " |")
         for i, run in enumerate(r["runs"]):
-            for key in ("veth", "raw", "ping_veth", "tunnel", "stream", "off"):
+            for key in ("veth", "veth_off", "raw", "ping_veth", "tunnel", "stream", "off"):
                 for what in ("error", "pending"):
                     if what in run.get(key, {}):
                         notes.append(f"- {r['profile']} run {i + 1} {key}: {what}: {run[key][what]}")
@@ -540,7 +646,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def _failed(results: list[dict[str, Any]]) -> bool:
     return any("error" in run.get(k, {}) for r in results for run in r["runs"]
-               for k in ("veth", "raw", "ping_veth", "tunnel", "stream", "off")) or any("error" in r.get("wanem", {})
+               for k in ("veth", "veth_off", "raw", "ping_veth", "tunnel", "stream", "off")) or any("error" in r.get("wanem", {})
                                                                        for r in results)  # fmt: skip
 
 
@@ -559,6 +665,8 @@ def _document(args: argparse.Namespace, results: list[dict[str, Any]]) -> dict[s
         "kernel": platform.release(),
         "python": platform.python_version(),
         "loadavg_after": os.getloadavg(),
+        "bitrate": args.bitrate,
+        "switch": args.switch_baseline,
     }
     return {"meta": meta, "profiles": results}
 
@@ -572,11 +680,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--no-tunnel", action="store_true", help="skip the VPN measurements")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw py-libp2p stream (a switch's A/B)")
     parser.add_argument("--stream-baseline", action="store_true",
                         help="also measure the tunnel with --no-udp (the stream alone) in every run")
-    parser.add_argument("--switch-baseline", choices=sorted(SWITCHES),
-                        help="measure the tunnel with this egress switch on, and again with it off, in every run "
-                             "(same-run A/B)")
+    parser.add_argument("--switch-baseline", choices=sorted([*SWITCHES, HOST_GRO]),
+                        help="measure the tunnel with this switch on, and again with it off, in every run (same-run "
+                             f"A/B); {HOST_GRO}: the hosts' GRO in WAN profiles, no-VPN measured both ways too")
+    parser.add_argument("--host-gro", choices=("on", "off"), default="off",
+                        help="GRO on the hosts' eth0 in WAN profiles (default off: every frame reaches the stack "
+                             "alone)")
+    parser.add_argument("--bitrate", help="cap every iperf3 run (its -b, e.g. 200M): a same-rate A/B of CPU per GiB, "
+                        "which otherwise falls as throughput rises")
     parser.add_argument("--cc", help="TCP congestion control in both hosts (default: the machine's); a namespace "
                         "may only pick one of net.ipv4.tcp_allowed_congestion_control")  # fmt: skip
     args = parser.parse_args(argv)
@@ -590,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs must be within 1..{MAX_RUNS}")
     if args.cc is not None and args.cc not in _allowed_cc():
         parser.error(f"--cc {args.cc!r} is not in net.ipv4.tcp_allowed_congestion_control ({' '.join(_allowed_cc())})")
+    global BITRATE
+    BITRATE = args.bitrate
     needs_wan = any(PROFILES[n].wan is not None for n in names)
     reason = require_netns("iperf3", "tc", "nft", "ss", *(("ethtool",) if needs_wan else ()))
     if reason is not None:
@@ -615,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             profile = PROFILES[name]
             results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc,
-                                       args.stream_baseline, args.switch_baseline))
+                                       args.stream_baseline, args.switch_baseline, args.host_gro == "on",
+                                       not args.no_raw))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)

@@ -8,7 +8,9 @@ everything protocol-shaped happens in the sans-IO session
 * send: a run of same-size datagrams to one endpoint goes out in ONE
   ``sendmsg`` with ``UDP_SEGMENT`` (GSO; the last one may be shorter);
 * receive: ``UDP_GRO`` lets one ``recvmsg`` return up to 64 KiB of
-  coalesced datagrams from one source, their size in a cmsg.
+  coalesced datagrams from one source, their size in a cmsg; and one
+  ``recvmmsg`` (p2pvpn.datagram.mmsg, ctypes) takes a whole batch of such
+  receives, for links whose datagrams arrive one by one.
 
 Both fall back to one datagram per syscall where the kernel refuses.
 
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 
 import trio
 
+from p2pvpn.datagram import mmsg
 from p2pvpn.datagram.epochs import Epoch
 from p2pvpn.datagram.packet import MIN_DATAGRAM_LEN
 from p2pvpn.datagram.path import Endpoint
@@ -58,6 +61,13 @@ GSO_MAX_BYTES = 65000      # payload bytes of one GSO send (an IP datagram is at
 RECV_SIZE = 65536
 RECV_BATCH = 96            # datagrams per drained batch: more than one 64 KiB TUN record's worth (46)
 RECV_BATCH_CALLS = 64      # recvmsg calls per batch, whatever they bring
+RECV_MMSG_SLOTS = 32       # datagrams (or GRO runs) per recvmmsg; 2 MiB of slots, resident only where written
+RECV_MMSG_CALLS = 8        # recvmmsg calls per batch
+RECVMMSG = False
+"""Receive with recvmmsg where libc has it, while datagrams arrive one by one (GRO runs keep one recvmsg per
+run, which costs no more). Off until a quiet same-run A/B confirms it: on a loaded machine it gave `low`
+1.09-1.18x and clean 0.75-0.87x (docs/performance.md, "recvmmsg and a batching emulator");
+bench/throughput.py --switch-baseline recvmmsg measures both."""
 _CMSG_SPACE = _socket.CMSG_SPACE(4)
 _U16 = struct.Struct("=H")
 _I32 = struct.Struct("=i")
@@ -93,6 +103,7 @@ class DatagramSocket:
         self.batches = 0  # drained batches handled, and the datagrams in them: the receive side's batch size
         self.batched = 0
         self.held = 0  # datagrams held for a pending index (opened later, or counted udp_unknown_index)
+        self.receiver: mmsg.MmsgReceiver | None = None  # recvmmsg buffers (None: one recvmsg per datagram)
         self.after_delivery: Callable[[int], None] | None = None
         """Called once after a drained batch delivered packets (with how many): the node reads what the kernel
         answered inside those TUN writes (p2pvpn.dataplane.egress.route_ready), in the same wake-up."""
@@ -143,6 +154,8 @@ class DatagramSocket:
             self.gro = False
         self.port = sock.getsockname()[1]
         self._sock = sock
+        if RECVMMSG and mmsg.available():
+            self.receiver = mmsg.MmsgReceiver(RECV_MMSG_SLOTS, unmap=self.dual)
         await trio.lowlevel.checkpoint()
 
     def accepts(self, host: str) -> bool:
@@ -156,6 +169,9 @@ class DatagramSocket:
             trio.lowlevel.notify_closing(self._sock)  # wakes a receive loop still waiting on it
             self._sock.close()
             self._sock = None
+        if self.receiver is not None:
+            self.receiver.close()
+            self.receiver = None
 
     # -- the receiver_index table -------------------------------------------
 
@@ -278,7 +294,13 @@ class DatagramSocket:
         while True:
             await trio.lowlevel.wait_readable(sock)
             while True:
-                received, more = _drain(sock, self.dual)
+                receiver = self.receiver
+                if receiver is not None and receiver.per_slot == 1:  # datagrams come one by one: batch the calls
+                    received, more = _drain_mmsg(sock, receiver)
+                else:  # GRO runs (or no recvmmsg): a recvmsg per run costs no more
+                    received, more = _drain(sock, self.dual)
+                    if receiver is not None and received:
+                        receiver.per_slot = max(1, _datagrams(received) // len(received))
                 delivered = self._handle(received, trio.current_time()) if received else 0
                 if delivered and self.after_delivery is not None:
                     self.after_delivery(delivered)
@@ -339,6 +361,8 @@ class DatagramSocket:
     def describe(self) -> dict[str, object]:
         return {"port": self.port, "dual_stack": self.dual, "gso": self.gso, "gro": self.gro, **self.buffers,
                 "udp_held": self.held, "udp_rx_batches": self.batches, "udp_rx_batched": self.batched,
+                "recvmmsg": self.receiver is not None,
+                "udp_rx_bad_source": self.receiver.bad_sources if self.receiver is not None else 0,
                 **{k: self.drops.get(k, 0) for k in (
             Drop.BAD_AUTH, Drop.REPLAYED, Drop.UNKNOWN_INDEX, Drop.SHORT, Drop.MALFORMED)},
             **{k: v for k, v in self.drops.items() if k.startswith("udp_send_")}}
@@ -395,6 +419,39 @@ def _drain(sock: _socket.socket, unmap: bool = False) -> tuple[list[tuple[bytes,
             host = host[7:]
         out.append((data, segment, (host, address[1])))
         count += len(data) // segment if 0 < segment < len(data) else 1
+        if count >= RECV_BATCH:
+            break
+    return out, True
+
+
+def _datagrams(received: list[tuple[bytes, int, Endpoint]]) -> int:
+    """How many datagrams the receives brought (a GRO run counts each of its segments)."""
+    return sum(-(-len(data) // segment) if 0 < segment < len(data) else 1 for data, segment, _ in received)
+
+
+def _drain_mmsg(sock: _socket.socket, receiver: mmsg.MmsgReceiver) -> tuple[list[tuple[bytes, int, Endpoint]], bool]:
+    """:func:`_drain` with ``recvmmsg``: up to about RECV_BATCH datagrams in at most RECV_MMSG_CALLS calls.
+
+    A slot holds one datagram or a GRO run of up to 46: each call asks for as many slots as the batch has
+    room for at the previous call's datagrams per slot, so GRO runs keep the batch near RECV_BATCH too."""
+    out: list[tuple[bytes, int, Endpoint]] = []
+    count = 0
+    fd = sock.fileno()
+    for _ in range(RECV_MMSG_CALLS):
+        start = len(out)
+        want = max(1, min(receiver.slots, (RECV_BATCH - count) // receiver.per_slot))
+        try:
+            got = receiver.receive(fd, out, want)
+        except OSError as exc:  # e.g. ECONNREFUSED from an earlier send's ICMP: not fatal
+            log.debug("UDP receive: %r", exc)
+            continue
+        if got == 0:
+            return out, False
+        datagrams = _datagrams(out[start:])
+        receiver.per_slot = max(1, datagrams // got)
+        count += datagrams
+        if got < want:
+            return out, False  # the queue ran dry inside this call
         if count >= RECV_BATCH:
             break
     return out, True
