@@ -3,8 +3,8 @@
 ``$P2PVPN_RECVMMSG`` ("1" on, "0" off) sets p2pvpn.datagram.udp_socket.RECVMMSG (one ``recvmmsg`` per batch,
 or one ``recvmsg`` per datagram) before the node starts; the egress switches and stamps of
 bench/latency_trace.py apply as well. ``bench/throughput.py --switch-baseline recvmmsg`` uses it. The node
-runs in this process (``up``'s exec of a fresh node process is skipped, or the setting would be lost), in
-both variants alike.
+runs in this process (latency_trace skips ``up``'s exec of a fresh node process, which would lose the
+setting), in both variants alike.
 
     python bench/datagram_switch.py up --dir ... (the arguments of ``p2pvpn``)
 """
@@ -26,12 +26,6 @@ def main() -> None:
         if not hasattr(udp_socket, "RECVMMSG"):
             raise SystemExit("datagram_switch: this p2pvpn has no udp_socket.RECVMMSG to set")
         udp_socket.RECVMMSG = value == "1"
-    try:  # `up` execs a fresh node process (p2pvpn.node_process), which would lose the setting: run it here
-        from p2pvpn import node_process
-
-        node_process.hand_over = lambda handover: None
-    except ImportError:  # a p2pvpn from before the handover runs its node in this process anyway
-        pass
     runpy.run_path(str(TRACER), run_name="__main__")
 
 

@@ -185,6 +185,16 @@ SWITCHES = {"P2PVPN_DIRECT_SEND": "DIRECT_SEND", "P2PVPN_TUN_POLL": "TUN_POLL"}
 """Environment variable ("1" on, "0" off) -> the p2pvpn.dataplane.egress switch it sets (the benchmarks' A/B)."""
 
 
+def stay_in_this_process() -> None:
+    """Keep the node in this process: `up` execs a fresh node process (p2pvpn.node_process), which would
+    lose the switches and the stamps set here (both variants of an A/B run alike, so they stay comparable)."""
+    try:
+        from p2pvpn import node_process
+    except ImportError:  # a p2pvpn from before the handover runs its node in this process anyway
+        return
+    node_process.hand_over = lambda handover: None
+
+
 def main() -> None:
     settings = {switch: os.environ[variable] == "1" for variable, switch in SWITCHES.items() if variable in os.environ}
     if os.environ.get("P2PVPN_NO_DIRECT"):  # the older spelling of P2PVPN_DIRECT_SEND=0
@@ -198,6 +208,7 @@ def main() -> None:
             setattr(egress, switch, on)
     if "P2PVPN_TRACE_OUT" in os.environ:
         install()
+    stay_in_this_process()
     sys.argv = ["p2pvpn", *sys.argv[1:]]
     runpy.run_module("p2pvpn", run_name="__main__", alter_sys=True)
 
