@@ -159,17 +159,16 @@ def libp2p_walk(ctx: Ctx, origin: int, target: int, done: Callable[[list[int], i
         if not batch:
             done(closest, state["requests"])
             return
-        new_peers: list[int] = []
+        new_peers: dict[int, None] = {}  # py-libp2p's list without repeats, in arrival order
         pending = len(batch)
 
         def one_done(answer: list[int] | None) -> None:
             nonlocal pending
             for p in answer or ():
-                if p not in new_peers:
-                    new_peers.append(p)
+                new_peers.setdefault(p, None)
             pending -= 1
             if pending == 0:
-                round_over(new_peers)
+                round_over(list(new_peers))
 
         for peer in batch:
             queried.add(peer)
