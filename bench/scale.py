@@ -40,8 +40,9 @@ plugged into it, one ``p2pvpn up`` process in each::
 
 ``imports`` measures what a node's imports cost (RSS after each step in
 a fresh interpreter). ``sim`` runs the discrete-event model of :mod:`p2pvpn.sim` (no root):
-lookup latency and messages per node from 10 to 1,000 nodes, for each
-discovery strategy, charts into ``docs/`` with ``--charts``.
+address-lookup latency, GET_VALUEs per lookup, messages per node per minute
+(idle, and with lookups) and the same lookups with a fraction of the nodes
+gone, from 10 to 1,000 nodes, charts into ``docs/`` with ``--charts``.
 
     sudo python bench/scale.py net --nodes 50 --profile-node n25 --json scale50.json
     python bench/scale.py imports
