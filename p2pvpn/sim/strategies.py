@@ -8,19 +8,22 @@ members any node can find at all). The other discovery designs (roster
 pages, records merged along tunnels, on-demand tunnels) plug in here as
 further classes, driving their own sans-IO modules.
 
-* :class:`MembersKey`, **the current design** (p2pvpn/discovery/service.py
-  and dht.py at the time of writing): every member provides one key,
+* :class:`MembersKey`, **the design before on-demand tunnels** (the
+  node's non-on-demand mode still runs it): every member provides one key,
   "members", and stores its record under its own key; every round a node
   asks the k peers closest to "members" for providers (their closest peers
   re-walked at most every 30 s), and fetches from its owner each provider's
   record whose copy is in the second half of its life. py-libp2p's
   provider store keeps the first 20 providers of a key and ignores later
   ones (``ProviderStore.add_provider``): that cap is modeled exactly.
-* :class:`AddressKey`, **address records** (the node's own,
-  docs/protocol.md §18): as :class:`PerKey`, and each member also
-  stores its record under one key per overlay address
-  (``/p2pvpn/<net>/addr/<ip>``); a first packet for an overlay address
-  looks up that key. Three stores per member instead of one.
+* :class:`AddressKey`, **what the node runs now** (on demand,
+  docs/protocol.md §18; ``Discovery._announce_loop``, ``Dht.publish``,
+  ``Dht.get_address``): a publish stores the record under its two
+  address keys (``address.keys_of``: IPv4, IPv6) and its own key, one
+  after the other, then provides "members"; a first packet for an
+  overlay address looks up that key with the iterative GET_VALUE walk
+  (``discovery.walk.Lookup``) whose first round ``rules.first_asks``
+  chooses; an idle node's round does nothing (no tunnels in use).
 * :class:`PerKey`, **a per-key lookup design**: every member stores its
   record under its own key at the k closest peers (republished every
   TTL/2); an idle node does nothing else. A node that needs a member's
@@ -28,121 +31,52 @@ further classes, driving their own sans-IO modules.
   iterative GET_VALUE lookup for that member's key and stops at the first
   valid record.
 
-Both use the same walk (:class:`p2pvpn.sim.kademlia.Lookup`, the real
-state machine), the same routing tables and the same real records.
+Stores (``put_value``, ``provide``) go through py-libp2p's own walk
+(:func:`p2pvpn.sim.walks.store`); lookups through the project's walk
+(:func:`p2pvpn.sim.walks.walk`). All share the routing tables and the
+real records.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from p2pvpn.sim.engine import Net, Sim
-from p2pvpn.discovery import record as rec
-from p2pvpn.sim.kademlia import K, Lookup, RoutingTable, kad_key
-from p2pvpn.sim.world import TTL, World, provider_position
+from p2pvpn.discovery.address import address_key, keys_of
+from p2pvpn.discovery.dht import CLOSEST_REUSE
+from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks
+from p2pvpn.sim.kademlia import K, Lookup, kad_key
+from p2pvpn.sim.walks import Ctx, Found, gather, libp2p_walk, store, walk
+from p2pvpn.sim.world import TTL, provider_position
+
+__all__ = ["STRATEGIES", "AddressKey", "AddressKeyNoMembers", "Ctx", "Found", "MembersKey", "PerKey", "PerKeyLibp2p", "Strategy"]
 
 INTERVAL = 10.0  # seconds between discovery rounds (config.discovery_interval)
-CLOSEST_REUSE = 30.0  # seconds a walk to the provider key is reused (discovery/dht.py)
 PROVIDER_CAP = 20  # providers py-libp2p keeps per key
+BOOTSTRAPS = 3  # the members every node stays connected to (bench/scale.py's --bootstraps default)
 
 
-@dataclass
-class Ctx:
-    """What a strategy runs on: the members, their routing tables, the clock and the network."""
-
-    world: World
-    table: RoutingTable
-    sim: Sim
-    net: Net
-    rng: random.Random
-
-
-@dataclass
-class Found:
-    """The outcome of one ``find``."""
-
-    found: bool
-    seconds: float
-    hops: int
-
-
-def walk(ctx: Ctx, origin: int, target: int, done: Callable[[Lookup[int]], None],
-         value_at: Callable[[int], bytes | None] | None = None, owner: int | None = None,
-         first: Sequence[int] = (), seeds: Sequence[int] | None = None) -> None:  # fmt: skip
-    """Drive a :class:`Lookup` from ``origin`` over the network; ``done`` once it finished.
-
-    With ``value_at`` it is a GET_VALUE walk: a peer holding a value for
-    ``owner``'s key returns it with its closest peers, the walk stops at the
-    first value the real validator accepts (later replies still arrive and
-    are counted, as in a real network). ``first``: peers asked at once
-    before alpha applies (``Lookup.ask_first``, Dht.get_address's first round);
-    ``seeds``: the candidates to start from (default: origin's k closest).
-    """
-    positions = ctx.table.positions
-    start = ctx.table.closest(origin, target) if seeds is None else seeds
-    lookup: Lookup[int] = Lookup(target, positions.__getitem__, start, exclude=origin)
-    finished = False
-
-    def serve(peer: int) -> tuple[list[int], bytes | None]:
-        value = value_at(peer) if value_at is not None else None
-        return ctx.table.closest(peer, target), value
-
-    def reply(peer: int, answer: tuple[list[int], bytes | None]) -> None:
-        closer, value = answer
-        valid = value is not None and owner is not None and ctx.world.open(owner, value)
-        lookup.on_reply(peer, closer, found=valid)
-        pump()
-
-    def send(peers: list[int]) -> None:
-        for peer in peers:
-            ctx.net.rpc(origin, peer, lambda p=peer: serve(p), lambda ans, p=peer: reply(p, ans))
-
-    def pump() -> None:
-        nonlocal finished
-        if finished:
-            return
-        if lookup.finished:
-            finished = True
-            done(lookup)
-            return
-        send(lookup.next_requests())
-
-    send(lookup.ask_first(first))
-    pump()
-
-
-def gather(ctx: Ctx, origin: int, peers: list[int], serve: Callable[[int], object],
-           done: Callable[[list[object]], None]) -> None:  # fmt: skip
-    """One RPC to each of ``peers`` at once; ``done`` with every answer once all came back (a nursery)."""
-    answers: list[object] = []
-    if not peers:
-        done(answers)
-        return
-
-    def reply(answer: object) -> None:
-        answers.append(answer)
-        if len(answers) == len(peers):
-            done(answers)
-
-    for peer in peers:
-        ctx.net.rpc(origin, peer, lambda p=peer: serve(p), reply)
-
-
-def put_record(ctx: Ctx, node: int, records: dict[int, set[int]]) -> None:
-    """PUT_VALUE of ``node``'s own record: walk to its key, then each closest peer checks and stores it."""
+def put_record(ctx: Ctx, node: int, records: dict[int, set[int]], done: Callable[[], None] = lambda: None) -> None:
+    """PUT_VALUE of ``node``'s own record under its own key: py-libp2p's walk, then each closest peer keeps it."""
     member = ctx.world.members[node]
 
-    def put(lookup: Lookup[int]) -> None:
-        def store(peer: int) -> None:
-            if ctx.world.open(node, member.sealed):
-                records.setdefault(peer, set()).add(node)
+    def keep(peer: int) -> None:
+        if ctx.world.open(node, member.sealed):
+            records.setdefault(peer, set()).add(node)
 
-        gather(ctx, node, lookup.result(), store, lambda _: None)
+    store(ctx, node, member.record_position, keep, done)
 
-    walk(ctx, node, member.record_position, put)
+
+def provide_members(ctx: Ctx, node: int, providers: dict[int, dict[int, None]],
+                    done: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+    """ADD_PROVIDER of "members": each closest peer keeps the first PROVIDER_CAP providers (py-libp2p's store)."""
+
+    def add(peer: int) -> None:
+        stored = providers.setdefault(peer, {})
+        if len(stored) < PROVIDER_CAP or node in stored:
+            stored[node] = None
+
+    store(ctx, node, provider_position(ctx.world), add, done)
 
 
 class Strategy:
@@ -150,11 +84,12 @@ class Strategy:
 
     name = ""
 
-    def publish(self, ctx: Ctx, node: int) -> None:
+    def publish(self, ctx: Ctx, node: int, done: Callable[[], None] = lambda: None) -> None:
+        """Store ``node``'s records (``done`` once every store answered or timed out)."""
         raise NotImplementedError
 
     def round(self, ctx: Ctx, node: int) -> None:
-        """One discovery round of an idle node, republishing aside (the report adds its share)."""
+        """One discovery round of an idle node, republishing aside."""
         raise NotImplementedError
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
@@ -167,42 +102,32 @@ class Strategy:
 
 @dataclass
 class MembersKey(Strategy):
-    """The current design: provider key "members" (capped at 20) + every provider's record fetched."""
+    """The design before on-demand tunnels: provider key "members" (capped at 20) + every provider's record fetched."""
 
     name = "members-key"
     providers: dict[int, dict[int, None]] = field(default_factory=dict)  # storer -> providers, arrival order
     records: dict[int, set[int]] = field(default_factory=dict)  # storer -> members whose record it holds
 
-    def publish(self, ctx: Ctx, node: int) -> None:
-        put_record(ctx, node, self.records)
-
-        def provide(lookup: Lookup[int]) -> None:
-            def add(peer: int) -> None:
-                stored = self.providers.setdefault(peer, {})
-                if len(stored) < PROVIDER_CAP or node in stored:
-                    stored[node] = None
-
-            gather(ctx, node, lookup.result(), add, lambda _: None)
-
-        walk(ctx, node, provider_position(ctx.world), provide)
+    def publish(self, ctx: Ctx, node: int, done: Callable[[], None] = lambda: None) -> None:
+        put_record(ctx, node, self.records, lambda: provide_members(ctx, node, self.providers, done))
 
     def _find_providers(self, ctx: Ctx, node: int, fresh_walk: bool, done: Callable[[list[int], int], None]) -> None:
         key = provider_position(ctx.world)
 
-        def ask(closest: list[int], hops: int) -> None:
+        def ask(closest: list[int], requests: int) -> None:
             peers = [p for p in closest if p != node]
             gather(ctx, node, peers, lambda p: list(self.providers.get(p, {})),
-                   lambda answers: done(_union(answers), hops + 1))  # fmt: skip
+                   lambda answers: done(_union(answers), requests + len(peers)))  # fmt: skip
 
         if fresh_walk:
-            walk(ctx, node, key, lambda lookup: ask(lookup.result(), lookup.hops))
+            libp2p_walk(ctx, node, key, ask, tag="round")
         else:  # the walk of up to 30 s ago: the same peers in a network without churn
             ask(ctx.table.true_closest(key, K), 0)
 
     def round(self, ctx: Ctx, node: int) -> None:
-        def fetch(providers: list[int], hops: int) -> None:
+        def fetch(providers: list[int], _requests: int) -> None:
             due = [p for p in providers if p != node and ctx.rng.random() < INTERVAL / (TTL / 2)]
-            gather(ctx, node, due, lambda p: ctx.world.members[p].sealed, lambda _: None)
+            gather(ctx, node, due, lambda p: ctx.world.members[p].sealed, lambda _: None, tag="round")
             for p in due:
                 ctx.world.open(p, ctx.world.members[p].sealed)
 
@@ -212,16 +137,16 @@ class MembersKey(Strategy):
         """A node's first round: walk, providers; ``dst``'s record from its owner if ``dst`` is among them."""
         start = ctx.sim.now
 
-        def listed(providers: list[int], hops: int) -> None:
+        def listed(providers: list[int], requests: int) -> None:
             if dst not in providers:
-                done(Found(False, ctx.sim.now - start, hops))
+                done(Found(False, ctx.sim.now - start, 2, requests))
                 return
 
             def got(sealed: object) -> None:
                 ok = isinstance(sealed, bytes) and ctx.world.open(dst, sealed)
-                done(Found(ok, ctx.sim.now - start, hops + 1))
+                done(Found(ok, ctx.sim.now - start, 3, requests + 1))
 
-            ctx.net.rpc(src, dst, lambda: ctx.world.members[dst].sealed, got)
+            ctx.net.rpc(src, dst, lambda: ctx.world.members[dst].sealed, got, tag="lookup")
 
         self._find_providers(ctx, src, True, listed)
 
@@ -238,11 +163,11 @@ class PerKey(Strategy):
     name = "per-key"
     records: dict[int, set[int]] = field(default_factory=dict)  # storer -> members whose record it holds
 
-    def publish(self, ctx: Ctx, node: int) -> None:
-        put_record(ctx, node, self.records)
+    def publish(self, ctx: Ctx, node: int, done: Callable[[], None] = lambda: None) -> None:
+        put_record(ctx, node, self.records, done)
 
     def round(self, ctx: Ctx, node: int) -> None:
-        """Nothing: an idle node only republishes its record (counted from ``publish``)."""
+        """Nothing: an idle node only republishes its record."""
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
         start = ctx.sim.now
@@ -252,7 +177,7 @@ class PerKey(Strategy):
             return member.sealed if dst in self.records.get(peer, ()) or peer == dst else None
 
         def finished(lookup: Lookup[int]) -> None:
-            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops))
+            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops, lookup.requests))
 
         walk(ctx, src, member.record_position, finished, value_at=value_at, owner=dst)
 
@@ -261,65 +186,90 @@ class PerKey(Strategy):
         return len(stored) / len(ctx.world.members)
 
 
-from p2pvpn.discovery.address import address_key  # noqa: E402  the real key function (docs/protocol.md §18.2)
-from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks  # noqa: E402
-
-BOOTSTRAPS = 3  # the members every node stays connected to (bench/scale.py's --bootstraps default)
-
-
 @dataclass
 class AddressKey(PerKey):
-    """Per-member records, also stored under each overlay address; found by the packet's destination address."""
+    """What the node runs now: records under the address keys and the own key, found by a packet's destination.
+
+    ``publish`` is ``Dht.publish`` as ``Discovery._announce_loop`` calls it
+    for a member: a store under each key of ``address.keys_of(record)``,
+    then under the record key, one after the other, then ``provide``
+    "members" (py-libp2p keeps the first 20 providers per key; on demand,
+    nothing reads them). ``find`` is ``Dht.get_address``.
+    """
 
     name = "addr-key"
+    provides_members = True  # Discovery._announce_loop: roles = ["members"] for a member
     by_key: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # storer -> (member, key position)
+    providers: dict[int, dict[int, None]] = field(default_factory=dict)  # storer -> "members" providers
 
     def _positions(self, ctx: Ctx, node: int) -> list[int]:
         member = ctx.world.members[node]
-        return [kad_key(address_key(ctx.world.network, a).encode()) for a in member.addresses]
+        return [kad_key(key.encode()) for key in keys_of(ctx.world.network, member.record)]
 
-    def publish(self, ctx: Ctx, node: int) -> None:
-        super().publish(ctx, node)
+    def publish(self, ctx: Ctx, node: int, done: Callable[[], None] = lambda: None) -> None:
         member = ctx.world.members[node]
+        steps: list[Callable[[Callable[[], None]], None]] = []
         for position in self._positions(ctx, node):
 
-            def put(lookup: Lookup[int], position: int = position) -> None:
-                def store(peer: int) -> None:
+            def put_address(then: Callable[[], None], position: int = position) -> None:
+                def keep(peer: int) -> None:
                     if ctx.world.open(node, member.sealed):
                         self.by_key.setdefault(peer, set()).add((node, position))
 
-                gather(ctx, node, lookup.result(), store, lambda _: None)
+                store(ctx, node, position, keep, then)
 
-            walk(ctx, node, position, put)
+            steps.append(put_address)
+        steps.append(lambda then: put_record(ctx, node, self.records, then))
+        if self.provides_members:
+            steps.append(lambda then: provide_members(ctx, node, self.providers, then))
+
+        def step(i: int) -> None:
+            if i == len(steps):
+                done()
+            else:
+                steps[i](lambda: step(i + 1))
+
+        step(0)
+
+    def holds(self, node: int, dst: int, position: int) -> bool:
+        return (dst, position) in self.by_key.get(node, ())
 
     def find(self, ctx: Ctx, src: int, dst: int, done: Callable[[Found], None]) -> None:
-        """The first packet names dst's overlay IPv4: look up that address key, as Dht.get_address does.
+        """The first packet names dst's overlay IPv4: ``Dht.get_address`` for that address key.
 
-        One iterative GET_VALUE walk (``walk`` over the real
+        A valid local copy answers at once (no message). Else one iterative
+        GET_VALUE walk (:func:`p2pvpn.sim.walks.walk` over the real
         ``discovery.walk.Lookup``) whose first round asks, at once, the
         ADDRESS_FIRST_ASK peers of src's table closest to the key and up to
-        ADDRESS_CONNECTED_ASK connected peers (``rules.first_asks``, the real
-        choice; the model's connections are src's table and the BOOTSTRAPS
-        first members, so the round asks the 8 closest peers src knows);
-        every answer carries the peer's closest peers, and the walk goes on
-        from them (alpha in flight) until the first valid record.
+        ADDRESS_CONNECTED_ASK connected peers, the closest to the key first
+        (the real ``rules.first_asks``; the model's connections are src's
+        table and the BOOTSTRAPS first members, those not gone); every
+        answer carries the peer's closest peers, and the walk goes on from
+        them (alpha in flight) until the first valid record.
         """
         start = ctx.sim.now
         member = ctx.world.members[dst]
+        key = address_key(ctx.world.network, member.record.ipv4)
+        position = kad_key(key.encode())
+        if self.holds(src, dst, position):
+            done(Found(True, 0.0, 0, 0))
+            return
 
-        position = self._positions(ctx, dst)[0]
-
-        def value_at(peer: int) -> bytes | None:
-            return member.sealed if (dst, position) in self.by_key.get(peer, ()) or peer == dst else None
+        def value_at(peer: int) -> bytes | None:  # put_value stores locally first: the owner holds its own
+            return member.sealed if peer == dst or self.holds(peer, dst, position) else None
 
         def finished(lookup: Lookup[int]) -> None:
-            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops))
+            if lookup.found_at is not None:  # kept in the value store: the next lookup answers locally, others ask us
+                self.by_key.setdefault(src, set()).add((dst, position))
+            done(Found(lookup.found_at is not None, ctx.sim.now - start, lookup.hops, lookup.requests))
 
         positions = ctx.table.positions
-        # A node holds connections to the peers of its table (it met them all) and to the bootstrap members.
-        connected = ctx.table.tables[src] + [p for p in range(min(BOOTSTRAPS, len(positions))) if p != src]
-        asks = first_asks(ctx.table.closest(src, position, ADDRESS_FIRST_ASK), connected,
-                          lambda p: positions[p] ^ position, ADDRESS_CONNECTED_ASK)
+        # A node holds connections to the peers of its table (it met them all) and to the bootstrap members;
+        # a gone peer's connection has closed.
+        connected = [p for p in ctx.table.tables[src] + list(range(min(BOOTSTRAPS, len(positions))))
+                     if p != src and p not in ctx.net.down]  # fmt: skip
+        table_closest = ctx.table.closest(src, position, ADDRESS_FIRST_ASK)
+        asks = first_asks(table_closest, connected, lambda p: positions[p] ^ position, ADDRESS_CONNECTED_ASK)
         walk(ctx, src, position, finished, value_at=value_at, owner=dst, first=asks)
 
     def coverage(self, ctx: Ctx) -> float:
@@ -327,10 +277,23 @@ class AddressKey(PerKey):
         return len(stored) / len(ctx.world.members)
 
 
+@dataclass
+class AddressKeyNoMembers(AddressKey):
+    """A what-if, not the node: ``AddressKey`` without providing "members" (nothing reads it on demand).
+
+    Every member's publish ends with a provide of the one "members" key, so
+    the 20 peers closest to it serve every member's ADD_PROVIDER (and the
+    end of every walk toward it): their load grows with the network.
+    """
+
+    name = "addr-key-no-members"
+    provides_members = False
+
+
 def _union(answers: list[object]) -> list[int]:
     seen: dict[int, None] = {}
     for answer in answers:
-        for p in answer:  # type: ignore[attr-defined]
+        for p in answer or ():  # type: ignore[attr-defined]
             seen.setdefault(p, None)
     return list(seen)
 
@@ -357,11 +320,13 @@ class PerKeyLibp2p(PerKey):
 
         def converged(nodes: Lookup[int]) -> None:
             def finished(values: Lookup[int]) -> None:
-                done(Found(values.found_at is not None, ctx.sim.now - start, nodes.hops + values.hops))
+                done(Found(values.found_at is not None, ctx.sim.now - start, nodes.hops + values.hops,
+                           nodes.requests + values.requests))  # fmt: skip
 
             walk(ctx, src, target, finished, value_at=value_at, owner=dst, seeds=nodes.result())
 
         walk(ctx, src, target, converged)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, PerKeyLibp2p)}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, AddressKeyNoMembers,
+                                                                PerKeyLibp2p)}

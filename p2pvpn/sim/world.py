@@ -46,6 +46,7 @@ class Member:
     certificate: bytes
     sealed: bytes
     addresses: tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]  # overlay, from the certificate
+    record: rec.NodeRecord  # what ``sealed`` seals (its overlay addresses name the address keys)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def build(n: int, seed: int) -> World:
         key = rec.record_key(nid, peer)
         members.append(Member(i, key_pair, peer, kad_key(peer.to_bytes()), key, kad_key(key.encode()),
                               admission.certificate, rec.seal(record, key_pair.private_key),
-                              (opened.ipv4, opened.ipv6)))  # fmt: skip
+                              (opened.ipv4, opened.ipv6), record))  # fmt: skip
     validator = rec.RecordValidator(nid, clock=lambda: START + 1, revocations=lambda: {})
     return World(nid, members, validator)
 

@@ -39,13 +39,14 @@ def test_collapse_counts_epoll_waits_apart_and_names_the_task() -> None:
 
 def test_sim_command_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "sim.json"
-    result = subprocess.run([sys.executable, str(SCALE), "sim", "--sizes", "10,25", "--lookups", "5", "--json", str(out)],
-                            capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    result = subprocess.run([sys.executable, str(SCALE), "sim", "--sizes", "10,25", "--lookups", "5", "--window", "60",
+                             "--json", str(out)], capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     rep = json.loads(out.read_text())
-    assert [r["nodes"] for r in rep["results"]["per-key"]] == [10, 25]
+    assert [r["nodes"] for r in rep["results"]["addr-key"]] == [10, 25]  # the default: the node's discovery now
+    assert all(r["window"]["seconds"] == 60 and r["churn"]["sampled"] == 5 for r in rep["results"]["addr-key"])
     assert rep["real"] and rep["modeled"] and "command" in rep
-    assert "per-key" in result.stdout
+    assert "addr-key" in result.stdout
 
 
 def test_bad_arguments_are_one_line_errors() -> None:

@@ -91,40 +91,52 @@ def test_members_key_finds_everyone_below_the_cap() -> None:
     assert results[0].found
 
 
-def test_report_sweep_shape_and_growth() -> None:
-    rep = report.run([10, 40], ["members-key", "per-key"], lookups=10, seed=3)
-    assert set(rep["results"]) == {"members-key", "per-key"}
+def test_report_sweep_shape_and_churn() -> None:
+    rep = report.run([10, 40], ["members-key", "addr-key"], lookups=10, seed=3, window=60, churn=0.1)
+    assert set(rep["results"]) == {"members-key", "addr-key"}
     for rows in rep["results"].values():
         assert [r["nodes"] for r in rows] == [10, 40]
         for r in rows:
-            assert r["find"]["sampled"] == 10
-            assert r["round_messages_per_node"]["n"] == r["nodes"]
+            assert r["find"]["sampled"] == 10 and r["churn"]["sampled"] == 10
+            assert r["churn"]["gone"] == round(0.1 * r["nodes"])
+            assert r["window"]["idle_per_min"]["n"] == r["nodes"]
+            assert r["window"]["total_per_min"]["mean"] >= r["window"]["idle_per_min"]["mean"] > 0
             assert r["validations"] > 0
-    per_key = rep["results"]["per-key"]
-    assert all(r["find"]["found"] == 10 and r["coverage"] == 1.0 for r in per_key)
+    addr = rep["results"]["addr-key"]
+    assert all(r["find"]["found"] == 10 and r["churn"]["found"] == 10 and r["coverage"] == 1.0 for r in addr)
+    # at 10 nodes every node holds every record (k = 20 > N): a lookup answers from the local copy
+    assert addr[0]["find"]["local"] == 10 and addr[0]["find"]["requests"]["max"] == 0
     members = rep["results"]["members-key"]
     assert members[0]["coverage"] == 1.0 and members[1]["coverage"] < 1.0
-    # the hot node of the current design serves every member's round
-    assert members[1]["round_messages_per_node"]["max"] > per_key[1]["round_messages_per_node"]["max"]
-    assert "members-key" in report.summary(rep)
+    # an on-demand node's rounds send nothing (no tunnels in use); the old design's ask for providers every 10 s
+    rounds = [r["window"]["per_tag_per_min"]["round"] for r in (addr[1], members[1])]
+    assert rounds[0]["max"] == 0 and rounds[1]["mean"] > 0
+    assert "addr-key" in report.summary(rep)
     with pytest.raises(ValueError, match="unknown strategy"):
         report.run([10], ["gossip"], lookups=1, seed=1)
 
 
-def test_address_key_finds_by_overlay_address_and_stores_three_times(world60) -> None:
-    from p2pvpn.sim.strategies import AddressKey
+def test_address_key_publishes_as_dht_publish_does(world60) -> None:
+    """Both address keys (address.keys_of), the record key, then "members": each stored at ~k peers."""
+    from p2pvpn.discovery.address import keys_of
+    from p2pvpn.sim.kademlia import kad_key
+    from p2pvpn.sim.strategies import AddressKey, AddressKeyNoMembers
 
     ctx = ctx_for(world60)
     strategy = AddressKey()
     publish_all(strategy, ctx)
     assert strategy.coverage(ctx) == 1.0
-    per_member = sum(len(s) for s in strategy.records.values()) / 60
-    by_address = sum(len(s) for s in strategy.by_key.values()) / 60
-    assert by_address == 2 * per_member  # IPv4 and IPv6 keys, each at the k closest, beside the record key
-    results: list[Found] = []
-    strategy.find(ctx, 7, 42, results.append)
-    ctx.sim.run()
-    assert results[0].found
+    member = world60.members[9]
+    for key in keys_of(world60.network, member.record):
+        holders = [p for p, held in strategy.by_key.items() if (9, kad_key(key.encode())) in held]
+        assert 18 <= len(holders) <= 20  # the k closest py-libp2p's walk returned, ourselves aside
+    assert sum(1 for held in strategy.records.values() if 9 in held) >= 18
+    assert max(len(p) for p in strategy.providers.values()) == 20  # "members" at its cap: 60 providers
+    without = AddressKeyNoMembers()
+    ctx2 = ctx_for(world60)
+    publish_all(without, ctx2)
+    assert not without.providers and without.coverage(ctx2) == 1.0
+    assert sum(ctx2.net.sent) < sum(ctx.net.sent)
 
 
 def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answer(world60) -> None:
@@ -136,25 +148,30 @@ def test_address_key_lookup_asks_the_first_round_then_walks_only_without_an_answ
     strategy = AddressKey()
     publish_all(strategy, ctx)
     results: list[Found] = []
-    for src, dst in [(7, 42), (10, 20), (33, 1), (5, 6), (50, 12)]:
-        before = sum(ctx.net.sent)
-        strategy.find(ctx, src, dst, results.append)
-        ctx.sim.run()
-        # a converged table's closest peers hold the record: one round trip, at most 3 + 5 requests and replies
-        assert results[-1].found and results[-1].hops == 1
-        assert sum(ctx.net.sent) - before <= 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
-    # Nobody asked first holds it (they lost it, say): the walk finds it at another of the k closest, a round later.
     position = strategy._positions(ctx, 42)[0]
-    asked = set(ctx.table.closest(7, position, ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)) | {0, 1, 2}
+    src = next(i for i in range(60) if not strategy.holds(i, 42, position) and i != 42)
+    before = sum(ctx.net.sent)
+    strategy.find(ctx, src, 42, results.append)
+    ctx.sim.run()
+    # a converged table's closest peers hold the record: one round trip, at most 3 + 5 requests and replies
+    assert results[-1].found and results[-1].hops == 1
+    assert results[-1].requests <= ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK
+    assert sum(ctx.net.sent) - before == 2 * results[-1].requests
+    # the record is now in src's value store: a second lookup answers locally, without a message
+    before = sum(ctx.net.sent)
+    strategy.find(ctx, src, 42, results.append)
+    ctx.sim.run()
+    assert results[-1].found and results[-1].requests == 0 and sum(ctx.net.sent) == before
+    # Nobody asked first holds it (they lost it, say): the walk finds it at another of the k closest, a round later.
+    asked = set(ctx.table.closest(src, position, ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)) | {0, 1, 2, src}
     for peer, held in strategy.by_key.items():
         if peer in asked:
             held.discard((42, position))
-    before = sum(ctx.net.sent)
-    strategy.find(ctx, 7, 42, results.append)
+    strategy.find(ctx, src, 42, results.append)
     ctx.sim.run()
     assert results[-1].found  # at another of the k closest: a seed of src's table (hops 1) or one a reply named
     # the first round, then the walk's requests (alpha at a time, from the closest not yet asked)
-    assert sum(ctx.net.sent) - before > 2 * (ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK)
+    assert results[-1].requests > ADDRESS_FIRST_ASK + ADDRESS_CONNECTED_ASK
 
 
 def test_the_value_walk_costs_a_fraction_of_py_libp2p_get_value(world60) -> None:
