@@ -9,6 +9,7 @@ import time
 
 import pytest
 import trio
+from test_udp_socket_dual import _has_ipv6_loopback
 
 from p2pvpn.datagram import mmsg, udp_socket
 from p2pvpn.datagram.mmsg import MmsgReceiver, decode_sockaddr
@@ -18,15 +19,6 @@ pytestmark = pytest.mark.skipif(not mmsg.available(), reason="libc has no recvmm
 
 SOL_UDP = 17
 Got = list[tuple[bytes, int, tuple[str, int]]]
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def _receiver_socket(family: int = socket.AF_INET, host: str = "127.0.0.1") -> socket.socket:
