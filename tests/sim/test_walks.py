@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_strategies import ctx_for
 
 from p2pvpn.discovery.dht import WALK_RPC_TIMEOUT, WALK_TIMEOUT
 from p2pvpn.sim.engine import Net, Sim
-from p2pvpn.sim.kademlia import K, RoutingTable, kad_key
+from p2pvpn.sim.kademlia import K, kad_key
 from p2pvpn.sim.strategies import AddressKey, Ctx, Found
 from p2pvpn.sim.timeline import buckets, run_window
 from p2pvpn.sim.walks import libp2p_walk
@@ -18,12 +19,6 @@ from p2pvpn.sim.world import build
 @pytest.fixture(scope="module")
 def world80():
     return build(80, seed=8)
-
-
-def ctx_for(world, seed: int = 1) -> Ctx:
-    rng = random.Random(seed)
-    sim = Sim()
-    return Ctx(world, RoutingTable(world.positions, rng), sim, Net(sim, len(world.members), rng), rng)
 
 
 def published(world, seed: int = 1) -> tuple[Ctx, AddressKey]:
