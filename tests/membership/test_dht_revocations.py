@@ -57,9 +57,19 @@ async def test_a_member_learns_a_revocation_from_the_dht(tmp_path: Path, capsys:
         assert spreader.dht is not None
         key = revocations_key(nid)
         spreader.dht.kad.value_store.remove(key.encode())  # not answered from m1's own copy
+        walked: list[str] = []  # keys that went to an iterative lookup while we read
+        kad_get_value = spreader.dht.kad.get_value
+
+        async def spy(k: str) -> bytes | None:
+            walked.append(k)
+            return await kad_get_value(k)
+
+        spreader.dht.kad.get_value = spy  # type: ignore[method-assign]
         before = spreader.dht.reads.copy()
         near = await spreader.dht.get(key)
         assert near is not None and near == owner.membership_service.spreader.dht.kad.value_store.get(
             key.encode()).value
-        new = spreader.dht.reads - before  # (a periodic read of m1 may run meanwhile: also a near one)
-        assert new["get_near"] >= 1 and set(new) == {"get_near"}
+        # m1's periodic reads may run meanwhile (the policy key, which nobody holds: skipped or walked),
+        # so the counters are checked for our read and the walks by key.
+        assert (spreader.dht.reads - before)["get_near"] >= 1
+        assert key not in walked
