@@ -51,6 +51,8 @@ GROW_FACTOR = 2.0   # the table has at least doubled since the last publish ...
 GROW_MIN = 4        # ... by at least this many peers (3 -> 6 is not yet "grown"; 3 -> 7 is) ...
 GROW_BY = 16        # ... or has gained this many peers, whatever its size
 GROW_GAP = 10.0     # seconds between two publishes the growth asks for, at least
+MESH_LOOKUPS = 8          # full mesh: address lookups for unknown destinations at once, at most (MissGate)
+MESH_NEGATIVE_TTL = 5.0   # ... and none for a destination whose lookup found nothing this long ago
 
 
 def provided_roles(member: bool, on_demand: bool, offered: Iterable[str] = ()) -> list[str]:
@@ -139,3 +141,39 @@ class PublishSchedule:
         gained = table_size - self.last_size
         doubled = table_size >= self.last_size * self.grow_factor and gained >= self.grow_min
         return doubled or gained >= self.grow_by
+
+
+@dataclass
+class MissGate:
+    """Whether a full-mesh node's packet to an unknown overlay address starts an address lookup.
+
+    One lookup per destination at a time, at most ``limit`` at once, and
+    none for ``negative_ttl`` s after one found nothing (no lookup storm for
+    an address nobody holds: each packet of a flood would start a walk).
+    What it remembers is bounded: ``failed`` keeps at most ``limit * 64``
+    destinations, the oldest forgotten first.
+    """
+
+    limit: int = MESH_LOOKUPS
+    negative_ttl: float = MESH_NEGATIVE_TTL
+    running: set[bytes] = field(default_factory=set)
+    failed: dict[bytes, float] = field(default_factory=dict)  # destination -> when its lookup found nothing
+
+    def start(self, destination: bytes, now: float) -> bool:
+        """True: start a lookup for ``destination`` now (it counts as running until ``ended``)."""
+        if destination in self.running or len(self.running) >= self.limit:
+            return False
+        failed_at = self.failed.get(destination)
+        if failed_at is not None and now - failed_at < self.negative_ttl:
+            return False
+        self.failed.pop(destination, None)
+        self.running.add(destination)
+        return True
+
+    def ended(self, destination: bytes, now: float, found: bool) -> None:
+        """The lookup for ``destination`` ended; without a record the destination waits ``negative_ttl``."""
+        self.running.discard(destination)
+        if not found:
+            self.failed[destination] = now
+            while len(self.failed) > self.limit * 64:
+                del self.failed[next(iter(self.failed))]
