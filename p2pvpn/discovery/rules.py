@@ -1,4 +1,4 @@
-"""The DHT decisions of discovery, without I/O: whom an address lookup asks first, when we publish again.
+"""The DHT decisions of discovery, without I/O: whom an address lookup asks first, when we publish again, what we provide.
 
 Two problems seen at 50 nodes (docs/performance.md, "Scale"), 30 s after
 the last node started, 86 of 116 first-packet lookups found no address
