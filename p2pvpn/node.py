@@ -29,8 +29,9 @@ from p2pvpn import ops
 from p2pvpn.config import Config, parse_peer_id
 from p2pvpn.control import server as control
 from p2pvpn.control.paths import RUN_DIR, control_path, find_control_path  # noqa: F401  (re-exported: node.RUN_DIR, ...)
-from p2pvpn.dataplane.egress import route_from_tun
+from p2pvpn.dataplane.egress import Demand, route_from_tun
 from p2pvpn.discovery.dht import Dht
+from p2pvpn.discovery.mesh_lookups import MeshLookups
 from p2pvpn.discovery.record import NodeRecord, RecordValidator, RelayRole
 from p2pvpn.discovery.service import Discovery
 from p2pvpn.errors import ConfigError, P2pvpnError
@@ -119,6 +120,7 @@ class Node:
         self.relay: RelayService | None = None
         self.exit_server: ExitServer | None = None
         self.exit_client: ExitClient | None = None
+        self.mesh_lookups: MeshLookups | None = None  # full mesh: address lookups for unknown members (§12.2)
         self.names: NamesService | None = None  # DNS responder, resolved hook, ping/netcheck (p2pvpn.names)
         self.joins: JoinService | None = None  # answers /p2pvpn/join/1.0.0 when this node is in an owned network
         self._mdns_peers: set[ID] = set()
@@ -215,8 +217,13 @@ class Node:
                             await inner.start(self.membership_service.run)
                         if self.policy is not None:
                             await inner.start(self.policy.run)
+                        misses: Demand | None = demand
+                        if demand is None and discovery is not None:  # full mesh: find on-demand members by address
+                            self.mesh_lookups = MeshLookups(routes.in_overlay, discovery.lookup_address)
+                            await inner.start(self.mesh_lookups.run)
+                            misses = self.mesh_lookups
                         inner.start_soon(route_from_tun, tun, routes, manager.peers, manager.drops, manager.firewall,
-                                         demand)
+                                         misses)
                         for exit_part in (self.exit_server, self.exit_client):
                             if exit_part is not None:
                                 await inner.start(exit_part.run)
@@ -487,6 +494,7 @@ class Node:
             "dials": self.host.dials.status() if self.host else {},
             "discovery": self._discovery_status(),
             "on_demand": self.manager.demand.describe() if self.manager and self.manager.demand else None,
+            "mesh_lookups": dict(self.mesh_lookups.counts) if self.mesh_lookups is not None else None,
             "nat": self.traversal.describe() if self.traversal else None,
             "relay": self.relay.status() if self.relay else None,
             "exit": self.exit_server.status() if self.exit_server else None,

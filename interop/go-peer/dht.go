@@ -4,7 +4,7 @@ package main
 // the /p2pvpn prefix, with the "p2pvpn" namespace as the only one and our
 // NodeRecord validator on it (address keys, §18.2, get theirs). The vpn mode
 // also publishes its own record, under its record key and its two address
-// keys (§18.2), and provides the "members" key (§12.9).
+// keys (§18.2), and provides the "members" key in full-mesh mode (§12.2, §12.9).
 
 import (
 	"context"
@@ -95,8 +95,12 @@ func ownRecord(h host.Host, v *VPN, ttl time.Duration) *NodeRecord {
 	return r
 }
 
-// publishLoop stores our record and provides "members" every ttl/2 (sooner after a failure).
-func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.PrivKey, v *VPN, ttl time.Duration) {
+// publishLoop stores our record and, in full-mesh mode, provides "members" every ttl/2 (sooner after a
+// failure). On demand it provides no "members" (§12.2: full-mesh nodes read it; on-demand nodes find
+// members by their address records, §18.2, and at N nodes that one key cost its 20 closest peers N
+// ADD_PROVIDERs per period).
+func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.PrivKey, v *VPN, ttl time.Duration,
+	onDemand bool) {
 	for ctx.Err() == nil {
 		own := ownRecord(h, v, ttl)
 		sealed, err := sealRecord(own, key)
@@ -109,7 +113,10 @@ func publishLoop(ctx context.Context, h host.Host, d *dht.IpfsDHT, key crypto.Pr
 		// py-libp2p 0.8.1 DHT servers (they reset FIND_NODE for keys that are
 		// not peer IDs), and go-libp2p-kad-dht then drops them from its routing
 		// table for a while, which would make Provide fail too (interop/README.md).
-		errProvide := d.Provide(pctx, membersCID(v.network), true)
+		var errProvide error
+		if !onDemand {
+			errProvide = d.Provide(pctx, membersCID(v.network), true)
+		}
 		if own.Relay != nil && errProvide == nil { // §12.2: a node offering the relay role provides "relay"
 			errProvide = d.Provide(pctx, cid.NewCidV1(cid.Raw, providerKey(v.network, "relay")), true)
 		}

@@ -261,7 +261,7 @@ func main() {
 			}
 			defer d.Close()
 			bootstrapDHT(ctx, h, d, bootInfos)
-			go publishLoop(ctx, h, d, key, v, *ttl)
+			go publishLoop(ctx, h, d, key, v, *ttl, *onDemand)
 			if *onDemand {
 				v.demand.Store(&demand{v: v, d: d, cache: map[netip.Addr][]byte{}})
 				tr, err := newIdleTracker[*tunnel](*idleTimeout)

@@ -6,7 +6,8 @@ Theory of operation (docs/protocol.md, "Node records and the DHT"):
 * Announce: every TTL/2 we seal a NodeRecord with a fresh sequence number
   (milliseconds since the epoch, so it grows across restarts without state),
   store it under /p2pvpn/<network>/node/<peer-id> and re-provide the
-  membership key (and role keys when we are a relay or exit).
+  membership key in full-mesh mode (and role keys when we are a relay or
+  exit; rules.provided_roles).
 * Find: every ``interval`` seconds we ask for the membership providers,
   fetch each provider's record, verify it (signature, peer ID, network,
   expiry, overlay addresses) and hand it to ``on_record``. A peer whose last
@@ -36,7 +37,7 @@ from p2pvpn.addressing import OverlayAddresses
 from p2pvpn.discovery import record as rec
 from p2pvpn.discovery.address import address_key, keys_of
 from p2pvpn.discovery.dht import Dht
-from p2pvpn.discovery.rules import PublishSchedule
+from p2pvpn.discovery.rules import EARLY_JITTER, PERIOD_JITTER, PublishSchedule, provided_roles
 from p2pvpn.host import STREAM_ERRORS
 from p2pvpn.limits import ResourceManager
 
@@ -80,6 +81,7 @@ class Discovery:
         limits: ResourceManager | None = None,
         in_use: Callable[[ID], bool] | None = None,
         track_roles: Sequence[str] = (),
+        publish_jitter: tuple[float, float] = (EARLY_JITTER, PERIOD_JITTER),
     ) -> None:
         self.dht = dht
         self.key_pair = key_pair
@@ -116,6 +118,7 @@ class Discovery:
         self.in_use = in_use
         self.track_roles = tuple(track_roles)  # on demand: roles whose providers' records rounds still fetch ("exit")
         self.address_lookups: dict[str, int] = {"found": 0, "missing": 0, "invalid": 0}
+        self.publish_jitter = publish_jitter  # PublishSchedule's (early, period) jitter; tests of exact times: (0, 0)
 
     # -- our record ------------------------------------------------------------
 
@@ -171,7 +174,9 @@ class Discovery:
 
     async def _announce_loop(self) -> None:
         """Publish at start, then when PublishSchedule's timer says, when asked, or when the table grew."""
-        self._schedule = schedule = PublishSchedule(period=self.ttl / 2)
+        early_jitter, period_jitter = self.publish_jitter
+        self._schedule = schedule = PublishSchedule(period=self.ttl / 2, early_jitter=early_jitter,
+                                                    period_jitter=period_jitter)
         reason = "start"
         with trio.move_on_after(FIRST_PUBLISH_WAIT):
             await self._bootstrapped.wait()
@@ -182,8 +187,9 @@ class Discovery:
             table = self.dht.routing_table_size()  # the table the walks of this publish start from
             began, failures = trio.current_time(), self.dht.publish_failures
             record = self.own_record()
-            roles = ["members"] if self.member else []
-            roles += [r for r in ("relay", "exit") if getattr(record, r) is not None]
+            # "members" only in full-mesh mode (rules.provided_roles, docs/protocol.md §12.2)
+            roles = provided_roles(self.member, self.in_use is not None,
+                                   [r for r in ("relay", "exit") if getattr(record, r) is not None])
             try:
                 sealed = rec.seal(record, self.key_pair.private_key)
                 address_keys = keys_of(self.network, record) if self.member else []

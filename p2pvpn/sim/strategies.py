@@ -20,7 +20,8 @@ further classes, driving their own sans-IO modules.
   docs/protocol.md §18; ``Discovery._announce_loop``, ``Dht.publish``,
   ``Dht.get_address``): a publish stores the record under its two
   address keys (``address.keys_of``: IPv4, IPv6) and its own key, one
-  after the other, then provides "members"; a first packet for an
+  after the other (on demand no "members" provide since 2026-12-01;
+  :class:`AddressKeyMembers` is the node before that); a first packet for an
   overlay address looks up that key with the iterative GET_VALUE walk
   (``discovery.walk.Lookup``) whose first round ``rules.first_asks``
   chooses; an idle node's round does nothing (no tunnels in use).
@@ -44,12 +45,12 @@ from dataclasses import dataclass, field
 
 from p2pvpn.discovery.address import address_key, keys_of
 from p2pvpn.discovery.dht import CLOSEST_REUSE
-from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks
+from p2pvpn.discovery.rules import ADDRESS_CONNECTED_ASK, ADDRESS_FIRST_ASK, first_asks, provided_roles
 from p2pvpn.sim.kademlia import K, Lookup, kad_key
 from p2pvpn.sim.walks import Ctx, Found, gather, libp2p_walk, store, walk
 from p2pvpn.sim.world import TTL, provider_position
 
-__all__ = ["STRATEGIES", "AddressKey", "AddressKeyNoMembers", "Ctx", "Found", "MembersKey", "PerKey", "PerKeyLibp2p", "Strategy"]
+__all__ = ["STRATEGIES", "AddressKey", "AddressKeyMembers", "Ctx", "Found", "MembersKey", "PerKey", "PerKeyLibp2p", "Strategy"]
 
 INTERVAL = 10.0  # seconds between discovery rounds (config.discovery_interval)
 PROVIDER_CAP = 20  # providers py-libp2p keeps per key
@@ -191,16 +192,20 @@ class AddressKey(PerKey):
     """What the node runs now: records under the address keys and the own key, found by a packet's destination.
 
     ``publish`` is ``Dht.publish`` as ``Discovery._announce_loop`` calls it
-    for a member: a store under each key of ``address.keys_of(record)``,
-    then under the record key, one after the other, then ``provide``
-    "members" (py-libp2p keeps the first 20 providers per key; on demand,
-    nothing reads them). ``find`` is ``Dht.get_address``.
+    for an on-demand member: a store under each key of
+    ``address.keys_of(record)``, then under the record key, one after the
+    other, then a provide of each key ``rules.provided_roles`` gives (none:
+    on demand a member provides no "members", and the model's members offer
+    no relay or exit). ``find`` is ``Dht.get_address``.
     """
 
     name = "addr-key"
-    provides_members = True  # Discovery._announce_loop: roles = ["members"] for a member
     by_key: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # storer -> (member, key position)
     providers: dict[int, dict[int, None]] = field(default_factory=dict)  # storer -> "members" providers
+
+    def roles(self) -> list[str]:
+        """The provider keys a member's publish provides: the node's rule, on demand."""
+        return provided_roles(member=True, on_demand=True)
 
     def _positions(self, ctx: Ctx, node: int) -> list[int]:
         member = ctx.world.members[node]
@@ -220,7 +225,7 @@ class AddressKey(PerKey):
 
             steps.append(put_address)
         steps.append(lambda then: put_record(ctx, node, self.records, then))
-        if self.provides_members:
+        if "members" in self.roles():
             steps.append(lambda then: provide_members(ctx, node, self.providers, then))
 
         def step(i: int) -> None:
@@ -278,16 +283,19 @@ class AddressKey(PerKey):
 
 
 @dataclass
-class AddressKeyNoMembers(AddressKey):
-    """A what-if, not the node: ``AddressKey`` without providing "members" (nothing reads it on demand).
+class AddressKeyMembers(AddressKey):
+    """The node before 2026-12-01, for comparison: ``AddressKey`` whose members still provide "members".
 
-    Every member's publish ends with a provide of the one "members" key, so
-    the 20 peers closest to it serve every member's ADD_PROVIDER (and the
-    end of every walk toward it): their load grows with the network.
+    Every member's publish ended with a provide of the one "members" key,
+    so the 20 peers closest to it served every member's ADD_PROVIDER (and
+    the end of every walk toward it): their load grew with the network,
+    while nothing on demand reads the key.
     """
 
-    name = "addr-key-no-members"
-    provides_members = False
+    name = "addr-key-members"
+
+    def roles(self) -> list[str]:
+        return ["members"]
 
 
 def _union(answers: list[object]) -> list[int]:
@@ -328,5 +336,5 @@ class PerKeyLibp2p(PerKey):
         walk(ctx, src, target, converged)
 
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, AddressKeyNoMembers,
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (MembersKey, PerKey, AddressKey, AddressKeyMembers,
                                                                 PerKeyLibp2p)}

@@ -3,7 +3,8 @@
 What every node does in the window:
 
 * **republish**: each node drives a real :class:`p2pvpn.discovery.rules.PublishSchedule`
-  (period TTL/2, as ``Discovery._announce_loop`` makes it): a publish
+  (period TTL/2, as ``Discovery._announce_loop`` makes it, its early gaps
+  and periods drawn at random, EARLY_JITTER, PERIOD_JITTER): a publish
   (``Strategy.publish``) when ``timer_at`` comes, ``published(end, table
   size)`` when its last store answered, the next at the new ``timer_at``.
   ``steady``: the early republishes are over (a network up for a while),
@@ -123,7 +124,8 @@ def run_window(ctx: Ctx, strategy: Strategy, seconds: float, *, steady: bool = T
         strategy.find(ctx, src, dst, found.append)
 
     for node in live:
-        schedule = schedules[node] = PublishSchedule(period=TTL / 2)
+        # the node's own schedule, its random gaps drawn from the window's rng (one seed, one run)
+        schedule = schedules[node] = PublishSchedule(period=TTL / 2, rng=random.Random(rng.random()))
         if steady:
             schedule.count = len(schedule.early)  # the early republishes are behind a node up for a while
             schedule.published(-rng.uniform(0, schedule.period), sizes[node])

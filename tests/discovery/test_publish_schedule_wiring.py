@@ -14,7 +14,7 @@ from libp2p.peer.id import ID
 
 from p2pvpn.addressing import derive
 from p2pvpn.discovery import service
-from p2pvpn.discovery.rules import EARLY_REPUBLISH, GROW_GAP
+from p2pvpn.discovery.rules import EARLY_JITTER, EARLY_REPUBLISH, GROW_GAP
 from p2pvpn.discovery.service import Discovery
 
 
@@ -25,8 +25,11 @@ class CountingDht:
     at: list[tuple[float, int]] = field(default_factory=list)  # (when, table size) of each publish
     host: object = None
 
+    roles: list[list[str]] = field(default_factory=list)
+
     async def publish(self, peer_id: ID, sealed: bytes, roles: list[str], address_keys: list[str]) -> None:
-        assert len(address_keys) == 2 and "members" in roles  # the record, its two address keys, the member key
+        assert len(address_keys) == 2  # the record and its two address keys
+        self.roles.append(roles)
         self.at.append((trio.current_time(), self.routing_table_size()))
         await trio.sleep(2.0)  # a publish takes time: the table must not trigger one while it runs
 
@@ -39,7 +42,8 @@ async def test_publishes_follow_the_early_gaps_and_a_grown_table(autojump_clock:
     peer = ID.from_pubkey(keys.public_key)
     dht = CountingDht()
     disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
-                     [], lambda record, how: None, lambda peer_id: None, limits=object())  # type: ignore[arg-type]
+                     [], lambda record, how: None, lambda peer_id: None, limits=object(),  # type: ignore[arg-type]
+                     publish_jitter=(0.0, 0.0))  # exact times here; the spread is tested in test_discovery_rules
     async with trio.open_nursery() as nursery:
         nursery.start_soon(disc._announce_loop)
         nursery.start_soon(disc._table_watch)
@@ -78,13 +82,37 @@ class BootstrappingDht(CountingDht):
         return self.size if self.bootstrapped else 0
 
 
+async def test_an_on_demand_member_provides_no_members_key_and_its_gaps_are_drawn(autojump_clock: object) -> None:
+    keys = create_new_key_pair()
+    peer = ID.from_pubkey(keys.public_key)
+    nodes = []
+    async with trio.open_nursery() as nursery:
+        for in_use in (None, lambda p: False):  # full mesh, then on demand; default jitter
+            dht = CountingDht()
+            disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"),  # type: ignore[arg-type]
+                             lambda: [], [], lambda record, how: None, lambda peer_id: None, limits=object(),  # type: ignore[arg-type]
+                             in_use=in_use)
+            nursery.start_soon(disc._announce_loop)
+            nodes.append(dht)
+        await trio.sleep(2.0 + EARLY_REPUBLISH[0] * (1 + EARLY_JITTER) + 0.1)
+        nursery.cancel_scope.cancel()
+    mesh, demand = nodes
+    assert len(mesh.roles) == len(demand.roles) == 2
+    assert all(r == ["members"] for r in mesh.roles) and all(r == [] for r in demand.roles)
+    for dht in nodes:
+        gap = dht.at[1][0] - dht.at[0][0] - 2.0  # from the end of the first publish
+        assert EARLY_REPUBLISH[0] * (1 - EARLY_JITTER) <= gap <= EARLY_REPUBLISH[0] * (1 + EARLY_JITTER)
+    assert mesh.at[1][0] != demand.at[1][0]  # two nodes started together republish apart
+
+
 def bootstrapping(dht: CountingDht, nursery: trio.Nursery) -> Discovery:
     """A Discovery with one bootstrap peer, its bootstrap and announce loops started in ``nursery``."""
     keys = create_new_key_pair()
     peer = ID.from_pubkey(keys.public_key)
     boot = [(ID.from_pubkey(create_new_key_pair().public_key), "/ip4/198.18.0.1/tcp/4242")]
     disc = Discovery(dht, keys, peer, "default", lambda: derive(peer.to_bytes(), "default"), lambda: [],  # type: ignore[arg-type]
-                     boot, lambda record, how: None, lambda peer_id: None, limits=object())  # type: ignore[arg-type]
+                     boot, lambda record, how: None, lambda peer_id: None, limits=object(),  # type: ignore[arg-type]
+                     publish_jitter=(0.0, 0.0))
     nursery.start_soon(disc._bootstrap_loop)
     nursery.start_soon(disc._announce_loop)
     return disc

@@ -4,18 +4,16 @@ Story: in an owned network every node runs with ``on_demand``; n1 lists n3 as a
 static peer. No tunnel to n2 exists until n1 sends it a packet; the packets sent
 before the tunnel is up wait and arrive in order; the tunnel closes on both sides
 after the (short) idle timeout while the static tunnel stays; the next packet
-reopens it. A member that never announces itself as a "members" provider (as any
-member past py-libp2p's 20-provider cap) is found by its address record alone.
+reopens it. An on-demand member announces itself as no "members" provider
+(docs/protocol.md §12.2): it is found by its address record alone.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import trio
 
-from p2pvpn.discovery.dht import Dht
 from p2pvpn.node import Node
 from p2pvpn.testing.cluster import Cluster, running, wait_up
 from p2pvpn.testing.packets import udp4
@@ -84,28 +82,19 @@ async def test_tunnel_opens_on_first_packet_and_closes_when_idle(tmp_path: Path)
         assert await _receive(cluster, "n1") == back
 
 
-async def test_a_member_that_is_no_provider_is_reached_by_its_address_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_member_that_is_no_provider_is_reached_by_its_address_record(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     nid = cluster.owned("n0", ["n1", "n2"])
-    boot = cluster.node("n0", network=nid, **SETTINGS)
+    mesh = {k: v for k, v in SETTINGS.items() if k not in ("on_demand", "idle_timeout")}
+    boot = cluster.node("n0", network=nid, **mesh)  # full mesh: it provides "members" (rules.provided_roles)
     n1 = cluster.node("n1", bootstrap=[cluster.addr("n0")], network=nid, **SETTINGS)
     hidden = cluster.node("n2", bootstrap=[cluster.addr("n0")], network=nid, **SETTINGS)
-    publish = Dht.publish
-
-    async def no_members_key(self: Dht, peer_id, sealed, roles, address_keys=()):  # type: ignore[no-untyped-def]
-        if peer_id == hidden.peer_id:  # like the 21st provider py-libp2p keeps no more of
-            roles = [r for r in roles if r != "members"]
-        await publish(self, peer_id, sealed, roles, address_keys)
-
-    monkeypatch.setattr(Dht, "publish", no_members_key)
     async with running(boot, n1, hidden):
         for node in (boot, n1, hidden):
             await _published(node)
         assert n1.discovery is not None
         providers = await n1.discovery.dht.find_providers("members")
-        assert hidden.peer_id not in {p.peer_id for p in providers}
+        assert hidden.peer_id not in {p.peer_id for p in providers}  # on demand: no "members" provide
         assert boot.peer_id in {p.peer_id for p in providers}  # the key works; n2 is just not on it
         packet = udp4(str(n1.addresses.ipv4), str(hidden.addresses.ipv4), b"by address")
         cluster.tuns["n1"].inject(packet)

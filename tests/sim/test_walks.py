@@ -87,8 +87,8 @@ def test_a_steady_window_publishes_on_the_real_schedule_and_refreshes_each_bucke
     ctx, strategy = published(world80)
     w = run_window(ctx, strategy, 600.0, lookups_per_minute=0.5)
     # PublishSchedule(period=TTL/2 = 150 s, counted from the end of the publish before) in steady state:
-    # three to four publishes in 600 s, each node
-    assert set(w["publishes"]) <= {3, 4} and sum(w["publishes"]) >= 3.5 * 80
+    # periods drawn in [135, 150] s: three to five publishes in 600 s, each node
+    assert set(w["publishes"]) <= {3, 4, 5} and sum(w["publishes"]) >= 3.5 * 80
     assert w["grown"] == 0  # converged tables never grow
     assert all(m > 0 for m in w["per_tag"]["refresh"]) and all(m == 0 for m in w["per_tag"]["round"])
     assert len(buckets(ctx, 0)) >= 2
