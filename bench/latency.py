@@ -121,6 +121,19 @@ def stop_node(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int | N
         return None  # Topology.close() kills it
 
 
+def node_cpu(procs: list[subprocess.Popen[Any]]) -> float:
+    """CPU seconds (user + system) the node processes used so far: per echo, the nodes' cost of one, idle
+    wake-ups included (a node runs in the launched process: the launchers keep it there, see start_node)."""
+    total = 0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def echo(host: Host, mode: str, addr: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
     res = host.run(sys.executable, str(ECHO), mode, addr, *args, check=False, timeout=timeout, env=ENV)
     lines = res.stdout.strip().splitlines()
@@ -188,6 +201,7 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
                     raise BenchError(f"{exc}; node logs: {tails}") from None
             veth: list[list[float | None]] = [[] for _ in pairs]
             tunnel: list[list[float | None]] = [[] for _ in pairs]
+            cpu = [0.0 for _ in pairs]  # both nodes' CPU seconds during the tunnel rounds
             per_round = max(1, count // rounds)
             args = ("--count", str(per_round), "--interval", f"{interval:g}")
             for r in range(rounds):
@@ -195,7 +209,9 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
                 for k in order:
                     a, _, addr_b, overlay_b = pairs[k]
                     veth[k] += echo(a, "rtt", addr_b, *args)["rtts"]
+                    before = node_cpu(procs[2 * k : 2 * k + 2])
                     tunnel[k] += echo(a, "rtt", overlay_b, *args)["rtts"]
+                    cpu[k] += node_cpu(procs[2 * k : 2 * k + 2]) - before
         finally:
             codes = [stop_node(p) for p in procs]
     out = []
@@ -203,6 +219,7 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
         res: dict[str, Any] = {"switches": switches, "veth": summary(veth[k]), "tunnel": summary(tunnel[k]),
                                "node_exit_codes": codes[2 * k : 2 * k + 2]}  # fmt: skip
         res["added_ms"] = {key: round(res["tunnel"][key] - res["veth"][key], 3) for key in ADDED}
+        res["node_cpu_us_per_echo"] = round(cpu[k] / max(1, len(tunnel[k])) * 1e6, 1)
         out.append(res)
     return out
 
@@ -344,6 +361,8 @@ def _print_table(res: dict[str, Any]) -> None:
               f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
     d = res["added_ms"]
     print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['p10_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+    if "node_cpu_us_per_echo" in res:
+        print(f"both nodes' CPU per tunnel echo: {res['node_cpu_us_per_echo']:.0f} µs")
 
 
 def _ratio(a: float, b: float) -> float | None:

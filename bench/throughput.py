@@ -151,22 +151,50 @@ def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
     bitrate = bitrate or BITRATE
     wan0 = cpu_seconds(wan_pid) if wan_pid is not None else 0.0
     napi0 = napi_cpu_seconds()
+    udp0 = {h.name: udp_errors(h) for h in (client, server)}
+    idle0 = machine_idle()
     out = client.run(
         "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *(("-b", bitrate) if bitrate else ()),
         timeout=seconds + 30,
     ).stdout
+    idle1 = machine_idle()
     wan_cpu = cpu_seconds(wan_pid) - wan0 if wan_pid is not None else None
     napi_cpu = napi_cpu_seconds() - napi0
+    udp1 = {h.name: udp_errors(h) for h in (client, server)}
     end = json.loads(out)["end"]
+    sender = (end.get("streams") or [{}])[0].get("sender", {})
     result = {
         "mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 1),
         "bytes": end["sum_received"]["bytes"],
         "retransmits": end["sum_sent"].get("retransmits"),
+        # the inner flow as its sender's kernel saw it (tcp_info): smoothed RTT, largest cwnd
+        "mean_rtt_ms": round(sender["mean_rtt"] / 1000, 2) if "mean_rtt" in sender else None,
+        "max_snd_cwnd_kib": round(sender["max_snd_cwnd"] / 1024) if "max_snd_cwnd" in sender else None,
+        # both cores' idle share during the run: near 0, the run was bounded by the machine's CPU
+        "machine_idle": round((idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1]), 3),
+        # UDP datagrams the kernel dropped at each host (RcvbufErrors, InErrors): loss the profile did not ask for
+        "udp_errors": {name: [y - x for x, y in zip(udp0[name], udp1[name])] for name in udp0},
     }
     if wan_cpu is not None and result["bytes"]:
         result["wanem_cpu_s_per_gib"] = round(wan_cpu / (result["bytes"] / GIB), 2)
         result["napi_cpu_s_per_gib"] = round(napi_cpu / (result["bytes"] / GIB), 2)
     return result
+
+
+def machine_idle() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies of every CPU so far, from /proc/stat (a share over an interval)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[3] + values[4], sum(values[:8])  # user nice system idle iowait irq softirq steal
+
+
+def udp_errors(host: Host) -> tuple[int, int]:
+    """(RcvbufErrors, InErrors) of UDP in ``host``'s namespace so far (/proc/net/snmp)."""
+    lines = [line.split() for line in host.run("cat", "/proc/net/snmp").stdout.splitlines() if line.startswith("Udp:")]
+    if len(lines) < 2:
+        return 0, 0
+    row = dict(zip(lines[0][1:], lines[1][1:]))
+    return int(row.get("RcvbufErrors", 0)), int(row.get("InErrors", 0))
 
 
 def napi_cpu_seconds() -> float:
@@ -562,6 +590,12 @@ METRICS: dict[str, tuple[str, ...]] = {
     "napi_cpu_s_per_gib_veth": ("veth", "napi_cpu_s_per_gib"),
     "napi_cpu_s_per_gib_tunnel": ("tunnel", "napi_cpu_s_per_gib"),
     "udp_rx_per_batch": ("tunnel", "udp_b", "rx_per_batch"),
+    "inner_rtt_veth_ms": ("veth", "mean_rtt_ms"),
+    "inner_rtt_tunnel_ms": ("tunnel", "mean_rtt_ms"),
+    "inner_rtt_off_ms": ("off", "mean_rtt_ms"),
+    "idle_veth": ("veth", "machine_idle"),
+    "idle_tunnel": ("tunnel", "machine_idle"),
+    "idle_off": ("off", "machine_idle"),
 }
 
 
@@ -614,6 +648,12 @@ COLUMNS = (  # header, metric, format
     ("NAPI threads CPU s/GiB no-VPN", "napi_cpu_s_per_gib_veth", "{:.1f}"),
     ("NAPI threads CPU s/GiB tunnel", "napi_cpu_s_per_gib_tunnel", "{:.1f}"),
     ("b datagrams per receive batch", "udp_rx_per_batch", "{:.1f}"),
+    ("inner TCP RTT no-VPN ms", "inner_rtt_veth_ms", "{:.2f}"),
+    ("inner TCP RTT tunnel ms", "inner_rtt_tunnel_ms", "{:.2f}"),
+    ("inner TCP RTT off ms", "inner_rtt_off_ms", "{:.2f}"),
+    ("machine idle no-VPN", "idle_veth", "{:.0%}"),
+    ("machine idle tunnel", "idle_tunnel", "{:.0%}"),
+    ("machine idle off", "idle_off", "{:.0%}"),
 )
 
 
