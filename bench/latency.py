@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
-    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or (args.swap or args.before) and not args.ab:
+    uses_ab = args.swap or args.before is not None
+    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or uses_ab and not args.ab:
         parser.error("--ab runs both variants itself, without --trace; --swap and --before need --ab")
     if args.before is not None and not (args.before / "p2pvpn" / "__init__.py").is_file():
         parser.error(f"--before {args.before}: no p2pvpn package there (git archive main p2pvpn | tar -x -C DIR)")
@@ -336,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ab:
         for side in ("after", "before"):
             variant = res[side]["switches"]
-            label = f"code of {variant[TREE]}" if TREE in variant else f"{args.switch} {'on' if variant[args.switch] else 'off'}"
+            on_off = "on" if variant.get(args.switch) else "off"
+            label = f"code of {variant[TREE]}" if TREE in variant else f"{args.switch} {on_off}"
             print(f"{side} ({label}):")
             _print_table(res[side])
         r = res["ratio"]
