@@ -14,6 +14,7 @@ statistic.
 
     python bench/latency.py [--count 500] [--rounds 5] [--json] [--trace DIR] [--no-direct] [--no-tun-poll]
     python bench/latency.py --ab [--switch direct|tun-poll] [--swap]
+    python bench/latency.py --ab --before DIR [--swap]     # DIR: another checkout's tree (git archive)
 
 ``--ab``: two pairs of hosts (a-b on 198.18.0.0/24, a1-b1 on 198.18.1.0/24),
 the first with the switch on, the second with it off, both nodes of both
@@ -24,7 +25,9 @@ Switches (p2pvpn.dataplane.egress): ``direct``, the TUN reader's direct
 datagram send (step 3', ``--no-direct``); ``tun-poll``, the datagram
 receive task reading the kernel's answers from the TUN right after its
 writes (step 1', ``--no-tun-poll``); both on by default. ``--swap``
-gives the switch to the second pair instead.
+gives the switch to the second pair instead. ``--before DIR``: the A/B of two
+trees instead of a switch: the second pair's nodes run the p2pvpn in DIR
+(e.g. ``git archive main p2pvpn | tar -x -C DIR``), under the same launcher.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ TRACER = REPO / "bench" / "latency_trace.py"
 SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL"}
 """Switches of p2pvpn.dataplane.egress a run can set -> the variable bench/latency_trace.py reads ("1" on, "0" off)."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+TREE = "tree"
+"""A variant's key naming the directory whose p2pvpn its nodes run (``--before``), instead of a switch."""
 
 
 class BenchError(Exception):
@@ -78,24 +83,28 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 def start_node(host: Host, peer: Host, ids: dict[str, dict[str, Any]], workdir: Path,
                extra: tuple[str, ...] = (), trace: Path | None = None,
-               switches: dict[str, bool] | None = None) -> subprocess.Popen[Any]:  # fmt: skip
+               switches: dict[str, Any] | None = None) -> subprocess.Popen[Any]:  # fmt: skip
     """``p2pvpn up`` in ``host`` with ``peer`` as its static peer, DHT off; log in workdir/<name>.log.
 
     ``trace``: run it under bench/latency_trace.py, stamps to trace/<name>.trace.
     ``switches``: SWITCHES set on (True) or off, under the same launcher; unnamed ones keep their defaults."""
     env = dict(ENV)
+    switches = dict(switches or {})
+    tree = switches.pop(TREE, None)
+    if tree is not None:  # that checkout's p2pvpn, first on sys.path (the cwd too: `-m` puts it first)
+        env["PYTHONPATH"] = str(tree)
     if trace is not None:
         env["P2PVPN_TRACE_OUT"] = str(trace / f"{host.name}.trace")
     for switch, on in (switches or {}).items():
         env[SWITCHES[switch]] = "1" if on else "0"
-    launcher = ("-m", "p2pvpn") if trace is None and not switches else (str(TRACER),)
+    launcher = ("-m", "p2pvpn") if trace is None and not switches and tree is None else (str(TRACER),)
     with open(workdir / f"{host.name}.log", "ab") as log:
         return host.popen(
             sys.executable, *launcher, "up", "--dir", str(workdir / host.name),
             "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
             "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
             "--tun", TUN, "--dht", "off", *extra,
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree or REPO,
         )  # fmt: skip
 
 
@@ -110,6 +119,19 @@ def stop_node(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int | N
         return proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         return None  # Topology.close() kills it
+
+
+def node_cpu(procs: list[subprocess.Popen[Any]]) -> float:
+    """CPU seconds (user + system) the node processes used so far: per echo, the nodes' cost of one, idle
+    wake-ups included (a node runs in the launched process: the launchers keep it there, see start_node)."""
+    total = 0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def echo(host: Host, mode: str, addr: str, *args: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -152,7 +174,7 @@ def measure(count: int, rounds: int, interval: float, extra: tuple[str, ...],
 
 
 def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ...],
-                  variants: tuple[dict[str, bool], ...], trace: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                  variants: tuple[dict[str, Any], ...], trace: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One pair of hosts per variant (the switches it sets), each on its own veth; their rounds interleave.
 
     With two variants (``--ab``) both pairs run side by side and take turns
@@ -179,6 +201,7 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
                     raise BenchError(f"{exc}; node logs: {tails}") from None
             veth: list[list[float | None]] = [[] for _ in pairs]
             tunnel: list[list[float | None]] = [[] for _ in pairs]
+            cpu = [0.0 for _ in pairs]  # both nodes' CPU seconds during the tunnel rounds
             per_round = max(1, count // rounds)
             args = ("--count", str(per_round), "--interval", f"{interval:g}")
             for r in range(rounds):
@@ -186,7 +209,9 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
                 for k in order:
                     a, _, addr_b, overlay_b = pairs[k]
                     veth[k] += echo(a, "rtt", addr_b, *args)["rtts"]
+                    before = node_cpu(procs[2 * k : 2 * k + 2])
                     tunnel[k] += echo(a, "rtt", overlay_b, *args)["rtts"]
+                    cpu[k] += node_cpu(procs[2 * k : 2 * k + 2]) - before
         finally:
             codes = [stop_node(p) for p in procs]
     out = []
@@ -194,6 +219,7 @@ def measure_pairs(count: int, rounds: int, interval: float, extra: tuple[str, ..
         res: dict[str, Any] = {"switches": switches, "veth": summary(veth[k]), "tunnel": summary(tunnel[k]),
                                "node_exit_codes": codes[2 * k : 2 * k + 2]}  # fmt: skip
         res["added_ms"] = {key: round(res["tunnel"][key] - res["veth"][key], 3) for key in ADDED}
+        res["node_cpu_us_per_echo"] = round(cpu[k] / max(1, len(tunnel[k])) * 1e6, 1)
         out.append(res)
     return out
 
@@ -262,14 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ab", action="store_true",
                         help="two node pairs side by side, --switch on and off, rounds interleaved: a same-run "
                              "before/after")
+    parser.add_argument("--before", type=Path,
+                        help="with --ab: the second pair runs the p2pvpn of this tree (a checkout or git archive) "
+                             "instead of a switch off; both pairs under the same launcher")
     parser.add_argument("--swap", action="store_true",
                         help="with --ab: the switch off in the first pair, on in the second (a positional check)")
     parser.add_argument("node_args", nargs="*", help="extra `p2pvpn up` arguments (after --)")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 20_000 and 1 <= args.rounds <= args.count and 0 < args.interval <= 1):
         parser.error("--count 1..20000, --rounds 1..count, --interval 0..1 s")
-    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or args.swap and not args.ab:
-        parser.error("--ab runs both variants itself, without --trace; --swap needs --ab")
+    uses_ab = args.swap or args.before is not None
+    if args.ab and (args.trace is not None or args.no_direct or args.no_tun_poll) or uses_ab and not args.ab:
+        parser.error("--ab runs both variants itself, without --trace; --swap and --before need --ab")
+    if args.before is not None and not (args.before / "p2pvpn" / "__init__.py").is_file():
+        parser.error(f"--before {args.before}: no p2pvpn package there (git archive main p2pvpn | tar -x -C DIR)")
     reason = require_netns()
     if reason is not None:
         print(f"latency: cannot run: {reason}", file=sys.stderr)
@@ -284,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
                 old.unlink()
         if args.ab:
             on, off = {args.switch: True}, {args.switch: False}
+            if args.before is not None:  # this tree against that one, both under the launcher (an empty switch set)
+                on, off = {TREE: str(REPO)}, {TREE: str(args.before.resolve())}
             variants = (off, on) if args.swap else (on, off)
             results = measure_pairs(args.count, args.rounds, args.interval, tuple(args.node_args), variants)
             after, before = results if not args.swap else results[::-1]
@@ -302,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.ab:
         for side in ("after", "before"):
-            print(f"{side} ({args.switch} {'on' if res[side]['switches'][args.switch] else 'off'}):")
+            variant = res[side]["switches"]
+            on_off = "on" if variant.get(args.switch) else "off"
+            label = f"code of {variant[TREE]}" if TREE in variant else f"{args.switch} {on_off}"
+            print(f"{side} ({label}):")
             _print_table(res[side])
         r = res["ratio"]
         print(f"added after/before: min {r['min_ms']}, p10 {r['p10_ms']}, median {r['median_ms']}, p99 {r['p99_ms']}")
@@ -326,6 +363,8 @@ def _print_table(res: dict[str, Any]) -> None:
               f"{s['p99_ms']:7.3f} {s['max_ms']:7.3f}")  # fmt: skip
     d = res["added_ms"]
     print(f"{'added':8} {'':5} {'':4} {d['min_ms']:7.3f} {d['p10_ms']:7.3f} {d['median_ms']:7.3f} {d['p99_ms']:7.3f}")
+    if "node_cpu_us_per_echo" in res:
+        print(f"both nodes' CPU per tunnel echo: {res['node_cpu_us_per_echo']:.0f} µs")
 
 
 def _ratio(a: float, b: float) -> float | None:

@@ -35,6 +35,9 @@ Traffic always flows a -> b. Per profile it repeats ``--runs`` times (default
                  bench/latency_trace.py, which sets it and stamps nothing;
                  ``off`` before or after ``tunnel`` in turn: the same-run
                  before/after of that change (``tunnel / switch off``).
+                 With ``--before DIR`` instead: ``off`` runs the p2pvpn of
+                 DIR (another checkout, e.g. ``git archive main p2pvpn | tar
+                 -x -C DIR``), ``tunnel`` this one, both under the launcher.
 
 Profiles: ``unshaped`` (bare veth), ``clean`` (tbf 1gbit on both veth ends),
 ``lossy`` (clean + 0.5 % random drop at b's prerouting ingress on eth0, nft
@@ -96,6 +99,8 @@ SWITCHES = {"direct": "P2PVPN_DIRECT_SEND", "tun-poll": "P2PVPN_TUN_POLL", "recv
 """Switches a run can set in the nodes -> the variable their launcher reads ("1" on, "0" off): the egress ones
 (p2pvpn.dataplane.egress) bench/latency_trace.py's, ``recvmmsg`` (p2pvpn.datagram.udp_socket) bench/datagram_switch.py's."""
 SWITCH_LAUNCHER = REPO / "bench" / "datagram_switch.py"
+TREE = "tree"
+"""A variant's key naming the directory whose p2pvpn its nodes run (``--before``), instead of a switch."""
 HOST_GRO = "host-gro"
 """The one switch of the lab, not of the nodes: GRO on both hosts' eth0 (WAN profiles), no-VPN measured both ways."""
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -151,22 +156,50 @@ def iperf3(client: Host, server: Host, addr: str, port: int, seconds: float,
     bitrate = bitrate or BITRATE
     wan0 = cpu_seconds(wan_pid) if wan_pid is not None else 0.0
     napi0 = napi_cpu_seconds()
+    udp0 = {h.name: udp_errors(h) for h in (client, server)}
+    idle0 = machine_idle()
     out = client.run(
         "iperf3", "-c", addr, "-p", str(port), "-t", f"{seconds:g}", "-J", *(("-b", bitrate) if bitrate else ()),
         timeout=seconds + 30,
     ).stdout
+    idle1 = machine_idle()
     wan_cpu = cpu_seconds(wan_pid) - wan0 if wan_pid is not None else None
     napi_cpu = napi_cpu_seconds() - napi0
+    udp1 = {h.name: udp_errors(h) for h in (client, server)}
     end = json.loads(out)["end"]
+    sender = (end.get("streams") or [{}])[0].get("sender", {})
     result = {
         "mbit_s": round(end["sum_received"]["bits_per_second"] / 1e6, 1),
         "bytes": end["sum_received"]["bytes"],
         "retransmits": end["sum_sent"].get("retransmits"),
+        # the inner flow as its sender's kernel saw it (tcp_info): smoothed RTT, largest cwnd
+        "mean_rtt_ms": round(sender["mean_rtt"] / 1000, 2) if "mean_rtt" in sender else None,
+        "max_snd_cwnd_kib": round(sender["max_snd_cwnd"] / 1024) if "max_snd_cwnd" in sender else None,
+        # both cores' idle share during the run: near 0, the run was bounded by the machine's CPU
+        "machine_idle": round((idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1]), 3),
+        # UDP datagrams the kernel dropped at each host (RcvbufErrors, InErrors): loss the profile did not ask for
+        "udp_errors": {name: [y - x for x, y in zip(udp0[name], udp1[name])] for name in udp0},
     }
     if wan_cpu is not None and result["bytes"]:
         result["wanem_cpu_s_per_gib"] = round(wan_cpu / (result["bytes"] / GIB), 2)
         result["napi_cpu_s_per_gib"] = round(napi_cpu / (result["bytes"] / GIB), 2)
     return result
+
+
+def machine_idle() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies of every CPU so far, from /proc/stat (a share over an interval)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return values[3] + values[4], sum(values[:8])  # user nice system idle iowait irq softirq steal
+
+
+def udp_errors(host: Host) -> tuple[int, int]:
+    """(RcvbufErrors, InErrors) of UDP in ``host``'s namespace so far (/proc/net/snmp)."""
+    lines = [line.split() for line in host.run("cat", "/proc/net/snmp").stdout.splitlines() if line.startswith("Udp:")]
+    if len(lines) < 2:
+        return 0, 0
+    row = dict(zip(lines[0][1:], lines[1][1:]))
+    return int(row.get("RcvbufErrors", 0)), int(row.get("InErrors", 0))
 
 
 def napi_cpu_seconds() -> float:
@@ -271,10 +304,15 @@ def init_nodes(a: Host, b: Host, workdir: Path) -> dict[str, dict[str, Any]]:
 
 def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
                 procs: list[subprocess.Popen[Any]], extra: tuple[str, ...] = (),
-                switches: dict[str, bool] | None = None) -> None:  # fmt: skip
-    """Start both nodes (appended to ``procs``), each with the other as a static peer; ``switches``: SWITCHES set."""
-    env = {**ENV, **{SWITCHES[switch]: "1" if on else "0" for switch, on in (switches or {}).items()}}
-    launcher = (str(SWITCH_LAUNCHER if "recvmmsg" in (switches or {}) else TRACER),) if switches else ("-m", "p2pvpn")
+                switches: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Start both nodes (appended to ``procs``), each with the other as a static peer; ``switches``: SWITCHES set
+    (or TREE: the directory whose p2pvpn the nodes run, first on sys.path, the cwd too)."""
+    switches = dict(switches or {})
+    tree = switches.pop(TREE, None)
+    env = {**ENV, **{SWITCHES[switch]: "1" if on else "0" for switch, on in switches.items()}}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
+    launcher = (str(SWITCH_LAUNCHER if "recvmmsg" in switches else TRACER),) if switches or tree else ("-m", "p2pvpn")
     for host, peer in ((a, b), (b, a)):
         with open(workdir / f"{host.name}.log", "wb") as log:
             procs.append(host.popen(
@@ -282,7 +320,7 @@ def start_nodes(a: Host, b: Host, workdir: Path, ids: dict[str, dict[str, Any]],
                 "--listen", f"/ip4/{host.address(IFACE)}/tcp/{VPN_PORT}",
                 "--peer", f"/ip4/{peer.address(IFACE)}/tcp/{VPN_PORT}/p2p/{ids[peer.name]['peer_id']}",
                 "--tun", TUN, *extra,
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tree or REPO,
             ))  # fmt: skip
 
 
@@ -363,7 +401,7 @@ def wait_data_path(a: Host, workdir: Path, peer_id: str, timeout: float = 10.0) 
 
 
 def tunnel(a: Host, b: Host, workdir: Path, seconds: float, extra: tuple[str, ...] = (),
-           switches: dict[str, bool] | None = None, wan_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
+           switches: dict[str, Any] | None = None, wan_pid: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Start both nodes, time the first answered echo, then iperf3 (with CPU) and RTT over the overlay."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[Any]] = []
@@ -443,6 +481,7 @@ def run_profile(
     switch_baseline: str | None = None,
     host_gro: bool = False,
     raw: bool = True,
+    before: Path | None = None,
 ) -> dict[str, Any]:
     """Build the two-host topology for ``profile`` and take every measurement ``runs`` times."""
     res: dict[str, Any] = {"profile": profile.name, "rate": profile.rate,
@@ -481,8 +520,10 @@ def run_profile(
             if raw:
                 _measure(run, "raw", lambda: rawstream(a, b, addr_b, seconds))
             _measure(run, "ping_veth", lambda: ping(a, addr_b))
-            on_off = [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] \
-                if switch_baseline else [("tunnel", {})]  # fmt: skip
+            on_off: list[tuple[str, dict[str, Any]]] = \
+                [("tunnel", {switch_baseline: True}), ("off", {switch_baseline: False})] if switch_baseline else \
+                [("tunnel", {TREE: str(REPO)}), ("off", {TREE: str(before)})] if before is not None else \
+                [("tunnel", {})]  # fmt: skip
             for key, switches in on_off if i % 2 == 0 else on_off[::-1]:  # the same share of each position
                 if lab_switch:  # the hosts' GRO set, then no-VPN and the tunnel measured under it
                     set_host_gro((a, b), switches[HOST_GRO])
@@ -507,7 +548,7 @@ def run_profile(
         if wan is not None:
             _measure(res, "wanem", wan.stop)
     res["host_gro"] = host_gro if wan is not None else None
-    res["switch"] = switch_baseline
+    res["switch"] = switch_baseline if before is None else f"{TREE}:{before}"
     res["summary"] = summarize(res["runs"])
     return res
 
@@ -562,6 +603,12 @@ METRICS: dict[str, tuple[str, ...]] = {
     "napi_cpu_s_per_gib_veth": ("veth", "napi_cpu_s_per_gib"),
     "napi_cpu_s_per_gib_tunnel": ("tunnel", "napi_cpu_s_per_gib"),
     "udp_rx_per_batch": ("tunnel", "udp_b", "rx_per_batch"),
+    "inner_rtt_veth_ms": ("veth", "mean_rtt_ms"),
+    "inner_rtt_tunnel_ms": ("tunnel", "mean_rtt_ms"),
+    "inner_rtt_off_ms": ("off", "mean_rtt_ms"),
+    "idle_veth": ("veth", "machine_idle"),
+    "idle_tunnel": ("tunnel", "machine_idle"),
+    "idle_off": ("off", "machine_idle"),
 }
 
 
@@ -614,6 +661,12 @@ COLUMNS = (  # header, metric, format
     ("NAPI threads CPU s/GiB no-VPN", "napi_cpu_s_per_gib_veth", "{:.1f}"),
     ("NAPI threads CPU s/GiB tunnel", "napi_cpu_s_per_gib_tunnel", "{:.1f}"),
     ("b datagrams per receive batch", "udp_rx_per_batch", "{:.1f}"),
+    ("inner TCP RTT no-VPN ms", "inner_rtt_veth_ms", "{:.2f}"),
+    ("inner TCP RTT tunnel ms", "inner_rtt_tunnel_ms", "{:.2f}"),
+    ("inner TCP RTT off ms", "inner_rtt_off_ms", "{:.2f}"),
+    ("machine idle no-VPN", "idle_veth", "{:.0%}"),
+    ("machine idle tunnel", "idle_tunnel", "{:.0%}"),
+    ("machine idle off", "idle_off", "{:.0%}"),
 )
 
 
@@ -686,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switch-baseline", choices=sorted([*SWITCHES, HOST_GRO]),
                         help="measure the tunnel with this switch on, and again with it off, in every run (same-run "
                              f"A/B); {HOST_GRO}: the hosts' GRO in WAN profiles, no-VPN measured both ways too")
+    parser.add_argument("--before", type=Path,
+                        help="measure the tunnel again with the p2pvpn of this tree in every run (a same-run A/B of "
+                             "two checkouts: 'off' is that tree)")
     parser.add_argument("--host-gro", choices=("on", "off"), default="off",
                         help="GRO on the hosts' eth0 in WAN profiles (default off: every frame reaches the stack "
                              "alone)")
@@ -702,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seconds must be within 1..120")
     if not 1 <= args.runs <= MAX_RUNS:
         parser.error(f"--runs must be within 1..{MAX_RUNS}")
+    if args.before is not None and (args.switch_baseline or not (args.before / "p2pvpn" / "__init__.py").is_file()):
+        parser.error("--before DIR: a tree with a p2pvpn package (git archive main p2pvpn | tar -x -C DIR), "
+                     "not with --switch-baseline")
     if args.cc is not None and args.cc not in _allowed_cc():
         parser.error(f"--cc {args.cc!r} is not in net.ipv4.tcp_allowed_congestion_control ({' '.join(_allowed_cc())})")
     global BITRATE
@@ -732,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             profile = PROFILES[name]
             results.append(run_profile(profile, args.seconds, args.runs, tunnel_reason, wanem, progress, args.cc,
                                        args.stream_baseline, args.switch_baseline, args.host_gro == "on",
-                                       not args.no_raw))
+                                       not args.no_raw, args.before.resolve() if args.before else None))
             if args.json_out is not None:  # after each profile: a long run interrupted keeps what it has
                 args.json_out.write_text(json.dumps(_document(args, results), indent=2) + "\n")
     doc = _document(args, results)

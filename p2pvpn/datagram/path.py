@@ -100,8 +100,16 @@ class Path:
         return due
 
     def next_wakeup(self, now: float) -> float:
-        """When ``poll`` next has something to do (at the latest)."""
+        """When ``poll`` next has something to do, exactly (no earlier: each wake-up is a scheduler pass).
+
+        While ``udp``, a keepalive is due once KEEPALIVE has passed since the
+        last one *and* since the last send or the last authenticated arrival
+        (``poll``); traffic both ways keeps moving that time on. (Counting
+        from the last keepalive alone made it a time in the past as soon as
+        traffic flowed, so the tunnel's timer task woke every 10 ms, its floor,
+        for nothing: ~10 % of an echoing node's CPU, docs/performance.md.)"""
         if self.state is PathState.UDP:
-            return min(self.last_alive + PATH_TIMEOUT, self.last_probe + KEEPALIVE)
+            keepalive = max(self.last_probe, min(self.last_sent, self.last_alive)) + KEEPALIVE
+            return min(self.last_alive + PATH_TIMEOUT, keepalive)
         times = [s.next_at for s in self._schedule.values()]
         return min(times) if times else now + PROBE_SLOW_INTERVAL

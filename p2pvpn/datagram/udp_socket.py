@@ -65,8 +65,8 @@ RECV_MMSG_SLOTS = 32       # datagrams (or GRO runs) per recvmmsg; 2 MiB of slot
 RECV_MMSG_CALLS = 8        # recvmmsg calls per batch
 RECVMMSG = False
 """Receive with recvmmsg where libc has it, while datagrams arrive one by one (GRO runs keep one recvmsg per
-run, which costs no more). Off until a quiet same-run A/B confirms it: on a loaded machine it gave `low`
-1.09-1.18x and clean 0.75-0.87x (docs/performance.md, "recvmmsg and a batching emulator");
+run, which costs no more). Off: no same-run A/B has shown it paying in both profiles (5 runs each, load 8-23:
+`low` 0.81x, clean 0.89x median; docs/performance.md, "Added RTT and recvmmsg, round 2");
 bench/throughput.py --switch-baseline recvmmsg measures both."""
 _CMSG_SPACE = _socket.CMSG_SPACE(4)
 _U16 = struct.Struct("=H")

@@ -53,3 +53,23 @@ def test_the_table_shows_the_emulator_and_receive_batch_columns_and_lists_failur
     assert "wanem CPU s/GiB no-VPN" in header and "b datagrams per receive batch" in header
     assert "- low run 1 veth_off: error: iperf3 failed" in text
     assert tp._failed([result])
+
+
+def test_the_machine_idle_share_is_read_from_proc_stat_and_only_grows() -> None:
+    tp = _throughput()
+    idle0, all0 = tp.machine_idle()
+    sum(range(200_000))  # some CPU time passes
+    idle1, all1 = tp.machine_idle()
+    assert 0 <= idle0 <= all0 and 0 <= idle1 <= all1
+    assert idle1 >= idle0 and all1 >= all0
+
+
+def test_the_inner_flow_columns_and_the_tree_variant_reach_the_table() -> None:
+    tp = _throughput()
+    run = {"veth": {"mbit_s": 900.0, "mean_rtt_ms": 8.5, "machine_idle": 0.4},
+           "tunnel": {"mbit_s": 600.0, "mean_rtt_ms": 20.0, "machine_idle": 0.05}}  # fmt: skip
+    tp.add_ratios(run)
+    summary = tp.summarize([run])
+    assert summary["inner_rtt_tunnel_ms"]["median"] == 20.0 and summary["idle_veth"]["median"] == 0.4
+    text = tp.table([{"profile": "low", "runs": [run], "summary": summary}])
+    assert "| 8.50 | 20.00 | - | 40% | 5% | - |" in text

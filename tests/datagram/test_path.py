@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from p2pvpn.datagram.path import KEEPALIVE, PATH_TIMEOUT, PROBE_FAST_COUNT, Path, PathState
 
 E1, E2 = ("198.18.0.2", 4000), ("198.18.1.2", 4000)
@@ -51,3 +54,38 @@ def test_roaming_only_on_new_highest() -> None:
     assert path.endpoint == E1
     path.on_alive(E2, True, 0.2)
     assert path.endpoint == E2
+
+
+def test_while_traffic_flows_both_ways_the_next_wakeup_moves_on_with_it() -> None:
+    """An echo every 10 ms each way: the timer's next wake-up stays KEEPALIVE ahead (it woke every 10 ms)."""
+    path = Path()
+    path.on_alive(E1, True, 0.0)
+    t = 0.0
+    for _ in range(1000):  # 10 s of traffic
+        t = round(t + 0.01, 2)
+        path.on_sent(t)
+        path.on_alive(E1, True, t + 0.001)
+        assert path.next_wakeup(t + 0.001) == t + KEEPALIVE
+        assert path.poll(t + 0.001) == []
+
+
+_TIMES = st.integers(0, 80).map(lambda k: k / 8)  # exact in binary: no rounding at the boundaries
+
+
+@settings(max_examples=300, deadline=None)
+@given(probe=_TIMES, sent=st.one_of(st.just(float("-inf")), _TIMES), alive=_TIMES, now=_TIMES)
+def test_next_wakeup_is_exactly_when_poll_next_acts(probe: float, sent: float, alive: float, now: float) -> None:
+    """Not later (a missed keepalive or timeout) and not earlier (a wake-up for nothing)."""
+    def fresh() -> Path:
+        path = Path()
+        path.set_candidates([E1], 0.0)
+        path.on_alive(E1, True, alive)
+        path.last_probe, path.last_sent = min(probe, alive), sent
+        return path
+    now = max(now, alive, fresh().last_probe, sent)
+    wake = fresh().next_wakeup(now)
+    if wake > now:
+        quiet = fresh()
+        assert quiet.poll(now + (wake - now) * 0.999) == [] and quiet.state is PathState.UDP
+    acting = fresh()
+    assert acting.poll(max(now, wake)) == [E1]  # a keepalive, or the timeout (then probing at once)
