@@ -44,7 +44,17 @@ wildcard address, which p2pvpn does itself); and cbor2 (in
 ``libp2p.records.ipns``) and coincurve (in ``libp2p.crypto.secp256k1``,
 ~0.8 MiB) are C extensions a node loads for IPNS records and secp256k1
 keys it never meets (a forwarder also passes on attribute access, for
-``coincurve.PublicKey.from_secret(...)``). While such an importer's own code runs, each of those modules
+``coincurve.PublicKey.from_secret(...)``); pycryptodome (``libp2p.crypto.rsa``,
+``libp2p.security.pnet.psk_conn``) for RSA keys and pre-shared-key
+connections (``import Crypto.PublicKey.RSA as RSA`` walks the stand-ins of
+its parent packages, which are placed too); ``cryptography.x509`` (with
+email and datetime) for AutoTLS's certificate in ``basic_host``, whose
+value uses (``x509.DNSName``) come after a call that imports it, when a
+stand-in module passes on the real names; and ``importlib.metadata``
+(email, zipfile, csv) in ``libp2p.utils.version``, whose ``version()`` --
+called once at import for identify's agent version, which peers see -- is
+SUBSTITUTES' :func:`dist_version`, the same answer read from the one
+METADATA file. While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
