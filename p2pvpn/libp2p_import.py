@@ -328,13 +328,15 @@ def dist_version(name: str) -> str:
 
     It finds the distribution as importlib.metadata does (``*.dist-info`` and ``*.egg-info`` directories
     on ``sys.path``, the name normalized as there) and reads its first ``Version:`` header; anything less
-    plain -- no match or more than one, a zip or egg on the path, a folded header -- asks the real
+    plain -- no match or more than one, a zip or egg on the path, a folded header, another finder on
+    ``sys.meta_path`` that lists distributions -- asks the real
     ``importlib.metadata.version``, so the answer is always the one it gives
     (``tests/compat/test_libp2p_stand_ins.py`` compares them).
     """
     wanted = re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
     found: list[str] = []
-    for entry in sys.path:
+    others = [f for f in sys.meta_path if hasattr(f, "find_distributions") and f is not importlib.machinery.PathFinder]
+    for entry in sys.path if not others else ():  # another finder that lists distributions: ask the real one
         base = entry or "."
         if not os.path.isdir(base):
             if os.path.exists(base):  # a zip file on the path: importlib.metadata searches it too
