@@ -114,6 +114,24 @@ def smaps_groups(pid: int) -> dict[str, dict[str, float]]:
     return {k: {"rss_mib": round(v[0], 1), "mappings": int(v[1])} for k, v in sorted(groups.items(), key=lambda kv: -kv[1][0])}
 
 
+def smaps_files(pid: int, top: int = 20) -> list[tuple[str, float, float]]:
+    """The file-backed mappings with the most RSS: (file, RSS MiB, Pss MiB), all of a file's mappings summed.
+
+    Shared libraries a node maps but barely uses show up here (issue 16: which .so files cost what).
+    """
+    rss: Counter[str] = Counter()
+    pss: Counter[str] = Counter()
+    path = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" not in head[0]:
+            path = head[5] if len(head) > 5 and head[5].startswith("/") else ""
+        elif path and head[0] in ("Rss:", "Pss:"):
+            (rss if head[0] == "Rss:" else pss)[path] += int(head[1])
+    short = {p: p.split("site-packages/")[-1] for p in rss}
+    return [(short[p], round(v / KIB, 2), round(pss[p] / KIB, 2)) for p, v in rss.most_common(top)]
+
+
 IMPORT_PROBE = r"""
 import json, sys
 
@@ -290,6 +308,7 @@ def measure(variant: str, size: int, settle: float, usr1: bool = False, window: 
                 "pss_mib": {n: round(v["rollup_kib"]["Pss"] / KIB, 1) for n, v in per_node.items()},
                 "threads": {n: v["threads"] for n, v in per_node.items()},
                 f"smaps_{probe}": smaps_groups(pids[probe]) if probe in pids else None,
+                f"smaps_files_{probe}": smaps_files(pids[probe]) if probe in pids else None,
                 "load": os.getloadavg()[0],
                 "idle": idle,
                 "ready_s": ready_s,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import linecache
 import logging
 import textwrap
 from collections.abc import Awaitable, Callable
@@ -485,14 +486,31 @@ def check_once() -> None:
 
 def check(*, multihop: bool = False) -> None:
     """Verify every internal reached through this module; with ``multihop``, the dial guard too (fail closed)."""
-    _check_kad()
-    _check_host()
-    _check_dcutr()
-    _check_yamux_window_timeout()
-    _check_logs_and_dials()
-    _check_observed_addresses()
-    if multihop:
-        check_dial_guard()
+    cached = set(linecache.cache)
+    try:
+        _check_kad()
+        _check_host()
+        _check_dcutr()
+        _check_yamux_window_timeout()
+        _check_logs_and_dials()
+        _check_observed_addresses()
+        if multihop:
+            check_dial_guard()
+    finally:
+        _forget_sources(cached)
+
+
+def _forget_sources(kept: set[str]) -> None:
+    """Drop the files the checks read from linecache, except those cached before.
+
+    ``inspect.getsource`` caches each whole file's lines for tracebacks: the
+    checks' ~0.55 MB of py-libp2p source held ~1.1 MiB of every node's memory
+    (docs/performance.md, "RSS, round 4"). A traceback reads a file again when
+    it needs it; entries that are not files (``<attrs generated ...>``) stay.
+    """
+    for name in set(linecache.cache) - kept:
+        if not name.startswith("<"):
+            linecache.cache.pop(name, None)
 
 # -- latency tuning ----------------------------------------------------------------------------------
 #

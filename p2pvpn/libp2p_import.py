@@ -44,7 +44,17 @@ wildcard address, which p2pvpn does itself); and cbor2 (in
 ``libp2p.records.ipns``) and coincurve (in ``libp2p.crypto.secp256k1``,
 ~0.8 MiB) are C extensions a node loads for IPNS records and secp256k1
 keys it never meets (a forwarder also passes on attribute access, for
-``coincurve.PublicKey.from_secret(...)``). While such an importer's own code runs, each of those modules
+``coincurve.PublicKey.from_secret(...)``); pycryptodome (``libp2p.crypto.rsa``,
+``libp2p.security.pnet.psk_conn``) for RSA keys and pre-shared-key
+connections (``import Crypto.PublicKey.RSA as RSA`` walks the stand-ins of
+its parent packages, which are placed too); ``cryptography.x509`` (with
+email and datetime) for AutoTLS's certificate in ``basic_host``, whose
+value uses (``x509.DNSName``) come after a call that imports it, when a
+stand-in module passes on the real names; and ``importlib.metadata``
+(email, zipfile, csv) in ``libp2p.utils.version``, whose ``version()`` --
+called once at import for identify's agent version, which peers see -- is
+SUBSTITUTES' :func:`dist_version`, the same answer read from the one
+METADATA file. While such an importer's own code runs, each of those modules
 is a stand-in whose names are forwarders; a forwarder imports the real
 module when first called (``enable_mDNS=True`` creates the real
 MDNSDiscovery). After the importer ran, the stand-ins leave ``sys.modules``,
@@ -78,9 +88,12 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
+import re
 import sys
 import threading
 import types
+from collections.abc import Callable
 from typing import Any
 
 PACKAGE = "libp2p"
@@ -89,6 +102,10 @@ DEFERRED_PACKAGES = (PACKAGE,)  # packages whose __init__ runs only when asked f
 STAND_INS: dict[str, dict[str, str]] = {
     "libp2p.host.basic_host": {
         "libp2p.discovery.mdns.mdns": "zeroconf; called only with enable_mDNS",
+        # x509 (with email and datetime, ~1.6 MiB) for AutoTLS's certificate; its value uses (x509.DNSName,
+        # ExtensionOID.X) come after x509.load_pem_x509_certificates(...) in the same method, which imports it
+        "cryptography.x509": "load_pem_x509_certificates() called only by AutoTLS",
+        "cryptography.x509.oid": "ExtensionOID read only by AutoTLS, after x509 is imported",
         "libp2p.discovery.upnp.upnp": "miniupnpc; called only with enable_upnp",
         "libp2p.security.tls.autotls.acme": "httpx, requests; called only by AutoTLS",
         "libp2p.security.tls.autotls.broker": "requests, dnspython; called only by AutoTLS",
@@ -113,6 +130,20 @@ STAND_INS: dict[str, dict[str, str]] = {
     # a C extension (~0.75 MiB resident) for records a node never meets
     "libp2p.records.ipns": {"cbor2": "loads() called only to validate an IPNS record"},
     "libp2p.crypto.secp256k1": {"coincurve": "called only for a secp256k1 key (p2pvpn's are Ed25519)"},
+    # pycryptodome (~1.3 MiB: its Python modules and the .so files they map) for RSA keys, which p2pvpn's peers
+    # do not have (theirs are Ed25519); `import Crypto.PublicKey.RSA as RSA` needs its parent packages placed too
+    "libp2p.crypto.rsa": {
+        "Crypto": "parent of Crypto.PublicKey.RSA (`import Crypto.PublicKey.RSA as RSA`)",
+        "Crypto.PublicKey": "parent of Crypto.PublicKey.RSA",
+        "Crypto.PublicKey.RSA": "import_key(), generate() called only for an RSA key; RsaKey in annotations",
+        "Crypto.Hash": "SHA256.new() called only to sign or verify with an RSA key",
+        "Crypto.Signature": "pkcs1_15.new() called only to sign or verify with an RSA key",
+    },
+    # the private-network (PSK) connection, imported by the swarm; made only with a pre-shared key
+    "libp2p.security.pnet.psk_conn": {"Crypto.Cipher": "Salsa20.new() called only for a PSK connection"},
+    # importlib.metadata imports email, zipfile and csv (~1.4 MiB) for identify's agent version, computed once at
+    # import: SUBSTITUTES reads the same METADATA file without it (and asks the real one when in doubt)
+    "libp2p.utils.version": {"importlib.metadata": "version() is SUBSTITUTES' dist_version"},
 }
 # module -> {module hidden (ImportError) while it runs: why}
 HIDDEN_WHILE: dict[str, dict[str, str]] = {
@@ -124,6 +155,8 @@ HIDDEN_WHILE: dict[str, dict[str, str]] = {
 # Names whose call is deferred too: the object is built on its first attribute access (swarm makes a
 # DNSResolver in __init__ but asks it something only to dial a /dns address).
 LAZY_INSTANCES = frozenset({("multiaddr.resolvers", "DNSResolver"), ("psutil", "Process")})
+# Forwarders called as something else: the substitute gives what the real name would, without importing its module.
+SUBSTITUTES: dict[tuple[str, str], Callable[..., Any]] = {}  # filled below (dist_version)
 # Dunder names a package is asked for that its __init__ defines: asking runs it.
 _INIT_DUNDERS = frozenset({"__all__", "__version__"})
 _lock = threading.RLock()
@@ -179,6 +212,9 @@ class _Forwarder:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if (self._module, self._name) in LAZY_INSTANCES:
             return _LazyInstance(self, args, kwargs)
+        substitute = SUBSTITUTES.get((self._module, self._name))
+        if substitute is not None:
+            return substitute(*args, **kwargs)
         return self.real()(*args, **kwargs)
 
     def __getattr__(self, attr: str) -> Any:
@@ -193,7 +229,10 @@ class _Forwarder:
         if getattr(real, "__stand_in__", False):  # called while its importer still runs: not expected
             raise ImportError(f"{self._module}.{self._name} called while {self._module} is a stand-in "
                               "(p2pvpn.libp2p_import.STAND_INS no longer fits py-libp2p)")
-        return getattr(real, self._name)
+        try:
+            return getattr(real, self._name)
+        except AttributeError:  # `from package import submodule` (`from Crypto.Hash import SHA256`)
+            return importlib.import_module(f"{self._module}.{self._name}")
 
     def __repr__(self) -> str:
         return f"<forwarder to {self._module}.{self._name}>"
@@ -223,6 +262,13 @@ def _stand_in(name: str) -> types.ModuleType:
     def __getattr__(attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(f"module {name!r} (a stand-in) has no attribute {attr!r}")
+        child = sys.modules.get(f"{name}.{attr}")  # `import a.b.c as d` walks a's and b's stand-ins
+        if getattr(child, "__stand_in__", False):
+            return child
+        real = sys.modules.get(name)
+        if real is not None and real is not module and not getattr(real, "__stand_in__", False):
+            # imported for real meanwhile: the real name (`x509.DNSName` as a value), a submodule if need be
+            return forwarders.setdefault(attr, _Forwarder(name, attr)).real()
         return forwarders.setdefault(attr, _Forwarder(name, attr))
 
     module.__getattr__ = __getattr__  # type: ignore[attr-defined]
@@ -274,6 +320,70 @@ class _HidingLoader(importlib.abc.Loader):
                         sys.modules.pop(name, None)
                     else:
                         sys.modules[name] = value  # type: ignore[assignment]
+
+
+def dist_version(name: str) -> str:
+    """``importlib.metadata.version(name)``, read from the one installed METADATA without importing
+    importlib.metadata (email, zipfile, csv: ~1.4 MiB of every node, for identify's agent version string).
+
+    It finds the distribution as importlib.metadata does (``*.dist-info`` and ``*.egg-info`` directories
+    on ``sys.path``, the name normalized as there) and reads its first ``Version:`` header; anything less
+    plain -- no match or more than one, a zip or egg on the path, a folded header, another finder on
+    ``sys.meta_path`` that lists distributions -- asks the real
+    ``importlib.metadata.version``, so the answer is always the one it gives
+    (``tests/compat/test_libp2p_stand_ins.py`` compares them).
+    """
+    wanted = re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    found: list[str] = []
+    others = [f for f in sys.meta_path if hasattr(f, "find_distributions") and f is not importlib.machinery.PathFinder]
+    for entry in sys.path if not others else ():  # another finder that lists distributions: ask the real one
+        base = entry or "."
+        if not os.path.isdir(base):
+            if os.path.exists(base):  # a zip file on the path: importlib.metadata searches it too
+                found = []
+                break
+            continue
+        if base.lower().endswith(".egg"):
+            found = []
+            break
+        try:
+            children = os.listdir(base)
+        except OSError:
+            continue
+        for child in children:
+            low = child.lower()
+            if low.endswith((".dist-info", ".egg-info")):
+                stem = low.rpartition(".")[0].partition("-")[0]
+                if re.sub(r"[-_.]+", "-", stem).lower().replace("-", "_") == wanted:
+                    found.append(os.path.join(base, child))
+    version = _version_header(found[0]) if len(found) == 1 else None
+    if version is not None:
+        return version
+    from importlib.metadata import version as real_version  # not plain: the real answer
+
+    return real_version(name)
+
+
+def _version_header(directory: str) -> str | None:
+    """The ``Version`` header of a dist-info's METADATA (egg-info: PKG-INFO); None if not plainly there."""
+    for file in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(directory, file), encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except (OSError, UnicodeDecodeError):
+            continue
+        for i, line in enumerate(lines):
+            if not line.strip():  # the end of the headers
+                return None
+            key, colon, value = line.partition(":")
+            if colon and key.lower() == "version":
+                folded = i + 1 < len(lines) and lines[i + 1][:1] in (" ", "\t")
+                return None if folded else value.lstrip(" \t").rstrip("\r")
+        return None
+    return None
+
+
+SUBSTITUTES[("importlib.metadata", "version")] = dist_version
 
 
 def is_stand_in(value: Any) -> bool:

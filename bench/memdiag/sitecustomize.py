@@ -11,6 +11,8 @@ if os.environ.get("SC_DIAG_OUT"):
         out["types"] = c.most_common(25)
         by = collections.Counter(m.split(".")[0] for m in sys.modules)
         out["modules_by_pkg"] = by.most_common(30)
+        if os.environ.get("SC_MODULES"):  # every module the node has imported by now (what a running node needs)
+            out["module_names"] = sorted(sys.modules)
         if os.environ.get("SC_LOADED"):  # which of these modules the running node has imported by now
             out["loaded"] = [m for m in os.environ["SC_LOADED"].split(":") if m in sys.modules]
         if tracemalloc.is_tracing():

@@ -31,9 +31,9 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from p2pvpn.names.table import NameTable
+from p2pvpn.names.table import MAX_QUERY, NameTable, Zone
 
-MAX_QUERY = 512
+__all__ = ["MAX_QUERY", "Answer", "answer"]
 HEADER_LEN = 12
 TTL = 60
 NEGATIVE_TTL = 10
@@ -67,7 +67,7 @@ def answer(query: bytes, table: NameTable, *, tcp: bool = False) -> Answer:
     if question.rdclass not in (dns.rdataclass.IN, dns.rdataclass.ANY):
         return _reply(message, dns.rcode.REFUSED, tcp, "refused")
     qname: dns.name.Name = question.name
-    zone = next((z for z in table.zones if qname.is_subdomain(z)), None)
+    zone = next((z for z in map(_name, table.zones) if qname.is_subdomain(z)), None)
     if zone is None:
         return _reply(message, dns.rcode.REFUSED, tcp, "refused")
     relative = qname.relativize(zone)
@@ -110,6 +110,12 @@ def _reply(query: dns.message.Message, rcode: int, tcp: bool, outcome: str, *,
         response.flags |= dns.flags.TC
         wire = response.to_wire()
     return Answer(wire, outcome)
+
+
+@functools.lru_cache(maxsize=16)
+def _name(zone: Zone) -> dns.name.Name:
+    """The zone's name for dnspython (the table keeps text: p2pvpn.names.table.Zone)."""
+    return dns.name.from_text(zone.to_text())
 
 
 def _rrset(name: dns.name.Name, rdtype: int, text: str, ttl: int = TTL) -> dns.rrset.RRset:

@@ -23,8 +23,7 @@ from typing import Any
 
 import trio
 
-from p2pvpn.names.responder import MAX_QUERY, answer
-from p2pvpn.names.table import NameTable
+from p2pvpn.names.table import MAX_QUERY, NameTable
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +104,8 @@ class DnsServer:
         if not self.bucket.take(trio.current_time()):
             self.counters["rate_limited"] += 1
             return None
+        from p2pvpn.names.responder import answer  # dnspython (~3 MiB) loads with the first query, not at start
+
         result = answer(query, self._table(), tcp=tcp)
         self.counters[result.outcome] += 1
         return result.response

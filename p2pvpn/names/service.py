@@ -25,12 +25,10 @@ from p2pvpn.membership.store import Store
 from p2pvpn.names.netcheck import Observation, mapping_behaviour
 from p2pvpn.names.resolved import ResolvedHook
 from p2pvpn.names.server import DnsServer
-from p2pvpn.names.table import NameTable, build_table, zone_names
+from p2pvpn.names.table import NameTable, Zone, build_table, zone_names
 from p2pvpn.names.targets import Target, UnknownTarget, resolve
 
 if TYPE_CHECKING:
-    import dns.name
-
     from p2pvpn.node import Node
     from p2pvpn.session.peer import Peer
 
@@ -48,7 +46,7 @@ class NamesService:
     def __init__(self, node: Node) -> None:
         self.node = node
         view = node.membership
-        self.zones: list[dns.name.Name] = []
+        self.zones: list[Zone] = []
         if view is not None:
             label = node.config.dns_label or Store(node.directory).network()[1]
             self.zones = zone_names(label, view.network_id, node.config.dns_suffix)

@@ -21,13 +21,28 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import dns.name
-
 from p2pvpn.membership.cert import Certificate
 from p2pvpn.membership.network import is_dns_label
 from p2pvpn.names.suffix import DEFAULT_SUFFIX, check_suffix
 
-__all__ = ["DEFAULT_SUFFIX", "Member", "NameTable", "build_table", "check_suffix", "zone_label", "zone_name", "zone_names"]
+__all__ = ["DEFAULT_SUFFIX", "MAX_QUERY", "Member", "NameTable", "Zone", "build_table", "check_suffix", "zone_label",
+           "zone_name", "zone_names"]
+
+MAX_QUERY = 512  # the responder's bound on a query (bytes); here so the server has it without dnspython
+MAX_NAME_WIRE = 255  # RFC 1035: a name's wire form, length octets included
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    """A zone's name as text (``lab.internal``), not dnspython's ``dns.name.Name``: a node imports dnspython
+    (~3 MiB of RSS with the importlib.metadata it imports) only when its responder answers a first query
+    (``p2pvpn.names.responder`` makes the ``dns.name.Name``)."""
+
+    text: str  # DNS labels (a-z 0-9 -), no final dot
+
+    def to_text(self, omit_final_dot: bool = False) -> str:
+        """As ``dns.name.Name.to_text``: with the final dot unless ``omit_final_dot``."""
+        return self.text if omit_final_dot else f"{self.text}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,22 +60,26 @@ def zone_label(network_label: str, network_id: str) -> str:
 
 
 
-def zone_name(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> dns.name.Name:
-    return dns.name.from_text(f"{zone_label(network_label, network_id)}.{check_suffix(suffix)}")
+def zone_name(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> Zone:
+    """The zone ``<label>.<suffix>``; ValueError if its wire form is over 255 bytes (as dnspython refuses it)."""
+    text = f"{zone_label(network_label, network_id)}.{check_suffix(suffix)}"
+    if len(text) + 2 > MAX_NAME_WIRE:  # a length octet per label, the root's zero octet
+        raise ValueError(f"the zone name {text!r} is longer than a DNS name can be")
+    return Zone(text)
 
 
-def zone_names(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> list[dns.name.Name]:
+def zone_names(network_label: str, network_id: str, suffix: str = DEFAULT_SUFFIX) -> list[Zone]:
     """The label's zone (when there is a label), then the network ID's."""
     by_id = zone_name("", network_id, suffix)
     labelled = zone_name(network_label, network_id, suffix)
-    return [labelled, by_id] if labelled != by_id else [by_id]
+    same = labelled.text.lower() == by_id.text.lower()  # DNS names compare case-insensitively
+    return [by_id] if same else [labelled, by_id]
 
 
 class NameTable:
     """The zone (and its aliases: the same names under other zones) and its members by lowercase name."""
 
-    def __init__(self, zone: dns.name.Name, members: Iterable[Member] = (),
-                 aliases: Iterable[dns.name.Name] = ()) -> None:
+    def __init__(self, zone: Zone, members: Iterable[Member] = (), aliases: Iterable[Zone] = ()) -> None:
         self.zone = zone
         self.zones = (zone, *aliases)
         self.members: dict[str, Member] = {}
@@ -86,7 +105,7 @@ class NameTable:
         return f"{member.name}.{self.zone.to_text(omit_final_dot=True)}"
 
 
-def build_table(zones: list[dns.name.Name], own: Certificate, presented: Iterable[Certificate],
+def build_table(zones: list[Zone], own: Certificate, presented: Iterable[Certificate],
                 recorded: Iterable[Certificate]) -> NameTable:
     """The table from certificates already judged valid, in the preference order of the module docstring."""
     def newest_first(certs: Iterable[Certificate]) -> list[Certificate]:

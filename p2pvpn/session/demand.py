@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -295,7 +294,7 @@ class OnDemand:
             "idle_closed": self.idle.closed,
             "drops": dict(self.drops),
             "icmp_unreachable": self.icmp_sent,
-            "lookup_ms_median": statistics.median(self.lookup_ms) if self.lookup_ms else None,
+            "lookup_ms_median": _median(self.lookup_ms) if self.lookup_ms else None,
             "lookup_ms_max": max(self.lookup_ms, default=None),
             "timelines": self.timelines.lines(),
         }
@@ -311,3 +310,10 @@ def _describe(packet: bytes) -> str:
     except (IndexError, ValueError):
         pass
     return "not IP"
+
+
+def _median(values: Iterable[float]) -> float:
+    """``statistics.median``, without importing statistics (decimal, fractions: ~0.4 MiB of every node's RSS)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

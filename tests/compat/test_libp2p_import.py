@@ -181,3 +181,17 @@ def test_the_fallback_to_libp2p_new_host_keeps_py_libp2p_logs_routed() -> None:
         "                  'propagate': logging.getLogger('libp2p').propagate}))\n"
     )
     assert out == {"before": True, "after": False, "propagate": True}
+
+
+def test_the_checks_leave_no_source_files_in_linecache() -> None:
+    """libp2p_compat.check reads py-libp2p's source (inspect.getsource); the lines must not stay resident (~1 MiB)."""
+    out = _run(
+        "import json, linecache\n"
+        "import p2pvpn.node\n"
+        "from p2pvpn import libp2p_compat\n"
+        "before = {k for k in linecache.cache if not k.startswith('<')}\n"
+        "libp2p_compat.check(multihop=True)\n"
+        "left = sorted(k for k in linecache.cache if not k.startswith('<') and k not in before)\n"
+        "print(json.dumps({'left': left, 'generated_kept': any(k.startswith('<attrs') for k in linecache.cache)}))\n"
+    )
+    assert out == {"left": [], "generated_kept": True}

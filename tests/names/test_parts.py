@@ -200,3 +200,48 @@ async def test_the_server_answers_over_udp_and_tcp_and_counts_malformed() -> Non
     assert server.counters["answered"] == 1 and server.counters["nxdomain"] == 1
     assert server.counters["malformed"] == 1
     assert server.status()["listening"] == [f"127.0.0.1:{port}"]
+
+
+def test_dnspython_loads_with_the_first_query_not_with_the_responder() -> None:
+    """A node's responder runs without dnspython (and the importlib.metadata it imports) until a query comes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import ipaddress, json, sys\n"
+        "import trio\n"
+        "import p2pvpn.node\n"
+        "from p2pvpn.names.server import DnsServer\n"
+        "from p2pvpn.names.table import Member, NameTable, zone_names\n"
+        "zones = zone_names('lab', 'a' * 32)\n"
+        "table = NameTable(zones[0], [Member('alpha', bytes(38), ipaddress.IPv4Address('100.64.0.7'),\n"
+        "                                    ipaddress.IPv6Address('fd00::7'))], zones[1:])\n"
+        "server = DnsServer([ipaddress.IPv4Address('127.0.0.1')], lambda: table, port=0)\n"
+        "status = server.status()\n"
+        "before = [m for m in ('dns', 'importlib.metadata') if m in sys.modules]\n"
+        "query = bytes.fromhex('abcd01000001000000000000') + b'\\x05alpha\\x03lab\\x08internal\\x00' + bytes.fromhex('00010001')\n"
+        "async def ask():\n"
+        "    return server._answer(query, tcp=False)\n"
+        "response = trio.run(ask)\n"
+        "import dns.message\n"
+        "answer = dns.message.from_wire(response)\n"
+        "print(json.dumps({'before': before, 'after': 'dns' in sys.modules, 'zones': status['zones'],\n"
+        "                  'answer': [r.to_text() for rrset in answer.answer for r in rrset]}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"before": [], "after": True, "zones": ["lab.internal", f"{'a' * 32}.internal"],
+                   "answer": ["100.64.0.7"]}
+
+
+def test_a_zone_name_too_long_for_dns_is_refused() -> None:
+    """The zone is text until the first query; a name dnspython would refuse is refused when made."""
+    long_suffix = ".".join(["a" * 63] * 4)  # 4 labels of 63: a valid suffix, but with the label over 255 bytes
+    with pytest.raises(ValueError, match="longer than a DNS name"):
+        zone_name("lab", "b" * 32, long_suffix)
+    assert zone_name("lab", "b" * 32, ".".join(["a" * 63] * 3)).to_text().endswith(".")
