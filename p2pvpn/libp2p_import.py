@@ -333,7 +333,7 @@ def dist_version(name: str) -> str:
     ``importlib.metadata.version``, so the answer is always the one it gives
     (``tests/compat/test_libp2p_stand_ins.py`` compares them).
     """
-    wanted = re.sub(r"[-_.]+", "-", name).lower().replace("-", "_")
+    wanted = _dist_key(name)
     found: list[str] = []
     others = [f for f in sys.meta_path if hasattr(f, "find_distributions") and f is not importlib.machinery.PathFinder]
     for entry in sys.path if not others else ():  # another finder that lists distributions: ask the real one
@@ -354,7 +354,7 @@ def dist_version(name: str) -> str:
             low = child.lower()
             if low.endswith((".dist-info", ".egg-info")):
                 stem = low.rpartition(".")[0].partition("-")[0]
-                if re.sub(r"[-_.]+", "-", stem).lower().replace("-", "_") == wanted:
+                if _dist_key(stem) == wanted:
                     found.append(os.path.join(base, child))
     version = _version_header(found[0]) if len(found) == 1 else None
     if version is not None:
@@ -362,6 +362,11 @@ def dist_version(name: str) -> str:
     from importlib.metadata import version as real_version  # not plain: the real answer
 
     return real_version(name)
+
+
+def _dist_key(name: str) -> str:
+    """A distribution name normalized as importlib.metadata compares them (PEP 503, ``-`` as ``_``)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def _version_header(directory: str) -> str | None:
